@@ -1,0 +1,30 @@
+/* Process-wide configuration and logging. */
+#ifndef TSOS_AGENT_H
+#define TSOS_AGENT_H
+
+#include <stdint.h>
+
+#define AGENT_NAME "trio-sos-agent"
+#define AGENT_VERSION "1.0.0"
+
+struct agent_config {
+    const char *data_dir;
+    const char *listen;    /* HOST:PORT */
+    const char *unix_path; /* NULL if none */
+    uint64_t capacity;     /* 0 = filesystem size */
+    uint32_t max_frame;
+    uint64_t max_chunk;
+    uint32_t max_connections;
+    int io_timeout_ms; /* -1 = never */
+    int verbose;
+};
+
+extern struct agent_config g_cfg;
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* One line: "<ISO time> <LEVEL> <message>"; the message carries its own
+ * key=value pairs. DEBUG lines only appear with --verbose. */
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

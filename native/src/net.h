@@ -1,0 +1,14 @@
+#ifndef TSOS_NET_H
+#define TSOS_NET_H
+
+#include <stddef.h>
+
+/* Binds and listens; writes "host:port" of the bound socket into bound.
+ * Returns the fd, or -1 after logging why. */
+int net_listen_tcp(const char *host, const char *port, char *bound, size_t boundlen);
+int net_listen_unix(const char *path);
+
+/* Accept loop; returns (for a clean exit) when sigfd becomes readable. */
+void net_serve(int tcpfd, int unixfd, int sigfd);
+
+#endif

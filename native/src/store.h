@@ -1,0 +1,60 @@
+/* Chunk files on disk: layout, durability, accounting.
+ *
+ * Every function that can fail returns a protocol status (enum status) and, when
+ * it is not ST_OK, writes a human-readable message into msg (the RESULT text). */
+#ifndef TSOS_STORE_H
+#define TSOS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MSG_LEN 200
+
+int store_init(const char *data_dir); /* 0, or -1 after logging why */
+const uint8_t *store_agent_id(void);
+void store_info(uint64_t *capacity, uint64_t *used, uint64_t *chunks, uint64_t *fs_free);
+
+void id_to_hex(const uint8_t id[16], char out[33]);
+int errno_status(int err);
+
+/* Capacity accounting for PUTs in progress. */
+int store_reserve(uint64_t bytes); /* ST_OK or ST_NO_SPACE */
+void store_unreserve(uint64_t bytes);
+
+/* ST_OK when the id is not stored, ST_EXISTS, or ST_IO_ERROR. */
+int store_check_absent(const uint8_t id[16], char *msg);
+
+/* A temporary file for a PUT; name must hold 96 bytes. */
+int store_tmp_create(uint64_t request, char *name, int *fd, char *msg);
+void store_tmp_discard(int fd, const char *name);
+/* Makes the temporary file the chunk `id`, durably. Consumes fd and the
+ * temporary file whatever the outcome; on ST_OK the reservation becomes used
+ * space, otherwise it is released. */
+int store_commit(int fd, const char *name, const uint8_t id[16], uint64_t file_size, uint64_t reservation,
+                 char *msg);
+
+struct chunk {
+    int fd;
+    uint64_t length;
+    uint32_t crc;
+    uint64_t mtime;
+    uint64_t nblocks;
+};
+int store_open_chunk(const uint8_t id[16], struct chunk *ch, char *msg);
+void store_close_chunk(struct chunk *ch);
+static inline uint32_t chunk_block_len(const struct chunk *ch, uint64_t b)
+{
+    uint64_t rest = ch->length - b * 65536u;
+    return rest > 65536u ? 65536u : (uint32_t)rest;
+}
+/* Reads blocks [b0, b0+nb) with their CRCs into buf (block j at j*(64 KiB+4))
+ * and verifies each; ST_CORRUPT on the first mismatch. */
+int store_read_blocks(const struct chunk *ch, uint64_t b0, uint32_t nb, uint8_t *buf, char *msg);
+
+int store_delete(const uint8_t id[16], char *msg);
+
+/* Writes up to max entries (id, be64 length) to out. */
+int store_list(int has_cursor, const uint8_t cursor[16], uint32_t max, uint8_t *out, uint32_t *n, int *more,
+               char *msg);
+
+#endif

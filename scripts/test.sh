@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command (see README): installs the project with its test extras (which builds the C agent)
+# and runs the suite. `--asan` runs the agent tests against the AddressSanitizer/UBSan build of the agent instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q -e '.[test]'
+if [ "${1:-}" = "--asan" ]; then
+  make -C native asan >/dev/null
+  export TRIO_SOS_AGENT_BIN="$PWD/native/build/trio-sos-agent-asan"
+  # leaks at exit are not errors for a server killed by signal; everything else aborts the agent
+  export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+  exec python -m pytest -q -p no:cacheprovider tests/agent
+fi
+exec python -m pytest -q -p no:cacheprovider tests

@@ -1,0 +1,139 @@
+"""Chunks of random sizes go in and come back out, whole and by range, many at once on one connection."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trio_sos.agent import AgentError, Status, open_agent_pool
+from trio_sos.agent.client import AgentConnection, crc32c
+
+BLOCK = 64 * 1024
+# Sizes around the block and frame boundaries are where off-by-one errors live.
+sizes = st.one_of(
+    st.integers(0, 300),
+    st.sampled_from([BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK, (1 << 20) - 1, 1 << 20, (1 << 20) + 1]),
+    st.integers(0, 3 << 20),
+)
+fixture_ok = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def new_id() -> bytes:
+    return os.urandom(16)
+
+
+@fixture_ok
+@given(size=sizes, data=st.data(), write_step=st.integers(1, 3 << 20))
+async def test_put_get_random_sizes_and_ranges(agent, size: int, data, write_step: int) -> None:
+    body = os.urandom(size)
+    chunk_id = new_id()
+    with trio.fail_after(30):
+        async with open_agent_pool(agent.address, read_window=256 * 1024) as pool:
+            async with pool.put_stream(chunk_id) as w:
+                for i in range(0, size, write_step):
+                    await w.write(body[i : i + write_step])
+                result = await w.finish()
+            assert (result.length, result.crc32c) == (size, crc32c(body))
+            assert await pool.get(chunk_id) == body
+            for _ in range(3):
+                offset = data.draw(st.integers(0, size), label="offset")
+                length = data.draw(st.one_of(st.none(), st.integers(0, size - offset + 10)), label="length")
+                expected = body[offset:] if length is None else body[offset : offset + length]
+                assert await pool.get(chunk_id, offset, length) == expected
+            stat = await pool.stat(chunk_id, verify=True)
+            assert (stat.length, stat.crc32c) == (size, crc32c(body))
+
+
+async def test_range_past_end_is_an_error(agent) -> None:
+    async with open_agent_pool(agent.address) as pool:
+        chunk_id = new_id()
+        await pool.put(chunk_id, b"0123456789")
+        assert await pool.get(chunk_id, 10) == b""
+        with pytest.raises(AgentError) as info:
+            await pool.get(chunk_id, 11)
+        assert info.value.status == Status.RANGE
+
+
+async def test_pipelined_requests_on_one_connection(agent) -> None:
+    """200 mixed requests in flight at once on a single connection, each answered correctly."""
+    bodies = {new_id(): os.urandom(n) for n in [0, 1, 5000, BLOCK + 3, 300_000] * 8}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            conn = await AgentConnection.connect(nursery, agent.address, queue_frames=4)
+
+            async def put(chunk_id: bytes, body: bytes) -> None:
+                async with conn.put_stream(chunk_id) as w:
+                    await w.write(body)
+                    assert (await w.finish()).length == len(body)
+
+            async with trio.open_nursery() as puts:
+                for chunk_id, body in bodies.items():
+                    puts.start_soon(put, chunk_id, body)
+            seen_in_flight = 0
+
+            async def check(chunk_id: bytes, body: bytes) -> None:
+                nonlocal seen_in_flight
+                seen_in_flight = max(seen_in_flight, conn.in_flight)
+                got, result = await conn.get(chunk_id)
+                assert got == body and result.chunk_length == len(body)
+                stat = await conn.stat(chunk_id)
+                assert stat.crc32c == crc32c(body)
+                await conn.ping()
+
+            async with trio.open_nursery() as gets:
+                for chunk_id, body in bodies.items():
+                    gets.start_soon(check, chunk_id, body)
+            assert seen_in_flight > 10  # they really were pipelined, not one after another
+            assert conn.usable
+            await conn.aclose()
+
+
+async def test_exists_delete_not_found_and_info(agent) -> None:
+    async with open_agent_pool(agent.address) as pool:
+        before = await pool.info()
+        chunk_id = new_id()
+        await pool.put(chunk_id, b"x" * 1000)
+        with pytest.raises(AgentError) as info:
+            await pool.put(chunk_id, b"other bytes")
+        assert info.value.status == Status.EXISTS
+        assert await pool.get(chunk_id) == b"x" * 1000  # the first version stays
+        after = await pool.info()
+        assert after.chunks == before.chunks + 1 and after.used > before.used
+        assert after.agent_id == (await pool.hello()).agent_id
+        await pool.delete(chunk_id)
+        for call in (pool.delete(chunk_id), pool.stat(chunk_id), pool.get(chunk_id)):
+            with pytest.raises(AgentError) as info:
+                await call
+            assert info.value.status == Status.NOT_FOUND
+        assert (await pool.info()).chunks == before.chunks
+
+
+async def test_list_pages_in_id_order(agent) -> None:
+    ids = sorted(new_id() for _ in range(237))
+    async with open_agent_pool(agent.address) as pool:
+        async with trio.open_nursery() as nursery:
+            for i, chunk_id in enumerate(ids):
+                nursery.start_soon(pool.put, chunk_id, bytes([i % 256]) * i)
+        listed = [entry async for entry in pool.list_all(page=50)]
+        assert listed == [(chunk_id, i) for i, chunk_id in enumerate(ids)]
+        page = await pool.list_page(ids[100], 10)
+        assert [e[0] for e in page.entries] == ids[101:111] and page.more
+        with pytest.raises(AgentError) as info:
+            await pool.list_page(None, 0)
+        assert info.value.status == Status.BAD_REQUEST
+
+
+async def test_restart_keeps_chunks_and_agent_id(agent) -> None:
+    chunk_id, body = new_id(), os.urandom(200_000)
+    async with open_agent_pool(agent.address) as pool:
+        await pool.put(chunk_id, body)
+        agent_id = (await pool.info()).agent_id
+    agent.restart()
+    async with open_agent_pool(agent.address) as pool:
+        assert await pool.get(chunk_id) == body
+        info = await pool.info()
+        assert info.agent_id == agent_id and info.chunks == 1

@@ -1,0 +1,100 @@
+"""`python -m trio_sos agent`: the supervisor restarts a dead or hung agent and stops it with itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import psutil
+import trio
+
+from trio_sos.agent import AgentConnectionError, open_agent_pool
+from trio_sos.agent.supervisor import AgentOptions, AgentSupervisor
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_serving(address: str, timeout: float = 20) -> None:
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                async with open_agent_pool(address, timeout=1) as pool:
+                    await pool.ping()
+                return
+            except AgentConnectionError:
+                await trio.sleep(0.05)
+
+
+async def wait_new_child(sup: psutil.Process, old: set[int], timeout: float = 20) -> psutil.Process:
+    with trio.fail_after(timeout):
+        while True:
+            children = [c for c in sup.children() if c.pid not in old and c.status() != psutil.STATUS_ZOMBIE]
+            if children:
+                return children[0]
+            await trio.sleep(0.05)
+
+
+async def test_cli_restarts_killed_agent_and_stops_it(tmp_path) -> None:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trio_sos", "agent", "--data-dir", str(tmp_path / "d"), "--listen", address,
+         "--health-interval", "0.2"],
+    )
+    try:
+        sup = psutil.Process(proc.pid)
+        await wait_serving(address)
+        first = await wait_new_child(sup, set())
+        async with open_agent_pool(address, min_backoff=0.05, max_backoff=0.2) as pool:
+            await pool.put(b"c" * 16, b"kept across restarts")
+        first.send_signal(signal.SIGKILL)
+        second = await wait_new_child(sup, {first.pid})
+        await wait_serving(address)
+        async with open_agent_pool(address) as pool:
+            assert await pool.get(b"c" * 16) == b"kept across restarts"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert not psutil.pid_exists(second.pid) or second.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_hung_agent_is_replaced(tmp_path) -> None:
+    sup = AgentSupervisor(AgentOptions(data_dir=tmp_path / "d"), health_interval=0.1, health_timeout=0.3,
+                          health_failures=2, min_backoff=0.01)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(sup.run)
+            while not sup.healthy:
+                await sup.changed.wait()
+            hung = sup.pid
+            assert hung is not None
+            os.kill(hung, signal.SIGSTOP)
+            while sup.pid in (hung, None) or not sup.healthy:
+                await sup.changed.wait()
+            assert sup.restarts == 1 and sup.address == address
+            assert not psutil.pid_exists(hung) or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE
+            current = sup.pid
+            nursery.cancel_scope.cancel()
+        assert sup.pid is None and not psutil.pid_exists(current)
+
+
+async def test_first_start_failure_is_reported(tmp_path) -> None:
+    import pytest
+
+    from trio_sos.agent.supervisor import AgentStartError
+
+    sup = AgentSupervisor(AgentOptions(data_dir=tmp_path / "d", extra_args=("--no-such-option",)))
+    with trio.fail_after(20), pytest.RaisesGroup(AgentStartError, allow_unwrapped=True, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+    assert sup.pid is None

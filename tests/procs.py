@@ -1,0 +1,128 @@
+"""Starting and stopping the real processes the tests run against. Every process started here is stopped here."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import attrs
+
+from trio_sos.agent.binary import agent_binary
+
+READY_TIMEOUT = 15.0
+
+
+def read_ready_line(proc: subprocess.Popen, timeout: float = READY_TIMEOUT) -> str:
+    """Wait for the ``READY host:port`` line a freshly started agent prints on stdout."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = b""
+    fd = proc.stdout.fileno()
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no READY line from pid {proc.pid} within {timeout}s (got {line!r})")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            byte = os.read(fd, 1)
+            if not byte:
+                raise RuntimeError(f"pid {proc.pid} exited before READY (code {proc.wait()}), got {line!r}")
+            line += byte
+    text = line.decode().strip()
+    assert text.startswith("READY "), text
+    return text.split(" ", 1)[1]
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            proc.send_signal(sig)
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    code = proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return code
+
+
+@attrs.define
+class AgentProcess:
+    """A real C agent on 127.0.0.1 with its own data dir; ``restart`` keeps the data dir and the port."""
+
+    base: Path
+    args: tuple[str, ...] = ()
+    proc: subprocess.Popen | None = None
+    address: str = ""
+    port: int = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "agent.log"
+
+    def start(self) -> AgentProcess:
+        self.base.mkdir(parents=True, exist_ok=True)
+        cmd = [str(agent_binary()), "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
+               *self.args]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log)
+        self.address = read_ready_line(self.proc)
+        self.port = int(self.address.rsplit(":", 1)[1])
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self.proc = None
+        self.check_log()
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        code = stop_process(self.proc)
+        self.proc = None
+        self.check_log()
+        return code
+
+    def check_log(self) -> None:
+        """Fail on anything AddressSanitizer/UBSan reported (the CI runs the agent tests on such a build)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+            if marker in text:
+                raise AssertionError(f"agent log {self.log_path} has a sanitizer report:\n{text[-4000:]}")
+
+    def restart(self) -> AgentProcess:
+        self.stop()
+        return self.start()
+
+    # -- on-disk layout (docs/agent-protocol.md) --
+
+    def chunk_path(self, chunk_id: bytes) -> Path:
+        return self.data_dir / "chunks" / chunk_id[:1].hex() / chunk_id.hex()
+
+    def temp_files(self) -> list[Path]:
+        return sorted((self.data_dir / "tmp").iterdir())
+
+    def chunk_files(self) -> list[Path]:
+        return sorted(p for d in (self.data_dir / "chunks").iterdir() for p in d.iterdir())
