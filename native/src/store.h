@@ -5,6 +5,8 @@
 #ifndef TSOS_STORE_H
 #define TSOS_STORE_H
 
+#include "proto.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,8 +46,8 @@ int store_open_chunk(const uint8_t id[16], struct chunk *ch, char *msg);
 void store_close_chunk(struct chunk *ch);
 static inline uint32_t chunk_block_len(const struct chunk *ch, uint64_t b)
 {
-    uint64_t rest = ch->length - b * 65536u;
-    return rest > 65536u ? 65536u : (uint32_t)rest;
+    uint64_t rest = ch->length - b * BLOCK_SIZE;
+    return rest > BLOCK_SIZE ? BLOCK_SIZE : (uint32_t)rest;
 }
 /* Reads blocks [b0, b0+nb) with their CRCs into buf (block j at j*(64 KiB+4))
  * and verifies each; ST_CORRUPT on the first mismatch. */

@@ -68,12 +68,17 @@ def test_errors_that_keep_the_connection(agent) -> None:
         (p.Op.DELETE, b"\x00" * 17),
         (p.Op.LIST, b"\x00" * 20),
         (p.Op.PING, b"x"),
-        (p.Op.PUT_BEGIN, b"../../etc/passwd"),
+        (p.Op.PUT_BEGIN, b"../etc/passwd"),
     ]:
         assert conn.request(op, 3, payload)[0] == Status.BAD_REQUEST, op
         if op == p.Op.PUT_BEGIN:
             conn.send(p.Op.PUT_ABORT, 3)  # the failed stream still needs its end; no second RESULT comes
     assert conn.request(p.Op.PING, 4)[0] == Status.OK
+    # sixteen bytes that look like a path are just an id: stored under their hex name, inside the data dir
+    tricky = b"../../etc/passwd"
+    conn.sock.sendall(put_frames(5, tricky, b"data", None))
+    assert conn.result(5)[0] == Status.OK
+    assert agent.chunk_path(tricky).read_bytes()[:4] == b"data"
     still_serves(agent)
     only_inside(agent)
 

@@ -18,8 +18,9 @@ from .raw import RawConn, put_frames
 def test_kill_mid_put_leaves_nothing(agent) -> None:
     conn = RawConn(agent.address)
     chunk_id, body = os.urandom(16), os.urandom(8 << 20)
-    stream = put_frames(9, chunk_id, body, crc32c(body))
-    conn.sock.sendall(stream[: len(stream) // 2])
+    frame = 1 << 20
+    # PUT_BEGIN and half of the PUT_DATA frames, cut at a frame boundary
+    conn.sock.sendall(put_frames(9, chunk_id, body, None, frame)[: p.HEADER_SIZE + 16 + 4 * (p.HEADER_SIZE + frame)])
     # The agent has had part of the data: prove it by a request answered after those frames on the same socket.
     assert conn.request(p.Op.PING, 10)[0] == Status.OK
     assert agent.temp_files(), "half a PUT should be sitting in tmp/"

@@ -126,6 +126,7 @@ class AgentConnection:
         if self._scope.cancel_called:
             return
         self.error = error or AgentConnectionError("connection closed")
+        log.debug("closing agent connection: %r", self.error)
         self._scope.cancel()  # stops the reader and writer even when blocked on a stuck socket
         self._send.close()
         for req in self._pending.values():
@@ -373,14 +374,22 @@ class AgentPool:
         self.connects = 0
         self.closed = False
 
+    def _least_busy(self) -> tuple[AgentConnection | None, bool]:
+        """The usable connection with the fewest requests in flight, and whether it will do (idle, or pool full)."""
+        self._conns = [c for c in self._conns if c.usable]
+        idle = min(self._conns, key=lambda c: c.in_flight, default=None)
+        return idle, idle is not None and (idle.in_flight == 0 or len(self._conns) >= self.size)
+
     async def _connection(self) -> AgentConnection:
         if self.closed:
             raise AgentConnectionError("pool is closed")
-        self._conns = [c for c in self._conns if c.usable]
-        idle = min(self._conns, key=lambda c: c.in_flight, default=None)
-        if idle is not None and (idle.in_flight == 0 or len(self._conns) >= self.size):
-            return idle
+        idle, enough = self._least_busy()
+        if enough:
+            return idle  # type: ignore[return-value]
         async with self._connect_lock:
+            idle, enough = self._least_busy()  # others may have connected while this task waited
+            if enough:
+                return idle  # type: ignore[return-value]
             if trio.current_time() < self._retry_at:
                 if idle is not None:
                     return idle
@@ -522,10 +531,22 @@ class _TimedPutStream:
 
 @asynccontextmanager
 async def open_agent_pool(address: str | tuple[str, int], **kwargs: Any) -> AsyncIterator[AgentPool]:
-    """A pool whose connection tasks live in a nursery owned by this context; leaving it closes them all."""
+    """A pool whose connection tasks live in a nursery owned by this context; leaving it closes them all.
+
+    An exception from the body comes out as itself, not wrapped in an ExceptionGroup by the inner nursery: the
+    pool's own tasks never raise, so the body's error is the only one there can be.
+    """
+    raised: BaseException | None = None
     async with trio.open_nursery() as nursery:
         pool = AgentPool(nursery, address, **kwargs)
         try:
             yield pool
+        except BaseException as exc:
+            raised = exc
         finally:
             await pool.aclose()
+    if raised is not None:
+        try:
+            raise raised
+        finally:
+            raised = None  # break the reference cycle through the traceback
