@@ -126,3 +126,126 @@ class AgentProcess:
 
     def chunk_files(self) -> list[Path]:
         return sorted(p for d in (self.data_dir / "chunks").iterdir() for p in d.iterdir())
+
+
+TEST_USERS = (
+    {"access_key": "AKIDTESTALICE0000001", "secret_key": "alice-secret-key-0123456789abcdefghijklm", "id": "alice",
+     "display_name": "Alice", "email": "alice@example.com"},
+    {"access_key": "AKIDTESTBOB000000002", "secret_key": "bob-secret-key-0123456789abcdefghijklmnop", "id": "bob",
+     "display_name": "Bob"},
+)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+@attrs.define
+class NodeProcess:
+    """A real ``python -m trio_sos serve`` on 127.0.0.1 with its own data dir and a configured test user."""
+
+    base: Path
+    settings: dict = attrs.field(factory=dict)
+    proc: subprocess.Popen | None = None
+    endpoint: str = ""
+    port: int = 0
+    users: tuple = TEST_USERS
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "node.log"
+
+    def write_config(self) -> Path:
+        path = self.base / "config.toml"
+        lines = [f"{k} = {_toml_value(v)}" for k, v in self.settings.items()]
+        for user in self.users:
+            lines.append("[[users]]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in user.items()]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start(self, timeout: float = 30.0) -> NodeProcess:
+        self.base.mkdir(parents=True, exist_ok=True)
+        config = self.write_config()
+        cmd = [sys.executable, "-m", "trio_sos", "serve", "--config", str(config), "--data-dir", str(self.data_dir),
+               "--listen", f"127.0.0.1:{self.port}"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log)
+        self.stdout_lines = []
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.stop()
+                raise TimeoutError(f"node did not start in {timeout}s; log:\n{self.log_tail()}")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            data = os.read(fd, 4096)
+            if not data:
+                code = self.proc.wait()
+                raise RuntimeError(f"node exited with {code} before serving; log:\n{self.log_tail()}")
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode(errors="replace")
+                self.stdout_lines.append(text)
+                if text.startswith("S3 endpoint: "):
+                    self.endpoint = text.split(": ", 1)[1].strip()
+                    self.port = int(self.endpoint.rsplit(":", 1)[1])
+                    return self
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        """SIGKILL the node and, like a machine crash would, its agent too."""
+        import psutil
+
+        assert self.proc is not None
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        self.proc.kill()
+        for child in children:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.proc.wait()
+        psutil.wait_procs(children, timeout=10)
+        self.proc = None
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        code = stop_process(self.proc, timeout=30)
+        self.proc = None
+        return code
+
+    def restart(self) -> NodeProcess:
+        self.stop()
+        return self.start()
+
+    def client(self, user: int = 0, **config):
+        import boto3
+        from botocore.config import Config
+
+        u = self.users[user]
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id=u["access_key"], aws_secret_access_key=u["secret_key"],
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
+        )

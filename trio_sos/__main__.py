@@ -1,4 +1,4 @@
-"""Command line: ``python -m trio_sos agent ...``."""
+"""Command line: ``python -m trio_sos serve | user | agent``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 from .agent.supervisor import AgentOptions, AgentStartError, AgentSupervisor
+from .config import ConfigError, load_config
 from .logs import setup_logging
 
 log = logging.getLogger("trio_sos")
@@ -31,6 +32,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    serve = sub.add_parser("serve", help="run an S3 node (embedded: SQLite metadata and a local agent)")
+    _node_options(serve)
+    serve.add_argument("--listen", help="HOST:PORT to serve S3 on (default 127.0.0.1:9000)")
+
+    user = sub.add_parser("user", help="manage users and their keys")
+    _node_options(user)
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", help="create a user and print its key pair")
+    create.add_argument("name", help="user id (also the display name unless --display-name)")
+    create.add_argument("--display-name")
+    create.add_argument("--email", default="")
+    create.add_argument("--access-key", help="default: generated")
+    create.add_argument("--secret-key", help="default: generated")
+    listing = user_sub.add_parser("list", help="list users")
+    listing.add_argument("--secrets", action="store_true", help="also print secret keys")
+    delete = user_sub.add_parser("delete", help="delete a user")
+    delete.add_argument("name", help="user id")
+
     agent = sub.add_parser("agent", help="run a storage agent under a supervisor that restarts it")
     agent.add_argument("--data-dir", required=True, type=Path, help="where the agent keeps its chunks")
     agent.add_argument("--listen", default="127.0.0.1:7000", help="HOST:PORT (default 127.0.0.1:7000)")
@@ -39,6 +58,62 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--max-chunk", type=_size, help="largest chunk accepted (default 64M)")
     agent.add_argument("--health-interval", type=float, default=1.0, help="seconds between health checks")
     return parser
+
+
+def _node_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--data-dir", type=Path, help="where data and metadata live (default ./trio_sos-data)")
+
+
+async def _serve(config) -> None:
+    from .node import Node
+
+    node = Node(config)
+    async with trio.open_nursery() as nursery:
+        async def on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("received %s: stopping (grace %.0fs)", signal.Signals(signum).name,
+                             config.shutdown_grace)
+                    node.stop()
+                    break
+                async for signum in signals:  # a second signal: stop now
+                    nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_signal)
+        await node.run(say=lambda text: print(text, flush=True))
+        nursery.cancel_scope.cancel()
+
+
+async def _user(args: argparse.Namespace, config) -> int:
+    from .meta.store import User, UserExists
+    from .node import new_access_key, new_secret_key, open_meta
+
+    meta = await open_meta(config)
+    try:
+        if args.user_command == "create":
+            user = User(args.name, args.display_name or args.name, args.access_key or new_access_key(),
+                        args.secret_key or new_secret_key(), args.email)
+            try:
+                await meta.create_user(user)
+            except UserExists:
+                print(f"trio_sos: a user with id {user.id!r} or that access key exists already", file=sys.stderr)
+                return 1
+            print(f"user {user.id}\n  access key: {user.access_key}\n  secret key: {user.secret_key}")
+        elif args.user_command == "list":
+            for user in await meta.list_users():
+                secret = f"  secret key: {user.secret_key}" if args.secrets else ""
+                print(f"{user.id}  display name: {user.display_name}  access key: {user.access_key}{secret}")
+            for u in config.users:
+                print(f"{u.id}  display name: {u.display_name}  access key: {u.access_key}  (from the config file)")
+        elif args.user_command == "delete":
+            if not await meta.delete_user(args.name):
+                print(f"trio_sos: no user {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"deleted user {args.name}")
+    finally:
+        await meta.aclose()
+    return 0
 
 
 async def _until_signal(cancel_scope: trio.CancelScope) -> None:
@@ -67,13 +142,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "agent":
             trio.run(_run_agent, args)
-    except AgentStartError as exc:
-        print(f"trio_sos: {exc}", file=sys.stderr)
-        return 1
-    except FileNotFoundError as exc:
-        print(f"trio_sos: {exc}", file=sys.stderr)
-        return 1
+        elif args.command in ("serve", "user"):
+            overrides = {"data_dir": args.data_dir, "listen": getattr(args, "listen", None)}
+            config = load_config(args.config, overrides=overrides)
+            if args.command == "serve":
+                trio.run(_serve, config)
+            else:
+                return trio.run(_user, args, config)
+    except BaseException as exc:
+        inner = _unwrap(exc)
+        if isinstance(inner, ConfigError):
+            print(f"trio_sos: {inner}", file=sys.stderr)
+            return 2
+        if isinstance(inner, (AgentStartError, FileNotFoundError)):
+            print(f"trio_sos: {inner}", file=sys.stderr)
+            return 1
+        if isinstance(inner, KeyboardInterrupt):
+            return 130
+        raise
     return 0
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one error inside nested single-exception groups (nurseries wrap what their tasks raise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ struct agent_config {
     uint32_t max_connections;
     int io_timeout_ms; /* -1 = never */
     int verbose;
+    int parent_death;
 };
 
 extern struct agent_config g_cfg;

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -45,6 +46,7 @@ static void usage(FILE *f)
             "  --max-connections N     connections served at once (default 4096)\n"
             "  --io-timeout SECONDS    close a connection stalled mid-frame or not reading (default 30; 0 = never)\n"
             "  --verbose               log every request and connection\n"
+            "  --exit-with-parent      exit (SIGTERM) when the parent process dies\n"
             "  --version               print the version and exit\n"
             "  --help                  print this help and exit\n"
             "\n"
@@ -118,7 +120,8 @@ static void parse_args(int argc, char **argv)
         memcpy(name, a, nl);
         name[nl] = 0;
 
-        int flag = !strcmp(name, "--help") || !strcmp(name, "--version") || !strcmp(name, "--verbose");
+        int flag = !strcmp(name, "--help") || !strcmp(name, "--version") || !strcmp(name, "--verbose") ||
+                   !strcmp(name, "--exit-with-parent");
         if (flag) {
             if (eq)
                 die_usage("option %s takes no value%s", name, "");
@@ -136,6 +139,8 @@ static void parse_args(int argc, char **argv)
             exit(0);
         } else if (!strcmp(name, "--verbose")) {
             g_cfg.verbose = 1;
+        } else if (!strcmp(name, "--exit-with-parent")) {
+            g_cfg.parent_death = 1;
             continue;
         }
         int known = !strcmp(name, "--data-dir") || !strcmp(name, "--listen") || !strcmp(name, "--unix") ||
@@ -215,6 +220,17 @@ int main(int argc, char **argv)
     }
     /* Writes to a vanished client must fail with EPIPE, not kill the agent. */
     signal(SIGPIPE, SIG_IGN);
+
+    /* A supervisor starts the agent in a session of its own (so a terminal's ^C reaches only the supervisor,
+     * which then drains requests before stopping the agent); if the supervisor itself dies, even by SIGKILL,
+     * the agent must not outlive it as an orphan holding the port and the data dir. */
+    if (g_cfg.parent_death) {
+        pid_t parent = getppid();
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent) {
+            log_msg(LOG_ERROR, "supervisor gone before start-up");
+            return 1;
+        }
+    }
 
     raise_nofile();
     if (store_init(g_cfg.data_dir) < 0)

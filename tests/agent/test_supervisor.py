@@ -98,3 +98,22 @@ async def test_first_start_failure_is_reported(tmp_path) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(sup.run)
     assert sup.pid is None
+
+
+async def test_agent_exits_when_its_supervisor_is_killed(tmp_path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trio_sos", "agent", "--data-dir", str(tmp_path / "d"), "--listen",
+         f"127.0.0.1:{port}"],
+    )
+    try:
+        await wait_serving(f"127.0.0.1:{port}")
+        child = await wait_new_child(psutil.Process(proc.pid), set())
+        proc.kill()  # SIGKILL: the supervisor gets no chance to stop its agent
+        proc.wait()
+        gone, alive = psutil.wait_procs([child], timeout=10)
+        assert child in gone and not alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -17,9 +17,10 @@ def agent_binary() -> Path:
             raise FileNotFoundError(f"TRIO_SOS_AGENT_BIN={override} is not an executable file")
         return path
     candidates = [_PACKAGE_DIR / "_bin" / NAME, _PACKAGE_DIR.parent / "native" / "build" / NAME]
-    for path in candidates:
-        if os.access(path, os.X_OK):
-            return path
+    found = [path for path in candidates if os.access(path, os.X_OK)]
+    if found:
+        # In a development checkout both may exist: the newest build is the one the developer means.
+        return max(found, key=lambda path: path.stat().st_mtime)
     raise FileNotFoundError(
         f"the storage agent program {NAME} was not found (looked in {', '.join(map(str, candidates))}); "
         "install the project with `pip install .` (or `pip install -e .`), which builds it, or run `make -C native`"

@@ -37,7 +37,8 @@ class AgentOptions:
     binary: Path | None = None
 
     def command(self, listen: str) -> list[str]:
-        cmd = [str(self.binary or agent_binary()), "--data-dir", str(self.data_dir), "--listen", listen]
+        cmd = [str(self.binary or agent_binary()), "--data-dir", str(self.data_dir), "--listen", listen,
+               "--exit-with-parent"]
         if self.unix:
             cmd += ["--unix", self.unix]
         if self.capacity is not None:
@@ -89,7 +90,8 @@ class AgentSupervisor:
     async def _run_once(self, listen: str, task_status: trio.TaskStatus[str] | None) -> str:
         os.makedirs(self.options.data_dir, exist_ok=True)
         proc = await trio.lowlevel.open_process(
-            self.options.command(listen), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+            self.options.command(listen), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # ^C in a terminal reaches the supervisor only; it stops the agent in order
         )
         try:
             self.pid = proc.pid

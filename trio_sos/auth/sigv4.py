@@ -1,0 +1,617 @@
+"""AWS Signature Version 4 verification for S3 requests signed in the Authorization header.
+
+Pure functions: no I/O, no clock (the caller passes ``now``), no credential store (the caller passes the
+secret it looked up for ``ParsedAuth.access_key``).
+
+Typical use by the HTTP layer::
+
+    parsed = parse_authorization(authorization_value)          # AuthError on a malformed header
+    secret = lookup(parsed.access_key)                         # else raise invalid_access_key_id(...)
+    verified = verify_header_auth(method, target, headers, parsed, secret,
+                                  now=datetime.now(timezone.utc), key_cache=cache)
+
+Inputs are the request exactly as received:
+
+- ``raw_target`` is the HTTP request-target (path plus optional ``?query``), still percent-encoded. h11 only
+  lets visible ASCII through, so it is ASCII in practice; other characters are taken as UTF-8.
+- ``headers`` are ``(name, value)`` pairs in any case. For a byte-exact canonical request, decode header bytes
+  with ``value.decode("utf-8", "surrogateescape")``: the canonical request is encoded back the same way, so any
+  byte a client sent (valid UTF-8 or not) is hashed as it came.
+
+S3 rules this module follows (each checked against S3's documented or observed behaviour; see the tests):
+
+- The canonical URI is the request path percent-decoded then re-encoded byte by byte, everything but
+  ``A-Z a-z 0-9 - _ . ~ /`` as ``%XX`` (uppercase). No normalisation: ``//``, ``.`` and ``..`` segments stay,
+  no double encoding (S3 differs from other AWS services here). ``%2F`` therefore becomes ``/``.
+- The canonical query decodes each ``name=value`` pair (``+`` is a literal plus, not a space), re-encodes it
+  strictly (space is ``%20``), sorts the pairs by encoded name then encoded value, keeps repeated names and
+  empty values (``acl`` becomes ``acl=``), drops empty pairs (``a=1&&b=2``) and ``X-Amz-Signature``.
+- Canonical header values are trimmed and internal runs of whitespace collapse to one space; repeated
+  headers are joined with ``,`` in the order received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote_from_bytes, unquote_to_bytes
+
+import attrs
+
+__all__ = [
+    "ALGORITHM",
+    "EMPTY_SHA256",
+    "MAX_SKEW",
+    "SERVICE",
+    "TERMINATOR",
+    "UNSIGNED_PAYLOAD",
+    "AuthError",
+    "ParsedAuth",
+    "SigningKeyCache",
+    "Verified",
+    "canonical_headers",
+    "canonical_query",
+    "canonical_request",
+    "canonical_uri",
+    "check_payload_sha256",
+    "derive_signing_key",
+    "invalid_access_key_id",
+    "is_valid_payload_hash",
+    "parse_authorization",
+    "string_to_sign",
+    "verify_header_auth",
+]
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+TERMINATOR = "aws4_request"
+SERVICE = "s3"
+MAX_SKEW = timedelta(minutes=15)
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+STREAMING_PAYLOADS = frozenset(
+    {
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD",
+        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER",
+    }
+)
+
+# HTTP status S3 answers with for each error code this module raises.
+_STATUS = {
+    "AccessDenied": 403,
+    "SignatureDoesNotMatch": 403,
+    "InvalidAccessKeyId": 403,
+    "RequestTimeTooSkewed": 403,
+    "AuthorizationHeaderMalformed": 400,
+    "MissingSecurityHeader": 400,
+    "InvalidArgument": 400,
+    "InvalidRequest": 400,
+    "XAmzContentSHA256Mismatch": 400,
+}
+
+_SIGNATURE_MISMATCH_MESSAGE = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your key and signing method."
+)
+_INVALID_CONTENT_SHA256_MESSAGE = (
+    "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, "
+    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER, "
+    "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD, STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER "
+    "or a valid sha256 value."
+)
+_NO_DATE_MESSAGE = "AWS authentication requires a valid Date or x-amz-date header"
+_ONE_MECHANISM_MESSAGE = (
+    "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string "
+    "parameter or the Authorization header should be specified"
+)
+# Query parameters that mean query-string (presigned) authentication, which excludes the Authorization header.
+_QUERY_AUTH_PARAMS = frozenset({"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "Signature"})
+# x-amz-* headers S3 tolerates unsigned: the payload hash is part of the canonical request anyway.
+_UNSIGNED_AMZ_HEADERS_ALLOWED = frozenset({"x-amz-content-sha256"})
+
+
+class AuthError(Exception):
+    """An authentication failure, carrying what an S3 error response needs.
+
+    ``code`` is the S3 error code, ``message`` its message, ``extra`` the additional XML elements S3 puts in
+    the ``<Error>`` document (in the order S3 writes them), ``status`` the HTTP status.
+    """
+
+    def __init__(self, code: str, message: str, extra: Mapping[str, str] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.extra: dict[str, str] = dict(extra or {})
+
+    @property
+    def status(self) -> int:
+        return _STATUS.get(self.code, 400)
+
+    def __repr__(self) -> str:
+        return f"AuthError({self.code!r}, {self.message!r}, {self.extra!r})"
+
+
+def _malformed(detail: str, extra: Mapping[str, str] | None = None) -> AuthError:
+    return AuthError("AuthorizationHeaderMalformed", f"The authorization header is malformed; {detail}", extra)
+
+
+def invalid_access_key_id(access_key: str) -> AuthError:
+    """The error for an access key the credentials lookup does not know."""
+    return AuthError(
+        "InvalidAccessKeyId",
+        "The AWS Access Key Id you provided does not exist in our records.",
+        {"AWSAccessKeyId": access_key},
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Authorization header
+
+
+@attrs.frozen
+class ParsedAuth:
+    """The parts of an ``AWS4-HMAC-SHA256`` Authorization header value."""
+
+    access_key: str
+    date: str  # YYYYMMDD, the credential scope date
+    region: str
+    service: str
+    signed_headers: tuple[str, ...]  # lowercase, in the order given
+    signature: str
+
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_SCOPE_DATE_RE = re.compile(r"[0-9]{8}\Z")
+_COMPONENTS = ("Credential", "SignedHeaders", "Signature")
+
+
+def parse_authorization(value: str) -> ParsedAuth:
+    """Parse ``AWS4-HMAC-SHA256 Credential=AK/YYYYMMDD/region/service/aws4_request, SignedHeaders=a;b,
+    Signature=hex``.
+
+    Whitespace around the components and around ``=`` is tolerated, with or without a space after the commas,
+    in any order. An algorithm other than AWS4-HMAC-SHA256 raises InvalidArgument "Unsupported Authorization
+    Type" as S3 does; anything else wrong raises AuthorizationHeaderMalformed. The service and the region are
+    not checked here (see `verify_header_auth`); neither is the signature's form (a wrong one simply does not
+    match, which S3 reports as SignatureDoesNotMatch).
+    """
+    text = value.strip()
+    parts = text.split(None, 1)
+    if not parts or parts[0] != ALGORITHM:
+        raise AuthError(
+            "InvalidArgument",
+            "Unsupported Authorization Type",
+            {"ArgumentName": "Authorization", "ArgumentValue": value},
+        )
+    found: dict[str, str] = {}
+    for component in (parts[1] if len(parts) > 1 else "").split(","):
+        component = component.strip()
+        if not component:
+            continue
+        key, sep, val = component.partition("=")
+        key, val = key.strip(), val.strip()
+        if not sep or key not in _COMPONENTS or key in found or not val:
+            raise _malformed(f'the authorization component "{component}" is malformed.')
+        found[key] = val
+    if len(found) != len(_COMPONENTS):
+        raise _malformed("the authorization header requires three components: Credential, SignedHeaders, and Signature.")
+
+    scope = found["Credential"].split("/")
+    if len(scope) != 5 or not all(scope):
+        raise _malformed('the Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".')
+    access_key, date, region, service, terminator = scope
+    if not _is_calendar_date(date):
+        raise _malformed(f'incorrect date format "{date}". This date in the credential must be in the format "yyyyMMdd".')
+    if terminator != TERMINATOR:
+        raise _malformed(f'incorrect terminal "{terminator}". This endpoint uses "{TERMINATOR}".')
+
+    names = found["SignedHeaders"].split(";")
+    if not all(_TOKEN_RE.match(name) for name in names):
+        raise _malformed(f'the authorization component "SignedHeaders={found["SignedHeaders"]}" is malformed.')
+    return ParsedAuth(
+        access_key=access_key,
+        date=date,
+        region=region,
+        service=service,
+        signed_headers=tuple(name.lower() for name in names),
+        signature=found["Signature"],
+    )
+
+
+def _is_calendar_date(text: str) -> bool:
+    if not _SCOPE_DATE_RE.match(text):
+        return False
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Canonical request
+
+
+def _to_bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _encode_component(raw: str, safe: str) -> str:
+    # unquote_to_bytes leaves a '%' not followed by two hex digits as it is, so it is re-encoded as %25.
+    return quote_from_bytes(unquote_to_bytes(_to_bytes(raw)), safe=safe)
+
+
+def canonical_uri(raw_path: str) -> str:
+    """The canonical URI of a request path as received (percent-encoded), the S3 way: percent-decode, then
+    encode every byte but the unreserved ``A-Z a-z 0-9 - _ . ~`` and ``/``. No dot-segment removal, no
+    merging of ``//``, no double encoding. An empty path is ``/``.
+    """
+    if not raw_path:
+        return "/"
+    return _encode_component(raw_path, safe="/")
+
+
+def _query_pairs(raw_query: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in raw_query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((_encode_component(name, safe=""), _encode_component(value, safe="")))
+    return pairs
+
+
+def canonical_query(raw_query: str) -> str:
+    """The canonical query string of a raw query (without the ``?``).
+
+    Each pair is decoded and re-encoded strictly (``+`` stays a literal plus: ``%2B``; space is ``%20``); a
+    name without ``=`` gets an empty value; pairs are sorted by encoded name, then encoded value; repeated
+    names are all kept; empty pairs are dropped; ``X-Amz-Signature`` is left out (it cannot sign itself).
+    """
+    pairs = [pair for pair in _query_pairs(raw_query) if pair[0] != "X-Amz-Signature"]
+    pairs.sort()
+    return "&".join(f"{name}={value}" for name, value in pairs)
+
+
+_WHITESPACE_RUN_RE = re.compile(r"[ \t\r\n\v\f]+")
+
+
+def _trimall(value: str) -> str:
+    return _WHITESPACE_RUN_RE.sub(" ", value).strip(" ")
+
+
+def _group_headers(headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, value in headers:
+        grouped.setdefault(name.strip().lower(), []).append(value)
+    return grouped
+
+
+def _canonical_headers(grouped: Mapping[str, list[str]], names: Sequence[str]) -> str:
+    return "".join(f"{name}:{','.join(_trimall(v) for v in grouped.get(name, ()))}\n" for name in names)
+
+
+def _sorted_names(signed_headers: Iterable[str]) -> list[str]:
+    return sorted({name.lower() for name in signed_headers})
+
+
+def canonical_headers(headers: Iterable[tuple[str, str]], signed_headers: Iterable[str]) -> str:
+    """The canonical headers block: one ``name:value\\n`` line per signed header, names lowercase and sorted,
+    values trimmed with internal whitespace runs collapsed to one space, repeated headers joined by ``,`` in the
+    order received. A signed header absent from the request gets an empty value. Ends with a newline.
+    """
+    return _canonical_headers(_group_headers(headers), _sorted_names(signed_headers))
+
+
+def _canonical_request(
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    grouped: Mapping[str, list[str]],
+    signed_headers: Iterable[str],
+    payload_hash: str,
+) -> str:
+    names = _sorted_names(signed_headers)
+    return "\n".join(
+        (
+            method,
+            canonical_uri(raw_path),
+            canonical_query(raw_query),
+            _canonical_headers(grouped, names),
+            ";".join(names),
+            payload_hash,
+        )
+    )
+
+
+def canonical_request(
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Sequence[tuple[str, str]],
+    signed_headers: Iterable[str],
+    payload_hash: str,
+) -> str:
+    """The SigV4 canonical request: method, canonical URI, canonical query, canonical headers, signed header
+    names (sorted, ``;``-joined) and the payload hash, newline-separated.
+    """
+    return _canonical_request(method, raw_path, raw_query, _group_headers(headers), signed_headers, payload_hash)
+
+
+def string_to_sign(amz_date: str, scope: str, canonical_request: str) -> str:
+    """``AWS4-HMAC-SHA256\\n<amz_date>\\n<scope>\\n<hex sha256 of the canonical request>``, where scope is
+    ``YYYYMMDD/region/service/aws4_request``.
+    """
+    digest = hashlib.sha256(_to_bytes(canonical_request)).hexdigest()
+    return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Signing keys
+
+
+def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request")."""
+    key = hmac.digest(_to_bytes("AWS4" + secret), _to_bytes(date), "sha256")
+    for part in (region, service, TERMINATOR):
+        key = hmac.digest(key, _to_bytes(part), "sha256")
+    return key
+
+
+class SigningKeyCache:
+    """A bounded LRU of derived signing keys, keyed by (secret, date, region, service).
+
+    A key is valid for one day, so a busy node derives each key once a day instead of four HMACs per request.
+    Safe to share between tasks of one event loop and between threads (a lock guards the dict).
+    """
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self._keys: OrderedDict[tuple[str, str, str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, secret: str, date: str, region: str, service: str) -> bytes:
+        cache_key = (secret, date, region, service)
+        with self._lock:
+            key = self._keys.get(cache_key)
+            if key is not None:
+                self._keys.move_to_end(cache_key)
+                return key
+        key = derive_signing_key(secret, date, region, service)
+        with self._lock:
+            self._keys[cache_key] = key
+            self._keys.move_to_end(cache_key)
+            while len(self._keys) > self.maxsize:
+                self._keys.popitem(last=False)
+        return key
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Payload hash
+
+
+_SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def is_valid_payload_hash(value: object) -> bool:
+    """True for 64 lowercase hex digits, UNSIGNED-PAYLOAD, or one of the STREAMING-* values S3 accepts."""
+    if not isinstance(value, str):
+        return False
+    return value == UNSIGNED_PAYLOAD or value in STREAMING_PAYLOADS or bool(_SHA256_HEX_RE.match(value))
+
+
+def check_payload_sha256(declared: str, computed_hex: str) -> None:
+    """For a body whose declared x-amz-content-sha256 is a hex digest: raise XAmzContentSHA256Mismatch (with
+    S3's ClientComputedContentSHA256 / S3ComputedContentSHA256 elements) if the body hashed to something else.
+    UNSIGNED-PAYLOAD and STREAMING-* values are not digests and pass.
+    """
+    if not _SHA256_HEX_RE.match(declared) or hmac.compare_digest(declared, computed_hex):
+        return
+    raise AuthError(
+        "XAmzContentSHA256Mismatch",
+        "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        {"ClientComputedContentSHA256": declared, "S3ComputedContentSHA256": computed_hex},
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dates
+
+
+_AMZ_DATE_RE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z\Z")
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
+_RFC1123_RE = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) (?:GMT|UTC|\+0000)\Z"
+)
+
+
+def _parse_request_time(value: str) -> datetime | None:
+    """20130524T000000Z or an RFC 1123 date (GMT) as a UTC datetime; None if it is neither or before 1970."""
+    try:
+        if m := _AMZ_DATE_RE.match(value):
+            year, month, day, hour, minute, second = map(int, m.groups())
+        elif m := _RFC1123_RE.match(value):
+            day, month, year = int(m[1]), _MONTHS[m[2]], int(m[3])
+            hour, minute, second = int(m[4]), int(m[5]), int(m[6])
+        else:
+            return None
+        when = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return when if when.year >= 1970 else None
+
+
+def _iso_basic(when: datetime) -> str:
+    return when.strftime("%Y%m%dT%H%M%SZ")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Verification
+
+
+@attrs.frozen
+class Verified:
+    """A request whose Authorization header signature checked out.
+
+    ``signing_key``, ``seed_signature`` and ``payload_hash`` are what aws-chunked (STREAMING-*) verification
+    needs: each chunk signature chains from the seed signature with the same key and scope.
+    """
+
+    access_key: str
+    region: str
+    service: str
+    amz_date: str  # the ISO 8601 basic timestamp of the string to sign, e.g. 20130524T000000Z
+    request_time: datetime  # UTC
+    scope: str  # YYYYMMDD/region/service/aws4_request
+    signing_key: bytes = attrs.field(repr=False)
+    seed_signature: str
+    payload_hash: str  # the x-amz-content-sha256 value
+
+
+def _hex_bytes(text: str) -> str:
+    return " ".join(f"{b:02x}" for b in _to_bytes(text))
+
+
+def verify_header_auth(
+    method: str,
+    raw_target: str,
+    headers: Sequence[tuple[str, str]],
+    parsed: ParsedAuth,
+    secret: str,
+    *,
+    now: datetime,
+    key_cache: SigningKeyCache,
+    max_skew: timedelta = MAX_SKEW,
+    expected_region: str | None = None,
+) -> Verified:
+    """Verify the SigV4 Authorization-header signature of a request, as S3 does.
+
+    Checks, in this order, each failing with S3's error:
+
+    1. no query-string auth parameters alongside the header: InvalidArgument "Only one auth mechanism allowed";
+    2. credential scope service is ``s3`` (and the region is ``expected_region`` when one is configured; by
+       default any region is accepted): AuthorizationHeaderMalformed;
+    3. ``x-amz-date``, else ``Date``, present and valid (20130524T000000Z or RFC 1123): AccessDenied
+       "AWS authentication requires a valid Date or x-amz-date header";
+    4. request time within ``max_skew`` of ``now`` either way: RequestTimeTooSkewed (RequestTime, ServerTime,
+       MaxAllowedSkewMilliseconds);
+    5. credential scope date is the date of the request time: AuthorizationHeaderMalformed;
+    6. ``x-amz-content-sha256`` present: InvalidRequest "Missing required header for this request"; and valid:
+       InvalidArgument (ArgumentName, ArgumentValue);
+    7. ``host`` and every ``x-amz-*`` header present (but x-amz-content-sha256) signed: AccessDenied
+       "There were headers present in the request which were not signed" (HeadersNotSigned);
+    8. the signature, compared in constant time: SignatureDoesNotMatch (AWSAccessKeyId, StringToSign,
+       SignatureProvided, StringToSignBytes, CanonicalRequest, CanonicalRequestBytes).
+    """
+    raw_path, _, raw_query = raw_target.partition("?")
+    grouped = _group_headers(headers)
+
+    if raw_query and any(name in _QUERY_AUTH_PARAMS for name in _decoded_query_names(raw_query)):
+        authorization = ",".join(grouped.get("authorization", ()))
+        raise AuthError(
+            "InvalidArgument",
+            _ONE_MECHANISM_MESSAGE,
+            {"ArgumentName": "Authorization", "ArgumentValue": authorization},
+        )
+
+    if parsed.service != SERVICE:
+        raise _malformed(f'incorrect service "{parsed.service}". This endpoint belongs to "{SERVICE}".')
+    if expected_region is not None and parsed.region != expected_region:
+        raise _malformed(
+            f"the region '{parsed.region}' is wrong; expecting '{expected_region}'", {"Region": expected_region}
+        )
+
+    date_values = grouped.get("x-amz-date") or grouped.get("date")
+    if not date_values:
+        raise AuthError("AccessDenied", _NO_DATE_MESSAGE)
+    raw_date = ",".join(v.strip() for v in date_values)
+    request_time = _parse_request_time(raw_date)
+    if request_time is None:
+        raise AuthError("AccessDenied", _NO_DATE_MESSAGE)
+
+    now = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+    if abs(now - request_time) > max_skew:
+        raise AuthError(
+            "RequestTimeTooSkewed",
+            "The difference between the request time and the current time is too large.",
+            {
+                "RequestTime": raw_date,
+                "ServerTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "MaxAllowedSkewMilliseconds": str(int(max_skew / timedelta(milliseconds=1))),
+            },
+        )
+
+    amz_date = _iso_basic(request_time)
+    if parsed.date != amz_date[:8]:
+        raise _malformed("Invalid credential date. Date is not the same as X-Amz-Date.")
+
+    sha_values = grouped.get("x-amz-content-sha256")
+    if not sha_values:
+        raise AuthError("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
+    payload_hash = ",".join(v.strip() for v in sha_values)
+    if not is_valid_payload_hash(payload_hash):
+        raise AuthError(
+            "InvalidArgument",
+            _INVALID_CONTENT_SHA256_MESSAGE,
+            {"ArgumentName": "x-amz-content-sha256", "ArgumentValue": payload_hash},
+        )
+
+    signed = set(parsed.signed_headers)
+    required = {"host"} | {
+        name for name in grouped if name.startswith("x-amz-") and name not in _UNSIGNED_AMZ_HEADERS_ALLOWED
+    }
+    if unsigned := sorted(required - signed):
+        raise AuthError(
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            {"HeadersNotSigned": ", ".join(unsigned)},
+        )
+
+    scope = f"{parsed.date}/{parsed.region}/{parsed.service}/{TERMINATOR}"
+    creq = _canonical_request(method, raw_path, raw_query, grouped, parsed.signed_headers, payload_hash)
+    sts = string_to_sign(amz_date, scope, creq)
+    signing_key = key_cache.get(secret, parsed.date, parsed.region, parsed.service)
+    expected = hmac.new(signing_key, _to_bytes(sts), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode("ascii"), _to_bytes(parsed.signature)):
+        raise AuthError(
+            "SignatureDoesNotMatch",
+            _SIGNATURE_MISMATCH_MESSAGE,
+            {
+                "AWSAccessKeyId": parsed.access_key,
+                "StringToSign": sts,
+                "SignatureProvided": parsed.signature,
+                "StringToSignBytes": _hex_bytes(sts),
+                "CanonicalRequest": creq,
+                "CanonicalRequestBytes": _hex_bytes(creq),
+            },
+        )
+    return Verified(
+        access_key=parsed.access_key,
+        region=parsed.region,
+        service=parsed.service,
+        amz_date=amz_date,
+        request_time=request_time,
+        scope=scope,
+        signing_key=signing_key,
+        seed_signature=parsed.signature,
+        payload_hash=payload_hash,
+    )
+
+
+def _decoded_query_names(raw_query: str) -> Iterable[str]:
+    for part in raw_query.split("&"):
+        if part:
+            yield unquote_to_bytes(_to_bytes(part.partition("=")[0])).decode("utf-8", "surrogateescape")

@@ -1,0 +1,167 @@
+"""Node configuration: defaults, then the TOML file, then ``TRIO_SOS_*`` environment variables, then the command
+line. Every bad setting is one ``ConfigError`` line naming the setting."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+class ConfigError(Exception):
+    pass
+
+
+@attrs.frozen
+class UserConfig:
+    access_key: str
+    secret_key: str = attrs.field(repr=False)
+    id: str
+    display_name: str
+    email: str = ""
+
+
+def _size(value: Any, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower().removesuffix("ib").removesuffix("b")
+        units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+        unit = units.get(text[-1:], 1)
+        number = text[:-1] if text[-1:] in units else text
+        if number.isdigit():
+            return int(number) * unit
+    raise ConfigError(f"setting {name}: {value!r} is not a size (e.g. 8388608, 8M, 1G)")
+
+
+def _float(value: Any, name: str) -> float:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: {value!r} is not a number") from None
+    if result < 0:
+        raise ConfigError(f"setting {name}: must not be negative")
+    return result
+
+
+def _listen(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"setting {name}: {value!r} is not HOST:PORT")
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ConfigError(f"setting {name}: {value!r} is not HOST:PORT")
+    return value
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"setting {name}: {value!r} is not a string")
+    return value
+
+
+def _opt_str(value: Any, name: str) -> str | None:
+    return None if value in (None, "") else _str(value, name)
+
+
+# setting name -> (converter, default)
+SETTINGS: dict[str, tuple[Any, Any]] = {
+    "listen": (_listen, "127.0.0.1:9000"),
+    "data_dir": (lambda v, n: Path(_str(v, n) if not isinstance(v, Path) else str(v)), Path("trio_sos-data")),
+    "region": (_str, "us-east-1"),
+    "base_domain": (_opt_str, None),
+    "chunk_size": (_size, 8 << 20),
+    "gc_delay": (_float, 300.0),
+    "gc_interval": (_float, 10.0),
+    "intent_grace": (_float, 3600.0),
+    "shutdown_grace": (_float, 10.0),
+    "agent_max_chunk": (_size, 64 << 20),
+    "http_idle_timeout": (_float, 75.0),
+    "http_head_timeout": (_float, 30.0),
+    "http_body_timeout": (_float, 60.0),
+}
+
+
+@attrs.frozen
+class Config:
+    listen: str = "127.0.0.1:9000"
+    data_dir: Path = Path("trio_sos-data")
+    region: str = "us-east-1"
+    base_domain: str | None = None
+    chunk_size: int = 8 << 20
+    gc_delay: float = 300.0
+    gc_interval: float = 10.0
+    intent_grace: float = 3600.0
+    shutdown_grace: float = 10.0
+    agent_max_chunk: int = 64 << 20
+    http_idle_timeout: float = 75.0
+    http_head_timeout: float = 30.0
+    http_body_timeout: float = 60.0
+    users: tuple[UserConfig, ...] = ()
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def _users(value: Any) -> tuple[UserConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("setting users: expected [[users]] tables")
+    out = []
+    for i, table in enumerate(value):
+        if not isinstance(table, dict):
+            raise ConfigError(f"setting users[{i}]: expected a table")
+        unknown = set(table) - {"access_key", "secret_key", "id", "display_name", "email"}
+        if unknown:
+            raise ConfigError(f"setting users[{i}].{sorted(unknown)[0]}: unknown setting")
+        for field in ("access_key", "secret_key"):
+            if not isinstance(table.get(field), str) or not table[field]:
+                raise ConfigError(f"setting users[{i}].{field}: required, a non-empty string")
+        if len(table["secret_key"]) < 8:
+            raise ConfigError(f"setting users[{i}].secret_key: must be at least 8 characters")
+        user_id = table.get("id") or table["access_key"]
+        out.append(UserConfig(table["access_key"], table["secret_key"], _str(user_id, f"users[{i}].id"),
+                              _str(table.get("display_name", user_id), f"users[{i}].display_name"),
+                              _str(table.get("email", ""), f"users[{i}].email")))
+    keys = [u.access_key for u in out]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("setting users: an access_key appears twice")
+    return tuple(out)
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    raw: dict[str, Any] = {}
+    users: tuple[UserConfig, ...] = ()
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for name, value in doc.items():
+            if name == "users":
+                users = _users(value)
+            elif name in SETTINGS:
+                raw[name] = value
+            else:
+                raise ConfigError(f"setting {name}: unknown setting (in {path})")
+    env = os.environ if env is None else env
+    for name in SETTINGS:
+        var = "TRIO_SOS_" + name.upper()
+        if var in env:
+            raw[name] = env[var]
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            raw[name] = value
+    values = {name: conv(raw[name], name) if name in raw else default
+              for name, (conv, default) in SETTINGS.items()}
+    if values["chunk_size"] < 64 * 1024 or values["chunk_size"] > values["agent_max_chunk"]:
+        raise ConfigError("setting chunk_size: must be between 64K and agent_max_chunk")
+    return Config(**values, users=users)

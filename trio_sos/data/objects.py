@@ -1,0 +1,245 @@
+"""Writing an object body as chunks on the agents, and reading ranges of it back.
+
+Invariants:
+- An upload's intent is recorded before its first chunk is written; its chunks are named ``intent id + sequence``
+  so that the garbage collector can find every chunk of an upload that never committed (see ``gc.py``).
+- Memory per upload is bounded: the body is coalesced into buffers of ``piece_size`` bytes, each hashed (in a worker
+  thread when large: hashlib releases the GIL, so this uses the second core) and then streamed to the agent, whose
+  client queue is itself bounded. Nothing holds a whole chunk or a whole object.
+- On any failure before the commit, chunks already written go to the GC queue at once; the caller commits the
+  manifest in metadata only after every chunk is durable (acknowledged by the agent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import attrs
+import trio
+
+from ..agent import AgentConnectionError, AgentError, AgentPool
+from ..agent.client import PutStream
+from ..meta.store import ChunkRef, GcEntry, Intent, MetaStore
+from .checksums import Hasher, b64, new_hasher
+
+THREAD_HASH_MIN = 256 * 1024  # below this a thread hop costs more than the hash
+
+
+class StorageUnavailable(Exception):
+    """No agent could take or give the data."""
+
+
+class AgentSet:
+    """The agents this node uses, by agent id (hex), with rendezvous hashing to place chunks."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str, AgentPool] = {}
+
+    def add(self, agent_id: str, pool: AgentPool) -> None:
+        self.pools[agent_id] = pool
+
+    def choose(self, chunk_id: bytes, replicas: int = 1) -> list[str]:
+        if not self.pools:
+            raise StorageUnavailable("no storage agent available")
+        ranked = sorted(self.pools, key=lambda a: hashlib.blake2b(chunk_id + a.encode(), digest_size=8).digest(),
+                        reverse=True)
+        return ranked[:replicas]
+
+    def pool(self, agent_id: str) -> AgentPool | None:
+        return self.pools.get(agent_id)
+
+
+@attrs.frozen
+class Written:
+    manifest: tuple[ChunkRef, ...]
+    size: int
+    md5: bytes
+    sha256: bytes | None
+    checksums: dict[str, bytes]  # algorithm -> digest
+    intent_id: bytes
+
+
+class _ChunkSink:
+    """Streams bytes into consecutive chunks of at most ``chunk_size`` bytes."""
+
+    def __init__(self, data: DataStore, intent_id: bytes) -> None:
+        self._data = data
+        self._intent = intent_id
+        self._seq = 0
+        self._cm: AbstractAsyncContextManager[PutStream] | None = None
+        self._stream: Any = None
+        self._agent = ""
+        self.manifest: list[ChunkRef] = []
+        self.written: list[tuple[bytes, tuple[str, ...]]] = []  # every chunk started, for cleanup
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._stream is None:
+                await self._open()
+            room = self._data.chunk_size - self._stream.length
+            piece, view = view[:room], view[room:]
+            await self._stream.write(piece)
+            if self._stream.length >= self._data.chunk_size:
+                await self._close()
+
+    async def _open(self) -> None:
+        chunk_id = self._intent + self._seq.to_bytes(4, "big")
+        self._seq += 1
+        (agent,) = self._data.agents.choose(chunk_id, 1)
+        pool = self._data.agents.pool(agent)
+        assert pool is not None
+        self.written.append((chunk_id, (agent,)))
+        self._agent = agent
+        self._cm = pool.put_stream(chunk_id)
+        self._stream = await self._cm.__aenter__()
+
+    async def _close(self) -> None:
+        stream, cm = self._stream, self._cm
+        self._stream = self._cm = None
+        assert cm is not None
+        try:
+            result = await stream.finish()
+        except BaseException as exc:
+            await cm.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        await cm.__aexit__(None, None, None)
+        chunk_id = self.written[-1][0]
+        self.manifest.append(ChunkRef(chunk_id, result.length, result.crc32c, (self._agent,)))
+
+    async def finish(self) -> None:
+        if self._stream is not None:
+            await self._close()
+
+    async def abort(self) -> None:
+        if self._cm is not None:
+            cm, self._cm, self._stream = self._cm, None, None
+            with trio.CancelScope(shield=True):
+                err = RuntimeError("upload aborted")  # makes the put stream send PUT_ABORT
+                await cm.__aexit__(RuntimeError, err, None)
+
+
+def _update(hashers: Sequence[Hasher], data: bytes) -> None:
+    for h in hashers:
+        h.update(data)
+
+
+class DataStore:
+    def __init__(self, meta: MetaStore, agents: AgentSet, *, chunk_size: int = 8 << 20,
+                 piece_size: int = 1 << 20) -> None:
+        self.meta = meta
+        self.agents = agents
+        self.chunk_size = chunk_size
+        self.piece_size = piece_size
+
+    async def write(
+        self,
+        receive: Callable[[], Awaitable[bytes]],
+        *,
+        bucket: str,
+        key: str,
+        sha256: bool = False,
+        checksums: Sequence[str] = (),
+        max_size: int | None = None,
+        on_too_large: Callable[[], BaseException] | None = None,
+    ) -> Written:
+        """Store the body ``receive()`` yields (b"" at its end) as chunks; return its manifest and digests.
+
+        The caller commits the manifest (``MetaStore.put_object`` with ``intent_id``) or calls :meth:`discard`.
+        """
+        intent_id = os.urandom(12)
+        md5 = hashlib.md5()
+        sha = hashlib.sha256() if sha256 else None
+        extra = {name: new_hasher(name) for name in checksums}
+        hashers: list[Hasher] = [md5, *([sha] if sha else []), *extra.values()]
+        sink = _ChunkSink(self, intent_id)
+        await self.meta.add_intent(
+            Intent(intent_id, time.time(), tuple(self.agents.pools), bucket=bucket, key=key)
+        )
+        size = 0
+        try:
+            buf = bytearray()
+            while True:
+                data = await receive()
+                if data:
+                    buf += data
+                    size += len(data)
+                    if max_size is not None and size > max_size:
+                        raise (on_too_large() if on_too_large else ValueError("body too large"))
+                if len(buf) >= self.piece_size or (not data and buf):
+                    piece = bytes(buf)
+                    buf.clear()
+                    if len(piece) >= THREAD_HASH_MIN:
+                        await trio.to_thread.run_sync(_update, hashers, piece)
+                    else:
+                        _update(hashers, piece)
+                    await sink.write(piece)
+                if not data:
+                    break
+            await sink.finish()
+        except BaseException:
+            await sink.abort()
+            with trio.CancelScope(shield=True):
+                await self._forget(intent_id, sink.written)
+            raise
+        return Written(tuple(sink.manifest), size, md5.digest(), sha.digest() if sha else None,
+                       {name: h.digest() for name, h in extra.items()}, intent_id)
+
+    async def _forget(self, intent_id: bytes, chunks: Sequence[tuple[bytes, tuple[str, ...]]]) -> None:
+        """Queue an uncommitted upload's chunks for deletion now, then drop its intent."""
+        try:
+            if chunks:
+                now = time.time()
+                await self.meta.enqueue_gc([GcEntry(cid, agents, now) for cid, agents in chunks])
+            await self.meta.drop_intent(intent_id)
+        except Exception:  # the intent stays; the GC finds the chunks through it later
+            pass
+
+    async def discard(self, written: Written) -> None:
+        """Give up on a written body that will not be committed (e.g. a failed precondition or digest)."""
+        with trio.CancelScope(shield=True):
+            await self._forget(written.intent_id, [(c.chunk_id, c.agents) for c in written.manifest])
+
+    async def read(self, manifest: Sequence[ChunkRef], start: int, end: int) -> AsyncIterator[bytes]:
+        """Yield the bytes ``[start, end)`` of the object whose body is ``manifest``."""
+        pos = 0
+        for ref in manifest:
+            chunk_start, chunk_end = pos, pos + ref.size
+            pos = chunk_end
+            if chunk_end <= start or ref.size == 0:
+                continue
+            if chunk_start >= end:
+                break
+            offset = max(start, chunk_start) - chunk_start
+            length = min(end, chunk_end) - chunk_start - offset
+            async for piece in self._read_chunk(ref, offset, length):
+                yield piece
+
+    async def _read_chunk(self, ref: ChunkRef, offset: int, length: int) -> AsyncIterator[bytes]:
+        last: Exception | None = None
+        for agent in ref.agents:
+            pool = self.agents.pool(agent)
+            if pool is None:
+                continue
+            sent = 0
+            try:
+                async for piece in pool.read(ref.chunk_id, offset, length):
+                    sent += len(piece)
+                    yield piece
+                if sent != length:
+                    raise StorageUnavailable(f"chunk {ref.chunk_id.hex()} is shorter than its manifest says")
+                return
+            except (AgentError, AgentConnectionError) as exc:
+                if sent:
+                    raise StorageUnavailable(f"chunk {ref.chunk_id.hex()} failed mid-read: {exc}") from exc
+                last = exc  # nothing sent yet: the next replica can take over
+        raise StorageUnavailable(f"no replica of chunk {ref.chunk_id.hex()} could be read: {last}")
+
+
+def content_md5_ok(header: str, md5: bytes) -> bool:
+    return header.strip() == b64(md5)

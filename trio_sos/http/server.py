@@ -1,0 +1,421 @@
+"""HTTP/1.1 server on Trio + h11: connections, limits, streamed bodies, 100-continue on the handler's word.
+
+Knows nothing of S3. A handler receives a :class:`Request` whose body it reads as a stream, and returns a
+:class:`Response` whose body may be an async iterator. ``Expect: 100-continue`` is answered only when the handler
+first reads the body (or calls :meth:`Request.accept_body`), so a handler that refuses a request after checking it
+never makes the client send its body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from email.utils import formatdate
+
+import attrs
+import h11
+import trio
+
+log = logging.getLogger("trio_sos.http")
+
+RECEIVE_SIZE = 256 * 1024
+
+
+@attrs.frozen
+class Limits:
+    max_head_bytes: int = 16 * 1024  # request line + headers
+    max_headers: int = 100
+    head_timeout: float = 30.0  # a request's head must arrive within this, once its first byte has
+    idle_timeout: float = 75.0  # keep-alive connection with no request
+    body_timeout: float = 60.0  # no body bytes for this long while the handler waits for them
+    send_timeout: float = 60.0  # a client not reading its response for this long is dropped
+    max_connections: int = 4096
+
+
+class ClientDisconnected(Exception):
+    """The client went away or broke HTTP framing while its request body was being read."""
+
+
+class BodyTimeout(ClientDisconnected):
+    """The client stopped sending its body."""
+
+
+class HttpError(Exception):
+    """A request refused at the HTTP layer, before any handler runs."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@attrs.define(eq=False)
+class Response:
+    status: int
+    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    body: bytes | AsyncIterable[bytes] = b""
+    content_length: int | None = None  # for a streamed body; a bytes body sets its own
+
+    def set_header(self, name: str, value: str) -> None:
+        lname = name.lower()
+        self.headers = [(n, v) for n, v in self.headers if n.lower() != lname]
+        self.headers.append((name, value))
+
+
+class Request:
+    """One request. Header names are lower-cased; values are decoded as latin-1 (bytes preserved 1:1)."""
+
+    def __init__(self, conn: _Connection, event: h11.Request, remote: str) -> None:
+        self._conn = conn
+        self.method: str = event.method.decode("ascii", "replace").upper()
+        self.target: str = event.target.decode("latin-1")
+        self.http_version: str = event.http_version.decode("ascii", "replace")
+        self.headers: list[tuple[str, str]] = [
+            (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in event.headers
+        ]
+        self.remote = remote
+        self.body_done = False
+        self.body_received = 0
+        self.scheme = "http"
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return default
+
+    def header_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for n, v in self.headers if n == name]
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.header("content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def chunked(self) -> bool:
+        return "chunked" in (self.header("transfer-encoding") or "").lower()
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or (self.content_length or 0) > 0
+
+    async def accept_body(self) -> None:
+        """Tell a client waiting on ``Expect: 100-continue`` to send its body (once, and only if it waits)."""
+        await self._conn.send_continue()
+
+    async def receive(self) -> bytes:
+        """The next piece of the body, or b"" at its end. Raises ClientDisconnected if the client goes away."""
+        if self.body_done:
+            return b""
+        await self.accept_body()
+        data = await self._conn.receive_body_piece()
+        if not data:
+            self.body_done = True
+        self.body_received += len(data)
+        return data
+
+    async def iter_body(self) -> AsyncIterator[bytes]:
+        while data := await self.receive():
+            yield data
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body, refusing more than ``limit`` bytes (for XML documents and other small bodies)."""
+        out = bytearray()
+        async for piece in self.iter_body():
+            out += piece
+            if len(out) > limit:
+                raise HttpError(413, f"request body larger than {limit} bytes")
+        return bytes(out)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+ErrorRenderer = Callable[[int, str], Response]
+
+
+def http_date(ts: float | None = None) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+def _plain_error(status: int, message: str) -> Response:
+    body = (message + "\n").encode()
+    return Response(status, [("Content-Type", "text/plain; charset=utf-8")], body)
+
+
+class _Connection:
+    def __init__(self, stream: trio.abc.Stream, limits: Limits, server: HttpServer) -> None:
+        self.stream = stream
+        self.limits = limits
+        self.server = server
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
+        self.continue_sent = False
+        try:
+            sock = stream.socket  # type: ignore[attr-defined]
+            host, port = sock.getpeername()[:2]
+            self.remote = f"{host}:{port}"
+        except (AttributeError, OSError):
+            self.remote = "?"
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            with trio.fail_after(self.limits.send_timeout):
+                await self.stream.send_all(data)
+
+    async def send_continue(self) -> None:
+        if self.h11.they_are_waiting_for_100_continue and not self.continue_sent:
+            self.continue_sent = True
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+
+    async def _next_event(self, timeout: float) -> h11.Event:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            with trio.move_on_after(timeout) as scope:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            if scope.cancelled_caught:
+                raise BodyTimeout(f"no data from {self.remote} for {timeout}s")
+            self.h11.receive_data(data)
+
+    async def receive_body_piece(self) -> bytes:
+        try:
+            event = await self._next_event(self.limits.body_timeout)
+        except h11.RemoteProtocolError as exc:
+            raise ClientDisconnected(f"bad body framing: {exc}") from exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        if type(event) is h11.Data:
+            return bytes(event.data)
+        if type(event) is h11.EndOfMessage:
+            return b""
+        if type(event) is h11.ConnectionClosed:
+            raise ClientDisconnected("client closed the connection mid-body")
+        raise ClientDisconnected(f"unexpected {type(event).__name__} in a request body")
+
+    async def run(self) -> None:
+        try:
+            while True:
+                if not await self._one_request():
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
+            log.debug("connection %s ended: %r", self.remote, exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+
+    async def _read_head(self) -> h11.Request | None:
+        """The next request's head; None when the client is done with this connection."""
+        with trio.move_on_after(self.limits.idle_timeout) as idle:
+            self.server.waiting_heads.add(idle)  # a stopping server ends connections that wait for a request
+            if self.server.stopping:
+                idle.cancel()
+            while True:
+                event = self.h11.next_event()
+                if event is not h11.NEED_DATA:
+                    break
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+                self.h11.receive_data(data)
+                if data:
+                    # once part of a head has arrived, the rest must follow within head_timeout
+                    idle.deadline = min(idle.deadline, trio.current_time() + self.limits.head_timeout)
+        self.server.waiting_heads.discard(idle)
+        if idle.cancelled_caught:
+            if self.h11.trailing_data[0] and not self.server.stopping:
+                raise HttpError(408, "request head not received in time")
+            return None
+        if type(event) is h11.ConnectionClosed:
+            return None
+        if type(event) is not h11.Request:
+            raise HttpError(400, f"unexpected {type(event).__name__}")
+        return event
+
+    async def _one_request(self) -> bool:
+        if self.server.stopping:
+            return False
+        try:
+            event = await self._read_head()
+        except h11.RemoteProtocolError as exc:
+            await self._send_error(exc.error_status_hint, f"bad request: {exc}")
+            return False
+        except HttpError as exc:
+            await self._send_error(exc.status, str(exc))
+            return False
+        if event is None:
+            return False
+        problem = self._check_head(event)
+        if problem is not None:
+            await self._send_error(*problem)
+            return False
+        request = Request(self, event, self.remote)
+        self.server.in_flight += 1
+        try:
+            response = await self.server.call_handler(request)
+        finally:
+            self.server.in_flight -= 1
+            if self.server.in_flight == 0:
+                self.server.idle.set()
+        return await self._respond(request, response)
+
+    def _check_head(self, event: h11.Request) -> tuple[int, str] | None:
+        if len(event.headers) > self.limits.max_headers:
+            return 431, f"more than {self.limits.max_headers} header fields"
+        names = [name.lower() for name, _ in event.headers]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            return 400, "both Transfer-Encoding and Content-Length"
+        te = [v.lower() for n, v in event.headers if n.lower() == b"transfer-encoding"]
+        if te and te != [b"chunked"]:
+            return 501, "only chunked transfer-encoding is supported"
+        return None
+
+    async def _send_error(self, status: int, message: str) -> None:
+        log.info("http error %d from %s: %s", status, self.remote, message)
+        response = self.server.render_error(status, message)
+        response.set_header("Connection", "close")
+        try:
+            if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await self._send_response(response)
+        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass
+
+    async def _send_response(self, response: Response, head: bool = False) -> None:
+        headers = [("Date", http_date()), ("Server", "trio_sos")] + response.headers
+        body = response.body
+        if response.content_length is not None:
+            headers.append(("Content-Length", str(response.content_length)))
+        elif isinstance(body, (bytes, bytearray)) and response.status != 304:
+            headers.append(("Content-Length", str(len(body))))
+        await self._send(h11.Response(status_code=response.status, headers=headers))
+        if head or response.status == 304:
+            pass  # no body, whatever Content-Length says (it describes the GET's body)
+        elif isinstance(body, (bytes, bytearray)):
+            if body:
+                await self._send(h11.Data(data=body))
+        else:
+            async for piece in body:
+                if piece:
+                    await self._send(h11.Data(data=piece))
+        await self._send(h11.EndOfMessage())
+
+    async def _respond(self, request: Request, response: Response) -> bool:
+        """Send the response; True if the connection can serve another request."""
+        keep_alive = not self.server.stopping
+        if not request.body_done and request.has_body:
+            # The handler did not read the body (it refused the request). A client that waited for
+            # 100-continue never sent it; any other may be sending it now. Either way this connection's
+            # framing cannot be trusted for another request: answer and close.
+            keep_alive = False
+        if not keep_alive:
+            response.set_header("Connection", "close")
+        try:
+            await self._send_response(response, head=request.method == "HEAD")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            raise
+        except Exception as exc:
+            # A streamed body that failed midway (agent lost, chunk corrupt) or did not match its
+            # Content-Length: the status line is gone already, so the only honest signal left is to cut the
+            # connection, which the client sees as an incomplete response.
+            log.warning("response to %s %s aborted: %r", request.method, request.target, exc)
+            return False
+        if self.h11.our_state is h11.MUST_CLOSE or not keep_alive:
+            return False
+        try:
+            self.h11.start_next_cycle()
+        except h11.LocalProtocolError:
+            return False
+        return True
+
+
+class HttpServer:
+    """Serves ``handler`` on the given listeners until cancelled or :meth:`stop` is called."""
+
+    def __init__(self, handler: Handler, *, limits: Limits | None = None,
+                 render_error: ErrorRenderer = _plain_error) -> None:
+        self.handler = handler
+        self.limits = limits or Limits()
+        self.render_error = render_error
+        self.stopping = False
+        self.in_flight = 0
+        self.idle = trio.Event()
+        self.connections = 0
+        self.waiting_heads: set[trio.CancelScope] = set()
+        self._accepting = trio.CancelScope()
+
+    async def call_handler(self, request: Request) -> Response:
+        try:
+            return await self.handler(request)
+        except ClientDisconnected:
+            raise
+        except HttpError as exc:
+            return self.render_error(exc.status, str(exc))
+        except Exception:
+            log.exception("handler failed for %s %s", request.method, request.target)
+            return self.render_error(500, "internal error")
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            with self._accepting:
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, listener, nursery)
+                task_status.started()
+                await trio.sleep_forever()
+            for listener in listeners:
+                await listener.aclose()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except (OSError, trio.ClosedResourceError) as exc:
+                if isinstance(exc, trio.ClosedResourceError):
+                    return
+                log.warning("accept failed: %r", exc)
+                await trio.sleep(0.1)  # EMFILE and friends: let connections drain before retrying
+                continue
+            if self.connections >= self.limits.max_connections:
+                await trio.aclose_forcefully(stream)
+                continue
+            nursery.start_soon(self._serve_connection, stream)
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+        self.connections += 1
+        try:
+            await _Connection(stream, self.limits, self).run()
+        except ClientDisconnected as exc:
+            log.info("client gone: %s", exc)
+        finally:
+            self.connections -= 1
+
+    def stop_accepting(self) -> None:
+        """Stop taking connections and requests; requests in flight go on, idle connections end."""
+        self.stopping = True
+        self._accepting.cancel()
+        for scope in self.waiting_heads:
+            scope.cancel()
+        if self.in_flight == 0:
+            self.idle.set()
+
+
+async def graceful_stop(server: HttpServer, scope: trio.CancelScope, grace: float) -> None:
+    """Stop accepting, give requests in flight ``grace`` seconds, then cancel whatever is left."""
+    server.stop_accepting()
+    with trio.move_on_after(grace):
+        while server.in_flight:
+            await server.idle.wait()
+            server.idle = trio.Event()
+    scope.cancel()
+

@@ -1,0 +1,1 @@
+"""Metadata: the ``MetaStore`` interface (``store.py``) and its backends (``sqlite.py``: embedded)."""

@@ -1,0 +1,759 @@
+"""The embedded metadata backend: one SQLite file, shared by every node process on the machine.
+
+Durability and sharing:
+- WAL journal, ``synchronous=FULL``: a method that returned has its transaction fsynced (survives power loss).
+- ``busy_timeout``: several processes may open the same file; a writer waits for another's write lock instead of
+  failing. Writes start with ``BEGIN IMMEDIATE`` (take the write lock first), so a transaction never has to upgrade
+  a read lock, which is where SQLite would report SQLITE_BUSY without waiting.
+- Each interface method is exactly one transaction; a ``MetaError`` raised inside it rolls everything back.
+
+Off the event loop:
+- Every call into sqlite3 runs in a worker thread (``trio.to_thread.run_sync``) holding the connection's
+  ``CapacityLimiter(1)``; the connections are opened with ``check_same_thread=False`` and are only ever used by one
+  thread at a time through that limiter.
+- Cancellation never abandons a thread (``abandon_on_cancel=False``): a caller cancelled while waiting for the
+  limiter has changed nothing, and one cancelled after its transaction started gets it committed (or rolled back
+  on error) in full before the cancellation is delivered.
+- Writes go through one writer connection; reads through a second, ``query_only`` connection with its own limiter,
+  so reads run beside a write instead of queuing behind it (WAL readers see the last committed state).
+
+Encoding: tuples of pairs, manifests, agent lists and part sizes are JSON text (chunk ids as hex). Keys are TEXT
+with the BINARY collation; the database is UTF-8, so key order is UTF-8 byte order, the order S3 lists in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import trio
+
+from .store import (
+    Bucket,
+    BucketAlreadyExists,
+    BucketNotEmpty,
+    ChunkRef,
+    GcEntry,
+    Intent,
+    ListPage,
+    MetaStore,
+    NoSuchBucket,
+    NoSuchUpload,
+    ObjectVersion,
+    Part,
+    PreconditionFailed,
+    Upload,
+    User,
+    UserExists,
+)
+
+T = TypeVar("T")
+
+_MAX_CHAR = "\U0010ffff"
+
+
+class SchemaTooNew(Exception):
+    """The file was written by a newer trio_sos (its ``user_version`` is above ``SCHEMA_VERSION``)."""
+
+
+# -- schema and migrations --
+#
+# MIGRATIONS[n] takes a database from schema version n to n + 1 (version 0 = empty file). Each step is run inside
+# the same BEGIN IMMEDIATE transaction as the ``PRAGMA user_version`` update that records it, so several processes
+# opening one file at once migrate it exactly once. A step is a list of SQL statements or a function of the
+# connection (for data migrations). Never edit a released step: append a new one.
+
+_SCHEMA_1 = [
+    """CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        access_key TEXT NOT NULL UNIQUE,
+        secret_key TEXT NOT NULL,
+        email TEXT NOT NULL
+    ) STRICT""",
+    """CREATE TABLE buckets (
+        name TEXT PRIMARY KEY,
+        owner_id TEXT NOT NULL,
+        created REAL NOT NULL,
+        region TEXT NOT NULL,
+        acl TEXT NOT NULL
+    ) STRICT""",
+    "CREATE INDEX buckets_by_owner ON buckets (owner_id, name)",
+    """CREATE TABLE objects (
+        bucket TEXT NOT NULL REFERENCES buckets (name),
+        key TEXT NOT NULL,
+        version_id TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        last_modified REAL NOT NULL,
+        owner_id TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        user_meta TEXT NOT NULL,
+        checksums TEXT NOT NULL,
+        acl TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        parts TEXT NOT NULL,
+        PRIMARY KEY (bucket, key)
+    ) STRICT""",
+    """CREATE TABLE uploads (
+        upload_id TEXT PRIMARY KEY,
+        bucket TEXT NOT NULL REFERENCES buckets (name),
+        key TEXT NOT NULL,
+        initiated REAL NOT NULL,
+        owner_id TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        user_meta TEXT NOT NULL,
+        acl TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        checksum_algorithm TEXT NOT NULL
+    ) STRICT""",
+    "CREATE INDEX uploads_by_key ON uploads (bucket, key, initiated, upload_id)",
+    """CREATE TABLE parts (
+        upload_id TEXT NOT NULL REFERENCES uploads (upload_id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        last_modified REAL NOT NULL,
+        manifest TEXT NOT NULL,
+        checksums TEXT NOT NULL,
+        PRIMARY KEY (upload_id, number)
+    ) STRICT""",
+    """CREATE TABLE intents (
+        intent_id BLOB PRIMARY KEY,
+        created REAL NOT NULL,
+        agents TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        key TEXT NOT NULL
+    ) STRICT""",
+    "CREATE INDEX intents_by_created ON intents (created)",
+    """CREATE TABLE gc (
+        chunk_id BLOB PRIMARY KEY,
+        agents TEXT NOT NULL,
+        not_before REAL NOT NULL
+    ) STRICT""",
+    "CREATE INDEX gc_by_time ON gc (not_before)",
+]
+
+Migration = Sequence[str] | Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = [_SCHEMA_1]
+
+
+def schema_version() -> int:
+    """The schema version this code writes: the number of migration steps."""
+    return len(MIGRATIONS)
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    steps = list(MIGRATIONS)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(steps):
+            raise SchemaTooNew(f"metadata schema version {version} is newer than this code's ({len(steps)})")
+        for step in steps[version:]:
+            if callable(step):
+                step(conn)
+            else:
+                for statement in step:
+                    conn.execute(statement)
+        if version != len(steps):
+            conn.execute(f"PRAGMA user_version = {len(steps)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(steps)
+
+
+# -- encoding --
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _enc_pairs(pairs: Sequence[tuple[str, str]]) -> str:
+    return _json([[k, v] for k, v in pairs])
+
+
+def _dec_pairs(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in json.loads(text))
+
+
+def _enc_manifest(manifest: Sequence[ChunkRef]) -> str:
+    return _json([[c.chunk_id.hex(), c.size, c.crc32c, list(c.agents)] for c in manifest])
+
+
+def _dec_manifest(text: str) -> tuple[ChunkRef, ...]:
+    return tuple(
+        ChunkRef(bytes.fromhex(h), size, crc, tuple(agents)) for h, size, crc, agents in json.loads(text)
+    )
+
+
+def _agents_union(old: str, new: str) -> str:
+    """SQL function: the agent lists (JSON arrays) of two GC entries for one chunk, merged in order."""
+    merged = json.loads(old)
+    for agent in json.loads(new):
+        if agent not in merged:
+            merged.append(agent)
+    return _json(merged)
+
+
+_USER_COLS = "id, display_name, access_key, secret_key, email"
+_BUCKET_COLS = "name, owner_id, created, region, acl"
+_OBJECT_COLS = (
+    "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
+    "checksums, acl, tags, parts"
+)
+_UPLOAD_COLS = (
+    "bucket, key, upload_id, initiated, owner_id, content_type, headers, user_meta, acl, tags, checksum_algorithm"
+)
+_PART_COLS = "upload_id, number, size, etag, last_modified, manifest, checksums"
+_INTENT_COLS = "intent_id, created, agents, bucket, key"
+
+
+def _user(row: tuple) -> User:
+    return User(*row)
+
+
+def _bucket(row: tuple) -> Bucket:
+    return Bucket(*row)
+
+
+def _object(row: tuple) -> ObjectVersion:
+    (bucket, key, version_id, size, etag, modified, owner, manifest, ctype, headers, meta, sums, acl, tags,
+     parts) = row
+    return ObjectVersion(
+        bucket, key, version_id, size, etag, modified, owner, _dec_manifest(manifest), ctype,
+        _dec_pairs(headers), _dec_pairs(meta), _dec_pairs(sums), acl, _dec_pairs(tags), tuple(json.loads(parts)),
+    )
+
+
+def _object_params(o: ObjectVersion) -> tuple:
+    return (
+        o.bucket, o.key, o.version_id, o.size, o.etag, o.last_modified, o.owner_id, _enc_manifest(o.manifest),
+        o.content_type, _enc_pairs(o.headers), _enc_pairs(o.user_meta), _enc_pairs(o.checksums), o.acl,
+        _enc_pairs(o.tags), _json(list(o.parts)),
+    )
+
+
+def _upload(row: tuple) -> Upload:
+    bucket, key, upload_id, initiated, owner, ctype, headers, meta, acl, tags, algo = row
+    return Upload(bucket, key, upload_id, initiated, owner, ctype, _dec_pairs(headers), _dec_pairs(meta), acl,
+                  _dec_pairs(tags), algo)
+
+
+def _part(row: tuple) -> Part:
+    upload_id, number, size, etag, modified, manifest, sums = row
+    return Part(upload_id, number, size, etag, modified, _dec_manifest(manifest), _dec_pairs(sums))
+
+
+def _intent(row: tuple) -> Intent:
+    intent_id, created, agents, bucket, key = row
+    return Intent(intent_id, created, tuple(json.loads(agents)), bucket, key)
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix`` (None: no such string, no upper bound).
+
+    Code point order is UTF-8 byte order, so this is the exclusive upper bound of an index range scan. U+10FFFF
+    cannot be incremented: drop it and increment the character before. Surrogates are not valid in UTF-8 text, so
+    U+D7FF is followed by U+E000.
+    """
+    stem = prefix.rstrip(_MAX_CHAR)
+    if not stem:
+        return None
+    nxt = ord(stem[-1]) + 1
+    if 0xD800 <= nxt <= 0xDFFF:
+        nxt = 0xE000
+    return stem[:-1] + chr(nxt)
+
+
+def _key_range(prefix: str, start: str, inclusive: bool) -> tuple[str, str, str | None]:
+    """SQL comparison for the lower bound, the lower bound, and the exclusive upper bound of a key scan."""
+    if start > prefix:  # str order is code point order, i.e. UTF-8 byte order
+        lower, op = start, ">=" if inclusive else ">"
+    elif start == prefix and not inclusive:
+        lower, op = start, ">"
+    else:
+        lower, op = prefix, ">="
+    return op, lower, prefix_successor(prefix) if prefix else None
+
+
+# -- the store --
+
+
+def _tx(conn: sqlite3.Connection, begin: str, fn: Callable[..., T], args: tuple) -> T:
+    """Run ``fn(conn, *args)`` as one transaction (in a worker thread): commit, or roll back on any exception."""
+    conn.execute(begin)
+    try:
+        result = fn(conn, *args)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _connect(path: str, busy_timeout: float, *, query_only: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise sqlite3.OperationalError(f"{path}: cannot use the WAL journal (got {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if query_only:
+            conn.execute("PRAGMA query_only = ON")
+        conn.create_function("sos_agents_union", 2, _agents_union, deterministic=True)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class SqliteMetaStore(MetaStore):
+    """``MetaStore`` on one SQLite file. Open with ``await SqliteMetaStore.open(path)``; close with ``aclose``."""
+
+    def __init__(
+        self, path: str, writer: sqlite3.Connection, reader: sqlite3.Connection | None, version: int
+    ) -> None:
+        self.path = path
+        self.schema_version = version
+        self._writer = writer
+        self._reader = reader if reader is not None else writer
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(1) if reader is not None else self._write_limiter
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0, separate_reader: bool = True
+    ) -> SqliteMetaStore:
+        """Open (creating or migrating it if needed) the metadata file ``path``.
+
+        ``busy_timeout``: seconds a write waits for another process's write lock before failing with
+        ``sqlite3.OperationalError`` ("database is locked"). ``separate_reader``: read through a second connection.
+        """
+        return await trio.to_thread.run_sync(cls._open_sync, os.fspath(path), busy_timeout, separate_reader)
+
+    @classmethod
+    def _open_sync(cls, path: str, busy_timeout: float, separate_reader: bool) -> SqliteMetaStore:
+        writer = _connect(path, busy_timeout, query_only=False)
+        try:
+            version = _migrate(writer)
+            reader = _connect(path, busy_timeout, query_only=True) if separate_reader else None
+        except BaseException:
+            writer.close()
+            raise
+        return cls(path, writer, reader, version)
+
+    async def __aenter__(self) -> SqliteMetaStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):  # wait for calls in flight, then close, even when cancelled
+            async with self._write_limiter:
+                if self._reader is not self._writer:
+                    async with self._read_limiter:
+                        await trio.to_thread.run_sync(self._reader.close)
+                await trio.to_thread.run_sync(self._writer.close)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(
+            _tx, self._writer, "BEGIN IMMEDIATE", fn, args, limiter=self._write_limiter
+        )
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(_tx, self._reader, "BEGIN", fn, args, limiter=self._read_limiter)
+
+    # -- users and keys --
+
+    async def create_user(self, user: User) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            taken = c.execute(
+                "SELECT id FROM users WHERE id = ? OR access_key = ? LIMIT 1", (user.id, user.access_key)
+            ).fetchone()
+            if taken:
+                raise UserExists(user.id)
+            c.execute(f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?)",
+                      (user.id, user.display_name, user.access_key, user.secret_key, user.email))
+
+        await self._write(run)
+
+    async def delete_user(self, user_id: str) -> bool:
+        return await self._write(lambda c: c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0)
+
+    async def user_by_access_key(self, access_key: str) -> User | None:
+        def run(c: sqlite3.Connection) -> User | None:
+            row = c.execute(f"SELECT {_USER_COLS} FROM users WHERE access_key = ?", (access_key,)).fetchone()
+            return _user(row) if row else None
+
+        return await self._read(run)
+
+    async def user_by_id(self, user_id: str) -> User | None:
+        def run(c: sqlite3.Connection) -> User | None:
+            row = c.execute(f"SELECT {_USER_COLS} FROM users WHERE id = ?", (user_id,)).fetchone()
+            return _user(row) if row else None
+
+        return await self._read(run)
+
+    async def list_users(self) -> list[User]:
+        return await self._read(
+            lambda c: [_user(r) for r in c.execute(f"SELECT {_USER_COLS} FROM users ORDER BY id")]
+        )
+
+    # -- buckets --
+
+    async def create_bucket(self, bucket: Bucket) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            row = c.execute("SELECT owner_id FROM buckets WHERE name = ?", (bucket.name,)).fetchone()
+            if row:
+                raise BucketAlreadyExists(bucket.name, row[0])
+            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?)",
+                      (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl))
+
+        await self._write(run)
+
+    async def get_bucket(self, name: str) -> Bucket | None:
+        def run(c: sqlite3.Connection) -> Bucket | None:
+            row = c.execute(f"SELECT {_BUCKET_COLS} FROM buckets WHERE name = ?", (name,)).fetchone()
+            return _bucket(row) if row else None
+
+        return await self._read(run)
+
+    async def list_buckets(self, owner_id: str | None = None) -> list[Bucket]:
+        def run(c: sqlite3.Connection) -> list[Bucket]:
+            if owner_id is None:
+                rows = c.execute(f"SELECT {_BUCKET_COLS} FROM buckets ORDER BY name")
+            else:
+                rows = c.execute(f"SELECT {_BUCKET_COLS} FROM buckets WHERE owner_id = ? ORDER BY name",
+                                 (owner_id,))
+            return [_bucket(r) for r in rows]
+
+        return await self._read(run)
+
+    async def update_bucket(self, bucket: Bucket) -> None:
+        """Replaces ``acl``; the name, owner, creation time and region of a bucket do not change."""
+
+        def run(c: sqlite3.Connection) -> None:
+            if c.execute("UPDATE buckets SET acl = ? WHERE name = ?", (bucket.acl, bucket.name)).rowcount == 0:
+                raise NoSuchBucket(bucket.name)
+
+        await self._write(run)
+
+    async def delete_bucket(self, name: str) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            if not c.execute("SELECT 1 FROM buckets WHERE name = ?", (name,)).fetchone():
+                raise NoSuchBucket(name)
+            if (c.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone()
+                    or c.execute("SELECT 1 FROM uploads WHERE bucket = ? LIMIT 1", (name,)).fetchone()):
+                raise BucketNotEmpty(name)
+            c.execute("DELETE FROM buckets WHERE name = ?", (name,))
+
+        await self._write(run)
+
+    # -- objects --
+
+    @staticmethod
+    def _get_object(c: sqlite3.Connection, bucket: str, key: str) -> ObjectVersion | None:
+        row = c.execute(f"SELECT {_OBJECT_COLS} FROM objects WHERE bucket = ? AND key = ?", (bucket, key)).fetchone()
+        return _object(row) if row else None
+
+    @staticmethod
+    def _enqueue(c: sqlite3.Connection, entries: Sequence[GcEntry]) -> None:
+        """Idempotent per chunk: a repeated chunk keeps one entry, with the later not_before and every agent."""
+        c.executemany(
+            "INSERT INTO gc (chunk_id, agents, not_before) VALUES (?, ?, ?) ON CONFLICT (chunk_id) DO UPDATE SET "
+            "not_before = max(not_before, excluded.not_before), agents = sos_agents_union(agents, excluded.agents)",
+            [(bytes(e.chunk_id), _json(list(e.agents)), e.not_before) for e in entries],
+        )
+
+    @classmethod
+    def _retire(cls, c: sqlite3.Connection, chunks: Sequence[ChunkRef], keep: Sequence[ChunkRef],
+                not_before: float) -> None:
+        """Queue ``chunks`` for GC, except those ``keep`` (the manifest being committed) still references."""
+        kept = {ref.chunk_id for ref in keep}
+        cls._enqueue(c, [GcEntry(r.chunk_id, r.agents, not_before) for r in chunks if r.chunk_id not in kept])
+
+    @staticmethod
+    def _revive(c: sqlite3.Connection, chunks: Sequence[ChunkRef]) -> None:
+        """A committed manifest references its chunks again: take them out of the GC queue if they were in it."""
+        c.executemany("DELETE FROM gc WHERE chunk_id = ?", [(bytes(r.chunk_id),) for r in chunks])
+
+    @classmethod
+    def _commit_object(cls, c: sqlite3.Connection, obj: ObjectVersion, gc_delay: float) -> ObjectVersion | None:
+        old = cls._get_object(c, obj.bucket, obj.key)
+        c.execute(f"INSERT OR REPLACE INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * 15)})",
+                  _object_params(obj))
+        if old is not None:
+            cls._retire(c, old.manifest, obj.manifest, time.time() + gc_delay)
+        cls._revive(c, obj.manifest)
+        return old
+
+    async def put_object(
+        self,
+        obj: ObjectVersion,
+        *,
+        intent_id: bytes | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        gc_delay: float = 0.0,
+    ) -> ObjectVersion | None:
+        def run(c: sqlite3.Connection) -> ObjectVersion | None:
+            if not c.execute("SELECT 1 FROM buckets WHERE name = ?", (obj.bucket,)).fetchone():
+                raise NoSuchBucket(obj.bucket)
+            if if_match is not None or if_none_match:
+                row = c.execute("SELECT etag FROM objects WHERE bucket = ? AND key = ?",
+                                (obj.bucket, obj.key)).fetchone()
+                if if_none_match and row is not None:
+                    raise PreconditionFailed(f"{obj.bucket}/{obj.key} exists")
+                if if_match is not None and (row is None or row[0] != if_match):
+                    raise PreconditionFailed(f"{obj.bucket}/{obj.key} does not have ETag {if_match}")
+            old = self._commit_object(c, obj, gc_delay)
+            if intent_id is not None:
+                c.execute("DELETE FROM intents WHERE intent_id = ?", (bytes(intent_id),))
+            return old
+
+        return await self._write(run)
+
+    async def get_object(self, bucket: str, key: str) -> ObjectVersion | None:
+        return await self._read(self._get_object, bucket, key)
+
+    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0) -> ObjectVersion | None:
+        def run(c: sqlite3.Connection) -> ObjectVersion | None:
+            old = self._get_object(c, bucket, key)
+            if old is not None:
+                c.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+                self._retire(c, old.manifest, (), time.time() + gc_delay)
+            return old
+
+        return await self._write(run)
+
+    async def update_object(self, obj: ObjectVersion) -> bool:
+        """Replaces ``acl`` and ``tags`` if the current version is still ``obj``'s.
+
+        With unversioned buckets every version id is "null", so "still the same version" also compares the ETag
+        and the modification time: a metadata update never lands on a version that replaced the one it was read
+        from.
+        """
+        return await self._write(
+            lambda c: c.execute(
+                "UPDATE objects SET acl = ?, tags = ? "
+                "WHERE bucket = ? AND key = ? AND version_id = ? AND etag = ? AND last_modified = ?",
+                (obj.acl, _enc_pairs(obj.tags), obj.bucket, obj.key, obj.version_id, obj.etag, obj.last_modified),
+            ).rowcount > 0
+        )
+
+    async def scan_objects(
+        self, bucket: str, *, start: str = "", inclusive: bool = True, prefix: str = "", limit: int = 1000
+    ) -> ListPage:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        op, lower, upper = _key_range(prefix, start, inclusive)
+        sql = f"SELECT {_OBJECT_COLS} FROM objects WHERE bucket = ? AND key {op} ?"
+        params: list[Any] = [bucket, lower]
+        if upper is not None:
+            sql += " AND key < ?"
+            params.append(upper)
+        sql += " ORDER BY key LIMIT ?"
+        params.append(limit + 1)
+
+        def run(c: sqlite3.Connection) -> ListPage:
+            rows = c.execute(sql, params).fetchall()
+            return ListPage(tuple(_object(r) for r in rows[:limit]), len(rows) > limit)
+
+        return await self._read(run)
+
+    async def count_objects(self, bucket: str) -> int:
+        return await self._read(
+            lambda c: c.execute("SELECT count(*) FROM objects WHERE bucket = ?", (bucket,)).fetchone()[0]
+        )
+
+    # -- multipart --
+
+    async def create_upload(self, upload: Upload) -> None:
+        """Raises NoSuchBucket."""
+
+        def run(c: sqlite3.Connection) -> None:
+            if not c.execute("SELECT 1 FROM buckets WHERE name = ?", (upload.bucket,)).fetchone():
+                raise NoSuchBucket(upload.bucket)
+            c.execute(
+                f"INSERT INTO uploads ({_UPLOAD_COLS}) VALUES ({', '.join('?' * 11)})",
+                (upload.bucket, upload.key, upload.upload_id, upload.initiated, upload.owner_id,
+                 upload.content_type, _enc_pairs(upload.headers), _enc_pairs(upload.user_meta), upload.acl,
+                 _enc_pairs(upload.tags), upload.checksum_algorithm),
+            )
+
+        await self._write(run)
+
+    @staticmethod
+    def _get_upload(c: sqlite3.Connection, upload_id: str) -> Upload | None:
+        row = c.execute(f"SELECT {_UPLOAD_COLS} FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
+        return _upload(row) if row else None
+
+    async def get_upload(self, bucket: str, upload_id: str) -> Upload | None:
+        def run(c: sqlite3.Connection) -> Upload | None:
+            upload = self._get_upload(c, upload_id)
+            return upload if upload is not None and upload.bucket == bucket else None
+
+        return await self._read(run)
+
+    async def list_uploads(
+        self, bucket: str, *, prefix: str = "", key_marker: str = "", upload_id_marker: str = "", limit: int = 1000
+    ) -> tuple[list[Upload], bool]:
+        """As S3's ListMultipartUploads: after ``key_marker`` means keys above it, or, when ``upload_id_marker``
+        is given too, the marker's key with upload ids above ``upload_id_marker``."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        sql = f"SELECT {_UPLOAD_COLS} FROM uploads WHERE bucket = ?"
+        params: list[Any] = [bucket]
+        if prefix:
+            sql += " AND key >= ?"
+            params.append(prefix)
+            upper = prefix_successor(prefix)
+            if upper is not None:
+                sql += " AND key < ?"
+                params.append(upper)
+        if key_marker and upload_id_marker:
+            sql += " AND (key > ? OR (key = ? AND upload_id > ?))"
+            params += [key_marker, key_marker, upload_id_marker]
+        elif key_marker:
+            sql += " AND key > ?"
+            params.append(key_marker)
+        sql += " ORDER BY key, initiated, upload_id LIMIT ?"
+        params.append(limit + 1)
+
+        def run(c: sqlite3.Connection) -> tuple[list[Upload], bool]:
+            rows = c.execute(sql, params).fetchall()
+            return [_upload(r) for r in rows[:limit]], len(rows) > limit
+
+        return await self._read(run)
+
+    async def put_part(self, part: Part, *, gc_delay: float = 0.0, intent_id: bytes | None = None) -> Part | None:
+        def run(c: sqlite3.Connection) -> Part | None:
+            if not c.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (part.upload_id,)).fetchone():
+                raise NoSuchUpload(part.upload_id)
+            row = c.execute(f"SELECT {_PART_COLS} FROM parts WHERE upload_id = ? AND number = ?",
+                            (part.upload_id, part.number)).fetchone()
+            old = _part(row) if row else None
+            c.execute(
+                f"INSERT OR REPLACE INTO parts ({_PART_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (part.upload_id, part.number, part.size, part.etag, part.last_modified,
+                 _enc_manifest(part.manifest), _enc_pairs(part.checksums)),
+            )
+            if old is not None:
+                self._retire(c, old.manifest, part.manifest, time.time() + gc_delay)
+            self._revive(c, part.manifest)
+            if intent_id is not None:
+                c.execute("DELETE FROM intents WHERE intent_id = ?", (bytes(intent_id),))
+            return old
+
+        return await self._write(run)
+
+    async def list_parts(self, upload_id: str, *, marker: int = 0, limit: int = 1000) -> tuple[list[Part], bool]:
+        """Parts numbered above ``marker``, in order. Raises NoSuchUpload."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run(c: sqlite3.Connection) -> tuple[list[Part], bool]:
+            if not c.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone():
+                raise NoSuchUpload(upload_id)
+            rows = c.execute(
+                f"SELECT {_PART_COLS} FROM parts WHERE upload_id = ? AND number > ? ORDER BY number LIMIT ?",
+                (upload_id, marker, limit + 1),
+            ).fetchall()
+            return [_part(r) for r in rows[:limit]], len(rows) > limit
+
+        return await self._read(run)
+
+    @staticmethod
+    def _drop_upload(c: sqlite3.Connection, upload_id: str) -> list[Part]:
+        parts = [_part(r) for r in c.execute(f"SELECT {_PART_COLS} FROM parts WHERE upload_id = ?", (upload_id,))]
+        c.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+        c.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+        return parts
+
+    async def complete_upload(
+        self, upload_id: str, obj: ObjectVersion, used_parts: Sequence[int], *, gc_delay: float = 0.0
+    ) -> ObjectVersion | None:
+        """Also NoSuchUpload when ``obj`` is not in the upload's bucket and key (as S3 does).
+
+        What goes to the GC queue is every stored part's chunk that ``obj.manifest`` does not reference: with a
+        manifest made of the used parts that is exactly the chunks of the parts not used, and if a used part was
+        replaced after its manifest was read, the replacement's chunks are collected rather than leaked.
+        """
+        def run(c: sqlite3.Connection) -> ObjectVersion | None:
+            upload = self._get_upload(c, upload_id)
+            if upload is None or (upload.bucket, upload.key) != (obj.bucket, obj.key):
+                raise NoSuchUpload(upload_id)
+            parts = self._drop_upload(c, upload_id)
+            old = self._commit_object(c, obj, gc_delay)
+            self._retire(c, [ref for p in parts for ref in p.manifest], obj.manifest, time.time() + gc_delay)
+            return old
+
+        return await self._write(run)
+
+    async def abort_upload(self, upload_id: str, *, gc_delay: float = 0.0) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            if not c.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone():
+                raise NoSuchUpload(upload_id)
+            parts = self._drop_upload(c, upload_id)
+            self._retire(c, [ref for p in parts for ref in p.manifest], (), time.time() + gc_delay)
+
+        await self._write(run)
+
+    # -- upload intents --
+
+    async def add_intent(self, intent: Intent) -> None:
+        await self._write(lambda c: c.execute(
+            f"INSERT OR REPLACE INTO intents ({_INTENT_COLS}) VALUES (?, ?, ?, ?, ?)",
+            (bytes(intent.intent_id), intent.created, _json(list(intent.agents)), intent.bucket, intent.key),
+        ))
+
+    async def drop_intent(self, intent_id: bytes) -> None:
+        await self._write(lambda c: c.execute("DELETE FROM intents WHERE intent_id = ?", (bytes(intent_id),)))
+
+    async def stale_intents(self, older_than: float, limit: int = 100) -> list[Intent]:
+        """Intents created before ``older_than``, oldest first."""
+        return await self._read(lambda c: [_intent(r) for r in c.execute(
+            f"SELECT {_INTENT_COLS} FROM intents WHERE created < ? ORDER BY created, intent_id LIMIT ?",
+            (older_than, limit),
+        )])
+
+    # -- GC queue --
+
+    async def enqueue_gc(self, entries: Sequence[GcEntry]) -> None:
+        entries = list(entries)
+        if entries:
+            await self._write(self._enqueue, entries)
+
+    async def due_gc(self, now: float, limit: int = 100) -> list[GcEntry]:
+        """Entries whose ``not_before`` is at or before ``now``, earliest first."""
+        return await self._read(lambda c: [
+            GcEntry(chunk_id, tuple(json.loads(agents)), not_before) for chunk_id, agents, not_before in c.execute(
+                "SELECT chunk_id, agents, not_before FROM gc WHERE not_before <= ? ORDER BY not_before LIMIT ?",
+                (now, limit),
+            )
+        ])
+
+    async def done_gc(self, chunk_ids: Sequence[bytes]) -> None:
+        ids = [(bytes(cid),) for cid in chunk_ids]
+        if ids:
+            await self._write(lambda c: c.executemany("DELETE FROM gc WHERE chunk_id = ?", ids))

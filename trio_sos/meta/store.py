@@ -1,0 +1,297 @@
+"""The metadata interface: what every metadata backend (SQLite embedded, Cassandra in a cluster) provides.
+
+Owns the records (users and keys, buckets, object versions with their chunk manifests, multipart uploads and
+parts, upload intents, the GC queue) and the atomic steps on them. Knows nothing of HTTP, S3 XML or agents' sockets.
+
+Rules every implementation keeps, so that the Cassandra one fits:
+- each method is one atomic step on one partition-sized thing (a bucket row, one object key, one upload), never a
+  transaction spanning several buckets or keys;
+- listing is an ordered range scan over a bucket's keys (UTF-8 binary order), resumable from any key;
+- all methods are async; blocking work runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+import attrs
+
+
+class MetaError(Exception):
+    """Base of the metadata errors that map to S3 errors."""
+
+
+class BucketAlreadyExists(MetaError):
+    def __init__(self, name: str, owner_id: str) -> None:
+        super().__init__(name)
+        self.name, self.owner_id = name, owner_id
+
+
+class NoSuchBucket(MetaError):
+    pass
+
+
+class BucketNotEmpty(MetaError):
+    pass
+
+
+class NoSuchUpload(MetaError):
+    pass
+
+
+class UserExists(MetaError):
+    pass
+
+
+class PreconditionFailed(MetaError):
+    """A conditional write (expected ETag, or must-not-exist) did not hold when it was applied."""
+
+
+@attrs.frozen
+class User:
+    id: str
+    display_name: str
+    access_key: str
+    secret_key: str = attrs.field(repr=False)
+    email: str = ""
+
+
+@attrs.frozen
+class Bucket:
+    name: str
+    owner_id: str
+    created: float  # seconds since the epoch
+    region: str = "us-east-1"
+    acl: str = ""  # serialized access-control policy; "" = private to the owner
+
+
+@attrs.frozen
+class ChunkRef:
+    """One piece of an object body: ``size`` bytes stored as chunk ``chunk_id`` on each of ``agents``."""
+
+    chunk_id: bytes
+    size: int
+    crc32c: int
+    agents: tuple[str, ...]  # agent ids (hex) holding a replica
+
+
+@attrs.frozen
+class ObjectVersion:
+    bucket: str
+    key: str
+    version_id: str  # "null" while buckets are unversioned
+    size: int
+    etag: str  # without quotes
+    last_modified: float
+    owner_id: str
+    manifest: tuple[ChunkRef, ...] = ()
+    content_type: str = "binary/octet-stream"
+    headers: tuple[tuple[str, str], ...] = ()  # stored response headers: content-encoding, cache-control...
+    user_meta: tuple[tuple[str, str], ...] = ()  # x-amz-meta-* (names lower-cased, without the prefix)
+    checksums: tuple[tuple[str, str], ...] = ()  # algorithm (e.g. "CRC32") -> base64 value
+    acl: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    parts: tuple[int, ...] = ()  # multipart: size of each part, in order; () for a single-part object
+
+
+@attrs.frozen
+class ListPage:
+    """Objects in key order from an ordered scan; ``truncated`` when more keys follow the last one."""
+
+    objects: tuple[ObjectVersion, ...]
+    truncated: bool
+
+
+@attrs.frozen
+class Upload:
+    """A multipart upload in progress."""
+
+    bucket: str
+    key: str
+    upload_id: str
+    initiated: float
+    owner_id: str
+    content_type: str = "binary/octet-stream"
+    headers: tuple[tuple[str, str], ...] = ()
+    user_meta: tuple[tuple[str, str], ...] = ()
+    acl: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    checksum_algorithm: str = ""
+
+
+@attrs.frozen
+class Part:
+    upload_id: str
+    number: int
+    size: int
+    etag: str
+    last_modified: float
+    manifest: tuple[ChunkRef, ...] = ()
+    checksums: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class Intent:
+    """Recorded before the first chunk of an upload is written, so that a crashed upload's chunks are found.
+
+    Its chunks are named ``intent_id (12 bytes) + sequence (4 bytes, big-endian)``, so an agent's ordered LIST from
+    ``intent_id + 0000`` finds every chunk it wrote, without a metadata write per chunk.
+    """
+
+    intent_id: bytes  # 12 bytes
+    created: float
+    agents: tuple[str, ...]  # agent ids the upload may have written to
+    bucket: str = ""
+    key: str = ""
+
+
+@attrs.frozen
+class GcEntry:
+    """A chunk no committed record references any more; delete it from ``agents`` once ``not_before`` is past."""
+
+    chunk_id: bytes
+    agents: tuple[str, ...]
+    not_before: float
+
+
+class MetaStore(abc.ABC):
+    """One metadata backend. Instances are opened and closed by their owner (``open``/``aclose``)."""
+
+    # -- lifecycle --
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    # -- users and keys --
+    @abc.abstractmethod
+    async def create_user(self, user: User) -> None:
+        """Raises UserExists if the id or the access key is taken."""
+
+    @abc.abstractmethod
+    async def delete_user(self, user_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def user_by_access_key(self, access_key: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def user_by_id(self, user_id: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def list_users(self) -> list[User]: ...
+
+    # -- buckets --
+    @abc.abstractmethod
+    async def create_bucket(self, bucket: Bucket) -> None:
+        """Create it if no bucket has that name; else raise BucketAlreadyExists with the current owner."""
+
+    @abc.abstractmethod
+    async def get_bucket(self, name: str) -> Bucket | None: ...
+
+    @abc.abstractmethod
+    async def list_buckets(self, owner_id: str | None = None) -> list[Bucket]:
+        """Buckets in name order, all of them or one owner's."""
+
+    @abc.abstractmethod
+    async def update_bucket(self, bucket: Bucket) -> None:
+        """Replace a bucket's mutable fields (acl...). Raises NoSuchBucket."""
+
+    @abc.abstractmethod
+    async def delete_bucket(self, name: str) -> None:
+        """Raises NoSuchBucket, or BucketNotEmpty when it holds objects or multipart uploads."""
+
+    # -- objects --
+    @abc.abstractmethod
+    async def put_object(
+        self,
+        obj: ObjectVersion,
+        *,
+        intent_id: bytes | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        gc_delay: float = 0.0,
+    ) -> ObjectVersion | None:
+        """Make ``obj`` the current version of its key, atomically, and return the version it replaced.
+
+        The replaced version's chunks go to the GC queue (not before ``now + gc_delay``), and the upload intent
+        ``intent_id`` is dropped, in the same step. ``if_match`` (an ETag) / ``if_none_match`` (key must not
+        exist) are checked in that step too: PreconditionFailed if they do not hold, and nothing changes.
+        Raises NoSuchBucket.
+        """
+
+    @abc.abstractmethod
+    async def get_object(self, bucket: str, key: str) -> ObjectVersion | None: ...
+
+    @abc.abstractmethod
+    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0) -> ObjectVersion | None:
+        """Remove the key; its chunks go to the GC queue in the same step. Returns what was deleted."""
+
+    @abc.abstractmethod
+    async def update_object(self, obj: ObjectVersion) -> bool:
+        """Replace metadata (acl, tags) of the current version if it is still ``obj.version_id``."""
+
+    @abc.abstractmethod
+    async def scan_objects(
+        self, bucket: str, *, start: str = "", inclusive: bool = True, prefix: str = "", limit: int = 1000
+    ) -> ListPage:
+        """Up to ``limit`` objects whose key starts with ``prefix`` and is >= ``start`` (> if not inclusive), in
+        UTF-8 binary key order. ``truncated`` says whether a further key matches."""
+
+    @abc.abstractmethod
+    async def count_objects(self, bucket: str) -> int: ...
+
+    # -- multipart --
+    @abc.abstractmethod
+    async def create_upload(self, upload: Upload) -> None: ...
+
+    @abc.abstractmethod
+    async def get_upload(self, bucket: str, upload_id: str) -> Upload | None: ...
+
+    @abc.abstractmethod
+    async def list_uploads(
+        self, bucket: str, *, prefix: str = "", key_marker: str = "", upload_id_marker: str = "", limit: int = 1000
+    ) -> tuple[list[Upload], bool]:
+        """Uploads ordered by (key, initiated, upload_id) after the markers, and whether more follow."""
+
+    @abc.abstractmethod
+    async def put_part(self, part: Part, *, gc_delay: float = 0.0, intent_id: bytes | None = None) -> Part | None:
+        """Store or replace a part; a replaced part's chunks go to the GC queue. Raises NoSuchUpload.
+
+        The upload intent ``intent_id`` under which the part's chunks were written is dropped in the same step, as
+        in ``put_object`` (else a crash between the two would leave a stale intent whose chunks a part references).
+        """
+
+    @abc.abstractmethod
+    async def list_parts(
+        self, upload_id: str, *, marker: int = 0, limit: int = 1000
+    ) -> tuple[list[Part], bool]: ...
+
+    @abc.abstractmethod
+    async def complete_upload(
+        self, upload_id: str, obj: ObjectVersion, used_parts: Sequence[int], *, gc_delay: float = 0.0
+    ) -> ObjectVersion | None:
+        """Commit ``obj`` (whose manifest is made of the used parts' chunks) as in ``put_object``, drop the upload
+        and its parts; the chunks of parts not used go to the GC queue. Raises NoSuchUpload."""
+
+    @abc.abstractmethod
+    async def abort_upload(self, upload_id: str, *, gc_delay: float = 0.0) -> None:
+        """Drop the upload and its parts; their chunks go to the GC queue. Raises NoSuchUpload."""
+
+    # -- upload intents --
+    @abc.abstractmethod
+    async def add_intent(self, intent: Intent) -> None: ...
+
+    @abc.abstractmethod
+    async def drop_intent(self, intent_id: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def stale_intents(self, older_than: float, limit: int = 100) -> list[Intent]: ...
+
+    # -- GC queue --
+    @abc.abstractmethod
+    async def enqueue_gc(self, entries: Sequence[GcEntry]) -> None: ...
+
+    @abc.abstractmethod
+    async def due_gc(self, now: float, limit: int = 100) -> list[GcEntry]: ...
+
+    @abc.abstractmethod
+    async def done_gc(self, chunk_ids: Sequence[bytes]) -> None: ...

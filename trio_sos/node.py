@@ -1,0 +1,112 @@
+"""One S3 node process: a root nursery that owns the metadata store, the local agent (embedded mode), the agent
+pool, the garbage collector and the HTTP listener, and that shuts them down in order.
+
+Shutdown (SIGINT/SIGTERM, or :meth:`Node.stop`): stop accepting connections and requests, give requests in flight
+``shutdown_grace`` seconds, cancel what is left, stop the GC and the agent, close the metadata store.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+from .agent import AgentPool
+from .agent.supervisor import AgentOptions, AgentSupervisor
+from .config import Config, ConfigError
+from .data.gc import GarbageCollector
+from .data.objects import AgentSet, DataStore
+from .http.server import HttpServer, Limits, graceful_stop
+from .meta.sqlite import SqliteMetaStore
+from .meta.store import MetaStore, User, UserExists
+from .s3.app import S3App
+from .s3.context import Services
+
+log = logging.getLogger("trio_sos.node")
+
+
+def new_access_key() -> str:
+    return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(20))
+
+
+def new_secret_key() -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits + "+/") for _ in range(40))
+
+
+def meta_path(config: Config) -> Path:
+    return config.data_dir / "meta.sqlite3"
+
+
+async def open_meta(config: Config) -> MetaStore:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return await SqliteMetaStore.open(meta_path(config))
+
+
+async def ensure_admin(meta: MetaStore, config: Config, say: Callable[[str], None]) -> None:
+    """First start without configured users: create an admin key pair, store it, print it once."""
+    if config.users or await meta.list_users():
+        return
+    user = User("admin", "admin", new_access_key(), new_secret_key())
+    try:
+        await meta.create_user(user)
+    except UserExists:  # another worker process of this node won the race
+        return
+    say("Created the admin user (stored in the metadata; `python -m trio_sos user list` shows it again):\n"
+        f"  access key: {user.access_key}\n  secret key: {user.secret_key}")
+
+
+@attrs.define
+class Node:
+    config: Config
+    endpoint: str = ""
+    server: HttpServer | None = None
+    gc: GarbageCollector | None = None
+    supervisor: AgentSupervisor | None = None
+    _scope: trio.CancelScope | None = None
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown."""
+        if self.server is not None and self._scope is not None:
+            trio.lowlevel.spawn_system_task(graceful_stop, self.server, self._scope, self.config.shutdown_grace)
+
+    async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+                  say: Callable[[str], None] = print) -> None:
+        config = self.config
+        meta = await open_meta(config)
+        try:
+            await ensure_admin(meta, config, say)
+            host, port = config.host_port
+            try:
+                listeners = await trio.open_tcp_listeners(port, host=host)
+            except OSError as exc:
+                raise ConfigError(f"setting listen: cannot listen on {config.listen}: {exc.strerror}") from None
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                self.supervisor = AgentSupervisor(AgentOptions(
+                    data_dir=config.data_dir / "agent", listen="127.0.0.1:0", max_chunk=config.agent_max_chunk))
+                agent_address = await nursery.start(self.supervisor.run)
+                pool = AgentPool(nursery, agent_address, size=8)
+                agents = AgentSet()
+                agents.add((await pool.hello()).agent_id.hex(), pool)
+                data = DataStore(meta, agents, chunk_size=config.chunk_size)
+                self.gc = GarbageCollector(meta, agents, interval=config.gc_interval,
+                                           intent_grace=config.intent_grace)
+                nursery.start_soon(self.gc.run)
+                app = S3App(Services(meta, data, config))
+                limits = Limits(idle_timeout=config.http_idle_timeout, head_timeout=config.http_head_timeout,
+                                body_timeout=config.http_body_timeout)
+                self.server = HttpServer(app.handle, limits=limits, render_error=app.render_http_error)
+                await nursery.start(self.server.serve, listeners)
+                bound_host, bound_port = listeners[0].socket.getsockname()[:2]
+                self.endpoint = f"http://{bound_host}:{bound_port}"
+                log.info("S3 endpoint %s, data dir %s, agent %s", self.endpoint, config.data_dir, agent_address)
+                say(f"S3 endpoint: {self.endpoint}")
+                task_status.started(self)
+        finally:
+            with trio.CancelScope(shield=True):
+                await meta.aclose()

@@ -1,0 +1,199 @@
+"""The S3 request pipeline, one small step after another (as pithos does it):
+
+request id -> routing (virtual host or path style) -> operation (the table below) -> authentication
+-> handler -> response with the common headers; every failure is one S3Error rendered once.
+
+The operation table is where who-may-do-what is read in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from urllib.parse import unquote_to_bytes
+
+import attrs
+
+from ..auth import sigv4
+from ..http.server import ClientDisconnected, HttpError, Request, Response
+from ..meta.store import User
+from . import buckets, listing, objects
+from .context import Ctx, Services, parse_query
+from .errors import HTTP_STATUS_CODES, S3Error
+
+log = logging.getLogger("trio_sos.s3")
+
+Handler = Callable[[Ctx], Awaitable[Response]]
+
+
+@attrs.frozen
+class Operation:
+    name: str
+    handler: Handler | None  # None: recognised but not built yet (NotImplemented)
+    scope: str  # "service", "bucket" or "object": what the URL must name
+
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in [
+        Operation("ListBuckets", buckets.list_buckets, "service"),
+        Operation("CreateBucket", buckets.create_bucket, "bucket"),
+        Operation("HeadBucket", buckets.head_bucket, "bucket"),
+        Operation("DeleteBucket", buckets.delete_bucket, "bucket"),
+        Operation("GetBucketLocation", buckets.get_bucket_location, "bucket"),
+        Operation("ListObjects", listing.list_objects_v1, "bucket"),
+        Operation("ListObjectsV2", listing.list_objects_v2, "bucket"),
+        Operation("PutObject", objects.put_object, "object"),
+        Operation("GetObject", objects.get_object, "object"),
+        Operation("HeadObject", objects.head_object, "object"),
+        Operation("DeleteObject", objects.delete_object, "object"),
+    ]
+}
+
+# Sub-resources that name operations this node does not implement yet: answered NotImplemented, never mistaken
+# for the plain operation on the same URL (a PUT ?acl must not overwrite an object).
+UNBUILT_SUBRESOURCES = (
+    "acl", "cors", "delete", "lifecycle", "logging", "notification", "policy", "replication", "restore",
+    "tagging", "torrent", "uploadId", "uploads", "versioning", "versions", "website", "encryption",
+    "object-lock", "legal-hold", "retention", "accelerate", "requestPayment", "analytics", "inventory",
+    "metrics", "ownershipControls", "publicAccessBlock", "intelligent-tiering", "attributes", "select",
+)
+
+
+def operation_name(method: str, bucket: str | None, key: str | None, query: dict[str, str],
+                   request: Request) -> str:
+    if bucket is None:
+        return "ListBuckets" if method == "GET" else "MethodNotAllowed"
+    unbuilt = [s for s in UNBUILT_SUBRESOURCES if s in query]
+    if unbuilt:
+        return "NotImplemented:" + unbuilt[0]
+    if key is None:
+        if method == "GET":
+            if "location" in query:
+                return "GetBucketLocation"
+            return "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects"
+        return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(method,
+                                                                                          "MethodNotAllowed")
+    if method == "PUT" and request.header("x-amz-copy-source") is not None:
+        return "NotImplemented:CopyObject"
+    return {"PUT": "PutObject", "GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(
+        method, "MethodNotAllowed")
+
+
+def split_target(request: Request, base_domain: str | None) -> tuple[str | None, str | None]:
+    """Bucket and key named by the request: virtual-host style under ``base_domain``, else path style."""
+    try:
+        path = unquote_to_bytes(request.path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Error("InvalidURI", "the request path is not valid UTF-8") from None
+    if not path.startswith("/"):
+        raise S3Error("InvalidURI")
+    host = (request.header("host") or "").lower()
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if base_domain and host.endswith("." + base_domain):
+        bucket: str | None = host[: -len(base_domain) - 1]
+        key: str | None = path[1:] or None
+    else:
+        rest = path[1:]
+        if not rest:
+            return None, None
+        bucket, _, key_part = rest.partition("/")
+        key = key_part if key_part else None
+    if key is not None and len(key.encode("utf-8")) > 1024:
+        raise S3Error("KeyTooLongError")
+    return bucket, key
+
+
+class S3App:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.key_cache = sigv4.SigningKeyCache()
+
+    async def handle(self, request: Request) -> Response:
+        started = time.monotonic()
+        request_id = os.urandom(8).hex().upper()
+        ctx = Ctx(request, request_id, self.services)
+        try:
+            response = await self._handle(ctx)
+        except S3Error as exc:
+            response = self.error_response(exc, ctx)
+        except HttpError as exc:
+            response = self.error_response(
+                S3Error(HTTP_STATUS_CODES.get(exc.status, "InvalidRequest"), str(exc), status=exc.status), ctx)
+        except ClientDisconnected:
+            log.info("request %s %s %s: client gone", request_id, request.method, request.target)
+            raise
+        response.headers.append(("x-amz-request-id", request_id))
+        response.headers.append(("x-amz-id-2", request_id))
+        log.info("request %s %s %s %s -> %d (%.1f ms)", request_id, ctx.operation or "-", request.method,
+                 request.target, response.status, (time.monotonic() - started) * 1000)
+        return response
+
+    def error_response(self, exc: S3Error, ctx: Ctx) -> Response:
+        if not exc.resource:
+            exc.resource = ctx.resource
+        body = exc.to_xml(ctx.request_id) if ctx.request.method != "HEAD" and exc.status != 304 else b""
+        return Response(exc.status, [("Content-Type", "application/xml")] if body else [], body)
+
+    def render_http_error(self, status: int, message: str) -> Response:
+        """Errors found by the HTTP layer before any handler (bad framing, oversized heads...)."""
+        exc = S3Error(HTTP_STATUS_CODES.get(status, "InvalidRequest"), message, status=status)
+        request_id = os.urandom(8).hex().upper()
+        response = Response(status, [("Content-Type", "application/xml")], exc.to_xml(request_id))
+        response.headers.append(("x-amz-request-id", request_id))
+        return response
+
+    async def _handle(self, ctx: Ctx) -> Response:
+        request = ctx.request
+        try:
+            ctx.query = parse_query(request.query)
+        except UnicodeDecodeError:
+            raise S3Error("InvalidURI", "the query string is not valid UTF-8") from None
+        ctx.bucket, ctx.key = split_target(request, self.services.config.base_domain)
+        name = operation_name(request.method, ctx.bucket, ctx.key, ctx.query, request)
+        ctx.operation = name
+        await self._authenticate(ctx)
+        if name == "MethodNotAllowed":
+            raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="OBJECT" if ctx.key else "BUCKET")
+        if name.startswith("NotImplemented:"):
+            raise S3Error("NotImplemented", f"{name.split(':', 1)[1]} is not implemented by this server yet")
+        operation = OPERATIONS[name]
+        assert operation.handler is not None
+        return await operation.handler(ctx)
+
+    async def _lookup_user(self, access_key: str) -> User | None:
+        for user in self.services.config.users:
+            if user.access_key == access_key:
+                return User(user.id, user.display_name, user.access_key, user.secret_key, user.email)
+        return await self.services.meta.user_by_access_key(access_key)
+
+    async def _authenticate(self, ctx: Ctx) -> None:
+        request = ctx.request
+        auth = request.header("authorization")
+        if auth is None:
+            if "X-Amz-Algorithm" in ctx.query or "Signature" in ctx.query:
+                raise S3Error("NotImplemented", "presigned URLs are not implemented by this server yet")
+            raise S3Error("AccessDenied", "Anonymous access is not allowed")
+        if auth.startswith("AWS "):
+            raise S3Error("NotImplemented", "Signature Version 2 is not implemented by this server yet")
+        if not auth.startswith("AWS4-HMAC-SHA256"):
+            raise S3Error("InvalidArgument", "Unsupported Authorization Type",
+                          ArgumentName="Authorization", ArgumentValue=auth[:64])
+        try:
+            parsed = sigv4.parse_authorization(auth)
+            user = await self._lookup_user(parsed.access_key)
+            if user is None:
+                raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=parsed.access_key)
+            ctx.verified = sigv4.verify_header_auth(
+                request.method, request.target, request.headers, parsed, user.secret_key,
+                now=datetime.now(timezone.utc), key_cache=self.key_cache,
+            )
+        except sigv4.AuthError as exc:
+            raise S3Error(exc.code, exc.message, **exc.extra) from None
+        if ctx.verified.payload_hash.startswith("STREAMING-"):
+            raise S3Error("NotImplemented", "aws-chunked uploads are not implemented by this server yet")
+        ctx.user = user
+

@@ -1,0 +1,68 @@
+"""What every S3 operation receives: the request, its routing, its caller, and the node's services."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+import attrs
+
+from ..http.server import Request
+from ..meta.store import Bucket, MetaStore, User
+from .errors import S3Error
+
+if TYPE_CHECKING:
+    from ..auth.sigv4 import Verified
+    from ..config import Config
+    from ..data.objects import DataStore
+
+
+@attrs.define
+class Services:
+    meta: MetaStore
+    data: DataStore
+    config: Config
+
+
+@attrs.define
+class Ctx:
+    request: Request
+    request_id: str
+    services: Services
+    bucket: str | None = None
+    key: str | None = None
+    query: dict[str, str] = attrs.field(factory=dict)
+    operation: str = ""
+    user: User | None = None
+    verified: Verified | None = None
+
+    @property
+    def meta(self) -> MetaStore:
+        return self.services.meta
+
+    @property
+    def resource(self) -> str:
+        if self.bucket is None:
+            return "/"
+        return f"/{self.bucket}" + (f"/{self.key}" if self.key is not None else "")
+
+    def header(self, name: str) -> str | None:
+        return self.request.header(name)
+
+    async def owned_bucket(self) -> Bucket:
+        """The request's bucket, which must exist and belong to the caller (ACLs widen this later)."""
+        assert self.bucket is not None
+        bucket = await self.meta.get_bucket(self.bucket)
+        if bucket is None:
+            raise S3Error("NoSuchBucket", resource=self.resource, BucketName=self.bucket)
+        if self.user is None or bucket.owner_id != self.user.id:
+            raise S3Error("AccessDenied", resource=self.resource)
+        return bucket
+
+
+def parse_query(raw: str) -> dict[str, str]:
+    """Query parameters, form-decoded ('+' is a space, as S3 and MinIO read it); the first value of a name wins."""
+    out: dict[str, str] = {}
+    for name, value in parse_qsl(raw, keep_blank_values=True, errors="strict"):
+        out.setdefault(name, value)
+    return out

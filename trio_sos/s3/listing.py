@@ -1,0 +1,188 @@
+"""ListObjects (v1) and ListObjectsV2, on top of the MetaStore's ordered range scans.
+
+Common prefixes are skipped whole: once a key rolls up into prefix P, the next scan starts at the smallest key
+above every key starting with P, so a listing with a delimiter costs a scan per returned entry, not per key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import quote
+
+import attrs
+
+from ..http.server import Response
+from ..meta.store import ObjectVersion
+from .buckets import iso8601
+from .context import Ctx
+from .errors import S3Error
+from .xml import Tag, document
+
+MAX_KEYS = 1000
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix`` (code point order = UTF-8 byte
+    order), or None if there is none."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        nxt = last + 1
+        if 0xD800 <= nxt <= 0xDFFF:
+            nxt = 0xE000  # surrogates cannot be encoded in UTF-8 keys
+        if nxt <= 0x10FFFF:
+            return "".join(chars) + chr(nxt)
+    return None
+
+
+@attrs.frozen
+class Listed:
+    contents: tuple[ObjectVersion, ...]
+    prefixes: tuple[str, ...]
+    truncated: bool
+    last: str  # the last key or common prefix returned (the next marker)
+
+
+async def collect(ctx: Ctx, *, prefix: str, delimiter: str, marker: str, max_keys: int) -> Listed:
+    """Entries (keys and common prefixes) strictly above ``marker``, in order, at most ``max_keys``."""
+    assert ctx.bucket is not None
+    contents: list[ObjectVersion] = []
+    prefixes: list[str] = []
+    start, inclusive = (marker, False) if marker > prefix else (prefix, True)
+    last = ""
+    if max_keys == 0:
+        return Listed((), (), False, "")
+    while True:
+        want = max_keys - len(contents) - len(prefixes) + 1
+        page = await ctx.meta.scan_objects(ctx.bucket, start=start, inclusive=inclusive, prefix=prefix,
+                                           limit=min(MAX_KEYS + 1, max(want, 2)))
+        rescan = False
+        for obj in page.objects:
+            entry_prefix = None
+            if delimiter:
+                cut = obj.key.find(delimiter, len(prefix))
+                if cut >= 0:
+                    entry_prefix = obj.key[: cut + len(delimiter)]
+            if entry_prefix is not None:
+                if entry_prefix > marker:
+                    if len(contents) + len(prefixes) == max_keys:
+                        return Listed(tuple(contents), tuple(prefixes), True, last)
+                    prefixes.append(entry_prefix)
+                    last = entry_prefix
+                successor = prefix_successor(entry_prefix)
+                if successor is None:
+                    return Listed(tuple(contents), tuple(prefixes), False, last)
+                start, inclusive, rescan = successor, True, True
+                break
+            if len(contents) + len(prefixes) == max_keys:
+                return Listed(tuple(contents), tuple(prefixes), True, last)
+            contents.append(obj)
+            last = obj.key
+            start, inclusive = obj.key, False
+        if rescan:
+            continue
+        if not page.truncated:
+            return Listed(tuple(contents), tuple(prefixes), False, last)
+
+
+def _max_keys(ctx: Ctx) -> int:
+    raw = ctx.query.get("max-keys", str(MAX_KEYS))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer range",
+                      ArgumentName="max-keys", ArgumentValue=raw) from None
+    if value < 0:
+        raise S3Error("InvalidArgument", "Argument maxKeys must be an integer between 0 and 2147483647",
+                      ArgumentName="max-keys", ArgumentValue=raw)
+    return min(value, MAX_KEYS)
+
+
+def _encoder(ctx: Ctx):
+    encoding = ctx.query.get("encoding-type")
+    if encoding is None:
+        return lambda s: s
+    if encoding != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      ArgumentName="encoding-type", ArgumentValue=encoding)
+    return lambda s: quote(s, safe="/")
+
+
+async def _contents(ctx: Ctx, objs: tuple[ObjectVersion, ...], enc, owner: bool) -> list[Tag]:
+    names: dict[str, str] = {}
+    out = []
+    for obj in objs:
+        owner_tag = None
+        if owner:
+            if obj.owner_id not in names:
+                user = await ctx.meta.user_by_id(obj.owner_id)
+                names[obj.owner_id] = user.display_name if user else obj.owner_id
+            owner_tag = Tag("Owner", Tag("ID", obj.owner_id), Tag("DisplayName", names[obj.owner_id]))
+        out.append(Tag("Contents", Tag("Key", enc(obj.key)), Tag("LastModified", iso8601(obj.last_modified)),
+                       Tag("ETag", f'"{obj.etag}"'), Tag("Size", obj.size), owner_tag,
+                       Tag("StorageClass", "STANDARD")))
+    return out
+
+
+def _prefix_tags(prefixes: tuple[str, ...], enc) -> list[Tag]:
+    return [Tag("CommonPrefixes", Tag("Prefix", enc(p))) for p in prefixes]
+
+
+async def list_objects_v1(ctx: Ctx) -> Response:
+    await ctx.owned_bucket()
+    prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
+    marker, max_keys, enc = ctx.query.get("marker", ""), _max_keys(ctx), _encoder(ctx)
+    listed = await collect(ctx, prefix=prefix, delimiter=delimiter, marker=marker, max_keys=max_keys)
+    body = document(Tag(
+        "ListBucketResult",
+        Tag("Name", ctx.bucket), Tag("Prefix", enc(prefix)), Tag("Marker", enc(marker)),
+        Tag("MaxKeys", max_keys),
+        Tag("Delimiter", enc(delimiter)) if delimiter else None,
+        Tag("EncodingType", "url") if "encoding-type" in ctx.query else None,
+        Tag("IsTruncated", listed.truncated),
+        Tag("NextMarker", enc(listed.last)) if listed.truncated and delimiter else None,
+        await _contents(ctx, listed.contents, enc, owner=True),
+        _prefix_tags(listed.prefixes, enc),
+    ))
+    return Response(200, [("Content-Type", "application/xml")], body)
+
+
+def _token(last: str) -> str:
+    return base64.urlsafe_b64encode(last.encode("utf-8")).decode("ascii")
+
+
+def _untoken(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                      ArgumentName="continuation-token", ArgumentValue=token) from None
+
+
+async def list_objects_v2(ctx: Ctx) -> Response:
+    await ctx.owned_bucket()
+    prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
+    max_keys, enc = _max_keys(ctx), _encoder(ctx)
+    token = ctx.query.get("continuation-token")
+    start_after = ctx.query.get("start-after", "")
+    marker = _untoken(token) if token is not None else start_after
+    if token is not None and start_after > marker:
+        marker = start_after
+    fetch_owner = ctx.query.get("fetch-owner", "false").lower() == "true"
+    listed = await collect(ctx, prefix=prefix, delimiter=delimiter, marker=marker, max_keys=max_keys)
+    body = document(Tag(
+        "ListBucketResult",
+        Tag("Name", ctx.bucket), Tag("Prefix", enc(prefix)),
+        Tag("Delimiter", enc(delimiter)) if delimiter else None,
+        Tag("MaxKeys", max_keys),
+        Tag("EncodingType", "url") if "encoding-type" in ctx.query else None,
+        Tag("KeyCount", len(listed.contents) + len(listed.prefixes)),
+        Tag("IsTruncated", listed.truncated),
+        Tag("ContinuationToken", token) if token is not None else None,
+        Tag("NextContinuationToken", _token(listed.last)) if listed.truncated else None,
+        Tag("StartAfter", enc(start_after)) if "start-after" in ctx.query else None,
+        await _contents(ctx, listed.contents, enc, owner=fetch_owner),
+        _prefix_tags(listed.prefixes, enc),
+    ))
+    return Response(200, [("Content-Type", "application/xml")], body)

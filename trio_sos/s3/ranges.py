@@ -1,0 +1,39 @@
+"""The Range header of GetObject/HeadObject (RFC 9110 byte ranges, as S3 reads them: one range only)."""
+
+from __future__ import annotations
+
+import re
+
+_SPEC = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+class Unsatisfiable(Exception):
+    """A syntactically valid range that selects nothing of the object: 416 InvalidRange."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``[start, end)`` selected by ``header`` for an object of ``size`` bytes, or None for the whole object.
+
+    A header that is not a single well-formed byte range is ignored (the whole object is served), as HTTP and S3
+    do. Raises Unsatisfiable when the range starts at or past the end, or is an empty suffix.
+    """
+    if header is None:
+        return None
+    match = _SPEC.match(header)
+    if not match:
+        return None  # multiple ranges, other units, garbage: ignored
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        suffix = int(last)
+        if suffix == 0:
+            raise Unsatisfiable
+        return max(0, size - suffix), size
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None  # an invalid range spec is ignored
+    if start >= size:
+        raise Unsatisfiable
+    end = size if last == "" else min(size, int(last) + 1)
+    return start, end

@@ -1,0 +1,73 @@
+"""Writing S3 XML responses, and parsing request documents with a hardened parser (defusedxml)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Union
+from xml.etree.ElementTree import Element  # only for typing parsed documents
+from xml.sax.saxutils import escape
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from .errors import S3Error
+
+NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+Node = Union["Tag", str, int, None]
+
+
+class Tag:
+    __slots__ = ("name", "children", "attrs")
+
+    def __init__(self, name: str, *children: Node | Iterable[Node], attrs: str = "") -> None:
+        self.name = name
+        self.attrs = attrs
+        flat: list[Node] = []
+        for child in children:
+            if isinstance(child, (Tag, str, int)) or child is None:
+                flat.append(child)
+            else:
+                flat.extend(child)
+        self.children = flat
+
+    def render(self, out: list[str]) -> None:
+        out.append(f"<{self.name}{self.attrs}>")
+        for child in self.children:
+            if child is None:
+                continue
+            if isinstance(child, Tag):
+                child.render(out)
+            elif isinstance(child, bool):
+                out.append("true" if child else "false")
+            else:
+                out.append(escape(str(child)))
+        out.append(f"</{self.name}>")
+
+
+def document(root: Tag) -> bytes:
+    root.attrs = root.attrs or f' xmlns="{NS}"'
+    out = ['<?xml version="1.0" encoding="UTF-8"?>\n']
+    root.render(out)
+    return "".join(out).encode("utf-8")
+
+
+def parse(body: bytes) -> Element:
+    """Parse a request document; anything malformed or using entity tricks is MalformedXML."""
+    try:
+        root = SafeET.fromstring(body, forbid_dtd=True)
+    except (SafeET.ParseError, DefusedXmlException, ValueError) as exc:
+        raise S3Error("MalformedXML") from exc
+    return root
+
+
+def local(tag: str) -> str:
+    """Element name without its namespace."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def child_text(node: Element, name: str) -> str | None:
+    for child in node:
+        if local(child.tag) == name:
+            return child.text or ""
+    return None
