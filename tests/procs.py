@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -152,6 +153,7 @@ class NodeProcess:
     endpoint: str = ""
     port: int = 0
     users: tuple = TEST_USERS
+    stdout_lines: list = attrs.field(factory=list)
 
     @property
     def data_dir(self) -> Path:

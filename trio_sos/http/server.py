@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from email.utils import formatdate
+from http import HTTPStatus
 
 import attrs
 import h11
@@ -146,6 +147,13 @@ def http_date(ts: float | None = None) -> str:
     return formatdate(ts, usegmt=True)
 
 
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"
+
+
 def _plain_error(status: int, message: str) -> Response:
     body = (message + "\n").encode()
     return Response(status, [("Content-Type", "text/plain; charset=utf-8")], body)
@@ -174,7 +182,7 @@ class _Connection:
     async def send_continue(self) -> None:
         if self.h11.they_are_waiting_for_100_continue and not self.continue_sent:
             self.continue_sent = True
-            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+            await self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
 
     async def _next_event(self, timeout: float) -> h11.Event:
         while True:
@@ -294,7 +302,8 @@ class _Connection:
             headers.append(("Content-Length", str(response.content_length)))
         elif isinstance(body, (bytes, bytearray)) and response.status != 304:
             headers.append(("Content-Length", str(len(body))))
-        await self._send(h11.Response(status_code=response.status, headers=headers))
+        # A reason phrase, always: botocore's 100-continue handling reads a status line of three parts.
+        await self._send(h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status)))
         if head or response.status == 304:
             pass  # no body, whatever Content-Length says (it describes the GET's body)
         elif isinstance(body, (bytes, bytearray)):
