@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import attrs
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from trio_sos.meta.store import (
@@ -836,7 +836,8 @@ def scan_cases(draw: st.DrawFn) -> tuple[set[str], list[tuple[str, str, bool, in
                      st.tuples(st.sampled_from(stems), CHAR).map("".join)]
     if pool:
         bound_choices.append(st.sampled_from(pool))
-        bound_choices.append(st.sampled_from(pool).flatmap(lambda k: st.integers(0, len(k)).map(lambda n: k[:n])))
+        key_prefix = st.sampled_from(pool).flatmap(lambda k: st.integers(0, len(k)).map(lambda n: k[:n]))
+        bound_choices += [key_prefix, key_prefix]
     bound = st.one_of(bound_choices)
     queries = draw(st.lists(st.tuples(bound, bound, st.booleans(), st.integers(0, 22)), min_size=1, max_size=4))
     return keys, queries
@@ -852,6 +853,9 @@ def model(keys: set[str], prefix: str, start: str, inclusive: bool) -> list[str]
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=scan_cases())
+@example(case=({"a\U0010ffff", "a\U0010ffff\x00", "a\U0010ffffb", "b"}, [("a\U0010ffff", "", True, 5)]))
+@example(case=({"\U0010ffff", "\U0010ffff\U0010ffff", "\uffff"}, [("\U0010ffff", "\U0010ffff", False, 1)]))
+@example(case=({"a\ud7ff", "a\ud7ffz", "a\ue000", "a\uffff", "a\U00010000"}, [("a\ud7ff", "", True, 9)]))
 async def test_scan_matches_model(backend: Backend, case: tuple[set[str], list[tuple[str, str, bool, int]]]) -> None:
     # Trio fixtures do not survive from one example to the next (each runs in its own trio.run): open a store here.
     async with _opened(backend) as store:

@@ -268,10 +268,10 @@ def prefix_successor(prefix: str) -> str | None:
     cannot be incremented: drop it and increment the character before. Surrogates are not valid in UTF-8 text, so
     U+D7FF is followed by U+E000.
     """
-    stem = prefix
+    stem = prefix.rstrip(_MAX_CHAR)
     if not stem:
         return None
-    nxt = min(ord(stem[-1]) + 1, 0x10ffff)
+    nxt = ord(stem[-1]) + 1
     if 0xD800 <= nxt <= 0xDFFF:
         nxt = 0xE000
     return stem[:-1] + chr(nxt)

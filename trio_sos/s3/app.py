@@ -19,7 +19,6 @@ import attrs
 
 from ..auth import sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
-from ..meta.store import User
 from . import buckets, listing, objects
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
@@ -164,12 +163,6 @@ class S3App:
         assert operation.handler is not None
         return await operation.handler(ctx)
 
-    async def _lookup_user(self, access_key: str) -> User | None:
-        for user in self.services.config.users:
-            if user.access_key == access_key:
-                return User(user.id, user.display_name, user.access_key, user.secret_key, user.email)
-        return await self.services.meta.user_by_access_key(access_key)
-
     async def _authenticate(self, ctx: Ctx) -> None:
         request = ctx.request
         auth = request.header("authorization")
@@ -184,7 +177,7 @@ class S3App:
                           ArgumentName="Authorization", ArgumentValue=auth[:64])
         try:
             parsed = sigv4.parse_authorization(auth)
-            user = await self._lookup_user(parsed.access_key)
+            user = await self.services.user_by_access_key(parsed.access_key)
             if user is None:
                 raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=parsed.access_key)
             ctx.verified = sigv4.verify_header_auth(

@@ -23,6 +23,19 @@ class Services:
     data: DataStore
     config: Config
 
+    async def user_by_access_key(self, access_key: str) -> User | None:
+        """Users of the config file first, then those of the metadata store."""
+        for u in self.config.users:
+            if u.access_key == access_key:
+                return User(u.id, u.display_name, u.access_key, u.secret_key, u.email)
+        return await self.meta.user_by_access_key(access_key)
+
+    async def user_by_id(self, user_id: str) -> User | None:
+        for u in self.config.users:
+            if u.id == user_id:
+                return User(u.id, u.display_name, u.access_key, u.secret_key, u.email)
+        return await self.meta.user_by_id(user_id)
+
 
 @attrs.define
 class Ctx:

@@ -116,7 +116,7 @@ async def _contents(ctx: Ctx, objs: tuple[ObjectVersion, ...], enc, owner: bool)
         owner_tag = None
         if owner:
             if obj.owner_id not in names:
-                user = await ctx.meta.user_by_id(obj.owner_id)
+                user = await ctx.services.user_by_id(obj.owner_id)
                 names[obj.owner_id] = user.display_name if user else obj.owner_id
             owner_tag = Tag("Owner", Tag("ID", obj.owner_id), Tag("DisplayName", names[obj.owner_id]))
         out.append(Tag("Contents", Tag("Key", enc(obj.key)), Tag("LastModified", iso8601(obj.last_modified)),
