@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import string
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from unittest import mock
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
@@ -39,7 +39,6 @@ from trio_sos.auth.sigv4 import (
     verify_header_auth,
 )
 
-UTC = timezone.utc
 AK = "AKIAIOSFODNN7EXAMPLE"
 SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 DOC_HOST = "examplebucket.s3.amazonaws.com"
@@ -97,9 +96,11 @@ def own_sign(
 ) -> str:
     """An Authorization value computed with this module's own functions (for cases botocore cannot produce)."""
     path, _, query = target.partition("?")
-    payload = header(headers, "x-amz-content-sha256") if any(
-        n.lower() == "x-amz-content-sha256" for n, _ in headers
-    ) else EMPTY_SHA256
+    payload = (
+        header(headers, "x-amz-content-sha256")
+        if any(n.lower() == "x-amz-content-sha256" for n, _ in headers)
+        else EMPTY_SHA256
+    )
     date = scope_date or amz_date[:8]
     creq = canonical_request(method, path, query, headers, signed, payload)
     sts = string_to_sign(amz_date, f"{date}/{region}/s3/aws4_request", creq)
@@ -109,7 +110,9 @@ def own_sign(
 
 def verify(method, target, headers, *, secret=SK, now, **kwargs):
     parsed = parse_authorization(header(headers, "authorization"))
-    return verify_header_auth(method, target, headers, parsed, secret, now=now, key_cache=SigningKeyCache(), **kwargs)
+    return verify_header_auth(
+        method, target, headers, parsed, secret, now=now, key_cache=SigningKeyCache(), **kwargs
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -126,7 +129,9 @@ segment = st.one_of(
 object_key = st.lists(segment, min_size=1, max_size=5).map("/".join)
 bucket = st.from_regex(r"[a-z0-9][a-z0-9.\-]{1,12}[a-z0-9]", fullmatch=True)
 query_name = st.one_of(
-    st.sampled_from(["prefix", "delimiter", "max-keys", "acl", "uploads", "partNumber", "a", "A", "z", "{", "_"]),
+    st.sampled_from(
+        ["prefix", "delimiter", "max-keys", "acl", "uploads", "partNumber", "a", "A", "z", "{", "_"]
+    ),
     st.lists(KEY_CHARS, min_size=0, max_size=5).map("".join),
 ).filter(lambda n: n not in {"X-Amz-Signature", "X-Amz-Algorithm", "X-Amz-Credential", "Signature"})
 query_value = st.one_of(
@@ -151,10 +156,14 @@ def random_requests(draw):
     params = draw(st.lists(st.tuples(query_name, query_value), max_size=5))
     if params and draw(st.booleans()):
         params.append((params[0][0], draw(query_value)))  # a repeated name
-    host = draw(st.sampled_from(["localhost:9000", "s3.example.com", f"{b}.s3.example.com", "127.0.0.1:8080"]))
+    host = draw(
+        st.sampled_from(["localhost:9000", "s3.example.com", f"{b}.s3.example.com", "127.0.0.1:8080"])
+    )
     url = f"http://{host}{path}" + (f"?{percent_encode_sequence(params)}" if params else "")
     headers = {"Host": host}
-    for name in draw(st.lists(st.from_regex(r"[a-z][a-z0-9\-]{0,8}", fullmatch=True), max_size=3, unique=True)):
+    for name in draw(
+        st.lists(st.from_regex(r"[a-z][a-z0-9\-]{0,8}", fullmatch=True), max_size=3, unique=True)
+    ):
         headers[f"x-amz-meta-{name}"] = draw(header_text)
     if draw(st.booleans()):
         headers["Content-Type"] = draw(st.sampled_from(["text/plain", "application/xml;  charset=utf-8"]))
@@ -164,19 +173,20 @@ def random_requests(draw):
     if method in ("PUT", "POST") and draw(st.booleans()):
         headers["Expect"] = "100-continue"  # ... and Expect
     body = draw(st.binary(max_size=64)) if method in ("PUT", "POST") else b""
-    return dict(
-        method=method,
-        url=url,
-        headers=headers,
-        body=body,
-        access_key=draw(st.sampled_from([AK, "GK31c2f218a2e44f485b94239e", "minioadmin", "ak+=_-"])),
-        secret=draw(st.text(alphabet=string.ascii_letters + string.digits + "/+=", min_size=1, max_size=40)),
-        region=draw(st.sampled_from(["us-east-1", "eu-west-3", "garage", "auto", "local"])),
-        when=draw(st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31), timezones=st.just(UTC))).replace(
-            microsecond=0
+    when = draw(st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31), timezones=st.just(UTC)))
+    return {
+        "method": method,
+        "url": url,
+        "headers": headers,
+        "body": body,
+        "access_key": draw(st.sampled_from([AK, "GK31c2f218a2e44f485b94239e", "minioadmin", "ak+=_-"])),
+        "secret": draw(
+            st.text(alphabet=string.ascii_letters + string.digits + "/+=", min_size=1, max_size=40)
         ),
-        unsigned_payload=draw(st.booleans()),
-    )
+        "region": draw(st.sampled_from(["us-east-1", "eu-west-3", "garage", "auto", "local"])),
+        "when": when.replace(microsecond=0),
+        "unsigned_payload": draw(st.booleans()),
+    }
 
 
 BOTOCORE_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -194,7 +204,9 @@ def test_botocore_signed_requests_verify(req, skew: int) -> None:
     assert verified.request_time == req["when"]
     assert verified.amz_date == req["when"].strftime("%Y%m%dT%H%M%SZ")
     assert verified.scope == f"{verified.amz_date[:8]}/{req['region']}/s3/aws4_request"
-    assert verified.signing_key == derive_signing_key(req["secret"], verified.amz_date[:8], req["region"], "s3")
+    assert verified.signing_key == derive_signing_key(
+        req["secret"], verified.amz_date[:8], req["region"], "s3"
+    )
     assert verified.seed_signature == parse_authorization(header(headers, "authorization")).signature
     expected_hash = UNSIGNED_PAYLOAD if req["unsigned_payload"] else hashlib.sha256(req["body"]).hexdigest()
     assert verified.payload_hash == expected_hash
@@ -210,7 +222,9 @@ def test_mutated_botocore_requests_do_not_match(req, mutation: str, data) -> Non
     method, secret = req["method"], req["secret"]
     path, _, query = target.partition("?")
     if mutation == "method":
-        method = data.draw(st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD"]).filter(lambda m: m != method))
+        method = data.draw(
+            st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD"]).filter(lambda m: m != method)
+        )
     elif mutation == "path":
         positions = [i for i, c in enumerate(path) if c.isascii() and c.isalnum()]
         if positions:
@@ -271,9 +285,9 @@ def test_equivalent_target_spellings_verify(req, data) -> None:
     new_path = "/".join(_reencode(unquote_to_bytes(s), data.draw, in_query=False) for s in segments)
     pairs = [p.partition("=") for p in query.split("&")] if query else []
     new_pairs = [
-        _reencode(unquote_to_bytes(n), data.draw, in_query=True) + "=" + _reencode(
-            unquote_to_bytes(v), data.draw, in_query=True
-        )
+        _reencode(unquote_to_bytes(n), data.draw, in_query=True)
+        + "="
+        + _reencode(unquote_to_bytes(v), data.draw, in_query=True)
         for n, _, v in pairs
     ]
     new_pairs = data.draw(st.permutations(new_pairs))
@@ -296,9 +310,11 @@ def test_aws_doc_get_object() -> None:
         ("x-amz-date", "20130524T000000Z"),
         (
             "Authorization",
-            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"
-            "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,"
-            "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41",
+            (
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"
+                "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,"
+                "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+            ),
         ),
     ]
     parsed = parse_authorization(header(headers, "authorization"))
@@ -336,7 +352,9 @@ def test_aws_doc_put_object() -> None:
     )
     assert canonical_uri("/test$file.text") == "/test%24file.text"
     verify("PUT", "/test$file.text", headers, now=DOC_TIME)
-    check_payload_sha256(header(headers, "x-amz-content-sha256"), hashlib.sha256(b"Welcome to Amazon S3.").hexdigest())
+    check_payload_sha256(
+        header(headers, "x-amz-content-sha256"), hashlib.sha256(b"Welcome to Amazon S3.").hexdigest()
+    )
 
 
 @pytest.mark.parametrize(
@@ -354,8 +372,10 @@ def test_aws_doc_bucket_requests(target: str, signature: str) -> None:
         ("x-amz-content-sha256", EMPTY_SHA256),
         (
             "Authorization",
-            f"AWS4-HMAC-SHA256 Credential={AK}/20130524/us-east-1/s3/aws4_request,"
-            f"SignedHeaders=host;x-amz-content-sha256;x-amz-date,Signature={signature}",
+            (
+                f"AWS4-HMAC-SHA256 Credential={AK}/20130524/us-east-1/s3/aws4_request,"
+                f"SignedHeaders=host;x-amz-content-sha256;x-amz-date,Signature={signature}"
+            ),
         ),
     ]
     verify("GET", target, headers, now=DOC_TIME)
@@ -485,7 +505,11 @@ def test_parse_authorization_forms() -> None:
         ("", "InvalidArgument", "Unsupported Authorization Type"),
         ("AWS4 HAHAHA", "InvalidArgument", "Unsupported Authorization Type"),
         ("AWS AKID:c2ln", "InvalidArgument", "Unsupported Authorization Type"),
-        (f"AWS4-ECDSA-P256-SHA256 Credential={AK}/20130524/s3/aws4_request", "InvalidArgument", "Unsupported"),
+        (
+            f"AWS4-ECDSA-P256-SHA256 Credential={AK}/20130524/s3/aws4_request",
+            "InvalidArgument",
+            "Unsupported",
+        ),
         ("AWS4-HMAC-SHA256", "AuthorizationHeaderMalformed", "three components"),
         ("AWS4-HMAC-SHA256 Credential=HAHAHA", "AuthorizationHeaderMalformed", "three components"),
         (
@@ -582,6 +606,7 @@ FRAGMENTS = [
     "\x00",
     "é",
     "\udcff",
+    "\ud800",
 ]
 
 
@@ -601,8 +626,55 @@ def test_parse_authorization_only_raises_auth_error(value: str) -> None:
     except AuthError as e:
         assert e.code in ("AuthorizationHeaderMalformed", "InvalidArgument")
         return
-    assert parsed.access_key and parsed.region and parsed.service and parsed.signature and parsed.signed_headers
+    assert (
+        parsed.access_key and parsed.region and parsed.service and parsed.signature and parsed.signed_headers
+    )
     assert len(parsed.date) == 8
+
+
+header_names = st.sampled_from(
+    ["host", "Host", "x-amz-date", "X-Amz-Date", "date", "x-amz-content-sha256", "x-amz-meta-a", "range", "ä"]
+)
+header_values = st.one_of(
+    st.sampled_from(["20130524T000000Z", "Fri, 24 May 2013 00:00:00 GMT", EMPTY_SHA256, UNSIGNED_PAYLOAD]),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=st.text(max_size=6),
+    target=st.one_of(st.text(max_size=20), st.sampled_from(["/", "/b/k?acl", "/b?X-Amz-Signature=1", "?"])),
+    headers=st.lists(st.tuples(header_names, header_values), max_size=8),
+    signed=st.lists(st.one_of(header_names, st.text(max_size=4)), min_size=1, max_size=5),
+    scope=st.tuples(st.text(max_size=4), st.sampled_from(["20130524", "20130523"]), st.text(max_size=4)),
+    service=st.sampled_from(["s3", "S3", "iam"]),
+    signature=st.text(max_size=70),
+    secret=st.text(max_size=10),
+    skew=st.integers(-2000, 2000),
+)
+def test_verify_only_raises_auth_error(
+    method, target, headers, signed, scope, service, signature, secret, skew
+):
+    access_key, date, region = scope
+    parsed = ParsedAuth(access_key, date, region, service, tuple(signed), signature)
+    now = DOC_TIME + timedelta(seconds=skew)
+    try:
+        verified = verify_header_auth(
+            method, target, headers, parsed, secret, now=now, key_cache=SigningKeyCache()
+        )
+    except AuthError as e:
+        assert e.code in {
+            "AccessDenied",
+            "AuthorizationHeaderMalformed",
+            "InvalidArgument",
+            "InvalidRequest",
+            "RequestTimeTooSkewed",
+            "SignatureDoesNotMatch",
+        }
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in e.extra.items())
+        return
+    assert verified.seed_signature == signature  # only a real signature gets here
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -668,9 +740,13 @@ def test_naive_now_is_utc() -> None:
     verify("GET", "/b/k", signed_request(), now=DOC_TIME.replace(tzinfo=None))
 
 
-@pytest.mark.parametrize("bad", ["", "Bad Date", "2013-05-24T00:00:00Z", "20130524T000000", "19500707T215304Z"])
+@pytest.mark.parametrize(
+    "bad", ["", "Bad Date", "2013-05-24T00:00:00Z", "20130524T000000", "19500707T215304Z"]
+)
 def test_invalid_x_amz_date_is_access_denied(bad: str) -> None:
-    headers = replace_header(signed_request(extra=[("Date", "Fri, 24 May 2013 00:00:00 GMT")]), "x-amz-date", bad)
+    headers = replace_header(
+        signed_request(extra=[("Date", "Fri, 24 May 2013 00:00:00 GMT")]), "x-amz-date", bad
+    )
     error = expect_error("AccessDenied", headers)
     assert error.message == "AWS authentication requires a valid Date or x-amz-date header"
     assert error.status == 403
@@ -702,7 +778,9 @@ def test_scope_date_must_match_request_date() -> None:
 def test_service_must_be_s3() -> None:
     headers = signed_request()
     parsed = parse_authorization(header(headers, "authorization"))
-    wrong = ParsedAuth(parsed.access_key, parsed.date, parsed.region, "iam", parsed.signed_headers, parsed.signature)
+    wrong = ParsedAuth(
+        parsed.access_key, parsed.date, parsed.region, "iam", parsed.signed_headers, parsed.signature
+    )
     with pytest.raises(AuthError) as info:
         verify_header_auth("GET", "/b/k", headers, wrong, SK, now=DOC_TIME, key_cache=SigningKeyCache())
     assert info.value.code == "AuthorizationHeaderMalformed"
@@ -724,7 +802,9 @@ def test_missing_content_sha256_is_invalid_request() -> None:
     assert error.status == 400
 
 
-@pytest.mark.parametrize("bad", ["wrong_sha256_hash_value_12345", EMPTY_SHA256.upper(), EMPTY_SHA256[:-1], ""])
+@pytest.mark.parametrize(
+    "bad", ["wrong_sha256_hash_value_12345", EMPTY_SHA256.upper(), EMPTY_SHA256[:-1], ""]
+)
 def test_invalid_content_sha256_is_invalid_argument(bad: str) -> None:
     error = expect_error("InvalidArgument", signed_request(payload=bad))
     assert error.extra == {"ArgumentName": "x-amz-content-sha256", "ArgumentValue": bad}
@@ -768,7 +848,9 @@ def test_host_must_be_signed() -> None:
     assert expect_error("AccessDenied", headers).extra == {"HeadersNotSigned": "host"}
 
 
-@pytest.mark.parametrize("query", ["X-Amz-Algorithm=AWS4-HMAC-SHA256", "X-Amz-Signature=00", "Signature=x&a=1"])
+@pytest.mark.parametrize(
+    "query", ["X-Amz-Algorithm=AWS4-HMAC-SHA256", "X-Amz-Signature=00", "Signature=x&a=1"]
+)
 def test_query_auth_with_header_auth_is_invalid_argument(query: str) -> None:
     target = f"/b/k?{query}"
     headers = signed_request(target=target)
@@ -809,7 +891,11 @@ def test_non_hex_signature_does_not_match() -> None:
 
 def test_invalid_access_key_id_error() -> None:
     error = invalid_access_key_id("AKIDONTKNOW")
-    assert (error.code, error.status, error.extra) == ("InvalidAccessKeyId", 403, {"AWSAccessKeyId": "AKIDONTKNOW"})
+    assert (error.code, error.status, error.extra) == (
+        "InvalidAccessKeyId",
+        403,
+        {"AWSAccessKeyId": "AKIDONTKNOW"},
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -853,7 +939,10 @@ def test_check_payload_sha256() -> None:
         check_payload_sha256(EMPTY_SHA256, body_hash)
     assert info.value.code == "XAmzContentSHA256Mismatch"
     assert info.value.status == 400
-    assert info.value.extra == {"ClientComputedContentSHA256": EMPTY_SHA256, "S3ComputedContentSHA256": body_hash}
+    assert info.value.extra == {
+        "ClientComputedContentSHA256": EMPTY_SHA256,
+        "S3ComputedContentSHA256": body_hash,
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -878,8 +967,12 @@ def test_signing_key_cache_distinguishes_every_part() -> None:
     cache = SigningKeyCache()
     base = cache.get(SK, "20130524", "us-east-1", "s3")
     assert cache.get(SK, "20130524", "us-east-1", "s3") is base
-    for args in [("x", "20130524", "us-east-1", "s3"), (SK, "20130525", "us-east-1", "s3"),
-                 (SK, "20130524", "eu-west-1", "s3"), (SK, "20130524", "us-east-1", "iam")]:
+    for args in [
+        ("x", "20130524", "us-east-1", "s3"),
+        (SK, "20130525", "us-east-1", "s3"),
+        (SK, "20130524", "eu-west-1", "s3"),
+        (SK, "20130524", "us-east-1", "iam"),
+    ]:
         assert cache.get(*args) != base
     with pytest.raises(ValueError):
         SigningKeyCache(maxsize=0)

@@ -8,17 +8,20 @@ Typical use by the HTTP layer::
     parsed = parse_authorization(authorization_value)          # AuthError on a malformed header
     secret = lookup(parsed.access_key)                         # else raise invalid_access_key_id(...)
     verified = verify_header_auth(method, target, headers, parsed, secret,
-                                  now=datetime.now(timezone.utc), key_cache=cache)
+                                  now=datetime.now(UTC), key_cache=cache)
 
 Inputs are the request exactly as received:
 
 - ``raw_target`` is the HTTP request-target (path plus optional ``?query``), still percent-encoded. h11 only
   lets visible ASCII through, so it is ASCII in practice; other characters are taken as UTF-8.
-- ``headers`` are ``(name, value)`` pairs in any case. For a byte-exact canonical request, decode header bytes
-  with ``value.decode("utf-8", "surrogateescape")``: the canonical request is encoded back the same way, so any
-  byte a client sent (valid UTF-8 or not) is hashed as it came.
+- ``headers`` are ``(name, value)`` pairs in any case. The canonical request is hashed as UTF-8 (with
+  surrogateescape), so only non-ASCII header bytes depend on how the caller decoded them: with
+  ``"utf-8", "surrogateescape"`` the exact bytes received are hashed (what clients that sign and send the same
+  bytes, like Go's, expect); with ``"latin-1"`` each byte is hashed as the UTF-8 of that character (what
+  botocore expects, since it signs UTF-8 but http.client sends latin-1). S3 documents REST header values as
+  US-ASCII, where both agree.
 
-S3 rules this module follows (each checked against S3's documented or observed behaviour; see the tests):
+Canonicalisation (as botocore signs S3 requests; the tests check it against botocore and AWS's examples):
 
 - The canonical URI is the request path percent-decoded then re-encoded byte by byte, everything but
   ``A-Z a-z 0-9 - _ . ~ /`` as ``%XX`` (uppercase). No normalisation: ``//``, ``.`` and ``..`` segments stay,
@@ -38,7 +41,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import attrs
@@ -139,7 +142,9 @@ class AuthError(Exception):
 
 
 def _malformed(detail: str, extra: Mapping[str, str] | None = None) -> AuthError:
-    return AuthError("AuthorizationHeaderMalformed", f"The authorization header is malformed; {detail}", extra)
+    return AuthError(
+        "AuthorizationHeaderMalformed", f"The authorization header is malformed; {detail}", extra
+    )
 
 
 def invalid_access_key_id(access_key: str) -> AuthError:
@@ -201,20 +206,28 @@ def parse_authorization(value: str) -> ParsedAuth:
             raise _malformed(f'the authorization component "{component}" is malformed.')
         found[key] = val
     if len(found) != len(_COMPONENTS):
-        raise _malformed("the authorization header requires three components: Credential, SignedHeaders, and Signature.")
+        raise _malformed(
+            "the authorization header requires three components: Credential, SignedHeaders, and Signature."
+        )
 
     scope = found["Credential"].split("/")
     if len(scope) != 5 or not all(scope):
-        raise _malformed('the Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".')
+        raise _malformed(
+            'the Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
+        )
     access_key, date, region, service, terminator = scope
     if not _is_calendar_date(date):
-        raise _malformed(f'incorrect date format "{date}". This date in the credential must be in the format "yyyyMMdd".')
+        raise _malformed(
+            f'incorrect date format "{date}". This date in the credential must be in the format "yyyyMMdd".'
+        )
     if terminator != TERMINATOR:
         raise _malformed(f'incorrect terminal "{terminator}". This endpoint uses "{TERMINATOR}".')
 
     names = found["SignedHeaders"].split(";")
     if not all(_TOKEN_RE.match(name) for name in names):
-        raise _malformed(f'the authorization component "SignedHeaders={found["SignedHeaders"]}" is malformed.')
+        raise _malformed(
+            f'the authorization component "SignedHeaders={found["SignedHeaders"]}" is malformed.'
+        )
     return ParsedAuth(
         access_key=access_key,
         date=date,
@@ -240,7 +253,11 @@ def _is_calendar_date(text: str) -> bool:
 
 
 def _to_bytes(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
+    """UTF-8, giving back the original bytes of text decoded with errors="surrogateescape"."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no decoder produced: keep it deterministic rather than fail
+        return text.encode("utf-8", "surrogatepass")
 
 
 def _encode_component(raw: str, safe: str) -> str:
@@ -342,7 +359,9 @@ def canonical_request(
     """The SigV4 canonical request: method, canonical URI, canonical query, canonical headers, signed header
     names (sorted, ``;``-joined) and the payload hash, newline-separated.
     """
-    return _canonical_request(method, raw_path, raw_query, _group_headers(headers), signed_headers, payload_hash)
+    return _canonical_request(
+        method, raw_path, raw_query, _group_headers(headers), signed_headers, payload_hash
+    )
 
 
 def string_to_sign(amz_date: str, scope: str, canonical_request: str) -> str:
@@ -431,7 +450,12 @@ def check_payload_sha256(declared: str, computed_hex: str) -> None:
 
 
 _AMZ_DATE_RE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z\Z")
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1
+    )
+}
 _RFC1123_RE = re.compile(
     r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
     r"([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) (?:GMT|UTC|\+0000)\Z"
@@ -448,7 +472,7 @@ def _parse_request_time(value: str) -> datetime | None:
             hour, minute, second = int(m[4]), int(m[5]), int(m[6])
         else:
             return None
-        when = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+        when = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:
         return None
     return when if when.year >= 1970 else None
@@ -531,7 +555,8 @@ def verify_header_auth(
         raise _malformed(f'incorrect service "{parsed.service}". This endpoint belongs to "{SERVICE}".')
     if expected_region is not None and parsed.region != expected_region:
         raise _malformed(
-            f"the region '{parsed.region}' is wrong; expecting '{expected_region}'", {"Region": expected_region}
+            f"the region '{parsed.region}' is wrong; expecting '{expected_region}'",
+            {"Region": expected_region},
         )
 
     date_values = grouped.get("x-amz-date") or grouped.get("date")
@@ -542,7 +567,7 @@ def verify_header_auth(
     if request_time is None:
         raise AuthError("AccessDenied", _NO_DATE_MESSAGE)
 
-    now = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     if abs(now - request_time) > max_skew:
         raise AuthError(
             "RequestTimeTooSkewed",

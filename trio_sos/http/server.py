@@ -26,6 +26,7 @@ RECEIVE_SIZE = 256 * 1024
 class Limits:
     max_head_bytes: int = 16 * 1024  # request line + headers
     max_headers: int = 100
+    max_target_bytes: int = 8 * 1024
     head_timeout: float = 30.0  # a request's head must arrive within this, once its first byte has
     idle_timeout: float = 75.0  # keep-alive connection with no request
     body_timeout: float = 60.0  # no body bytes for this long while the handler waits for them
@@ -275,8 +276,13 @@ class _Connection:
         return await self._respond(request, response)
 
     def _check_head(self, event: h11.Request) -> tuple[int, str] | None:
+        # h11 bounds a head that arrives in pieces; one that arrives whole in a single read is measured here.
+        if len(event.target) > self.limits.max_target_bytes:
+            return 414, f"request target longer than {self.limits.max_target_bytes} bytes"
         if len(event.headers) > self.limits.max_headers:
             return 431, f"more than {self.limits.max_headers} header fields"
+        if sum(len(n) + len(v) + 4 for n, v in event.headers) > self.limits.max_head_bytes:
+            return 431, f"request headers larger than {self.limits.max_head_bytes} bytes"
         names = [name.lower() for name, _ in event.headers]
         if b"transfer-encoding" in names and b"content-length" in names:
             return 400, "both Transfer-Encoding and Content-Length"
@@ -323,6 +329,15 @@ class _Connection:
             # 100-continue never sent it; any other may be sending it now. Either way this connection's
             # framing cannot be trusted for another request: answer and close.
             keep_alive = False
+        if keep_alive and not request.body_done:
+            # A bodiless request still has to be read up to its end of message before the next one.
+            try:
+                while await self.receive_body_piece():
+                    keep_alive = False  # a body after all (cannot happen without framing headers); stop here
+                    break
+                request.body_done = True
+            except ClientDisconnected:
+                keep_alive = False
         if not keep_alive:
             response.set_header("Connection", "close")
         try:

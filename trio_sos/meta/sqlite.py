@@ -131,13 +131,13 @@ _SCHEMA_1 = [
         agents TEXT NOT NULL,
         bucket TEXT NOT NULL,
         key TEXT NOT NULL
-    ) STRICT""",
-    "CREATE INDEX intents_by_created ON intents (created)",
+    ) STRICT, WITHOUT ROWID""",
+    "CREATE INDEX intents_by_created ON intents (created, intent_id)",
     """CREATE TABLE gc (
         chunk_id BLOB PRIMARY KEY,
         agents TEXT NOT NULL,
         not_before REAL NOT NULL
-    ) STRICT""",
+    ) STRICT, WITHOUT ROWID""",
     "CREATE INDEX gc_by_time ON gc (not_before)",
 ]
 

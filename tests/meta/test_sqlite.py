@@ -1,0 +1,287 @@
+"""What is particular to the SQLite backend: its file settings, schema, query plans, migrations, locking between
+processes and rollback. Its behaviour as a MetaStore is in test_conformance.py."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_sos.meta import sqlite as sqlite_mod
+from trio_sos.meta.sqlite import SchemaTooNew, SqliteMetaStore, prefix_successor, schema_version
+from trio_sos.meta.store import ChunkRef, GcEntry, ObjectVersion, Upload
+
+from .test_conformance import (
+    OWNER,
+    _check_consistent,
+    _hammer,
+    gc_ids,
+    ids,
+    intent_ids,
+    new_bucket,
+    new_intent,
+    version,
+)
+
+
+@pytest.fixture
+async def db(tmp_path: Path):
+    store = await SqliteMetaStore.open(tmp_path / "meta.sqlite3")
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def test_prefix_successor() -> None:
+    assert prefix_successor("") is None
+    assert prefix_successor("a") == "b"
+    assert prefix_successor("a/") == "a0"
+    assert prefix_successor("a\x7f") == "a\x80"
+    assert prefix_successor("a\ud7ff") == "a\ue000"  # no surrogates in UTF-8
+    assert prefix_successor("a\uffff") == "a\U00010000"
+    assert prefix_successor("ab\U0010ffff") == "ac"
+    assert prefix_successor("a\U0010ffff\U0010ffff") == "b"
+    assert prefix_successor("\U0010ffff") is None
+    assert prefix_successor("\U0010ffff" * 3) is None
+
+
+async def test_file_settings_and_schema(db: SqliteMetaStore, tmp_path: Path) -> None:
+    for conn in (db._writer, db._reader):
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == db.schema_version
+        assert conn.execute("PRAGMA encoding").fetchone()[0] == "UTF-8"
+    assert db._reader is not db._writer
+    assert db._reader.execute("PRAGMA query_only").fetchone()[0] == 1
+    tables = {name: strict for _, name, kind, _, _, strict in db._writer.execute("PRAGMA table_list")
+              if kind == "table" and not name.startswith("sqlite_")}
+    assert set(tables) == {"users", "buckets", "objects", "uploads", "parts", "intents", "gc"}
+    assert all(tables.values()), tables
+
+
+def _plans(conn: sqlite3.Connection, statements: list[str]) -> list[str]:
+    return [" / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+
+
+async def test_listings_are_index_range_scans(db: SqliteMetaStore) -> None:
+    bucket = await new_bucket(db)
+    for key in ["a/1", "a/2", "b"]:
+        await db.put_object(version(bucket, key))
+    await db.create_upload(Upload(bucket, "a/1", "u1", 1.0, OWNER))
+    statements: list[str] = []
+    db._reader.set_trace_callback(statements.append)
+    await db.scan_objects(bucket, prefix="a/", start="a/1", inclusive=False, limit=10)
+    await db.scan_objects(bucket, prefix="a/")
+    await db.scan_objects(bucket, start="a")
+    await db.list_uploads(bucket, prefix="a/", key_marker="a/1", upload_id_marker="u0")
+    await db.due_gc(time.time())
+    await db.stale_intents(time.time())
+    db._reader.set_trace_callback(None)
+    plans = _plans(db._writer, statements)
+    assert len(plans) == 6, statements
+    for plan in plans:
+        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan  # no full scan, no sort
+    assert "(bucket=? AND key>? AND key<?)" in plans[0]
+    assert "(bucket=? AND key>? AND key<?)" in plans[1] or "(bucket=? AND key>=? AND key<?)" in plans[1]
+    assert "uploads_by_key (bucket=? AND key>? AND key<?)" in plans[3]
+
+
+async def test_error_inside_a_write_rolls_it_all_back(db: SqliteMetaStore, monkeypatch) -> None:
+    bucket = await new_bucket(db)
+    old = version(bucket, "k")
+    await db.put_object(old)
+    intent = await new_intent(db, bucket, "k")
+
+    def boom(c, chunks):  # after the object row is replaced and the old chunks are queued
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(SqliteMetaStore, "_revive", staticmethod(boom))
+    with pytest.raises(RuntimeError):
+        await db.put_object(version(bucket, "k"), intent_id=intent.intent_id)
+    monkeypatch.undo()
+    assert await db.get_object(bucket, "k") == old
+    assert not (await gc_ids(db)).keys() & ids(old.manifest)
+    assert intent.intent_id in await intent_ids(db)
+    assert not db._writer.in_transaction
+    await db.put_object(version(bucket, "k2"))  # the connection is still usable
+
+
+async def test_reads_do_not_wait_for_a_held_write_lock(tmp_path: Path) -> None:
+    """Another process holds the write lock: reads go on; a write waits for it (busy_timeout), then applies."""
+    path = tmp_path / "meta.sqlite3"
+    store = await SqliteMetaStore.open(path)
+    try:
+        bucket = await new_bucket(store)
+        await store.put_object(version(bucket, "k"))
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+        release.start()
+        t0 = time.monotonic()
+        assert await store.get_object(bucket, "k") is not None
+        assert (await store.scan_objects(bucket)).objects
+        assert time.monotonic() - t0 < 0.2
+        await store.put_object(version(bucket, "k2"))
+        assert time.monotonic() - t0 >= 0.25
+        release.join()
+        other.close()
+    finally:
+        await store.aclose()
+
+
+async def test_busy_timeout_expires_without_change(tmp_path: Path) -> None:
+    path = tmp_path / "meta.sqlite3"
+    store = await SqliteMetaStore.open(path, busy_timeout=0.1)
+    try:
+        bucket = await new_bucket(store)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.put_object(version(bucket, "k"))
+        other.execute("ROLLBACK")
+        other.close()
+        assert await store.get_object(bucket, "k") is None
+        await store.put_object(version(bucket, "k"))
+    finally:
+        await store.aclose()
+
+
+def _ov(data: dict, bucket: str) -> ObjectVersion:
+    return ObjectVersion(bucket, data["key"], "null", 0, data["etag"], 0.0, OWNER,
+                         tuple(ChunkRef(bytes.fromhex(c), 0, 0, ()) for c in data["chunks"]))
+
+
+CHILD = textwrap.dedent("""
+    import json, os, random, sys, time
+    import trio
+    from trio_sos.meta.sqlite import SqliteMetaStore
+    from trio_sos.meta.store import ChunkRef, ObjectVersion
+
+    async def main(path, bucket, rounds):
+        store = await SqliteMetaStore.open(path)
+        rnd = random.Random(7)
+        for i in range(rounds):
+            key = rnd.choice(["same", "same", "k1", "k2"])
+            manifest = tuple(ChunkRef(os.urandom(16), 1, 0, ("a",)) for _ in range(rnd.randint(0, 2)))
+            obj = ObjectVersion(bucket, key, "null", 1, "child-%d" % i, time.time(), "o", manifest)
+            old = await store.put_object(obj)
+            out = {"written": {"key": key, "etag": obj.etag, "chunks": [c.chunk_id.hex() for c in manifest]}}
+            if old is not None:
+                out["replaced"] = {"key": key, "etag": old.etag, "chunks": [c.chunk_id.hex() for c in old.manifest]}
+            print(json.dumps(out), flush=True)
+        await store.aclose()
+
+    trio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
+""")
+
+
+async def test_two_processes_on_one_file(db: SqliteMetaStore, tmp_path: Path) -> None:
+    bucket = await new_bucket(db)
+    child_done = trio.Event()
+    result: list = []
+
+    async def child() -> None:
+        proc = await trio.run_process([sys.executable, "-c", CHILD, db.path, bucket, "150"], capture_stdout=True)
+        result.append(proc.stdout.decode())
+        child_done.set()
+
+    written, replaced = [], []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(child)
+        while not child_done.is_set():
+            w, r = await _hammer([db], bucket, ["same", "k1", "k3"], writers=4, rounds=3)
+            written += w
+            replaced += r
+    lines = [json.loads(line) for line in result[0].splitlines()]
+    assert len(lines) == 150
+    child_replaced = [_ov(line["replaced"], bucket) for line in lines if "replaced" in line]
+    # the two histories interleaved on the same keys: each process replaced versions the other wrote
+    assert any(o.etag.startswith("child-") for o in replaced)
+    assert any(not o.etag.startswith("child-") for o in child_replaced)
+    written += [_ov(line["written"], bucket) for line in lines]
+    replaced += child_replaced
+    await _check_consistent(db, bucket, written, replaced)
+
+
+async def test_migration_hook(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "meta.sqlite3"
+    store = await SqliteMetaStore.open(path)
+    bucket = await new_bucket(store)
+    await store.aclose()
+
+    calls = []
+
+    def backfill(conn: sqlite3.Connection) -> None:
+        calls.append(1)
+        conn.execute("UPDATE buckets SET acl = 'migrated'")
+
+    migrations = [*sqlite_mod.MIGRATIONS, ["CREATE TABLE extra (x INTEGER) STRICT"], backfill]
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", migrations)
+    one, two = await SqliteMetaStore.open(path), await SqliteMetaStore.open(path)  # migrates once
+    assert one.schema_version == two.schema_version == len(migrations)
+    assert calls == [1]
+    assert (await two.get_bucket(bucket)).acl == "migrated"
+    assert one._writer.execute("PRAGMA user_version").fetchone()[0] == len(migrations)
+    await one.aclose()
+    await two.aclose()
+
+    monkeypatch.undo()
+    with pytest.raises(SchemaTooNew):
+        await SqliteMetaStore.open(path)
+
+
+async def test_failed_migration_changes_nothing(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "meta.sqlite3"
+    await (await SqliteMetaStore.open(path)).aclose()
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half (x INTEGER) STRICT")
+        raise RuntimeError("bad migration")
+
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", [*sqlite_mod.MIGRATIONS, broken])
+    with pytest.raises(RuntimeError):
+        await SqliteMetaStore.open(path)
+    monkeypatch.undo()
+    store = await SqliteMetaStore.open(path)
+    assert store.schema_version == schema_version()
+    assert not store._writer.execute("SELECT 1 FROM sqlite_schema WHERE name = 'half'").fetchone()
+    await store.aclose()
+
+
+async def test_aclose_when_cancelled_and_twice(tmp_path: Path) -> None:
+    store = await SqliteMetaStore.open(tmp_path / "meta.sqlite3")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await store.aclose()
+    await store.aclose()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store._writer.execute("SELECT 1")
+
+
+async def test_gc_merge_keeps_later_time_and_all_agents(db: SqliteMetaStore) -> None:
+    cid = b"\x01" * 16
+    await db.enqueue_gc([GcEntry(cid, ("a", "b"), 100.0)])
+    await db.enqueue_gc([GcEntry(cid, ("b", "c"), 50.0)])
+    assert await db.due_gc(1e12) == [GcEntry(cid, ("a", "b", "c"), 100.0)]
+
+
+async def test_single_connection_mode(tmp_path: Path) -> None:
+    store = await SqliteMetaStore.open(tmp_path / "meta.sqlite3", separate_reader=False)
+    try:
+        assert store._reader is store._writer
+        name = await new_bucket(store)
+        await store.put_object(version(name, "k"))
+        assert (await store.scan_objects(name)).objects[0].key == "k"
+    finally:
+        await store.aclose()

@@ -1,0 +1,82 @@
+"""Crashes and hang-ups mid-upload: no partial object becomes visible, the previous version stays whole, and the
+chunks of the failed upload are collected."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .rawhttp import connect, head_bytes, sign
+
+MiB = 1 << 20
+
+
+def chunk_files(node) -> list:
+    root = node.data_dir / "agent" / "chunks"
+    return sorted(p for d in root.iterdir() for p in d.iterdir()) if root.exists() else []
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def start_overwrite(node, size: int, sent: int):
+    """Send the head and ``sent`` bytes of a PUT of ``size`` bytes to overwrite durable/k; return the socket."""
+    headers = sign(node, "PUT", "/durable/k", {"Content-Length": str(size)})
+    sock = connect(node)
+    sock.sendall(head_bytes("PUT", "/durable/k", headers))
+    sock.sendall(os.urandom(sent))
+    return sock
+
+
+def test_kill9_during_overwrite_keeps_old_version_and_collects_new_chunks(node_factory) -> None:
+    node = node_factory(intent_grace=1)
+    s3 = node.client()
+    s3.create_bucket(Bucket="durable")
+    old = os.urandom(MiB + 7)
+    s3.put_object(Bucket="durable", Key="k", Body=old)
+    assert len(chunk_files(node)) == 1
+    sock = start_overwrite(node, 40 * MiB, 20 * MiB)  # two 8 MiB chunks of the new version are written
+    wait_for(lambda: len(chunk_files(node)) >= 3, what="the new version's chunks on disk")
+    node.kill9()
+    sock.close()
+    node.start()
+    s3 = node.client()
+    got = s3.get_object(Bucket="durable", Key="k")
+    assert got["Body"].read() == old and got["ContentLength"] == len(old)
+    # the abandoned upload's chunks go once its intent is older than intent_grace (1 s here)
+    wait_for(lambda: len(chunk_files(node)) == 1, what="the abandoned upload's chunks to be collected")
+    assert s3.get_object(Bucket="durable", Key="k")["Body"].read() == old
+
+
+def test_client_hang_up_mid_upload(node) -> None:
+    s3 = node.client()
+    s3.create_bucket(Bucket="durable")
+    s3.put_object(Bucket="durable", Key="k", Body=b"previous")
+    sock = start_overwrite(node, 30 * MiB, 17 * MiB)
+    wait_for(lambda: len(chunk_files(node)) >= 3, what="the new version's chunks on disk")
+    sock.close()
+    wait_for(lambda: len(chunk_files(node)) == 1, what="the failed upload's chunks to be collected")
+    assert s3.get_object(Bucket="durable", Key="k")["Body"].read() == b"previous"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="durable")["Contents"]] == ["k"]
+
+
+def test_wrong_payload_hash_stores_nothing(node) -> None:
+    import hashlib
+
+    from .rawhttp import read_response
+
+    s3 = node.client()
+    s3.create_bucket(Bucket="durable")
+    body = b"the body that was signed"
+    headers = sign(node, "PUT", "/durable/k", {"Content-Length": str(len(body))}, body=body)
+    assert headers["X-Amz-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    sock = connect(node)
+    sock.sendall(head_bytes("PUT", "/durable/k", headers) + b"the body that was SIGNED")
+    status, _, answer = read_response(sock)
+    assert status == 400 and b"XAmzContentSHA256Mismatch" in answer
+    assert "Contents" not in s3.list_objects_v2(Bucket="durable")
+    wait_for(lambda: chunk_files(node) == [], what="the rejected body's chunk to be collected")
