@@ -37,7 +37,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT to serve S3 on (default 127.0.0.1:9000)")
 
     user = sub.add_parser("user", help="manage users and their keys")
-    _node_options(user)
     user_sub = user.add_subparsers(dest="user_command", required=True)
     create = user_sub.add_parser("create", help="create a user and print its key pair")
     create.add_argument("name", help="user id (also the display name unless --display-name)")
@@ -49,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--secrets", action="store_true", help="also print secret keys")
     delete = user_sub.add_parser("delete", help="delete a user")
     delete.add_argument("name", help="user id")
+    for p in (create, listing, delete):
+        _node_options(p)
 
     agent = sub.add_parser("agent", help="run a storage agent under a supervisor that restarts it")
     agent.add_argument("--data-dir", required=True, type=Path, help="where the agent keeps its chunks")

@@ -376,12 +376,15 @@ class SqliteMetaStore(MetaStore):
                 await trio.to_thread.run_sync(self._writer.close)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        # abandon_on_cancel=False (the default, spelled out): once the transaction runs, the caller waits for it
         return await trio.to_thread.run_sync(
-            _tx, self._writer, "BEGIN IMMEDIATE", fn, args, limiter=self._write_limiter
+            _tx, self._writer, "BEGIN IMMEDIATE", fn, args, limiter=self._write_limiter, abandon_on_cancel=False
         )
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(_tx, self._reader, "BEGIN", fn, args, limiter=self._read_limiter)
+        return await trio.to_thread.run_sync(
+            _tx, self._reader, "BEGIN", fn, args, limiter=self._read_limiter, abandon_on_cancel=False
+        )
 
     # -- users and keys --
 

@@ -27,7 +27,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     if first == "":
         suffix = int(last)
-        if suffix == 0:
+        if suffix == 0 or size == 0:  # RFC 9110: a suffix of an empty representation is unsatisfiable
             raise Unsatisfiable
         return max(0, size - suffix), size
     start = int(first)
