@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import attrs
 import pytest
@@ -58,12 +59,12 @@ def chunks(n: int = 2, agents: tuple[str, ...] = ("a1", "a2")) -> tuple[ChunkRef
     return tuple(ChunkRef(os.urandom(16), 100 + i, random.getrandbits(32), agents) for i in range(n))
 
 
-def version(bucket: str, key: str, *, manifest: tuple[ChunkRef, ...] | None = None, **kw: object) -> ObjectVersion:
+def version(bucket: str, key: str, *, manifest: tuple[ChunkRef, ...] | None = None, **kw: Any) -> ObjectVersion:
     manifest = chunks() if manifest is None else manifest
-    fields: dict = dict(
-        version_id="null", size=sum(c.size for c in manifest), etag=os.urandom(16).hex(),
-        last_modified=time.time(), owner_id=OWNER, manifest=manifest,
-    )
+    fields: dict = {
+        "version_id": "null", "size": sum(c.size for c in manifest), "etag": os.urandom(16).hex(),
+        "last_modified": time.time(), "owner_id": OWNER, "manifest": manifest,
+    }
     fields.update(kw)
     return ObjectVersion(bucket, key, **fields)
 
@@ -141,18 +142,21 @@ async def test_buckets(store: MetaStore) -> None:
 
 async def test_create_bucket_taken(store: MetaStore) -> None:
     name = await new_bucket(store, owner="first")
+    current = await store.get_bucket(name)
+    assert current is not None
     with pytest.raises(BucketAlreadyExists) as info:
         await store.create_bucket(Bucket(name, "second", time.time()))
     assert info.value.name == name and info.value.owner_id == "first"
     with pytest.raises(BucketAlreadyExists) as info:
         await store.create_bucket(Bucket(name, "first", time.time()))
     assert info.value.owner_id == "first"
-    assert (await store.get_bucket(name)).owner_id == "first"
+    assert await store.get_bucket(name) == Bucket(name, "first", current.created)
 
 
 async def test_update_bucket(store: MetaStore) -> None:
     name = await new_bucket(store)
     before = await store.get_bucket(name)
+    assert before is not None
     await store.update_bucket(attrs.evolve(before, acl="public-read"))
     assert await store.get_bucket(name) == attrs.evolve(before, acl="public-read")
     with pytest.raises(NoSuchBucket):
@@ -346,11 +350,12 @@ async def test_update_object(store: MetaStore) -> None:
     # only the metadata changes, never the body
     assert await store.update_object(attrs.evolve(obj, acl="newer", manifest=chunks(1), size=1))
     got = await store.get_object(bucket, "k")
-    assert got.acl == "newer" and got.manifest == obj.manifest and got.size == obj.size
+    assert got is not None and got.acl == "newer" and got.manifest == obj.manifest and got.size == obj.size
 
     assert not await store.update_object(attrs.evolve(obj, version_id="other", acl="x"))
     assert not await store.update_object(attrs.evolve(obj, key="missing", acl="x"))
-    assert (await store.get_object(bucket, "k")).acl == "newer"
+    got = await store.get_object(bucket, "k")
+    assert got is not None and got.acl == "newer"
 
 
 async def test_update_object_after_replacement(store: MetaStore) -> None:
@@ -398,7 +403,7 @@ async def test_scan_objects(store: MetaStore) -> None:
     order = sorted(keys, key=lambda k: k.encode())
     assert order.index("a\uffff") < order.index("a\U00010000")
 
-    async def scan(**kw: object) -> tuple[list[str], bool]:
+    async def scan(**kw: Any) -> tuple[list[str], bool]:
         page = await store.scan_objects(bucket, **kw)
         assert all(o.bucket == bucket for o in page.objects)
         return [o.key for o in page.objects], page.truncated
@@ -440,7 +445,7 @@ async def test_scan_objects(store: MetaStore) -> None:
 
 
 def upload(bucket: str, key: str, initiated: float | None = None, upload_id: str | None = None,
-           **kw: object) -> Upload:
+           **kw: Any) -> Upload:
     return Upload(bucket, key, upload_id or fresh("up"), time.time() if initiated is None else initiated, OWNER,
                   **kw)
 
@@ -480,7 +485,7 @@ async def test_list_uploads(store: MetaStore) -> None:
     order = sorted(made, key=lambda u: (u.key.encode(), u.initiated, u.upload_id))
     assert [u.upload_id for u in order] == ["u1", "u9", "u3", "u5", "u2", "u8", "u7"]
 
-    async def ls(**kw: object) -> tuple[list[str], bool]:
+    async def ls(**kw: Any) -> tuple[list[str], bool]:
         found, more = await store.list_uploads(bucket, **kw)
         return [u.upload_id for u in found], more
 
@@ -672,7 +677,7 @@ async def test_gc_queue(store: MetaStore) -> None:
 
 async def test_cancelled_put_is_all_or_nothing(store: MetaStore) -> None:
     bucket = await new_bucket(store)
-    outcomes = Counter()
+    outcomes: Counter[str] = Counter()
     for i, delay in enumerate([0.0, 0.0, 1e-6, 1e-5, 3e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1.0] * 2):
         key = f"k{i}"
         old = version(bucket, key)
@@ -714,7 +719,7 @@ async def _hammer(stores: list[MetaStore], bucket: str, keys: list[str], writers
                 old = await store.put_object(obj)
             if old is not None:
                 replaced.append(old)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     async with trio.open_nursery() as nursery:
         for w in range(writers):

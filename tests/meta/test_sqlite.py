@@ -231,7 +231,8 @@ async def test_migration_hook(tmp_path: Path, monkeypatch) -> None:
     one, two = await SqliteMetaStore.open(path), await SqliteMetaStore.open(path)  # migrates once
     assert one.schema_version == two.schema_version == len(migrations)
     assert calls == [1]
-    assert (await two.get_bucket(bucket)).acl == "migrated"
+    migrated = await two.get_bucket(bucket)
+    assert migrated is not None and migrated.acl == "migrated"
     assert one._writer.execute("PRAGMA user_version").fetchone()[0] == len(migrations)
     await one.aclose()
     await two.aclose()

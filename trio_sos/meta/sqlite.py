@@ -28,7 +28,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import trio
 
@@ -358,7 +358,7 @@ class SqliteMetaStore(MetaStore):
             raise
         return cls(path, writer, reader, version)
 
-    async def __aenter__(self) -> SqliteMetaStore:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
