@@ -93,7 +93,7 @@ class Node:
                 pool = AgentPool(nursery, agent_address, size=8)
                 agents = AgentSet()
                 agents.add((await pool.hello()).agent_id.hex(), pool)
-                data = DataStore(meta, agents, chunk_size=config.chunk_size)
+                data = DataStore(meta, agents, chunk_size=config.chunk_size, intent_refresh=config.intent_grace / 4)
                 self.gc = GarbageCollector(meta, agents, interval=config.gc_interval,
                                            intent_grace=config.intent_grace)
                 nursery.start_soon(self.gc.run)

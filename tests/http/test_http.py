@@ -62,6 +62,13 @@ def test_missing_content_length_on_put(node) -> None:
     assert status == 411 and b"MissingContentLength" in body
 
 
+def test_oversized_put_is_refused_before_its_body(node) -> None:
+    node.client().create_bucket(Bucket="bkt")
+    headers = sign(node, "PUT", "/bkt/k", {"Content-Length": str(6 << 30), "Expect": "100-continue"})
+    status, _, body = exchange(node, head_bytes("PUT", "/bkt/k", headers))
+    assert status == 400 and b"EntityTooLarge" in body
+
+
 def test_slow_head_times_out(fast_node) -> None:
     sock = connect(fast_node)
     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished

@@ -286,3 +286,23 @@ async def test_single_connection_mode(tmp_path: Path) -> None:
         assert (await store.scan_objects(name)).objects[0].key == "k"
     finally:
         await store.aclose()
+
+
+async def test_concurrent_first_open(tmp_path: Path) -> None:
+    """Node processes starting together on a new file: one creates the schema, none fails."""
+    path = tmp_path / "meta.sqlite3"
+    stores: list[SqliteMetaStore] = []
+
+    async def open_one() -> None:
+        stores.append(await SqliteMetaStore.open(path))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(open_one)
+    try:
+        assert {s.schema_version for s in stores} == {schema_version()}
+        bucket = await new_bucket(stores[0])
+        assert all([await s.get_bucket(bucket) is not None for s in stores])
+    finally:
+        for s in stores:
+            await s.aclose()

@@ -129,13 +129,25 @@ def _update(hashers: Sequence[Hasher], data: bytes) -> None:
         h.update(data)
 
 
+async def _hash_worker(pieces: trio.MemoryReceiveChannel[bytes], hashers: Sequence[Hasher]) -> None:
+    async with pieces:
+        async for piece in pieces:
+            if len(piece) >= THREAD_HASH_MIN:
+                await trio.to_thread.run_sync(_update, hashers, piece)
+            else:
+                _update(hashers, piece)
+
+
 class DataStore:
     def __init__(self, meta: MetaStore, agents: AgentSet, *, chunk_size: int = 8 << 20,
-                 piece_size: int = 1 << 20) -> None:
+                 piece_size: int = 1 << 20, intent_refresh: float = 900.0) -> None:
         self.meta = meta
         self.agents = agents
         self.chunk_size = chunk_size
         self.piece_size = piece_size
+        # An upload slower than the GC's intent grace must not have its chunks collected under it: it renews
+        # its intent's time this often (a quarter of the grace, by the node's configuration).
+        self.intent_refresh = intent_refresh
 
     async def write(
         self,
@@ -158,29 +170,44 @@ class DataStore:
         extra = {name: new_hasher(name) for name in checksums}
         hashers: list[Hasher] = [md5, *([sha] if sha else []), *extra.values()]
         sink = _ChunkSink(self, intent_id)
-        await self.meta.add_intent(
-            Intent(intent_id, time.time(), tuple(self.agents.pools), bucket=bucket, key=key)
-        )
+        intent = Intent(intent_id, time.time(), tuple(self.agents.pools), bucket=bucket, key=key)
+        await self.meta.add_intent(intent)
+        refreshed = time.monotonic()
         size = 0
         try:
-            buf = bytearray()
-            while True:
-                data = await receive()
-                if data:
-                    buf += data
-                    size += len(data)
-                    if max_size is not None and size > max_size:
-                        raise (on_too_large() if on_too_large else ValueError("body too large"))
-                if len(buf) >= self.piece_size or (not data and buf):
-                    piece = bytes(buf)
-                    buf.clear()
-                    if len(piece) >= THREAD_HASH_MIN:
-                        await trio.to_thread.run_sync(_update, hashers, piece)
-                    else:
-                        _update(hashers, piece)
-                    await sink.write(piece)
-                if not data:
-                    break
+            failure: BaseException | None = None
+            async with trio.open_nursery() as nursery:
+                # Hashing runs in a worker thread beside the event loop (hashlib releases the GIL), piece N
+                # being hashed while piece N goes to the agent and N+1 arrives from the client. The channel
+                # holds one piece: memory stays bounded, and the hasher never falls more than a piece behind.
+                to_hash, hash_queue = trio.open_memory_channel[bytes](1)
+                nursery.start_soon(_hash_worker, hash_queue, hashers)
+                try:
+                    async with to_hash:
+                        buf = bytearray()
+                        while True:
+                            data = await receive()
+                            if data:
+                                buf += data
+                                size += len(data)
+                                if max_size is not None and size > max_size:
+                                    raise (on_too_large() if on_too_large else ValueError("body too large"))
+                            if len(buf) >= self.piece_size or (not data and buf):
+                                piece = bytes(buf)
+                                buf.clear()
+                                await to_hash.send(piece)
+                                await sink.write(piece)
+                                if time.monotonic() - refreshed > self.intent_refresh:
+                                    await self.meta.add_intent(attrs.evolve(intent, created=time.time()))
+                                    refreshed = time.monotonic()
+                            if not data:
+                                break
+                except BaseException as exc:
+                    # kept aside so that it leaves the nursery as itself, not wrapped in an ExceptionGroup
+                    failure = exc
+                    nursery.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
             await sink.finish()
         except BaseException:
             await sink.abort()
