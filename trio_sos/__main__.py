@@ -78,7 +78,7 @@ async def _serve(config) -> None:
                              config.shutdown_grace)
                     node.stop()
                     break
-                async for signum in signals:  # a second signal: stop now
+                async for _ in signals:  # a second signal: stop now
                     nursery.cancel_scope.cancel()
 
         nursery.start_soon(on_signal)

@@ -185,15 +185,15 @@ class _Connection:
             self.continue_sent = True
             await self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
 
-    async def _next_event(self, timeout: float) -> h11.Event:
+    async def _next_event(self, patience: float) -> h11.Event:
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            with trio.move_on_after(timeout) as scope:
+            with trio.move_on_after(patience) as scope:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             if scope.cancelled_caught:
-                raise BodyTimeout(f"no data from {self.remote} for {timeout}s")
+                raise BodyTimeout(f"no data from {self.remote} for {patience}s")
             self.h11.receive_data(data)
 
     async def receive_body_piece(self) -> bytes:

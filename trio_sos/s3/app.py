@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote_to_bytes
 
 import attrs
@@ -182,7 +182,7 @@ class S3App:
                 raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=parsed.access_key)
             ctx.verified = sigv4.verify_header_auth(
                 request.method, request.target, request.headers, parsed, user.secret_key,
-                now=datetime.now(timezone.utc), key_cache=self.key_cache,
+                now=datetime.now(UTC), key_cache=self.key_cache,
             )
         except sigv4.AuthError as exc:
             raise S3Error(exc.code, exc.message, **exc.extra) from None

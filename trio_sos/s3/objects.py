@@ -188,7 +188,8 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
     try:
         selected = parse_range(ctx.header("range"), obj.size)
     except Unsatisfiable:
-        raise S3Error("InvalidRange", ActualObjectSize=str(obj.size), RangeRequested=ctx.header("range") or "")
+        raise S3Error("InvalidRange", ActualObjectSize=str(obj.size),
+                      RangeRequested=ctx.header("range") or "") from None
     start, end = selected if selected is not None else (0, obj.size)
     headers = _object_headers(ctx, obj, whole=selected is None)
     status = 200
