@@ -69,6 +69,14 @@ def test_oversized_put_is_refused_before_its_body(node) -> None:
     assert status == 400 and b"EntityTooLarge" in body
 
 
+def test_method_not_allowed(node) -> None:
+    node.client().create_bucket(Bucket="bkt")
+    for method, target in [("POST", "/bkt/k"), ("PATCH", "/bkt"), ("DELETE", "/")]:
+        headers = sign(node, method, target)
+        status, _, body = exchange(node, head_bytes(method, target, headers))
+        assert status == 405 and b"MethodNotAllowed" in body, (method, target)
+
+
 def test_slow_head_times_out(fast_node) -> None:
     sock = connect(fast_node)
     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished

@@ -209,10 +209,12 @@ class DataStore:
             if failure is not None:
                 raise failure
             await sink.finish()
-        except BaseException:
+        except BaseException as exc:
             await sink.abort()
             with trio.CancelScope(shield=True):
                 await self._forget(intent_id, sink.written)
+            if isinstance(exc, (AgentError, AgentConnectionError)):
+                raise StorageUnavailable(f"storage agent failed: {exc}") from exc
             raise
         return Written(tuple(sink.manifest), size, md5.digest(), sha.digest() if sha else None,
                        {name: h.digest() for name, h in extra.items()}, intent_id)

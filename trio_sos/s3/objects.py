@@ -11,6 +11,7 @@ import base64
 import binascii
 import hmac
 import time
+from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 
 from ..data.checksums import SUPPORTED, b64
@@ -196,9 +197,28 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
     if selected is not None:
         status = 206
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}"))
-    body = ctx.services.data.read(obj.manifest, start, end) if with_body and end > start else b""
-    response = Response(status, headers, body, content_length=end - start)
-    return response
+    body: bytes | AsyncIterator[bytes] = b""
+    if with_body and end > start:
+        body = await _started(ctx.services.data.read(obj.manifest, start, end))
+    return Response(status, headers, body, content_length=end - start)
+
+
+async def _started(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Fetch the first piece before the status line goes out: storage that cannot be read at all becomes a 503
+    the client can retry, not a 200 cut short."""
+    try:
+        first = await pieces.__anext__()
+    except StopAsyncIteration:
+        first = b""
+    except StorageUnavailable as exc:
+        raise S3Error("ServiceUnavailable", f"object data unavailable: {exc}") from exc
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for piece in pieces:
+            yield piece
+
+    return body()
 
 
 async def get_object(ctx: Ctx) -> Response:
