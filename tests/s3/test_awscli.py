@@ -26,9 +26,8 @@ def aws(node, tmp_path):
     u = node.users[0]
     (home / "credentials").write_text(
         f"[default]\naws_access_key_id = {u['access_key']}\naws_secret_access_key = {u['secret_key']}\n")
-    # Multipart uploads are another issue's work: keep the CLI on single PUTs for these sizes.
-    (home / "config").write_text("[default]\nregion = us-east-1\ns3 =\n  multipart_threshold = 1GB\n"
-                                 "  addressing_style = path\n")
+    # the CLI's defaults: files over 8 MiB go multipart
+    (home / "config").write_text("[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n")
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "AWS_CONFIG_FILE": str(home / "config"),
            "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"), "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_PAGER": ""}

@@ -19,7 +19,7 @@ import attrs
 
 from ..auth import sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
-from . import buckets, listing, objects
+from . import buckets, copy, listing, multipart, objects
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
 
@@ -49,14 +49,23 @@ OPERATIONS: dict[str, Operation] = {
         Operation("GetObject", objects.get_object, "object"),
         Operation("HeadObject", objects.head_object, "object"),
         Operation("DeleteObject", objects.delete_object, "object"),
+        Operation("DeleteObjects", objects.delete_objects, "bucket"),
+        Operation("CopyObject", copy.copy_object, "object"),
+        Operation("CreateMultipartUpload", multipart.create_multipart_upload, "object"),
+        Operation("UploadPart", multipart.upload_part, "object"),
+        Operation("UploadPartCopy", multipart.upload_part_copy, "object"),
+        Operation("CompleteMultipartUpload", multipart.complete_multipart_upload, "object"),
+        Operation("AbortMultipartUpload", multipart.abort_multipart_upload, "object"),
+        Operation("ListParts", multipart.list_parts, "object"),
+        Operation("ListMultipartUploads", multipart.list_multipart_uploads, "bucket"),
     ]
 }
 
 # Sub-resources that name operations this node does not implement yet: answered NotImplemented, never mistaken
 # for the plain operation on the same URL (a PUT ?acl must not overwrite an object).
 UNBUILT_SUBRESOURCES = (
-    "acl", "cors", "delete", "lifecycle", "logging", "notification", "policy", "replication", "restore",
-    "tagging", "torrent", "uploadId", "uploads", "versioning", "versions", "website", "encryption",
+    "acl", "cors", "lifecycle", "logging", "notification", "policy", "replication", "restore",
+    "tagging", "torrent", "versioning", "versions", "website", "encryption",
     "object-lock", "legal-hold", "retention", "accelerate", "requestPayment", "analytics", "inventory",
     "metrics", "ownershipControls", "publicAccessBlock", "intelligent-tiering", "attributes", "select",
 )
@@ -73,11 +82,23 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
         if method == "GET":
             if "location" in query:
                 return "GetBucketLocation"
+            if "uploads" in query:
+                return "ListMultipartUploads"
             return "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects"
+        if method == "POST" and "delete" in query:
+            return "DeleteObjects"
         return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(method,
                                                                                           "MethodNotAllowed")
-    if method == "PUT" and request.header("x-amz-copy-source") is not None:
-        return "NotImplemented:CopyObject"
+    copying = request.header("x-amz-copy-source") is not None
+    if "uploadId" in query:
+        if method == "PUT" and "partNumber" in query:
+            return "UploadPartCopy" if copying else "UploadPart"
+        return {"POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload", "GET": "ListParts"}.get(
+            method, "MethodNotAllowed")
+    if "uploads" in query:
+        return "CreateMultipartUpload" if method == "POST" else "MethodNotAllowed"
+    if method == "PUT" and copying:
+        return "CopyObject"
     return {"PUT": "PutObject", "GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(
         method, "MethodNotAllowed")
 

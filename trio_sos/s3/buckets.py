@@ -37,9 +37,9 @@ def check_bucket_name(name: str) -> None:
         raise S3Error("InvalidBucketName", BucketName=name)
 
 
-async def read_document(ctx: Ctx) -> bytes:
+async def read_document(ctx: Ctx, limit: int = MAX_XML_BODY) -> bytes:
     """A small request body (an XML document), checked against the signed payload hash."""
-    body = await ctx.request.read_all(MAX_XML_BODY)
+    body = await ctx.request.read_all(limit)
     if ctx.verified is not None and len(ctx.verified.payload_hash) == 64:
         if hashlib.sha256(body).hexdigest() != ctx.verified.payload_hash:
             raise S3Error("XAmzContentSHA256Mismatch",

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 
-from ..data.checksums import SUPPORTED, b64
-from ..data.objects import StorageUnavailable
+from ..data.checksums import SUPPORTED, b64, new_hasher
+import attrs
+
+from ..data.objects import StorageUnavailable, Written
 from ..http.server import Response, http_date
 from ..meta import store as m
 from .context import Ctx
@@ -63,24 +67,43 @@ def _user_meta(ctx: Ctx) -> tuple[tuple[str, str], ...]:
     return meta
 
 
-async def put_object(ctx: Ctx) -> Response:
-    assert ctx.bucket is not None and ctx.key is not None and ctx.user is not None
+@attrs.frozen
+class StoredBody:
+    """A body on the agents, verified, not yet committed: commit it with ``intent_id`` or ``discard`` it."""
+
+    written: Written
+    checksums: tuple[tuple[str, str], ...]
+
+    @property
+    def etag(self) -> str:
+        return self.written.md5.hex()
+
+
+def check_upload_headers(ctx: Ctx, max_size: int = MAX_PUT_SIZE) -> None:
+    """What a body upload needs before its body is accepted (so a refused one never sends it)."""
     request = ctx.request
-    await ctx.owned_bucket()
     length = request.content_length
     if length is None and not request.chunked:
         raise S3Error("MissingContentLength")
-    if length is not None and length > MAX_PUT_SIZE:
-        raise S3Error("EntityTooLarge", ProposedSize=str(length), MaxSizeAllowed=str(MAX_PUT_SIZE))
-    md5_expected = _content_md5(ctx)
-    checksum = _checksum_header(ctx)
-    user_meta = _user_meta(ctx)
-    payload_hash = ctx.verified.payload_hash if ctx.verified else "UNSIGNED-PAYLOAD"
+    if length is not None and length > max_size:
+        raise S3Error("EntityTooLarge", ProposedSize=str(length), MaxSizeAllowed=str(max_size))
+
+
+async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = None, *,
+                     max_size: int = MAX_PUT_SIZE) -> StoredBody:
+    """Stream a body to the agents and verify every digest the request announced (Content-MD5, the signed
+    payload SHA-256, an x-amz-checksum-* header). ``receive`` defaults to the request's own body; a copy passes
+    the source object's bytes instead, and then the request's digests do not apply."""
+    assert ctx.bucket is not None and ctx.key is not None
+    from_request = receive is None
+    md5_expected = _content_md5(ctx) if from_request else None
+    checksum = _checksum_header(ctx) if from_request else None
+    payload_hash = ctx.verified.payload_hash if ctx.verified and from_request else "UNSIGNED-PAYLOAD"
     try:
         written = await ctx.services.data.write(
-            request.receive, bucket=ctx.bucket, key=ctx.key, sha256=len(payload_hash) == 64,
-            checksums=[checksum[0]] if checksum else [], max_size=MAX_PUT_SIZE,
-            on_too_large=lambda: S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_PUT_SIZE)),
+            receive or ctx.request.receive, bucket=ctx.bucket, key=ctx.key, sha256=len(payload_hash) == 64,
+            checksums=[checksum[0]] if checksum else [], max_size=max_size,
+            on_too_large=lambda: S3Error("EntityTooLarge", MaxSizeAllowed=str(max_size)),
         )
     except StorageUnavailable as exc:
         raise S3Error("ServiceUnavailable", str(exc)) from exc
@@ -98,20 +121,59 @@ async def put_object(ctx: Ctx) -> Response:
             if not hmac.compare_digest(value.encode(), computed.encode()):
                 raise S3Error("BadDigest", f"The {algorithm} you specified did not match the calculated checksum.")
             checksums = ((algorithm, computed),)
-        obj = m.ObjectVersion(
-            bucket=ctx.bucket, key=ctx.key, version_id="null", size=written.size, etag=written.md5.hex(),
-            last_modified=time.time(), owner_id=ctx.user.id, manifest=written.manifest,
-            content_type=ctx.header("content-type") or "binary/octet-stream",
-            headers=tuple((h, v) for h in STORED_HEADERS if (v := ctx.header(h)) is not None),
-            user_meta=user_meta, checksums=checksums,
-        )
-        await ctx.meta.put_object(obj, intent_id=written.intent_id, gc_delay=ctx.services.config.gc_delay)
-    except m.NoSuchBucket:
-        await ctx.services.data.discard(written)
-        raise S3Error("NoSuchBucket", BucketName=ctx.bucket) from None
     except BaseException:
         await ctx.services.data.discard(written)
         raise
+    return StoredBody(written, checksums)
+
+
+@asynccontextmanager
+async def committing(ctx: Ctx, body: StoredBody) -> AsyncIterator[None]:
+    """Around the metadata step that commits ``body``: if it fails, the body's chunks are reclaimed."""
+    try:
+        yield
+    except m.NoSuchBucket:
+        await ctx.services.data.discard(body.written)
+        raise S3Error("NoSuchBucket", BucketName=ctx.bucket or "") from None
+    except m.PreconditionFailed:
+        await ctx.services.data.discard(body.written)
+        raise S3Error("PreconditionFailed", Condition="If-Match" if ctx.header("if-match") else "If-None-Match")
+    except BaseException:
+        await ctx.services.data.discard(body.written)
+        raise
+
+
+def object_fields(ctx: Ctx) -> dict:
+    """Content headers and user metadata of a new object, from the request."""
+    return dict(
+        content_type=ctx.header("content-type") or "binary/octet-stream",
+        headers=tuple((h, v) for h in STORED_HEADERS if (v := ctx.header(h)) is not None),
+        user_meta=_user_meta(ctx),
+    )
+
+
+def _put_conditions(ctx: Ctx) -> tuple[str | None, bool]:
+    """If-Match (an ETag) and If-None-Match: * of a conditional PutObject."""
+    if_match = ctx.header("if-match")
+    if_none_match = ctx.header("if-none-match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise S3Error("NotImplemented", "If-None-Match on PutObject takes only '*'")
+    return (if_match.strip().strip('"') if if_match is not None else None), if_none_match is not None
+
+
+async def put_object(ctx: Ctx) -> Response:
+    assert ctx.bucket is not None and ctx.key is not None and ctx.user is not None
+    await ctx.owned_bucket()
+    check_upload_headers(ctx)
+    fields = object_fields(ctx)
+    if_match, if_none_match = _put_conditions(ctx)
+    body = await store_body(ctx)
+    obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=body.written.size,
+                          etag=body.etag, last_modified=time.time(), owner_id=ctx.user.id,
+                          manifest=body.written.manifest, checksums=body.checksums, **fields)
+    async with committing(ctx, body):
+        await ctx.meta.put_object(obj, intent_id=body.written.intent_id, gc_delay=ctx.services.config.gc_delay,
+                                  if_match=if_match, if_none_match=if_none_match)
     headers = [("ETag", f'"{obj.etag}"')]
     headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in obj.checksums]
     return Response(200, headers, b"")
@@ -186,6 +248,8 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
         if exc.status == 304:
             return _304(exc, obj)
         raise
+    if "partNumber" in ctx.query:
+        return await _get_part(ctx, obj, with_body)
     try:
         selected = parse_range(ctx.header("range"), obj.size)
     except Unsatisfiable:
@@ -197,6 +261,35 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
     if selected is not None:
         status = 206
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}"))
+    body: bytes | AsyncIterator[bytes] = b""
+    if with_body and end > start:
+        body = await _started(ctx.services.data.read(obj.manifest, start, end))
+    return Response(status, headers, body, content_length=end - start)
+
+
+async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool) -> Response:
+    """GetObject/HeadObject with partNumber: the bytes of one part of a multipart object (206), or the whole of a
+    single-part object for part 1."""
+    raw = ctx.query.get("partNumber", "")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10000:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=raw)
+    if ctx.header("range") is not None:
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+    number = int(raw)
+    sizes = obj.parts or (obj.size,)
+    if number > len(sizes):
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", status=416,
+                      PartNumberRequested=raw, ActualPartCount=str(len(sizes)))
+    start = sum(sizes[: number - 1])
+    end = start + sizes[number - 1]
+    headers = _object_headers(ctx, obj, whole=False)
+    status = 200
+    if obj.parts:
+        status = 206
+        headers.append(("x-amz-mp-parts-count", str(len(obj.parts))))
+        headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}" if end > start
+                        else f"bytes */{obj.size}"))
     body: bytes | AsyncIterator[bytes] = b""
     if with_body and end > start:
         body = await _started(ctx.services.data.read(obj.manifest, start, end))
@@ -234,3 +327,50 @@ async def delete_object(ctx: Ctx) -> Response:
     await ctx.owned_bucket()
     await ctx.meta.delete_object(ctx.bucket, ctx.key, gc_delay=ctx.services.config.gc_delay)
     return Response(204, [], b"")
+
+
+MAX_DELETE_KEYS = 1000
+
+
+async def delete_objects(ctx: Ctx) -> Response:
+    """DeleteObjects: up to 1,000 keys; integrity from Content-MD5 or any x-amz-checksum-* header."""
+    from .buckets import read_document
+    from .xml import Tag, child_text, document, local, parse
+
+    assert ctx.bucket is not None
+    await ctx.owned_bucket()
+    raw = await read_document(ctx, 2 * 1024 * 1024)
+    md5 = _content_md5(ctx)
+    checksum = _checksum_header(ctx)
+    if md5 is None and checksum is None:
+        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
+    if md5 is not None and not hmac.compare_digest(md5, hashlib.md5(raw).digest()):
+        raise S3Error("BadDigest")
+    if checksum is not None:
+        hasher = new_hasher(checksum[0])
+        hasher.update(raw)
+        if not hmac.compare_digest(checksum[1].encode(), b64(hasher.digest()).encode()):
+            raise S3Error("BadDigest", f"The {checksum[0]} you specified did not match the calculated checksum.")
+    root = parse(raw)
+    if local(root.tag) != "Delete":
+        raise S3Error("MalformedXML")
+    quiet = (child_text(root, "Quiet") or "false").strip().lower() == "true"
+    keys = []
+    for node in root:
+        if local(node.tag) == "Object":
+            key = child_text(node, "Key")
+            if key is None:
+                raise S3Error("MalformedXML")
+            keys.append(key)
+    if not keys or len(keys) > MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML")
+    results = []
+    for key in keys:
+        if len(key.encode("utf-8")) > 1024:
+            results.append(Tag("Error", Tag("Key", key), Tag("Code", "KeyTooLongError"),
+                               Tag("Message", "Your key is too long")))
+            continue
+        await ctx.meta.delete_object(ctx.bucket, key, gc_delay=ctx.services.config.gc_delay)
+        if not quiet:
+            results.append(Tag("Deleted", Tag("Key", key)))
+    return Response(200, [("Content-Type", "application/xml")], document(Tag("DeleteResult", results)))

@@ -1,0 +1,214 @@
+"""Multipart uploads, copies, multi-object delete and conditional PUT, through boto3 against a real node."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from datetime import timedelta
+
+import pytest
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+MiB = 1 << 20
+
+
+def code(info) -> str:
+    return info.value.response["Error"]["Code"]
+
+
+def chunk_files(node) -> list:
+    root = node.data_dir / "agent" / "chunks"
+    return sorted(p for d in root.iterdir() for p in d.iterdir())
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_transfer_manager_upload_and_download(s3, tmp_path) -> None:
+    s3.create_bucket(Bucket="mpu")
+    src = tmp_path / "src.bin"
+    body = os.urandom(21 * MiB + 5)
+    src.write_bytes(body)
+    config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+    s3.upload_file(str(src), "mpu", "dir/big.bin", Config=config)
+    head = s3.head_object(Bucket="mpu", Key="dir/big.bin")
+    assert head["ContentLength"] == len(body) and head["ETag"].endswith('-3"')
+    parts = [body[i : i + 8 * MiB] for i in range(0, len(body), 8 * MiB)]
+    expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"
+    assert head["ETag"] == f'"{expected}"'
+    dst = tmp_path / "dst.bin"
+    s3.download_file("mpu", "dir/big.bin", str(dst), Config=config)
+    assert dst.read_bytes() == body
+    part2 = s3.get_object(Bucket="mpu", Key="dir/big.bin", PartNumber=2)
+    assert part2["Body"].read() == parts[1] and part2["PartsCount"] == 3
+    assert part2["ContentRange"] == f"bytes {8 * MiB}-{16 * MiB - 1}/{len(body)}"
+
+
+def test_low_level_multipart_rules(s3, node) -> None:
+    s3.create_bucket(Bucket="rules")
+    up = s3.create_multipart_upload(Bucket="rules", Key="obj", ContentType="text/x-parts",
+                                    Metadata={"m": "v"})["UploadId"]
+    p1, p2, p3 = os.urandom(5 * MiB), os.urandom(5 * MiB), b"tail"
+    e1 = s3.upload_part(Bucket="rules", Key="obj", UploadId=up, PartNumber=1, Body=p1)["ETag"]
+    e3 = s3.upload_part(Bucket="rules", Key="obj", UploadId=up, PartNumber=3, Body=p3)["ETag"]
+    small = s3.upload_part(Bucket="rules", Key="obj", UploadId=up, PartNumber=2, Body=b"too small")["ETag"]
+    with pytest.raises(ClientError) as info:
+        s3.complete_multipart_upload(Bucket="rules", Key="obj", UploadId=up, MultipartUpload={"Parts": [
+            {"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": small}, {"PartNumber": 3, "ETag": e3}]})
+    assert code(info) == "EntityTooSmall"
+    e2 = s3.upload_part(Bucket="rules", Key="obj", UploadId=up, PartNumber=2, Body=p2)["ETag"]  # replaces it
+    listed = s3.list_parts(Bucket="rules", Key="obj", UploadId=up)
+    assert [(p["PartNumber"], p["Size"]) for p in listed["Parts"]] == [(1, 5 * MiB), (2, 5 * MiB), (3, 4)]
+    page = s3.list_parts(Bucket="rules", Key="obj", UploadId=up, MaxParts=2)
+    assert page["IsTruncated"] and page["NextPartNumberMarker"] == 2
+    uploads = s3.list_multipart_uploads(Bucket="rules", Prefix="ob")["Uploads"]
+    assert [(u["Key"], u["UploadId"]) for u in uploads] == [("obj", up)]
+    for parts, expected in [
+        ([{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}], "InvalidPartOrder"),
+        ([{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e1}], "InvalidPart"),
+        ([{"PartNumber": 1, "ETag": e1}, {"PartNumber": 4, "ETag": e1}], "InvalidPart"),
+    ]:
+        with pytest.raises(ClientError) as info:
+            s3.complete_multipart_upload(Bucket="rules", Key="obj", UploadId=up, MultipartUpload={"Parts": parts})
+        assert code(info) == expected
+    before = set(chunk_files(node))
+    done = s3.complete_multipart_upload(Bucket="rules", Key="obj", UploadId=up, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}, {"PartNumber": 3, "ETag": e3}]})
+    assert done["ETag"].endswith('-3"')
+    assert set(chunk_files(node)) <= before  # completing wrote no chunk: the manifest is the parts' chunks
+    got = s3.get_object(Bucket="rules", Key="obj")
+    assert got["Body"].read() == p1 + p2 + p3
+    assert got["ContentType"] == "text/x-parts" and got["Metadata"] == {"m": "v"}
+    wait_for(lambda: len(chunk_files(node)) == 3, what="the replaced small part's chunk to be collected")
+    with pytest.raises(ClientError) as info:
+        s3.list_parts(Bucket="rules", Key="obj", UploadId=up)
+    assert code(info) == "NoSuchUpload"
+    with pytest.raises(ClientError) as info:
+        s3.upload_part(Bucket="rules", Key="obj", UploadId="nope", PartNumber=1, Body=b"x")
+    assert code(info) == "NoSuchUpload"
+    with pytest.raises(ClientError) as info:
+        s3.get_object(Bucket="rules", Key="obj", PartNumber=4)
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+
+
+def test_abort_reclaims_chunks_and_other_bucket_ids_are_refused(s3, node) -> None:
+    s3.create_bucket(Bucket="abort")
+    s3.create_bucket(Bucket="other")
+    up = s3.create_multipart_upload(Bucket="abort", Key="k")["UploadId"]
+    s3.upload_part(Bucket="abort", Key="k", UploadId=up, PartNumber=1, Body=os.urandom(MiB))
+    assert len(chunk_files(node)) == 1
+    with pytest.raises(ClientError) as info:  # an upload id of another bucket
+        s3.upload_part(Bucket="other", Key="k", UploadId=up, PartNumber=1, Body=b"x")
+    assert code(info) == "NoSuchUpload"
+    with pytest.raises(ClientError) as info:
+        s3.upload_part(Bucket="abort", Key="k", UploadId=up, PartNumber=10001, Body=b"x")
+    assert code(info) == "InvalidArgument"
+    s3.abort_multipart_upload(Bucket="abort", Key="k", UploadId=up)
+    wait_for(lambda: chunk_files(node) == [], what="the aborted upload's chunks to be collected")
+    assert s3.list_multipart_uploads(Bucket="abort").get("Uploads", []) == []
+
+
+def test_zero_byte_single_part_and_upload_part_copy(s3) -> None:
+    s3.create_bucket(Bucket="mpc")
+    up = s3.create_multipart_upload(Bucket="mpc", Key="empty")["UploadId"]
+    e = s3.upload_part(Bucket="mpc", Key="empty", UploadId=up, PartNumber=1, Body=b"")["ETag"]
+    s3.complete_multipart_upload(Bucket="mpc", Key="empty", UploadId=up,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+    assert s3.get_object(Bucket="mpc", Key="empty")["Body"].read() == b""
+    source = os.urandom(7 * MiB)
+    s3.put_object(Bucket="mpc", Key="src", Body=source)
+    up = s3.create_multipart_upload(Bucket="mpc", Key="assembled")["UploadId"]
+    c1 = s3.upload_part_copy(Bucket="mpc", Key="assembled", UploadId=up, PartNumber=1,
+                             CopySource={"Bucket": "mpc", "Key": "src"},
+                             CopySourceRange=f"bytes=0-{6 * MiB - 1}")["CopyPartResult"]["ETag"]
+    c2 = s3.upload_part_copy(Bucket="mpc", Key="assembled", UploadId=up, PartNumber=2,
+                             CopySource={"Bucket": "mpc", "Key": "src"},
+                             CopySourceRange=f"bytes={6 * MiB}-{7 * MiB - 1}")["CopyPartResult"]["ETag"]
+    s3.complete_multipart_upload(Bucket="mpc", Key="assembled", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": c1}, {"PartNumber": 2, "ETag": c2}]})
+    assert s3.get_object(Bucket="mpc", Key="assembled")["Body"].read() == source
+    up = s3.create_multipart_upload(Bucket="mpc", Key="x")["UploadId"]
+    for bad in [f"bytes={7 * MiB}-{7 * MiB + 5}"]:
+        with pytest.raises(ClientError) as info:
+            s3.upload_part_copy(Bucket="mpc", Key="x", UploadId=up, PartNumber=1,
+                                CopySource={"Bucket": "mpc", "Key": "src"}, CopySourceRange=bad)
+        assert code(info) == "InvalidRange"
+    with pytest.raises(ClientError) as info:
+        s3.upload_part_copy(Bucket="mpc", Key="x", UploadId=up, PartNumber=1,
+                            CopySource={"Bucket": "mpc", "Key": "src"}, CopySourceIfMatch='"nope"')
+    assert code(info) == "PreconditionFailed"
+
+
+def test_copy_object(s3, node) -> None:
+    s3.create_bucket(Bucket="copy-a")
+    s3.create_bucket(Bucket="copy-b")
+    body = os.urandom(3 * MiB)
+    key = "dir/ünï cödé+%.bin"
+    etag = s3.put_object(Bucket="copy-a", Key=key, Body=body, ContentType="x/y", Metadata={"k": "v"})["ETag"]
+    res = s3.copy_object(Bucket="copy-b", Key="copied", CopySource={"Bucket": "copy-a", "Key": key})
+    assert res["CopyObjectResult"]["ETag"] == etag
+    got = s3.get_object(Bucket="copy-b", Key="copied")
+    assert got["Body"].read() == body and got["ContentType"] == "x/y" and got["Metadata"] == {"k": "v"}
+    s3.copy_object(Bucket="copy-a", Key="replaced", CopySource={"Bucket": "copy-a", "Key": key},
+                   MetadataDirective="REPLACE", ContentType="a/b", Metadata={"new": "1"})
+    got = s3.head_object(Bucket="copy-a", Key="replaced")
+    assert got["ContentType"] == "a/b" and got["Metadata"] == {"new": "1"}
+    with pytest.raises(ClientError) as info:
+        s3.copy_object(Bucket="copy-a", Key=key, CopySource={"Bucket": "copy-a", "Key": key})
+    assert code(info) == "InvalidRequest"
+    s3.copy_object(Bucket="copy-a", Key=key, CopySource={"Bucket": "copy-a", "Key": key},
+                   MetadataDirective="REPLACE", Metadata={"changed": "yes"})
+    assert s3.head_object(Bucket="copy-a", Key=key)["Metadata"] == {"changed": "yes"}
+    assert s3.get_object(Bucket="copy-a", Key=key)["Body"].read() == body
+    modified = s3.head_object(Bucket="copy-a", Key=key)["LastModified"]
+    src = {"Bucket": "copy-a", "Key": key}
+    for kw in [dict(CopySourceIfMatch='"x"'), dict(CopySourceIfNoneMatch=etag),
+               dict(CopySourceIfModifiedSince=modified + timedelta(hours=1)),
+               dict(CopySourceIfUnmodifiedSince=modified - timedelta(hours=1))]:
+        with pytest.raises(ClientError) as info:
+            s3.copy_object(Bucket="copy-b", Key="cond", CopySource=src, **kw)
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412, kw
+    s3.copy_object(Bucket="copy-b", Key="cond", CopySource=src, CopySourceIfMatch=etag,
+                   CopySourceIfUnmodifiedSince=modified - timedelta(hours=1))
+    with pytest.raises(ClientError) as info:
+        s3.copy_object(Bucket="copy-b", Key="x", CopySource={"Bucket": "copy-a", "Key": "missing"})
+    assert code(info) == "NoSuchKey"
+    bob = node.client(1)
+    bob.create_bucket(Bucket="bobs")
+    with pytest.raises(ClientError) as info:
+        bob.copy_object(Bucket="bobs", Key="stolen", CopySource=src)
+    assert code(info) == "AccessDenied"
+
+
+def test_delete_objects(s3) -> None:
+    s3.create_bucket(Bucket="multi")
+    keys = [f"k{i}" for i in range(30)]
+    for k in keys:
+        s3.put_object(Bucket="multi", Key=k, Body=b"x")
+    res = s3.delete_objects(Bucket="multi", Delete={"Objects": [{"Key": k} for k in keys[:10]] + [{"Key": "nope"}]})
+    assert sorted(d["Key"] for d in res["Deleted"]) == sorted(keys[:10] + ["nope"])
+    res = s3.delete_objects(Bucket="multi", Delete={"Objects": [{"Key": k} for k in keys[10:]], "Quiet": True})
+    assert "Deleted" not in res and "Errors" not in res
+    assert "Contents" not in s3.list_objects_v2(Bucket="multi")
+    with pytest.raises(ClientError) as info:
+        s3.delete_objects(Bucket="multi", Delete={"Objects": [{"Key": f"k{i}"} for i in range(1001)]})
+    assert code(info) == "MalformedXML"
+
+
+def test_conditional_put(s3) -> None:
+    s3.create_bucket(Bucket="condput")
+    first = s3.put_object(Bucket="condput", Key="k", Body=b"one", IfNoneMatch="*")["ETag"]
+    with pytest.raises(ClientError) as info:
+        s3.put_object(Bucket="condput", Key="k", Body=b"two", IfNoneMatch="*")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    with pytest.raises(ClientError) as info:
+        s3.put_object(Bucket="condput", Key="k", Body=b"two", IfMatch='"0000"')
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    s3.put_object(Bucket="condput", Key="k", Body=b"three", IfMatch=first)
+    assert s3.get_object(Bucket="condput", Key="k")["Body"].read() == b"three"

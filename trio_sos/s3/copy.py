@@ -1,0 +1,139 @@
+"""CopyObject, and the copy source shared with UploadPartCopy.
+
+The copy streams the source's bytes from the agents into new chunks, window by window: memory stays bounded
+whatever the size. (Metadata-only copies sharing chunks need reference-counted GC first; see docs/metadata.md.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from ..http.server import Response
+from ..meta import store as m
+from .buckets import iso8601
+from .context import Ctx
+from .errors import S3Error
+from .ranges import Unsatisfiable, parse_range
+from .xml import Tag, document
+
+MAX_COPY_SIZE = 5 * 1024**3
+
+
+def parse_copy_source(value: str) -> tuple[str, str]:
+    """``bucket/key`` (URL-encoded, optional leading '/', optional ``?versionId=``) -> (bucket, key)."""
+    path, _, query = value.partition("?")
+    if query and not (query.startswith("versionId=") and query[len("versionId="):] in ("null", "")):
+        raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="x-amz-copy-source",
+                      ArgumentValue=value)
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        decoded = ""
+    bucket, _, key = decoded.lstrip("/").partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: "
+                                         "sourcebucket/sourcekey", ArgumentName="x-amz-copy-source",
+                      ArgumentValue=value)
+    return bucket, key
+
+
+def check_copy_conditions(ctx: Ctx, source: m.ObjectVersion) -> None:
+    """x-amz-copy-source-if-* -> 412 PreconditionFailed, with S3's precedence (match wins over unmodified-since,
+    none-match over modified-since)."""
+    from .objects import _etag_matches, _http_time
+
+    modified = int(source.last_modified)
+    if_match = ctx.header("x-amz-copy-source-if-match")
+    if_none = ctx.header("x-amz-copy-source-if-none-match")
+    unmodified = _http_time(ctx.header("x-amz-copy-source-if-unmodified-since"))
+    modified_since = _http_time(ctx.header("x-amz-copy-source-if-modified-since"))
+    if if_match is not None:
+        if not _etag_matches(if_match, source.etag):
+            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Match")
+    elif unmodified is not None and modified > unmodified:
+        raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Unmodified-Since")
+    if if_none is not None:
+        if _etag_matches(if_none, source.etag):
+            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-None-Match")
+    elif modified_since is not None and modified <= modified_since:
+        raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Modified-Since")
+
+
+async def copy_source_body(ctx: Ctx, *, allow_range: bool, max_size: int
+                           ) -> tuple[m.ObjectVersion, Callable[[], Awaitable[bytes]]]:
+    """The source object named by x-amz-copy-source (which the caller must be allowed to read), after its
+    conditions, and a ``receive`` function yielding its bytes (or those of x-amz-copy-source-range)."""
+    bucket_name, key = parse_copy_source(ctx.header("x-amz-copy-source") or "")
+    bucket = await ctx.meta.get_bucket(bucket_name)
+    if bucket is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket_name)
+    if ctx.user is None or bucket.owner_id != ctx.user.id:
+        raise S3Error("AccessDenied")
+    source = await ctx.meta.get_object(bucket_name, key)
+    if source is None:
+        raise S3Error("NoSuchKey", Key=key)
+    check_copy_conditions(ctx, source)
+    start, end = 0, source.size
+    spec = ctx.header("x-amz-copy-source-range")
+    if spec is not None:
+        if not allow_range:
+            raise S3Error("InvalidArgument", "Range specified is not valid for CopyObject",
+                          ArgumentName="x-amz-copy-source-range", ArgumentValue=spec)
+        try:
+            selected = parse_range(spec, source.size)
+        except Unsatisfiable:
+            raise S3Error("InvalidRange", ActualObjectSize=str(source.size), RangeRequested=spec) from None
+        if selected is None or spec.strip().startswith("bytes=-") or spec.strip().endswith("-"):
+            raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the form "
+                                             "bytes=first-last where first and last are the zero-based offsets of "
+                                             "the first and last bytes to copy",
+                          ArgumentName="x-amz-copy-source-range", ArgumentValue=spec)
+        start, end = selected
+    if end - start > max_size:
+        raise S3Error("InvalidRequest", f"The specified copy source is larger than the maximum allowable size "
+                                        f"for a copy source: {max_size}")
+    pieces = ctx.services.data.read(source.manifest, start, end)
+
+    async def receive() -> bytes:
+        try:
+            return await pieces.__anext__()
+        except StopAsyncIteration:
+            return b""
+
+    return source, receive
+
+
+async def copy_object(ctx: Ctx) -> Response:
+    from .objects import committing, object_fields, store_body
+
+    assert ctx.bucket is not None and ctx.key is not None and ctx.user is not None
+    await ctx.owned_bucket()
+    directive = (ctx.header("x-amz-metadata-directive") or "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
+                      ArgumentValue=directive)
+    source_bucket, source_key = parse_copy_source(ctx.header("x-amz-copy-source") or "")
+    if (source_bucket, source_key) == (ctx.bucket, ctx.key) and directive == "COPY":
+        raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to "
+                                        "itself without changing the object's metadata, storage class, website "
+                                        "redirect location or encryption attributes.")
+    source, receive = await copy_source_body(ctx, allow_range=False, max_size=MAX_COPY_SIZE)
+    if directive == "COPY":
+        fields = dict(content_type=source.content_type, headers=source.headers, user_meta=source.user_meta)
+    else:
+        fields = object_fields(ctx)
+    stored = await store_body(ctx, receive, max_size=MAX_COPY_SIZE)
+    if "-" not in source.etag and stored.etag != source.etag:
+        await ctx.services.data.discard(stored.written)
+        raise S3Error("InternalError", "the copy does not match its source; nothing was written")
+    obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=stored.written.size,
+                          etag=source.etag if "-" not in source.etag else stored.etag,
+                          last_modified=time.time(), owner_id=ctx.user.id, manifest=stored.written.manifest,
+                          checksums=source.checksums if "-" not in source.etag else (), **fields)
+    async with committing(ctx, stored):
+        await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay)
+    body = document(Tag("CopyObjectResult", Tag("LastModified", iso8601(obj.last_modified)),
+                        Tag("ETag", f'"{obj.etag}"')))
+    return Response(200, [("Content-Type", "application/xml")], body)

@@ -1,0 +1,260 @@
+"""Multipart uploads: CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
+AbortMultipartUpload, ListParts, ListMultipartUploads.
+
+Completing an upload copies no byte: the object's manifest is the concatenation of its parts' chunk manifests,
+committed in one metadata step that also queues the chunks of unused parts for garbage collection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+from ..http.server import Response
+from ..meta import store as m
+from .buckets import iso8601, owner_tag, read_document
+from .context import Ctx
+from .copy import copy_source_body
+from .errors import S3Error
+from .objects import check_upload_headers, committing, object_fields, store_body
+from .xml import Tag, child_text, document, local, parse
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PART_SIZE = 5 * 1024**3
+MAX_PARTS = 10000
+MAX_COMPLETE_BODY = 2 * 1024 * 1024
+
+
+def new_upload_id() -> str:
+    # Time first, so that upload ids of one key sort in creation order (ListMultipartUploads' upload-id-marker
+    # compares ids, while uploads of a key are listed by initiation time).
+    return f"{time.time_ns():016x}{os.urandom(12).hex()}"
+
+
+def _part_number(ctx: Ctx) -> int:
+    raw = ctx.query.get("partNumber", "")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PARTS:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=raw)
+    return int(raw)
+
+
+async def _upload(ctx: Ctx) -> m.Upload:
+    assert ctx.bucket is not None
+    upload_id = ctx.query.get("uploadId", "")
+    upload = await ctx.meta.get_upload(ctx.bucket, upload_id) if upload_id else None
+    if upload is None or upload.key != ctx.key:
+        raise S3Error("NoSuchUpload", UploadId=upload_id)
+    return upload
+
+
+async def create_multipart_upload(ctx: Ctx) -> Response:
+    assert ctx.bucket is not None and ctx.key is not None and ctx.user is not None
+    await ctx.owned_bucket()
+    fields = object_fields(ctx)
+    upload = m.Upload(bucket=ctx.bucket, key=ctx.key, upload_id=new_upload_id(), initiated=time.time(),
+                      owner_id=ctx.user.id, content_type=fields["content_type"], headers=fields["headers"],
+                      user_meta=fields["user_meta"],
+                      checksum_algorithm=(ctx.header("x-amz-checksum-algorithm") or "").upper())
+    try:
+        await ctx.meta.create_upload(upload)
+    except m.NoSuchBucket:
+        raise S3Error("NoSuchBucket", BucketName=ctx.bucket) from None
+    body = document(Tag("InitiateMultipartUploadResult", Tag("Bucket", ctx.bucket), Tag("Key", ctx.key),
+                        Tag("UploadId", upload.upload_id)))
+    return Response(200, [("Content-Type", "application/xml")], body)
+
+
+async def _commit_part(ctx: Ctx, upload: m.Upload, number: int, stored) -> m.Part:
+    part = m.Part(upload.upload_id, number, stored.written.size, stored.etag, time.time(),
+                  stored.written.manifest, stored.checksums)
+    async with committing(ctx, stored):
+        try:
+            await ctx.meta.put_part(part, gc_delay=ctx.services.config.gc_delay,
+                                    intent_id=stored.written.intent_id)
+        except m.NoSuchUpload:
+            raise S3Error("NoSuchUpload", UploadId=upload.upload_id) from None
+    return part
+
+
+async def upload_part(ctx: Ctx) -> Response:
+    await ctx.owned_bucket()
+    number = _part_number(ctx)
+    upload = await _upload(ctx)
+    check_upload_headers(ctx, MAX_PART_SIZE)
+    stored = await store_body(ctx, max_size=MAX_PART_SIZE)
+    part = await _commit_part(ctx, upload, number, stored)
+    headers = [("ETag", f'"{part.etag}"')]
+    headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in part.checksums]
+    return Response(200, headers, b"")
+
+
+async def upload_part_copy(ctx: Ctx) -> Response:
+    await ctx.owned_bucket()
+    number = _part_number(ctx)
+    upload = await _upload(ctx)
+    _source, receive = await copy_source_body(ctx, allow_range=True, max_size=MAX_PART_SIZE)
+    stored = await store_body(ctx, receive, max_size=MAX_PART_SIZE)
+    part = await _commit_part(ctx, upload, number, stored)
+    body = document(Tag("CopyPartResult", Tag("LastModified", iso8601(part.last_modified)),
+                        Tag("ETag", f'"{part.etag}"')))
+    return Response(200, [("Content-Type", "application/xml")], body)
+
+
+def _requested_parts(body: bytes) -> list[tuple[int, str]]:
+    root = parse(body)
+    if local(root.tag) != "CompleteMultipartUpload":
+        raise S3Error("MalformedXML")
+    parts = []
+    for node in root:
+        if local(node.tag) != "Part":
+            continue
+        number, etag = child_text(node, "PartNumber"), child_text(node, "ETag")
+        if number is None or etag is None or not number.strip().isdigit():
+            raise S3Error("MalformedXML")
+        parts.append((int(number), etag.strip().strip('"')))
+    if not parts:
+        raise S3Error("MalformedXML", "You must specify at least one part")
+    return parts
+
+
+async def complete_multipart_upload(ctx: Ctx) -> Response:
+    assert ctx.bucket is not None and ctx.key is not None and ctx.user is not None
+    await ctx.owned_bucket()
+    upload = await _upload(ctx)
+    requested = _requested_parts(await read_document(ctx, MAX_COMPLETE_BODY))
+    numbers = [n for n, _ in requested]
+    if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+        raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. The parts list must be "
+                                          "specified in order by part number.", UploadId=upload.upload_id)
+    stored: dict[int, m.Part] = {}
+    marker = 0
+    while True:
+        page, more = await ctx.meta.list_parts(upload.upload_id, marker=marker, limit=1000)
+        stored.update((p.number, p) for p in page)
+        if not more or not page:
+            break
+        marker = page[-1].number
+    parts: list[m.Part] = []
+    for i, (number, etag) in enumerate(requested):
+        part = stored.get(number)
+        if part is None or part.etag != etag:
+            raise S3Error("InvalidPart", "One or more of the specified parts could not be found. The part may not "
+                                         "have been uploaded, or the specified entity tag may not match the part's "
+                                         "entity tag.", UploadId=upload.upload_id, PartNumber=str(number),
+                          ETag=etag)
+        if i < len(requested) - 1 and part.size < MIN_PART_SIZE:
+            raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.",
+                          ProposedSize=str(part.size), MinSizeAllowed=str(MIN_PART_SIZE), PartNumber=str(number),
+                          ETag=etag)
+        parts.append(part)
+    etag = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in parts)).hexdigest() + f"-{len(parts)}"
+    obj = m.ObjectVersion(
+        bucket=ctx.bucket, key=ctx.key, version_id="null", size=sum(p.size for p in parts), etag=etag,
+        last_modified=time.time(), owner_id=upload.owner_id,
+        manifest=tuple(ref for p in parts for ref in p.manifest), content_type=upload.content_type,
+        headers=upload.headers, user_meta=upload.user_meta, acl=upload.acl, tags=upload.tags,
+        parts=tuple(p.size for p in parts),
+    )
+    try:
+        await ctx.meta.complete_upload(upload.upload_id, obj, numbers, gc_delay=ctx.services.config.gc_delay)
+    except m.NoSuchUpload:
+        raise S3Error("NoSuchUpload", UploadId=upload.upload_id) from None
+    body = document(Tag("CompleteMultipartUploadResult", Tag("Location", f"/{ctx.bucket}/{ctx.key}"),
+                        Tag("Bucket", ctx.bucket), Tag("Key", ctx.key), Tag("ETag", f'"{etag}"')))
+    return Response(200, [("Content-Type", "application/xml")], body)
+
+
+async def abort_multipart_upload(ctx: Ctx) -> Response:
+    await ctx.owned_bucket()
+    upload = await _upload(ctx)
+    try:
+        await ctx.meta.abort_upload(upload.upload_id, gc_delay=0.0)
+    except m.NoSuchUpload:
+        raise S3Error("NoSuchUpload", UploadId=upload.upload_id) from None
+    return Response(204, [], b"")
+
+
+def _int_param(ctx: Ctx, name: str, default: int, high: int) -> int:
+    raw = ctx.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range",
+                      ArgumentName=name, ArgumentValue=raw)
+    return min(int(raw), high)
+
+
+async def list_parts(ctx: Ctx) -> Response:
+    await ctx.owned_bucket()
+    upload = await _upload(ctx)
+    marker = _int_param(ctx, "part-number-marker", 0, MAX_PARTS)
+    limit = _int_param(ctx, "max-parts", 1000, 1000)
+    parts, truncated = (await ctx.meta.list_parts(upload.upload_id, marker=marker, limit=limit)) if limit else \
+        ([], False)
+    owner = await ctx.services.user_by_id(upload.owner_id)
+    name = owner.display_name if owner else upload.owner_id
+    body = document(Tag(
+        "ListPartsResult",
+        Tag("Bucket", ctx.bucket), Tag("Key", ctx.key), Tag("UploadId", upload.upload_id),
+        Tag("Initiator", Tag("ID", upload.owner_id), Tag("DisplayName", name)),
+        owner_tag(upload.owner_id, name), Tag("StorageClass", "STANDARD"),
+        Tag("PartNumberMarker", marker), Tag("NextPartNumberMarker", parts[-1].number if parts else marker),
+        Tag("MaxParts", limit), Tag("IsTruncated", truncated),
+        [Tag("Part", Tag("PartNumber", p.number), Tag("LastModified", iso8601(p.last_modified)),
+             Tag("ETag", f'"{p.etag}"'), Tag("Size", p.size),
+             [Tag(f"Checksum{a}", v) for a, v in p.checksums]) for p in parts],
+    ))
+    return Response(200, [("Content-Type", "application/xml")], body)
+
+
+async def list_multipart_uploads(ctx: Ctx) -> Response:
+    assert ctx.bucket is not None
+    await ctx.owned_bucket()
+    prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
+    key_marker, id_marker = ctx.query.get("key-marker", ""), ctx.query.get("upload-id-marker", "")
+    limit = _int_param(ctx, "max-uploads", 1000, 1000)
+    uploads: list[m.Upload] = []
+    prefixes: list[str] = []
+    truncated = False
+    next_key, next_id = key_marker, id_marker
+    while limit and not truncated:
+        page, more = await ctx.meta.list_uploads(ctx.bucket, prefix=prefix, key_marker=next_key,
+                                                 upload_id_marker=next_id, limit=limit + 1)
+        for upload in page:
+            cut = upload.key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                common = upload.key[: cut + len(delimiter)]
+                if common not in prefixes:
+                    if len(uploads) + len(prefixes) == limit:
+                        truncated = True
+                        break
+                    prefixes.append(common)
+                next_key, next_id = upload.key, upload.upload_id
+                continue
+            if len(uploads) + len(prefixes) == limit:
+                truncated = True
+                break
+            uploads.append(upload)
+            next_key, next_id = upload.key, upload.upload_id
+        if not more:
+            break
+    names: dict[str, str] = {}
+    for upload in uploads:
+        if upload.owner_id not in names:
+            user = await ctx.services.user_by_id(upload.owner_id)
+            names[upload.owner_id] = user.display_name if user else upload.owner_id
+    body = document(Tag(
+        "ListMultipartUploadsResult",
+        Tag("Bucket", ctx.bucket), Tag("KeyMarker", key_marker), Tag("UploadIdMarker", id_marker),
+        Tag("NextKeyMarker", next_key if truncated else None), Tag("NextUploadIdMarker", next_id if truncated else None),
+        Tag("Prefix", prefix), Tag("Delimiter", delimiter) if delimiter else None, Tag("MaxUploads", limit),
+        Tag("IsTruncated", truncated),
+        [Tag("Upload", Tag("Key", u.key), Tag("UploadId", u.upload_id),
+             Tag("Initiator", Tag("ID", u.owner_id), Tag("DisplayName", names[u.owner_id])),
+             owner_tag(u.owner_id, names[u.owner_id]), Tag("StorageClass", "STANDARD"),
+             Tag("Initiated", iso8601(u.initiated))) for u in uploads],
+        [Tag("CommonPrefixes", Tag("Prefix", p)) for p in prefixes],
+    ))
+    return Response(200, [("Content-Type", "application/xml")], body)
