@@ -248,7 +248,8 @@ async def list_multipart_uploads(ctx: Ctx) -> Response:
     body = document(Tag(
         "ListMultipartUploadsResult",
         Tag("Bucket", ctx.bucket), Tag("KeyMarker", key_marker), Tag("UploadIdMarker", id_marker),
-        Tag("NextKeyMarker", next_key if truncated else None), Tag("NextUploadIdMarker", next_id if truncated else None),
+        Tag("NextKeyMarker", next_key if truncated else None),
+        Tag("NextUploadIdMarker", next_id if truncated else None),
         Tag("Prefix", prefix), Tag("Delimiter", delimiter) if delimiter else None, Tag("MaxUploads", limit),
         Tag("IsTruncated", truncated),
         [Tag("Upload", Tag("Key", u.key), Tag("UploadId", u.upload_id),

@@ -137,7 +137,8 @@ async def committing(ctx: Ctx, body: StoredBody) -> AsyncIterator[None]:
         raise S3Error("NoSuchBucket", BucketName=ctx.bucket or "") from None
     except m.PreconditionFailed:
         await ctx.services.data.discard(body.written)
-        raise S3Error("PreconditionFailed", Condition="If-Match" if ctx.header("if-match") else "If-None-Match")
+        raise S3Error("PreconditionFailed",
+                      Condition="If-Match" if ctx.header("if-match") else "If-None-Match") from None
     except BaseException:
         await ctx.services.data.discard(body.written)
         raise
