@@ -154,6 +154,7 @@ class NodeProcess:
     port: int = 0
     users: tuple = TEST_USERS
     stdout_lines: list = attrs.field(factory=list)
+    endpoints: list = attrs.field(factory=list)
 
     @property
     def data_dir(self) -> Path:
@@ -180,6 +181,7 @@ class NodeProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log)
         self.stdout_lines = []
+        self.endpoints = []
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
@@ -202,9 +204,11 @@ class NodeProcess:
                 text = line.decode(errors="replace")
                 self.stdout_lines.append(text)
                 if text.startswith("S3 endpoint: "):
-                    self.endpoint = text.split(": ", 1)[1].strip()
-                    self.port = int(self.endpoint.rsplit(":", 1)[1])
-                    return self
+                    self.endpoints.append(text.split(": ", 1)[1].strip())
+                    if len(self.endpoints) == (2 if self.settings.get("tls_listen") else 1):
+                        self.endpoint = self.endpoints[0]
+                        self.port = int(self.endpoint.rsplit(":", 1)[1])
+                        return self
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
@@ -241,13 +245,13 @@ class NodeProcess:
         self.stop()
         return self.start()
 
-    def client(self, user: int = 0, **config):
+    def client(self, user: int = 0, *, endpoint: str | None = None, verify=None, **config):
         import boto3
         from botocore.config import Config
 
         u = self.users[user]
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+            "s3", endpoint_url=endpoint or self.endpoint, region_name="us-east-1", verify=verify,
             aws_access_key_id=u["access_key"], aws_secret_access_key=u["secret_key"],
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
         )

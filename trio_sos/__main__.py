@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run an S3 node (embedded: SQLite metadata and a local agent)")
     _node_options(serve)
     serve.add_argument("--listen", help="HOST:PORT to serve S3 on (default 127.0.0.1:9000)")
+    serve.add_argument("--tls-cert", help="PEM certificate (chain): serve HTTPS")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-listen", help="HOST:PORT for HTTPS beside plain HTTP on --listen")
 
     user = sub.add_parser("user", help="manage users and their keys")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "agent":
             trio.run(_run_agent, args)
         elif args.command in ("serve", "user"):
-            overrides = {"data_dir": args.data_dir, "listen": getattr(args, "listen", None)}
+            overrides = {name: getattr(args, name, None)
+                         for name in ("data_dir", "listen", "tls_cert", "tls_key", "tls_listen")}
             config = load_config(args.config, overrides=overrides)
             if args.command == "serve":
                 trio.run(_serve, config)

@@ -79,6 +79,9 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "intent_grace": (_float, 3600.0),
     "shutdown_grace": (_float, 10.0),
     "agent_max_chunk": (_size, 64 << 20),
+    "tls_cert": (_opt_str, None),
+    "tls_key": (_opt_str, None),
+    "tls_listen": (lambda v, n: None if v in (None, "") else _listen(v, n), None),
     "http_idle_timeout": (_float, 75.0),
     "http_head_timeout": (_float, 30.0),
     "http_body_timeout": (_float, 60.0),
@@ -97,6 +100,9 @@ class Config:
     intent_grace: float = 3600.0
     shutdown_grace: float = 10.0
     agent_max_chunk: int = 64 << 20
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_listen: str | None = None
     http_idle_timeout: float = 75.0
     http_head_timeout: float = 30.0
     http_body_timeout: float = 60.0
@@ -162,6 +168,10 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
             raw[name] = value
     values = {name: conv(raw[name], name) if name in raw else default
               for name, (conv, default) in SETTINGS.items()}
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        raise ConfigError("setting tls_cert: tls_cert and tls_key go together")
+    if values["tls_listen"] and not values["tls_cert"]:
+        raise ConfigError("setting tls_listen: needs tls_cert and tls_key")
     if values["chunk_size"] < 64 * 1024 or values["chunk_size"] > values["agent_max_chunk"]:
         raise ConfigError("setting chunk_size: must be between 64K and agent_max_chunk")
     return Config(**values, users=users)

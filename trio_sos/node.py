@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import ssl
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,42 @@ async def ensure_admin(meta: MetaStore, config: Config, say: Callable[[str], Non
         f"  access key: {user.access_key}\n  secret key: {user.secret_key}")
 
 
+async def _tcp_listeners(address: str, setting: str) -> list[trio.SocketListener]:
+    host, _, port = address.rpartition(":")
+    try:
+        return await trio.open_tcp_listeners(int(port), host=host.strip("[]"))
+    except OSError as exc:
+        raise ConfigError(f"setting {setting}: cannot listen on {address}: {exc.strerror}") from None
+
+
+def _bound(listener: trio.SocketListener) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def open_listeners(config: Config) -> tuple[list[trio.abc.Listener], list[str]]:
+    """Plain HTTP on ``listen`` — or TLS there when a certificate is configured without ``tls_listen`` — and TLS
+    on ``tls_listen``. Returns the listeners and their endpoint URLs."""
+    tls = None
+    if config.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"setting tls_cert: cannot load {config.tls_cert} / {config.tls_key}: {exc}") from None
+    plain = await _tcp_listeners(config.listen, "listen")
+    if tls is not None and not config.tls_listen:
+        return ([trio.SSLListener(lst, tls, https_compatible=True) for lst in plain],
+                [f"https://{_bound(plain[0])}"])
+    listeners: list[trio.abc.Listener] = list(plain)
+    endpoints = [f"http://{_bound(plain[0])}"]
+    if tls is not None and config.tls_listen:
+        secure = await _tcp_listeners(config.tls_listen, "tls_listen")
+        listeners += [trio.SSLListener(lst, tls, https_compatible=True) for lst in secure]
+        endpoints.append(f"https://{_bound(secure[0])}")
+    return listeners, endpoints
+
+
 @attrs.define
 class Node:
     config: Config
@@ -80,11 +117,7 @@ class Node:
         meta = await open_meta(config)
         try:
             await ensure_admin(meta, config, say)
-            host, port = config.host_port
-            try:
-                listeners = await trio.open_tcp_listeners(port, host=host)
-            except OSError as exc:
-                raise ConfigError(f"setting listen: cannot listen on {config.listen}: {exc.strerror}") from None
+            listeners, endpoints = await open_listeners(config)
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 self.supervisor = AgentSupervisor(AgentOptions(
@@ -102,10 +135,10 @@ class Node:
                                 body_timeout=config.http_body_timeout)
                 self.server = HttpServer(app.handle, limits=limits, render_error=app.render_http_error)
                 await nursery.start(self.server.serve, listeners)
-                bound_host, bound_port = listeners[0].socket.getsockname()[:2]
-                self.endpoint = f"http://{bound_host}:{bound_port}"
-                log.info("S3 endpoint %s, data dir %s, agent %s", self.endpoint, config.data_dir, agent_address)
-                say(f"S3 endpoint: {self.endpoint}")
+                self.endpoint = endpoints[0]
+                for endpoint in endpoints:
+                    log.info("S3 endpoint %s, data dir %s, agent %s", endpoint, config.data_dir, agent_address)
+                    say(f"S3 endpoint: {endpoint}")
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):

@@ -212,3 +212,29 @@ def test_conditional_put(s3) -> None:
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
     s3.put_object(Bucket="condput", Key="k", Body=b"three", IfMatch=first)
     assert s3.get_object(Bucket="condput", Key="k")["Body"].read() == b"three"
+
+
+def test_tagging_versioning_and_overrides(s3) -> None:
+    s3.create_bucket(Bucket="tags")
+    s3.put_object(Bucket="tags", Key="k", Body=b"x", Tagging="a=1&b=two%20words")
+    assert s3.get_object_tagging(Bucket="tags", Key="k")["TagSet"] == [{"Key": "a", "Value": "1"},
+                                                                       {"Key": "b", "Value": "two words"}]
+    assert s3.head_object(Bucket="tags", Key="k")["ResponseMetadata"]["HTTPHeaders"]["x-amz-tagging-count"] == "2"
+    s3.put_object_tagging(Bucket="tags", Key="k", Tagging={"TagSet": [{"Key": "c", "Value": "3"}]})
+    assert s3.get_object_tagging(Bucket="tags", Key="k")["TagSet"] == [{"Key": "c", "Value": "3"}]
+    with pytest.raises(ClientError) as info:
+        s3.put_object_tagging(Bucket="tags", Key="k", Tagging={"TagSet": [{"Key": f"k{i}", "Value": "v"}
+                                                                          for i in range(11)]})
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    s3.copy_object(Bucket="tags", Key="copy", CopySource={"Bucket": "tags", "Key": "k"})
+    assert s3.get_object_tagging(Bucket="tags", Key="copy")["TagSet"] == [{"Key": "c", "Value": "3"}]
+    s3.delete_object_tagging(Bucket="tags", Key="k")
+    assert s3.get_object_tagging(Bucket="tags", Key="k")["TagSet"] == []
+    assert "Status" not in s3.get_bucket_versioning(Bucket="tags")
+    versions = s3.list_object_versions(Bucket="tags")["Versions"]
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in versions] == [("copy", "null", True),
+                                                                              ("k", "null", True)]
+    got = s3.get_object(Bucket="tags", Key="k", ResponseContentType="text/odd",
+                        ResponseContentDisposition="attachment; filename=x.txt", ResponseCacheControl="no-cache")
+    assert got["ContentType"] == "text/odd" and got["ContentDisposition"] == "attachment; filename=x.txt"
+    assert got["CacheControl"] == "no-cache"

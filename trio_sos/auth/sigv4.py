@@ -10,6 +10,13 @@ Typical use by the HTTP layer::
     verified = verify_header_auth(method, target, headers, parsed, secret,
                                   now=datetime.now(UTC), key_cache=cache)
 
+and for a presigned URL (query-string authentication, ``X-Amz-Algorithm`` in the query)::
+
+    parsed = parse_presigned(decoded_query_pairs)               # AuthError on missing/malformed parameters
+    secret = lookup(parsed.access_key)
+    verified = verify_presigned(method, target, headers, parsed, secret,
+                                now=datetime.now(UTC), key_cache=cache)
+
 Inputs are the request exactly as received:
 
 - ``raw_target`` is the HTTP request-target (path plus optional ``?query``), still percent-encoded. h11 only
@@ -49,12 +56,14 @@ import attrs
 __all__ = [
     "ALGORITHM",
     "EMPTY_SHA256",
+    "MAX_PRESIGNED_EXPIRES",
     "MAX_SKEW",
     "SERVICE",
     "TERMINATOR",
     "UNSIGNED_PAYLOAD",
     "AuthError",
     "ParsedAuth",
+    "ParsedPresigned",
     "SigningKeyCache",
     "Verified",
     "canonical_headers",
@@ -66,14 +75,17 @@ __all__ = [
     "invalid_access_key_id",
     "is_valid_payload_hash",
     "parse_authorization",
+    "parse_presigned",
     "string_to_sign",
     "verify_header_auth",
+    "verify_presigned",
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 SERVICE = "s3"
 MAX_SKEW = timedelta(minutes=15)
+MAX_PRESIGNED_EXPIRES = 604800  # seconds: a week, S3's limit for X-Amz-Expires
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_PAYLOADS = frozenset(
@@ -93,10 +105,17 @@ _STATUS = {
     "InvalidAccessKeyId": 403,
     "RequestTimeTooSkewed": 403,
     "AuthorizationHeaderMalformed": 400,
+    "AuthorizationQueryParametersError": 400,
     "MissingSecurityHeader": 400,
     "InvalidArgument": 400,
     "InvalidRequest": 400,
     "XAmzContentSHA256Mismatch": 400,
+    # aws-chunked bodies (chunked.py)
+    "IncompleteBody": 400,
+    "InvalidChunkSizeError": 400,
+    "MalformedTrailerError": 400,
+    "MissingContentLength": 411,
+    "NotImplemented": 501,
 }
 
 _SIGNATURE_MISMATCH_MESSAGE = (
@@ -509,6 +528,75 @@ def _hex_bytes(text: str) -> str:
     return " ".join(f"{b:02x}" for b in _to_bytes(text))
 
 
+def _utc(now: datetime) -> datetime:
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _iso_extended(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_mechanism_error(grouped: Mapping[str, list[str]]) -> AuthError:
+    return AuthError(
+        "InvalidArgument",
+        _ONE_MECHANISM_MESSAGE,
+        {"ArgumentName": "Authorization", "ArgumentValue": ",".join(grouped.get("authorization", ()))},
+    )
+
+
+def _check_headers_signed(grouped: Mapping[str, list[str]], signed_headers: Iterable[str]) -> None:
+    """``host`` and every ``x-amz-*`` header present (x-amz-content-sha256 aside) must be signed."""
+    signed = set(signed_headers)
+    required = {"host"} | {
+        name for name in grouped if name.startswith("x-amz-") and name not in _UNSIGNED_AMZ_HEADERS_ALLOWED
+    }
+    if unsigned := sorted(required - signed):
+        raise AuthError(
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            {"HeadersNotSigned": ", ".join(unsigned)},
+        )
+
+
+def _check_signature(
+    method: str,
+    raw_target: str,
+    grouped: Mapping[str, list[str]],
+    *,
+    access_key: str,
+    date: str,
+    region: str,
+    service: str,
+    signed_headers: Sequence[str],
+    signature: str,
+    payload_hash: str,
+    amz_date: str,
+    secret: str,
+    key_cache: SigningKeyCache,
+) -> tuple[str, bytes]:
+    """Compute the expected signature and compare it in constant time; return (scope, signing key)."""
+    raw_path, _, raw_query = raw_target.partition("?")
+    scope = f"{date}/{region}/{service}/{TERMINATOR}"
+    creq = _canonical_request(method, raw_path, raw_query, grouped, signed_headers, payload_hash)
+    sts = string_to_sign(amz_date, scope, creq)
+    signing_key = key_cache.get(secret, date, region, service)
+    expected = hmac.new(signing_key, _to_bytes(sts), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode("ascii"), _to_bytes(signature)):
+        raise AuthError(
+            "SignatureDoesNotMatch",
+            _SIGNATURE_MISMATCH_MESSAGE,
+            {
+                "AWSAccessKeyId": access_key,
+                "StringToSign": sts,
+                "SignatureProvided": signature,
+                "StringToSignBytes": _hex_bytes(sts),
+                "CanonicalRequest": creq,
+                "CanonicalRequestBytes": _hex_bytes(creq),
+            },
+        )
+    return scope, signing_key
+
+
 def verify_header_auth(
     method: str,
     raw_target: str,
@@ -540,16 +628,11 @@ def verify_header_auth(
     8. the signature, compared in constant time: SignatureDoesNotMatch (AWSAccessKeyId, StringToSign,
        SignatureProvided, StringToSignBytes, CanonicalRequest, CanonicalRequestBytes).
     """
-    raw_path, _, raw_query = raw_target.partition("?")
+    _, _, raw_query = raw_target.partition("?")
     grouped = _group_headers(headers)
 
     if raw_query and any(name in _QUERY_AUTH_PARAMS for name in _decoded_query_names(raw_query)):
-        authorization = ",".join(grouped.get("authorization", ()))
-        raise AuthError(
-            "InvalidArgument",
-            _ONE_MECHANISM_MESSAGE,
-            {"ArgumentName": "Authorization", "ArgumentValue": authorization},
-        )
+        raise _one_mechanism_error(grouped)
 
     if parsed.service != SERVICE:
         raise _malformed(f'incorrect service "{parsed.service}". This endpoint belongs to "{SERVICE}".')
@@ -567,14 +650,14 @@ def verify_header_auth(
     if request_time is None:
         raise AuthError("AccessDenied", _NO_DATE_MESSAGE)
 
-    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    now = _utc(now)
     if abs(now - request_time) > max_skew:
         raise AuthError(
             "RequestTimeTooSkewed",
             "The difference between the request time and the current time is too large.",
             {
                 "RequestTime": raw_date,
-                "ServerTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "ServerTime": _iso_extended(now),
                 "MaxAllowedSkewMilliseconds": str(int(max_skew / timedelta(milliseconds=1))),
             },
         )
@@ -594,35 +677,23 @@ def verify_header_auth(
             {"ArgumentName": "x-amz-content-sha256", "ArgumentValue": payload_hash},
         )
 
-    signed = set(parsed.signed_headers)
-    required = {"host"} | {
-        name for name in grouped if name.startswith("x-amz-") and name not in _UNSIGNED_AMZ_HEADERS_ALLOWED
-    }
-    if unsigned := sorted(required - signed):
-        raise AuthError(
-            "AccessDenied",
-            "There were headers present in the request which were not signed",
-            {"HeadersNotSigned": ", ".join(unsigned)},
-        )
+    _check_headers_signed(grouped, parsed.signed_headers)
 
-    scope = f"{parsed.date}/{parsed.region}/{parsed.service}/{TERMINATOR}"
-    creq = _canonical_request(method, raw_path, raw_query, grouped, parsed.signed_headers, payload_hash)
-    sts = string_to_sign(amz_date, scope, creq)
-    signing_key = key_cache.get(secret, parsed.date, parsed.region, parsed.service)
-    expected = hmac.new(signing_key, _to_bytes(sts), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode("ascii"), _to_bytes(parsed.signature)):
-        raise AuthError(
-            "SignatureDoesNotMatch",
-            _SIGNATURE_MISMATCH_MESSAGE,
-            {
-                "AWSAccessKeyId": parsed.access_key,
-                "StringToSign": sts,
-                "SignatureProvided": parsed.signature,
-                "StringToSignBytes": _hex_bytes(sts),
-                "CanonicalRequest": creq,
-                "CanonicalRequestBytes": _hex_bytes(creq),
-            },
-        )
+    scope, signing_key = _check_signature(
+        method,
+        raw_target,
+        grouped,
+        access_key=parsed.access_key,
+        date=parsed.date,
+        region=parsed.region,
+        service=parsed.service,
+        signed_headers=parsed.signed_headers,
+        signature=parsed.signature,
+        payload_hash=payload_hash,
+        amz_date=amz_date,
+        secret=secret,
+        key_cache=key_cache,
+    )
     return Verified(
         access_key=parsed.access_key,
         region=parsed.region,
@@ -640,3 +711,245 @@ def _decoded_query_names(raw_query: str) -> Iterable[str]:
     for part in raw_query.split("&"):
         if part:
             yield unquote_to_bytes(_to_bytes(part.partition("=")[0])).decode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Presigned URLs (query-string authentication)
+
+
+@attrs.frozen
+class ParsedPresigned:
+    """The ``X-Amz-*`` authentication parameters of a presigned URL, checked for form (see `parse_presigned`).
+
+    The first six fields mean what they mean in `ParsedAuth`.
+    """
+
+    access_key: str
+    date: str  # YYYYMMDD, the credential scope date
+    region: str
+    service: str
+    signed_headers: tuple[str, ...]  # lowercase, in the order given
+    signature: str
+    amz_date: str  # X-Amz-Date, e.g. 20130524T000000Z
+    request_time: datetime  # X-Amz-Date as a UTC datetime
+    expires: int  # X-Amz-Expires, seconds after request_time
+    content_sha256: str | None  # X-Amz-Content-Sha256 when the query has one (the payload hash then)
+
+
+_PRESIGNED_REQUIRED = (
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Signature",
+    "X-Amz-Date",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Expires",
+)
+_PRESIGNED_PARAMS = frozenset(_PRESIGNED_REQUIRED) | {"X-Amz-Content-Sha256"}
+_PRESIGNED_MISSING_MESSAGE = (
+    "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, "
+    "X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."
+)
+_CREDENTIAL_ERROR = "Error parsing the X-Amz-Credential parameter; "
+_EXPIRES_RE = re.compile(r"-?[0-9]+\Z")
+
+
+def _query_error(message: str, extra: Mapping[str, str] | None = None) -> AuthError:
+    return AuthError("AuthorizationQueryParametersError", message, extra)
+
+
+def parse_presigned(query_pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> ParsedPresigned:
+    """Read the SigV4 query-string authentication parameters of a presigned URL.
+
+    ``query_pairs`` are the request's query parameters, percent-decoded, in order (a mapping works too; only the
+    ``X-Amz-*`` authentication parameters are read, names are case-sensitive as in S3). Every failure is S3's
+    AuthorizationQueryParametersError (400), with S3's messages:
+
+    - a missing (or empty) X-Amz-Algorithm, -Credential, -Signature, -Date, -SignedHeaders or -Expires, or one
+      given twice: "Query-string authentication version 4 requires ...";
+    - X-Amz-Algorithm other than AWS4-HMAC-SHA256: 'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"';
+    - X-Amz-Credential not ``AK/YYYYMMDD/region/service/aws4_request``: "Error parsing the X-Amz-Credential
+      parameter; ..." (mal-formed, incorrect date format, incorrect terminal);
+    - X-Amz-Date not ``yyyyMMdd'T'HHmmss'Z'``; the credential date not the date of X-Amz-Date;
+    - X-Amz-Expires not an integer, negative, or more than 604800 (a week). 0 is well-formed: such a URL has
+      expired as soon as it is made (`verify_presigned` answers AccessDenied "Request has expired", 403, which
+      is what S3 compatibility suites expect);
+    - X-Amz-SignedHeaders not a ``;``-separated list of header names.
+
+    The service, the region, the times and the signature are `verify_presigned`'s business.
+    """
+    pairs = list(query_pairs.items()) if isinstance(query_pairs, Mapping) else list(query_pairs)
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if name in _PRESIGNED_PARAMS:
+            if name in found:
+                raise _query_error(_PRESIGNED_MISSING_MESSAGE)
+            found[name] = value
+
+    algorithm = found.get("X-Amz-Algorithm")
+    if algorithm and algorithm != ALGORITHM:
+        raise _query_error(f'X-Amz-Algorithm only supports "{ALGORITHM}"')
+    if not all(found.get(name) for name in _PRESIGNED_REQUIRED):
+        raise _query_error(_PRESIGNED_MISSING_MESSAGE)
+
+    scope = found["X-Amz-Credential"].split("/")
+    if len(scope) != 5 or not all(scope):
+        raise _query_error(
+            _CREDENTIAL_ERROR
+            + 'the Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
+        )
+    access_key, date, region, service, terminator = scope
+    if not _is_calendar_date(date):
+        raise _query_error(
+            _CREDENTIAL_ERROR
+            + f'incorrect date format "{date}". This date in the credential must be in the format "yyyyMMdd".'
+        )
+    if terminator != TERMINATOR:
+        raise _query_error(_CREDENTIAL_ERROR + f'incorrect terminal "{terminator}". This endpoint uses "{TERMINATOR}".')
+
+    amz_date = found["X-Amz-Date"]
+    request_time = _parse_request_time(amz_date) if _AMZ_DATE_RE.match(amz_date) else None
+    if request_time is None:
+        raise _query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
+    if date != amz_date[:8]:
+        raise _query_error(
+            f'Invalid credential date "{date}". This date is not the same as X-Amz-Date: "{amz_date[:8]}".'
+        )
+
+    raw_expires = found["X-Amz-Expires"]
+    if not _EXPIRES_RE.match(raw_expires) or len(raw_expires) > 20:
+        raise _query_error("X-Amz-Expires should be a number")
+    expires = int(raw_expires)
+    if expires < 0:
+        raise _query_error("X-Amz-Expires must be non-negative")
+    if expires > MAX_PRESIGNED_EXPIRES:
+        raise _query_error(
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less "
+            f"than {MAX_PRESIGNED_EXPIRES} seconds"
+        )
+
+    names = found["X-Amz-SignedHeaders"].split(";")
+    if not all(_TOKEN_RE.match(name) for name in names):
+        raise _query_error(f"Error parsing the X-Amz-SignedHeaders parameter: {found['X-Amz-SignedHeaders']}")
+
+    return ParsedPresigned(
+        access_key=access_key,
+        date=date,
+        region=region,
+        service=service,
+        signed_headers=tuple(name.lower() for name in names),
+        signature=found["X-Amz-Signature"],
+        amz_date=amz_date,
+        request_time=request_time,
+        expires=expires,
+        content_sha256=found.get("X-Amz-Content-Sha256"),
+    )
+
+
+def verify_presigned(
+    method: str,
+    raw_target: str,
+    headers: Sequence[tuple[str, str]],
+    parsed: ParsedPresigned,
+    secret: str,
+    *,
+    now: datetime,
+    key_cache: SigningKeyCache,
+    max_skew: timedelta = MAX_SKEW,
+    expected_region: str | None = None,
+) -> Verified:
+    """Verify the signature of a presigned URL (SigV4 query-string authentication), as S3 does.
+
+    The canonical request is the one of `verify_header_auth`, with the query string as received (every
+    parameter but X-Amz-Signature, the X-Amz-* ones included) and the payload hash ``UNSIGNED-PAYLOAD`` unless
+    the query has an X-Amz-Content-Sha256 (then that value, which the caller checks against the body with
+    `check_payload_sha256` when it is a digest). Checks, in this order:
+
+    1. no Authorization header: InvalidArgument "Only one auth mechanism allowed";
+    2. credential service ``s3`` (and region ``expected_region`` if given): AuthorizationQueryParametersError;
+    3. X-Amz-Date not more than ``max_skew`` in the future: AccessDenied "Request is not yet valid" (403) with
+       S3's X-Amz-Date (as S3 writes it: milliseconds since the epoch), Expires and ServerTime elements;
+    4. now not after X-Amz-Date + X-Amz-Expires: AccessDenied "Request has expired" (403) with S3's
+       X-Amz-Expires, Expires and ServerTime elements. A presigned URL is not subject to the 15-minute skew
+       otherwise: it is valid for its whole X-Amz-Expires window;
+    5. X-Amz-Content-Sha256, if given, a valid payload hash: InvalidArgument;
+    6. ``host`` and every ``x-amz-*`` header present signed: AccessDenied (HeadersNotSigned);
+    7. the signature: SignatureDoesNotMatch, with the same elements as `verify_header_auth`.
+
+    The `Verified` returned has ``seed_signature`` set to the URL's signature and ``payload_hash`` to the hash
+    used (``UNSIGNED-PAYLOAD`` or X-Amz-Content-Sha256).
+    """
+    grouped = _group_headers(headers)
+    if "authorization" in grouped:
+        raise _one_mechanism_error(grouped)
+
+    if parsed.service != SERVICE:
+        raise _query_error(
+            _CREDENTIAL_ERROR + f'incorrect service "{parsed.service}". This endpoint belongs to "{SERVICE}".'
+        )
+    if expected_region is not None and parsed.region != expected_region:
+        raise _query_error(
+            _CREDENTIAL_ERROR + f'the region "{parsed.region}" is wrong; expecting "{expected_region}"',
+            {"Region": expected_region},
+        )
+
+    now = _utc(now)
+    request_time = parsed.request_time
+    expires_at = request_time + timedelta(seconds=parsed.expires)
+    if request_time - now > max_skew:
+        raise AuthError(
+            "AccessDenied",
+            "Request is not yet valid",
+            {
+                "X-Amz-Date": str(int(request_time.timestamp()) * 1000),
+                "Expires": _iso_extended(expires_at),
+                "ServerTime": _iso_extended(now),
+            },
+        )
+    if now > expires_at:
+        raise AuthError(
+            "AccessDenied",
+            "Request has expired",
+            {
+                "X-Amz-Expires": str(parsed.expires),
+                "Expires": _iso_extended(expires_at),
+                "ServerTime": _iso_extended(now),
+            },
+        )
+
+    payload_hash = UNSIGNED_PAYLOAD if parsed.content_sha256 is None else parsed.content_sha256
+    if not is_valid_payload_hash(payload_hash):
+        raise AuthError(
+            "InvalidArgument",
+            _INVALID_CONTENT_SHA256_MESSAGE,
+            {"ArgumentName": "X-Amz-Content-Sha256", "ArgumentValue": payload_hash},
+        )
+
+    _check_headers_signed(grouped, parsed.signed_headers)
+
+    amz_date = _iso_basic(request_time)
+    scope, signing_key = _check_signature(
+        method,
+        raw_target,
+        grouped,
+        access_key=parsed.access_key,
+        date=parsed.date,
+        region=parsed.region,
+        service=parsed.service,
+        signed_headers=parsed.signed_headers,
+        signature=parsed.signature,
+        payload_hash=payload_hash,
+        amz_date=amz_date,
+        secret=secret,
+        key_cache=key_cache,
+    )
+    return Verified(
+        access_key=parsed.access_key,
+        region=parsed.region,
+        service=parsed.service,
+        amz_date=amz_date,
+        request_time=request_time,
+        scope=scope,
+        signing_key=signing_key,
+        seed_signature=parsed.signature,
+        payload_hash=payload_hash,
+    )

@@ -8,6 +8,7 @@ import zlib
 from typing import Protocol
 
 import crc32c as _crc32c
+from awscrt import checksums as _crt
 
 
 class Hasher(Protocol):
@@ -34,12 +35,14 @@ def new_hasher(algorithm: str) -> Hasher:
         return _Crc(zlib.crc32)
     if algorithm == "CRC32C":
         return _Crc(_crc32c.crc32c)
+    if algorithm == "CRC64NVME":
+        return _Crc(_crt.crc64nvme, 8)
     if algorithm in ("SHA1", "SHA256", "MD5"):
         return hashlib.new(algorithm.lower())
     raise KeyError(algorithm)
 
 
-SUPPORTED = ("CRC32", "CRC32C", "SHA1", "SHA256")
+SUPPORTED = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
 
 
 def b64(digest: bytes) -> str:

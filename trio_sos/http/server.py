@@ -168,7 +168,8 @@ class _Connection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         self.continue_sent = False
         try:
-            sock = stream.socket  # type: ignore[attr-defined]
+            transport = getattr(stream, "transport_stream", stream)  # under TLS, the socket is one level down
+            sock = transport.socket  # type: ignore[attr-defined]
             host, port = sock.getpeername()[:2]
             self.remote = f"{host}:{port}"
         except (AttributeError, OSError):
@@ -387,7 +388,7 @@ class HttpServer:
 
     async def serve(
         self,
-        listeners: Sequence[trio.SocketListener],
+        listeners: Sequence[trio.abc.Listener],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -400,7 +401,7 @@ class HttpServer:
             for listener in listeners:
                 await listener.aclose()
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def _accept_loop(self, listener: trio.abc.Listener, nursery: trio.Nursery) -> None:
         while True:
             try:
                 stream = await listener.accept()

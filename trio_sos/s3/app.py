@@ -19,7 +19,7 @@ import attrs
 
 from ..auth import sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
-from . import buckets, copy, listing, multipart, objects
+from . import buckets, copy, listing, multipart, objects, tagging
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
 
@@ -58,6 +58,11 @@ OPERATIONS: dict[str, Operation] = {
         Operation("AbortMultipartUpload", multipart.abort_multipart_upload, "object"),
         Operation("ListParts", multipart.list_parts, "object"),
         Operation("ListMultipartUploads", multipart.list_multipart_uploads, "bucket"),
+        Operation("GetObjectTagging", tagging.get_object_tagging, "object"),
+        Operation("PutObjectTagging", tagging.put_object_tagging, "object"),
+        Operation("DeleteObjectTagging", tagging.delete_object_tagging, "object"),
+        Operation("GetBucketVersioning", tagging.get_bucket_versioning, "bucket"),
+        Operation("ListObjectVersions", tagging.list_object_versions, "bucket"),
     ]
 }
 
@@ -75,6 +80,13 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
                    request: Request) -> str:
     if bucket is None:
         return "ListBuckets" if method == "GET" else "MethodNotAllowed"
+    if key is not None and "tagging" in query:
+        return {"GET": "GetObjectTagging", "PUT": "PutObjectTagging", "DELETE": "DeleteObjectTagging"}.get(
+            method, "MethodNotAllowed")
+    if key is None and method == "GET" and "versioning" in query:
+        return "GetBucketVersioning"
+    if key is None and method == "GET" and "versions" in query:
+        return "ListObjectVersions"
     unbuilt = [s for s in UNBUILT_SUBRESOURCES if s in query]
     if unbuilt:
         return "NotImplemented:" + unbuilt[0]

@@ -120,10 +120,16 @@ async def copy_object(ctx: Ctx) -> Response:
                                         "itself without changing the object's metadata, storage class, website "
                                         "redirect location or encryption attributes.")
     source, receive = await copy_source_body(ctx, allow_range=False, max_size=MAX_COPY_SIZE)
+    requested = object_fields(ctx)
     if directive == "COPY":
         fields = dict(content_type=source.content_type, headers=source.headers, user_meta=source.user_meta)
     else:
-        fields = object_fields(ctx)
+        fields = {k: v for k, v in requested.items() if k != "tags"}
+    tagging_directive = (ctx.header("x-amz-tagging-directive") or "COPY").upper()
+    if tagging_directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "Unknown tagging directive.", ArgumentName="x-amz-tagging-directive",
+                      ArgumentValue=tagging_directive)
+    fields["tags"] = source.tags if tagging_directive == "COPY" else requested["tags"]
     stored = await store_body(ctx, receive, max_size=MAX_COPY_SIZE)
     if "-" not in source.etag and stored.etag != source.etag:
         await ctx.services.data.discard(stored.written)

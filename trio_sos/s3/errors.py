@@ -28,6 +28,9 @@ CODES: dict[str, tuple[int, str]] = {
     "InvalidPartNumber": (416, "The requested partnumber is not satisfiable"),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),
+    "InvalidTag": (400, "The tag provided was not a valid tag."),
+    "OperationAborted": (409, "A conflicting conditional operation is currently in progress against this "
+                              "resource. Please try again."),
     "InvalidURI": (400, "Couldn't parse the specified URI."),
     "KeyTooLongError": (400, "Your key is too long"),
     "MalformedXML": (400, "The XML you provided was not well-formed or did not validate against our published "

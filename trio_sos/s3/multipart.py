@@ -55,7 +55,7 @@ async def create_multipart_upload(ctx: Ctx) -> Response:
     fields = object_fields(ctx)
     upload = m.Upload(bucket=ctx.bucket, key=ctx.key, upload_id=new_upload_id(), initiated=time.time(),
                       owner_id=ctx.user.id, content_type=fields["content_type"], headers=fields["headers"],
-                      user_meta=fields["user_meta"],
+                      user_meta=fields["user_meta"], tags=fields["tags"],
                       checksum_algorithm=(ctx.header("x-amz-checksum-algorithm") or "").upper())
     try:
         await ctx.meta.create_upload(upload)

@@ -28,6 +28,11 @@ from .ranges import Unsatisfiable, parse_range
 
 MAX_PUT_SIZE = 5 * 1024**3
 MAX_USER_META = 2048
+RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type", "response-content-language": "Content-Language",
+    "response-expires": "Expires", "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition", "response-content-encoding": "Content-Encoding",
+}
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
 
 
@@ -145,11 +150,14 @@ async def committing(ctx: Ctx, body: StoredBody) -> AsyncIterator[None]:
 
 
 def object_fields(ctx: Ctx) -> dict:
-    """Content headers and user metadata of a new object, from the request."""
+    """Content headers, user metadata and tags of a new object, from the request."""
+    from .tagging import tags_from_header
+
     return dict(
         content_type=ctx.header("content-type") or "binary/octet-stream",
         headers=tuple((h, v) for h in STORED_HEADERS if (v := ctx.header(h)) is not None),
         user_meta=_user_meta(ctx),
+        tags=tags_from_header(ctx),
     )
 
 
@@ -223,6 +231,13 @@ def _object_headers(ctx: Ctx, obj: m.ObjectVersion, whole: bool) -> list[tuple[s
     ]
     headers += [(name.title(), value) for name, value in obj.headers]
     headers += [(f"x-amz-meta-{name}", value) for name, value in obj.user_meta]
+    if obj.tags:
+        headers.append(("x-amz-tagging-count", str(len(obj.tags))))
+    # response-* query parameters override the stored headers (S3 allows them on signed requests only)
+    for param, name in RESPONSE_OVERRIDES.items():
+        value = ctx.query.get(param)
+        if value is not None and ctx.user is not None:
+            headers = [(n, v) for n, v in headers if n.lower() != name.lower()] + [(name, value)]
     if whole and (ctx.header("x-amz-checksum-mode") or "").upper() == "ENABLED":
         headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in obj.checksums]
     return headers

@@ -1,0 +1,133 @@
+"""Object tagging (Put/Get/DeleteObjectTagging, x-amz-tagging on uploads), bucket versioning state (buckets are
+unversioned) and ListObjectVersions for unversioned buckets."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, quote
+
+from ..http.server import Response
+from ..meta import store as m
+from .buckets import iso8601, read_document
+from .context import Ctx
+from .errors import S3Error
+from .listing import _encoder, _max_keys, collect
+from .xml import Tag, child_text, document, local, parse
+
+MAX_TAGS = 10
+
+
+def check_tags(tags: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    if len(tags) > MAX_TAGS:
+        raise S3Error("BadRequest", "Object tags cannot be greater than 10", status=400)
+    keys = [k for k, _ in tags]
+    if len(set(keys)) != len(keys):
+        raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key", status=400)
+    for key, value in tags:
+        if not key or len(key) > 128 or len(value) > 256:
+            raise S3Error("InvalidTag", "The TagKey you have provided is invalid" if not key or len(key) > 128
+                          else "The TagValue you have provided is invalid", status=400)
+    return tuple(tags)
+
+
+def tags_from_header(ctx: Ctx) -> tuple[tuple[str, str], ...]:
+    """x-amz-tagging: a URL-encoded query string of tags."""
+    raw = ctx.header("x-amz-tagging")
+    if raw is None:
+        return ()
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, strict_parsing=bool(raw), errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise S3Error("InvalidArgument", "The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL "
+                                         "query parameters without tag name duplicates.",
+                      ArgumentName="x-amz-tagging", ArgumentValue=raw) from None
+    return check_tags(pairs)
+
+
+def tagging_header(tags: tuple[tuple[str, str], ...]) -> str:
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in tags)
+
+
+async def _object(ctx: Ctx) -> m.ObjectVersion:
+    assert ctx.bucket is not None and ctx.key is not None
+    await ctx.owned_bucket()
+    obj = await ctx.meta.get_object(ctx.bucket, ctx.key)
+    if obj is None:
+        raise S3Error("NoSuchKey", Key=ctx.key)
+    return obj
+
+
+async def _update(ctx: Ctx, obj: m.ObjectVersion, tags: tuple[tuple[str, str], ...]) -> None:
+    import attrs
+
+    if not await ctx.meta.update_object(attrs.evolve(obj, tags=tags)):
+        # the object changed under us: S3 would have applied it to the version it found; ask to retry
+        raise S3Error("OperationAborted", "A conflicting conditional operation is currently in progress against "
+                                          "this resource. Please try again.", status=409)
+
+
+async def get_object_tagging(ctx: Ctx) -> Response:
+    obj = await _object(ctx)
+    body = document(Tag("Tagging", Tag("TagSet", [Tag("Tag", Tag("Key", k), Tag("Value", v))
+                                                  for k, v in obj.tags])))
+    return Response(200, [("Content-Type", "application/xml")], body)
+
+
+async def put_object_tagging(ctx: Ctx) -> Response:
+    obj = await _object(ctx)
+    root = parse(await read_document(ctx))
+    if local(root.tag) != "Tagging":
+        raise S3Error("MalformedXML")
+    tags = []
+    for tag_set in root:
+        if local(tag_set.tag) != "TagSet":
+            raise S3Error("MalformedXML")
+        for node in tag_set:
+            key, value = child_text(node, "Key"), child_text(node, "Value")
+            if local(node.tag) != "Tag" or key is None or value is None:
+                raise S3Error("MalformedXML")
+            tags.append((key, value))
+    await _update(ctx, obj, check_tags(tags))
+    return Response(200, [], b"")
+
+
+async def delete_object_tagging(ctx: Ctx) -> Response:
+    obj = await _object(ctx)
+    await _update(ctx, obj, ())
+    return Response(204, [], b"")
+
+
+async def get_bucket_versioning(ctx: Ctx) -> Response:
+    await ctx.owned_bucket()
+    # Never versioned: S3 answers an empty configuration (no Status element).
+    return Response(200, [("Content-Type", "application/xml")], document(Tag("VersioningConfiguration")))
+
+
+async def list_object_versions(ctx: Ctx) -> Response:
+    """For unversioned buckets: every object is its only version, "null", and the latest."""
+    await ctx.owned_bucket()
+    prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
+    key_marker = ctx.query.get("key-marker", "")
+    max_keys, enc = _max_keys(ctx), _encoder(ctx)
+    listed = await collect(ctx, prefix=prefix, delimiter=delimiter, marker=key_marker, max_keys=max_keys)
+    names: dict[str, str] = {}
+    versions = []
+    for obj in listed.contents:
+        if obj.owner_id not in names:
+            user = await ctx.services.user_by_id(obj.owner_id)
+            names[obj.owner_id] = user.display_name if user else obj.owner_id
+        versions.append(Tag("Version", Tag("Key", enc(obj.key)), Tag("VersionId", "null"), Tag("IsLatest", True),
+                            Tag("LastModified", iso8601(obj.last_modified)), Tag("ETag", f'"{obj.etag}"'),
+                            Tag("Size", obj.size), Tag("StorageClass", "STANDARD"),
+                            Tag("Owner", Tag("ID", obj.owner_id), Tag("DisplayName", names[obj.owner_id]))))
+    body = document(Tag(
+        "ListVersionsResult",
+        Tag("Name", ctx.bucket), Tag("Prefix", enc(prefix)), Tag("KeyMarker", enc(key_marker)),
+        Tag("VersionIdMarker", ctx.query.get("version-id-marker", "")),
+        Tag("NextKeyMarker", enc(listed.last)) if listed.truncated else None,
+        Tag("NextVersionIdMarker", "null") if listed.truncated else None,
+        Tag("MaxKeys", max_keys), Tag("Delimiter", enc(delimiter)) if delimiter else None,
+        Tag("EncodingType", "url") if "encoding-type" in ctx.query else None,
+        Tag("IsTruncated", listed.truncated), versions,
+        [Tag("CommonPrefixes", Tag("Prefix", enc(p))) for p in listed.prefixes],
+    ))
+    return Response(200, [("Content-Type", "application/xml")], body)
