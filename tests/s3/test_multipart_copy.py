@@ -238,3 +238,41 @@ def test_tagging_versioning_and_overrides(s3) -> None:
                         ResponseContentDisposition="attachment; filename=x.txt", ResponseCacheControl="no-cache")
     assert got["ContentType"] == "text/odd" and got["ContentDisposition"] == "attachment; filename=x.txt"
     assert got["CacheControl"] == "no-cache"
+
+
+def test_cors_configuration_and_preflight(s3, node) -> None:
+    import urllib.request
+
+    s3.create_bucket(Bucket="web")
+    with pytest.raises(ClientError) as info:
+        s3.get_bucket_cors(Bucket="web")
+    assert code(info) == "NoSuchCORSConfiguration"
+    rules = [{"AllowedOrigins": ["https://*.example.com"], "AllowedMethods": ["GET", "PUT"],
+              "AllowedHeaders": ["x-amz-*", "content-type"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600}]
+    s3.put_bucket_cors(Bucket="web", CORSConfiguration={"CORSRules": rules})
+    got = s3.get_bucket_cors(Bucket="web")["CORSRules"]
+    assert got[0]["AllowedOrigins"] == ["https://*.example.com"] and got[0]["MaxAgeSeconds"] == 600
+
+    def preflight(origin, method, headers=""):
+        req = urllib.request.Request(f"{node.endpoint}/web/file.txt", method="OPTIONS", headers={
+            "Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": headers})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers)
+
+    status, headers = preflight("https://app.example.com", "PUT", "Content-Type, x-amz-meta-a")
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "PUT" in headers["Access-Control-Allow-Methods"] and headers["Access-Control-Max-Age"] == "600"
+    assert preflight("https://evil.test", "GET")[0] == 403
+    assert preflight("https://app.example.com", "DELETE")[0] == 403
+    assert preflight("https://app.example.com", "GET", "authorization-x")[0] == 403
+    s3.put_object(Bucket="web", Key="file.txt", Body=b"hi")
+    s3.meta.events.register("before-sign.s3.GetObject",
+                            lambda request, **kw: request.headers.__setitem__("Origin", "https://a.example.com"))
+    got = s3.get_object(Bucket="web", Key="file.txt")
+    assert got["ResponseMetadata"]["HTTPHeaders"]["access-control-allow-origin"] == "https://a.example.com"
+    assert got["ResponseMetadata"]["HTTPHeaders"]["access-control-expose-headers"] == "ETag"
+    s3.delete_bucket_cors(Bucket="web")
+    assert preflight("https://app.example.com", "GET")[0] == 403

@@ -142,7 +142,12 @@ _SCHEMA_1 = [
 ]
 
 Migration = Sequence[str] | Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[Migration] = [_SCHEMA_1]
+_SCHEMA_2 = [
+    # bucket CORS configuration (serialized rules; "" = none)
+    "ALTER TABLE buckets ADD COLUMN cors TEXT NOT NULL DEFAULT ''",
+]
+
+MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2]
 
 
 def schema_version() -> int:
@@ -208,7 +213,7 @@ def _agents_union(old: str, new: str) -> str:
 
 
 _USER_COLS = "id, display_name, access_key, secret_key, email"
-_BUCKET_COLS = "name, owner_id, created, region, acl"
+_BUCKET_COLS = "name, owner_id, created, region, acl, cors"
 _OBJECT_COLS = (
     "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
     "checksums, acl, tags, parts"
@@ -429,8 +434,8 @@ class SqliteMetaStore(MetaStore):
             row = c.execute("SELECT owner_id FROM buckets WHERE name = ?", (bucket.name,)).fetchone()
             if row:
                 raise BucketAlreadyExists(bucket.name, row[0])
-            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?)",
-                      (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl))
+            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+                      (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors))
 
         await self._write(run)
 
@@ -453,10 +458,11 @@ class SqliteMetaStore(MetaStore):
         return await self._read(run)
 
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replaces ``acl``; the name, owner, creation time and region of a bucket do not change."""
+        """Replaces ``acl`` and ``cors``; the name, owner, creation time and region of a bucket do not change."""
 
         def run(c: sqlite3.Connection) -> None:
-            if c.execute("UPDATE buckets SET acl = ? WHERE name = ?", (bucket.acl, bucket.name)).rowcount == 0:
+            if c.execute("UPDATE buckets SET acl = ?, cors = ? WHERE name = ?",
+                         (bucket.acl, bucket.cors, bucket.name)).rowcount == 0:
                 raise NoSuchBucket(bucket.name)
 
         await self._write(run)

@@ -64,6 +64,7 @@ class Bucket:
     created: float  # seconds since the epoch
     region: str = "us-east-1"
     acl: str = ""  # serialized access-control policy; "" = private to the owner
+    cors: str = ""  # serialized CORS rules; "" = no CORS configuration
 
 
 @attrs.frozen
@@ -193,7 +194,7 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replace a bucket's mutable fields (acl...). Raises NoSuchBucket."""
+        """Replace a bucket's mutable fields (acl, cors). Raises NoSuchBucket."""
 
     @abc.abstractmethod
     async def delete_bucket(self, name: str) -> None:

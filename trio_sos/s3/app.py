@@ -19,7 +19,7 @@ import attrs
 
 from ..auth import sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
-from . import buckets, copy, listing, multipart, objects, tagging
+from . import buckets, copy, cors, listing, multipart, objects, tagging
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
 
@@ -63,13 +63,17 @@ OPERATIONS: dict[str, Operation] = {
         Operation("DeleteObjectTagging", tagging.delete_object_tagging, "object"),
         Operation("GetBucketVersioning", tagging.get_bucket_versioning, "bucket"),
         Operation("ListObjectVersions", tagging.list_object_versions, "bucket"),
+        Operation("PutBucketCors", cors.put_bucket_cors, "bucket"),
+        Operation("GetBucketCors", cors.get_bucket_cors, "bucket"),
+        Operation("DeleteBucketCors", cors.delete_bucket_cors, "bucket"),
+        Operation("PreflightCors", cors.preflight, "bucket"),
     ]
 }
 
 # Sub-resources that name operations this node does not implement yet: answered NotImplemented, never mistaken
 # for the plain operation on the same URL (a PUT ?acl must not overwrite an object).
 UNBUILT_SUBRESOURCES = (
-    "acl", "cors", "lifecycle", "logging", "notification", "policy", "replication", "restore",
+    "acl", "lifecycle", "logging", "notification", "policy", "replication", "restore",
     "tagging", "torrent", "versioning", "versions", "website", "encryption",
     "object-lock", "legal-hold", "retention", "accelerate", "requestPayment", "analytics", "inventory",
     "metrics", "ownershipControls", "publicAccessBlock", "intelligent-tiering", "attributes", "select",
@@ -82,6 +86,11 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
         return "ListBuckets" if method == "GET" else "MethodNotAllowed"
     if key is not None and "tagging" in query:
         return {"GET": "GetObjectTagging", "PUT": "PutObjectTagging", "DELETE": "DeleteObjectTagging"}.get(
+            method, "MethodNotAllowed")
+    if method == "OPTIONS":
+        return "PreflightCors"
+    if key is None and "cors" in query:
+        return {"GET": "GetBucketCors", "PUT": "PutBucketCors", "DELETE": "DeleteBucketCors"}.get(
             method, "MethodNotAllowed")
     if key is None and method == "GET" and "versioning" in query:
         return "GetBucketVersioning"
@@ -160,6 +169,11 @@ class S3App:
             raise
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("x-amz-id-2", request_id))
+        if request.header("origin") is not None and ctx.operation != "PreflightCors":
+            try:
+                response.headers += await cors.response_headers(ctx)
+            except S3Error:
+                pass
         log.info("request %s %s %s %s -> %d (%.1f ms)", request_id, ctx.operation or "-", request.method,
                  request.target, response.status, (time.monotonic() - started) * 1000)
         return response
@@ -187,6 +201,8 @@ class S3App:
         ctx.bucket, ctx.key = split_target(request, self.services.config.base_domain)
         name = operation_name(request.method, ctx.bucket, ctx.key, ctx.query, request)
         ctx.operation = name
+        if name == "PreflightCors":  # browsers send preflights without credentials
+            return await cors.preflight(ctx)
         await self._authenticate(ctx)
         if name == "MethodNotAllowed":
             raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="OBJECT" if ctx.key else "BUCKET")

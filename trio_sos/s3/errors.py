@@ -8,6 +8,7 @@ from xml.sax.saxutils import escape
 CODES: dict[str, tuple[int, str]] = {
     "AccessDenied": (403, "Access Denied"),
     "AuthorizationHeaderMalformed": (400, "The authorization header you provided is invalid."),
+    "AccessForbidden": (403, "CORSResponse: This CORS request is not allowed."),
     "BadDigest": (400, "The Content-MD5 you specified did not match what we received."),
     "BucketAlreadyExists": (409, "The requested bucket name is not available. The bucket namespace is shared by "
                                  "all users of the system. Please select a different name and try again."),
@@ -40,6 +41,7 @@ CODES: dict[str, tuple[int, str]] = {
     "MissingContentLength": (411, "You must provide the Content-Length HTTP header."),
     "MissingSecurityHeader": (400, "Your request was missing a required header"),
     "NoSuchBucket": (404, "The specified bucket does not exist"),
+    "NoSuchCORSConfiguration": (404, "The CORS configuration does not exist"),
     "NoSuchKey": (404, "The specified key does not exist."),
     "NoSuchUpload": (404, "The specified multipart upload does not exist."),
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented"),
