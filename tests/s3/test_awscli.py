@@ -15,7 +15,7 @@ AWS = "/usr/bin/aws"
 
 if not os.access(AWS, os.X_OK):
     if os.environ.get("CI"):
-        raise RuntimeError("the AWS CLI (Debian package awscli) must be installed in CI: see .ci/run")
+        raise RuntimeError("the AWS CLI (Debian package awscli) must be installed in CI: see scripts/install-clients.sh")
     pytest.skip("Debian's awscli is not installed (apt-get install awscli)", allow_module_level=True)
 
 

@@ -10,7 +10,8 @@ and "... Including Trailing Headers")::
                                                 [x-amz-checksum-crc32:BASE64\\r\\n] \\r\\n
     STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER  hex-size;chunk-signature=SIG\\r\\n <data> \\r\\n ...
                                                 0;chunk-signature=SIG\\r\\n
-                                                [x-amz-checksum-crc32:BASE64\\r\\n x-amz-trailer-signature:SIG\\r\\n] \\r\\n
+                                                [x-amz-checksum-crc32:BASE64\\r\\n
+                                                 x-amz-trailer-signature:SIG\\r\\n] \\r\\n
 
 Each chunk signature is HMAC-SHA256(signing key, string to sign), chained from the seed signature (the request's
 own signature) through every chunk, the final empty one included::
@@ -244,9 +245,8 @@ class AwsChunkedDecoder:
     def checksum_algorithm(self) -> str:
         """The checksum the stored object gets: the announced trailer's algorithm (``"CRC32"``, ``"CRC32C"``,
         ``"SHA256"``...), else S3's default ``"CRC64NVME"`` (computed by the server)."""
-        for name in self.trailer_names:
-            return name.removeprefix("x-amz-checksum-").upper()
-        return DEFAULT_CHECKSUM_ALGORITHM
+        name = next(iter(self.trailer_names), None)
+        return DEFAULT_CHECKSUM_ALGORITHM if name is None else name.removeprefix("x-amz-checksum-").upper()
 
     @property
     def decoded_length(self) -> int:
@@ -316,12 +316,13 @@ class AwsChunkedDecoder:
                     self._buf.clear()
                     self._state = _HEADER
             elif state in (_HEADER, _TRAILER):
-                newline = data.find(b"\n", pos, pos + MAX_LINE - len(self._buf))
+                limit = pos + MAX_LINE - len(self._buf)
+                newline = data.find(b"\n", pos, limit)
                 if newline < 0:
+                    if end >= limit:  # no line end within MAX_LINE bytes
+                        raise _incomplete() if state == _HEADER else _malformed_trailer()
                     self._buf += data[pos:]
                     pos = end
-                    if len(self._buf) >= MAX_LINE:
-                        raise _incomplete() if state == _HEADER else _malformed_trailer()
                     continue
                 line = bytes(self._buf) + data[pos : newline + 1]
                 self._buf.clear()
@@ -375,7 +376,7 @@ class AwsChunkedDecoder:
         verified = self._verified
         assert verified is not None
         expected = hmac.new(verified.signing_key, sts.encode("ascii"), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected.encode("ascii"), provided.encode("latin-1")):
+        if not hmac.compare_digest(expected.encode("ascii"), provided.encode("utf-8", "replace")):
             raise AuthError("SignatureDoesNotMatch", _SIGNATURE_MISMATCH_MESSAGE)
         return expected
 

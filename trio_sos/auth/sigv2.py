@@ -17,7 +17,8 @@ The string to sign (S3 developer guide, "Signing and Authenticating REST Request
     VERB \\n Content-MD5 \\n Content-Type \\n Date \\n CanonicalizedAmzHeaders CanonicalizedResource
 
 - Date is the ``Date`` header, or empty when an ``x-amz-date`` header is present (which then appears among the
-  amz headers), or the ``Expires`` parameter for query-string authentication. Content-MD5 and Content-Type are
+  amz headers), or the ``Expires`` parameter for query-string authentication. With x-amz-date, two other
+  spellings clients use are accepted too (see `verify_v2`). Content-MD5 and Content-Type are
   the header values trimmed, empty when absent.
 - CanonicalizedAmzHeaders: one ``name:value\\n`` line per ``x-amz-*`` header, names lowercase and sorted, values
   trimmed, repeated headers joined with ``,`` in the order received. No other whitespace is touched (h11 already
@@ -164,8 +165,6 @@ def _raw_query_parts(raw_query: str) -> list[tuple[str, str | None]]:
 
 def _resource(raw_path: str, parts: Sequence[tuple[str, str | None]], bucket: str | None, *, bare: bool) -> str:
     resource = (f"/{bucket}" if bucket else "") + (raw_path or "/")
-    if bucket and not raw_path:
-        resource = f"/{bucket}/"
     subresources = sorted(
         ((name, value) for name, value in parts if name in SUBRESOURCES), key=lambda pair: pair[0]
     )
@@ -231,26 +230,28 @@ def _sign(secret: str, text: str) -> str:
 def _check(
     method: str,
     raw_target: str,
-    grouped: Mapping[str, list[str]],
-    date_line: str,
+    variants: Sequence[tuple[str, Mapping[str, list[str]]]],
     access_key: str,
     signature: str,
     secret: str,
     bucket_from_host: str | None,
     overrides: Mapping[str, str] | None = None,
 ) -> None:
+    """Accept the signature if it signs one of the (date line, headers) ``variants`` with one of the spellings of
+    the resource; else SignatureDoesNotMatch reporting the first (the documented) string to sign."""
     raw_path, _, raw_query = raw_target.partition("?")
     parts = _raw_query_parts(raw_query)
     provided = _to_bytes(signature)
-    candidates = [_resource(raw_path, parts, bucket_from_host, bare=False)]
+    resources = [_resource(raw_path, parts, bucket_from_host, bare=False)]
     if any(value == "" and name in SUBRESOURCES for name, value in parts):
-        candidates.append(_resource(raw_path, parts, bucket_from_host, bare=True))
+        resources.append(_resource(raw_path, parts, bucket_from_host, bare=True))
     first = ""
-    for resource in candidates:
-        sts = _string_to_sign(method, grouped, date_line, resource, overrides)
-        first = first or sts
-        if hmac.compare_digest(_sign(secret, sts).encode("ascii"), provided):
-            return
+    for date_line, grouped in variants:
+        for resource in resources:
+            sts = _string_to_sign(method, grouped, date_line, resource, overrides)
+            first = first or sts
+            if hmac.compare_digest(_sign(secret, sts).encode("ascii"), provided):
+                return
     raise AuthError(
         "SignatureDoesNotMatch",
         _SIGNATURE_MISMATCH_MESSAGE,
@@ -325,8 +326,15 @@ def verify_v2(
             },
         )
 
-    date_line = "" if amz_date else raw_date
-    _check(method, raw_target, grouped, date_line, access_key, signature, secret, bucket_from_host)
+    variants: list[tuple[str, Mapping[str, list[str]]]] = [("" if amz_date else raw_date, grouped)]
+    if amz_date:
+        # S3's own example (DELETE with x-amz-date in "Signing and Authenticating REST Requests") puts the
+        # x-amz-date value on the Date line and leaves it out of the amz headers; botocore and MinIO keep the
+        # Date header's value on the Date line. Both are accepted besides the documented empty Date line.
+        variants.append((raw_date, {k: v for k, v in grouped.items() if k != "x-amz-date"}))
+        if grouped.get("date"):
+            variants.append((",".join(v.strip() for v in grouped["date"]), grouped))
+    _check(method, raw_target, variants, access_key, signature, secret, bucket_from_host)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -409,8 +417,7 @@ def verify_v2_query(
     _check(
         method,
         raw_target,
-        grouped,
-        parsed.expires_text,
+        [(parsed.expires_text, grouped)],
         parsed.access_key,
         parsed.signature,
         secret,

@@ -1,0 +1,157 @@
+"""Real S3 clients at their default settings against a real node: s3cmd, rclone, the MinIO Python SDK.
+
+Each does: create a bucket; small and large (multipart) uploads; listings with prefix/delimiter; whole and ranged
+downloads; a copy; metadata; a directory synced up and back down, compared by hash; deletes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+MiB = 1 << 20
+
+
+def need(path: str) -> str:
+    if os.access(path, os.X_OK):
+        return path
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{path} must be installed in CI: see scripts/install-clients.sh")
+    pytest.skip(f"{path} is not installed (scripts/install-clients.sh)")
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def make_tree(root: Path) -> None:
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "top.txt").write_bytes(b"top")
+    (root / "a" / "mid.bin").write_bytes(os.urandom(300_000))
+    (root / "a" / "b" / "deep é.txt").write_bytes(b"deep")
+    (root / "empty").write_bytes(b"")
+
+
+def big_file(tmp_path: Path, size: int) -> Path:
+    path = tmp_path / "big.bin"
+    block = os.urandom(MiB)
+    with open(path, "wb") as f:
+        for i in range(size // MiB):
+            f.write(block[i % 7 :] + block[: i % 7])
+    return path
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kwargs)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def test_s3cmd(node, tmp_path) -> None:
+    s3cmd = need("/usr/bin/s3cmd")
+    u = node.users[0]
+    cfg = tmp_path / "s3cfg"
+    host = node.endpoint.split("://", 1)[1]
+    cfg.write_text(f"[default]\naccess_key = {u['access_key']}\nsecret_key = {u['secret_key']}\n"
+                   f"host_base = {host}\nhost_bucket = {host}\nuse_https = False\nbucket_location = us-east-1\n")
+    s = lambda *args: run([s3cmd, "-c", str(cfg), *args])  # noqa: E731
+    s("mb", "s3://s3cmd-bucket")
+    big = big_file(tmp_path, 100 * MiB)
+    s("put", str(big), "s3://s3cmd-bucket/big/one.bin")  # 15 MiB multipart chunks by default
+    head = node.client().head_object(Bucket="s3cmd-bucket", Key="big/one.bin")
+    assert head["ContentLength"] == 100 * MiB and head["ETag"].endswith('-7"')
+    s("put", "--add-header=x-amz-meta-colour:green", str(big.parent / "big.bin"), "s3://s3cmd-bucket/meta.bin")
+    assert "colour" in node.client().head_object(Bucket="s3cmd-bucket", Key="meta.bin")["Metadata"]
+    back = tmp_path / "back.bin"
+    s("get", "s3://s3cmd-bucket/big/one.bin", str(back))
+    assert hashlib.md5(back.read_bytes()).digest() == hashlib.md5(big.read_bytes()).digest()
+    src = tmp_path / "tree"
+    make_tree(src)
+    s("sync", str(src) + "/", "s3://s3cmd-bucket/tree/")
+    listing = s("ls", "s3://s3cmd-bucket/tree/").stdout
+    assert "DIR" in listing and "s3://s3cmd-bucket/tree/a/" in listing and "top.txt" in listing
+    down = tmp_path / "down"
+    down.mkdir()
+    s("sync", "s3://s3cmd-bucket/tree/", str(down) + "/")
+    assert digest_tree(down) == digest_tree(src)
+    s("cp", "s3://s3cmd-bucket/tree/top.txt", "s3://s3cmd-bucket/copied.txt")
+    assert node.client().get_object(Bucket="s3cmd-bucket", Key="copied.txt")["Body"].read() == b"top"
+    s("del", "--recursive", "--force", "s3://s3cmd-bucket/")
+    s("rb", "s3://s3cmd-bucket")
+
+
+def test_rclone(node, tmp_path) -> None:
+    rclone = need("/usr/bin/rclone")
+    u = node.users[0]
+    # The AWS SDK in rclone refuses a plain-HTTP endpoint when AWS_CA_BUNDLE is set (as on some machines).
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {**base, "RCLONE_CONFIG_T_TYPE": "s3", "RCLONE_CONFIG_T_PROVIDER": "Other",
+           "RCLONE_CONFIG_T_ACCESS_KEY_ID": u["access_key"], "RCLONE_CONFIG_T_SECRET_ACCESS_KEY": u["secret_key"],
+           "RCLONE_CONFIG_T_ENDPOINT": node.endpoint, "RCLONE_CONFIG_T_REGION": "us-east-1",
+           "RCLONE_CONFIG": str(tmp_path / "none.conf")}
+    r = lambda *args, **kw: run([rclone, *args], env=env, **kw)  # noqa: E731
+    r("mkdir", "t:rclone-bucket")
+    src = tmp_path / "tree"
+    make_tree(src)
+    r("sync", str(src), "t:rclone-bucket/tree")
+    r("check", str(src), "t:rclone-bucket/tree")  # sizes and MD5s, both sides
+    assert sorted(r("lsf", "t:rclone-bucket/tree").stdout.split()) == ["a/", "empty", "top.txt"]
+    down = tmp_path / "down"
+    r("copy", "t:rclone-bucket/tree", str(down))
+    assert digest_tree(down) == digest_tree(src)
+    big = big_file(tmp_path, 100 * MiB)
+    with open(big, "rb") as stdin:  # streamed from stdin: size unknown, so multipart
+        r("rcat", "t:rclone-bucket/big.bin", stdin=stdin)
+    head = node.client().head_object(Bucket="rclone-bucket", Key="big.bin")
+    assert head["ContentLength"] == 100 * MiB and "-" in head["ETag"]
+    got = subprocess.run([rclone, "cat", "--offset", str(50 * MiB), "--count", "10", "t:rclone-bucket/big.bin"],
+                         env=env, capture_output=True, timeout=120, check=True).stdout
+    assert got == big.read_bytes()[50 * MiB : 50 * MiB + 10]
+    r("copyto", "t:rclone-bucket/tree/top.txt", "t:rclone-bucket/copy.txt")
+    assert r("cat", "t:rclone-bucket/copy.txt").stdout == "top"
+    r("purge", "t:rclone-bucket")
+    assert "rclone-bucket" not in r("lsd", "t:").stdout
+
+
+def test_minio_py(node, tmp_path) -> None:
+    from minio import Minio
+    from minio.commonconfig import CopySource
+    from minio.deleteobjects import DeleteObject
+
+    u = node.users[0]
+    mc = Minio(node.endpoint.split("://", 1)[1], access_key=u["access_key"], secret_key=u["secret_key"],
+               secure=False, region="us-east-1")
+    mc.make_bucket("minio-bucket")
+    assert mc.bucket_exists("minio-bucket")
+    big = big_file(tmp_path, 100 * MiB)
+    mc.fput_object("minio-bucket", "big/one.bin", str(big), metadata={"x-amz-meta-colour": "blue"})
+    stat = mc.stat_object("minio-bucket", "big/one.bin")
+    assert stat.size == 100 * MiB and "-" in stat.etag and stat.metadata["x-amz-meta-colour"] == "blue"
+    back = tmp_path / "back.bin"
+    mc.fget_object("minio-bucket", "big/one.bin", str(back))
+    assert hashlib.md5(back.read_bytes()).digest() == hashlib.md5(big.read_bytes()).digest()
+    part = mc.get_object("minio-bucket", "big/one.bin", offset=10, length=20)
+    assert part.read() == big.read_bytes()[10:30]
+    part.close()
+    part.release_conn()
+    import io
+
+    for i in range(5):
+        mc.put_object("minio-bucket", f"dir/{i}.txt", io.BytesIO(b"x" * i), i)
+    top = sorted(o.object_name for o in mc.list_objects("minio-bucket"))
+    assert top == ["big/", "dir/"]
+    assert len(list(mc.list_objects("minio-bucket", prefix="dir/", recursive=True))) == 5
+    mc.copy_object("minio-bucket", "copied.txt", CopySource("minio-bucket", "dir/3.txt"))
+    assert mc.get_object("minio-bucket", "copied.txt").read() == b"xxx"
+    errors = list(mc.remove_objects("minio-bucket", [DeleteObject(f"dir/{i}.txt") for i in range(5)]))
+    assert errors == []
+    assert sorted(o.object_name for o in mc.list_objects("minio-bucket", recursive=True)) == ["big/one.bin",
+                                                                                             "copied.txt"]
+    shutil.rmtree(tmp_path / "tree", ignore_errors=True)
