@@ -390,7 +390,7 @@ def dumps(policy: Policy) -> str:
             entry.append(g.display_name)
         grants.append(entry)
     return json.dumps({"v": 1, "o": [policy.owner_id, policy.owner_name], "g": grants},
-                      separators=(",", ":"), ensure_ascii=False)
+                      separators=(",", ":"))
 
 
 def loads(text: str) -> Policy:
