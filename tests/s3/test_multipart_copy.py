@@ -276,3 +276,40 @@ def test_cors_configuration_and_preflight(s3, node) -> None:
     assert got["ResponseMetadata"]["HTTPHeaders"]["access-control-expose-headers"] == "ETag"
     s3.delete_bucket_cors(Bucket="web")
     assert preflight("https://app.example.com", "GET")[0] == 403
+
+
+def test_browser_form_post_with_signed_policy(s3, node) -> None:
+    import requests
+
+    s3.create_bucket(Bucket="forms")
+    s3 = node.client(signature_version="s3v4")  # botocore presigns POSTs with SigV2 unless told otherwise
+    post = s3.generate_presigned_post(
+        Bucket="forms", Key="uploads/${filename}",
+        Fields={"Content-Type": "text/plain", "x-amz-meta-origin": "form"},
+        Conditions=[["starts-with", "$key", "uploads/"], {"Content-Type": "text/plain"},
+                    {"x-amz-meta-origin": "form"}, ["content-length-range", 1, 1000]],
+        ExpiresIn=300)
+    files = {"file": ("hello.txt", b"hello from a form")}
+    resp = requests.post(post["url"], data=post["fields"], files=files, timeout=30)
+    assert resp.status_code == 204, resp.text
+    got = s3.get_object(Bucket="forms", Key="uploads/hello.txt")
+    assert got["Body"].read() == b"hello from a form" and got["Metadata"] == {"origin": "form"}
+    assert got["ContentType"] == "text/plain"
+    too_big = requests.post(post["url"], data=post["fields"], files={"file": ("big.txt", b"x" * 2000)}, timeout=30)
+    assert too_big.status_code == 400 and b"EntityTooLarge" in too_big.content
+    tampered = dict(post["fields"], key="elsewhere/x.txt")
+    denied = requests.post(post["url"], data=tampered, files=files, timeout=30)
+    assert denied.status_code == 403
+    extra = dict(post["fields"], **{"x-amz-meta-sneaky": "1"})
+    denied = requests.post(post["url"], data=extra, files=files, timeout=30)
+    assert denied.status_code == 403 and b"Extra input fields" in denied.content
+    bad_sig = dict(post["fields"], **{"x-amz-signature": "0" * 64})
+    assert requests.post(post["url"], data=bad_sig, files=files, timeout=30).status_code == 403
+    assert requests.post(post["url"], data=dict(post["fields"], success_action_status="201"), files=files,
+                         timeout=30).status_code == 403  # a field the policy does not cover
+    post201 = s3.generate_presigned_post(Bucket="forms", Key="uploads/${filename}",
+                                         Fields={"success_action_status": "201"},
+                                         Conditions=[{"success_action_status": "201"}], ExpiresIn=300)
+    created = requests.post(post201["url"], data=post201["fields"], files=files, timeout=30)
+    assert created.status_code == 201 and b"<PostResponse" in created.content
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="forms")["Contents"]] == ["uploads/hello.txt"]

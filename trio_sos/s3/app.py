@@ -19,7 +19,7 @@ import attrs
 
 from ..auth import sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
-from . import buckets, copy, cors, listing, multipart, objects, tagging
+from . import buckets, copy, cors, listing, multipart, objects, post, tagging
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
 
@@ -67,6 +67,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("GetBucketCors", cors.get_bucket_cors, "bucket"),
         Operation("DeleteBucketCors", cors.delete_bucket_cors, "bucket"),
         Operation("PreflightCors", cors.preflight, "bucket"),
+        Operation("PostObject", post.post_object, "bucket"),
     ]
 }
 
@@ -108,6 +109,8 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
             return "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects"
         if method == "POST" and "delete" in query:
             return "DeleteObjects"
+        if method == "POST" and not query:
+            return "PostObject"
         return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(method,
                                                                                           "MethodNotAllowed")
     copying = request.header("x-amz-copy-source") is not None
@@ -203,6 +206,8 @@ class S3App:
         ctx.operation = name
         if name == "PreflightCors":  # browsers send preflights without credentials
             return await cors.preflight(ctx)
+        if name == "PostObject":  # authenticated by the signed policy inside the form
+            return await post.post_object(ctx)
         await self._authenticate(ctx)
         if name == "MethodNotAllowed":
             raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="OBJECT" if ctx.key else "BUCKET")

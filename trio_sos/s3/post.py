@@ -1,0 +1,206 @@
+"""PostObject: browser-form uploads (multipart/form-data) authorised by a policy signed with SigV4.
+
+The form's fields must come before its ``file`` part (as S3 requires); they are read and checked — signature,
+expiry, every policy condition, no unlisted field — before a byte of the file is accepted, then the file streams
+to the agents like any other body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import time
+from collections import deque
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from ..auth import sigv4
+from ..http.formdata import Field, FileData, FileEnd, FileStart, FormError, FormParser, boundary_of
+from ..http.server import Response
+from ..meta import store as m
+from .context import Ctx
+from .errors import S3Error
+from .objects import MAX_PUT_SIZE, STORED_HEADERS, committing, store_body
+from .xml import Tag, document
+
+EXEMPT = {"policy", "x-amz-signature", "file"}
+
+
+def _malformed(message: str = "The body of your POST request is not well-formed multipart/form-data.") -> S3Error:
+    return S3Error("MalformedPOSTRequest", message, status=400)
+
+
+def _denied(message: str) -> S3Error:
+    return S3Error("AccessDenied", f"Invalid according to Policy: {message}")
+
+
+def _check_policy(policy: dict, fields: dict[str, str], bucket: str) -> tuple[int, int]:
+    """Every condition against the form's fields; returns the content-length range (min, max)."""
+    expiration = policy.get("expiration")
+    try:
+        expires = datetime.fromisoformat(str(expiration).replace("Z", "+00:00"))
+    except ValueError:
+        raise _malformed("Invalid Policy: Invalid 'expiration' value") from None
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    if expires < datetime.now(UTC):
+        raise _denied("Policy expired.")
+    values = dict(fields, bucket=bucket)
+    covered = {"bucket"}
+    length = (0, MAX_PUT_SIZE)
+    conditions = policy.get("conditions")
+    if not isinstance(conditions, list):
+        raise _malformed("Invalid Policy: conditions must be a list")
+    for cond in conditions:
+        if isinstance(cond, dict) and len(cond) == 1:
+            ((name, expected),) = cond.items()
+            op, name = "eq", name.lower()
+        elif isinstance(cond, list) and len(cond) == 3 and isinstance(cond[0], str):
+            op = cond[0].lower()
+            if op == "content-length-range":
+                try:
+                    length = (int(cond[1]), int(cond[2]))
+                except (TypeError, ValueError):
+                    raise _malformed("Invalid Policy: content-length-range") from None
+                continue
+            if not isinstance(cond[1], str) or not cond[1].startswith("$"):
+                raise _malformed(f"Invalid Policy: bad condition {cond!r}")
+            name, expected = cond[1][1:].lower(), cond[2]
+        else:
+            raise _malformed(f"Invalid Policy: bad condition {cond!r}")
+        if not isinstance(expected, str):
+            raise _malformed(f"Invalid Policy: bad condition {cond!r}")
+        covered.add(name)
+        actual = values.get(name, "")
+        if op == "eq" and actual != expected:
+            raise _denied(f'Policy Condition failed: ["eq", "${name}", "{expected}"]')
+        if op == "starts-with" and not actual.startswith(expected):
+            raise _denied(f'Policy Condition failed: ["starts-with", "${name}", "{expected}"]')
+        if op not in ("eq", "starts-with"):
+            raise _malformed(f"Invalid Policy: unknown operation {op}")
+    extra = [n for n in fields if n not in covered and n not in EXEMPT and not n.startswith("x-ignore-")]
+    if extra:
+        raise _denied(f"Extra input fields: {extra[0]}")
+    return length
+
+
+async def _authenticate(ctx: Ctx, fields: dict[str, str]) -> m.User:
+    if "x-amz-signature" not in fields or "policy" not in fields:
+        if "awsaccesskeyid" in fields or "signature" in fields:
+            raise S3Error("NotImplemented", "Signature Version 2 POST forms are not implemented")
+        raise S3Error("AccessDenied", "Anonymous POST uploads are not allowed")
+    if fields.get("x-amz-algorithm") != "AWS4-HMAC-SHA256":
+        raise S3Error("InvalidArgument", "Unsupported x-amz-algorithm", ArgumentName="x-amz-algorithm",
+                      ArgumentValue=fields.get("x-amz-algorithm", ""))
+    parts = fields.get("x-amz-credential", "").split("/")
+    if len(parts) != 5 or parts[3] != "s3" or parts[4] != "aws4_request":
+        raise S3Error("InvalidArgument", "Invalid x-amz-credential", ArgumentName="x-amz-credential",
+                      ArgumentValue=fields.get("x-amz-credential", ""))
+    access_key, date, region = parts[0], parts[1], parts[2]
+    user = await ctx.services.user_by_access_key(access_key)
+    if user is None:
+        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
+    key = sigv4.derive_signing_key(user.secret_key, date, region, "s3")
+    expected = hmac.new(key, fields["policy"].encode(), "sha256").hexdigest()
+    if not hmac.compare_digest(expected, fields["x-amz-signature"].strip().lower()):
+        raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access_key, StringToSign=fields["policy"])
+    return user
+
+
+async def post_object(ctx: Ctx) -> Response:
+    assert ctx.bucket is not None
+    bucket = await ctx.meta.get_bucket(ctx.bucket)
+    if bucket is None:
+        raise S3Error("NoSuchBucket", BucketName=ctx.bucket)
+    try:
+        parser = FormParser(boundary_of(ctx.header("content-type") or ""))
+    except FormError as exc:
+        raise _malformed() from exc
+    fields: dict[str, str] = {}
+    pending: deque[bytes] = deque()
+    state = {"start": None, "done": False}
+
+    def absorb(events: list[object]) -> None:
+        for event in events:
+            if isinstance(event, Field) and state["start"] is None:
+                fields[event.name.lower()] = event.value.decode("utf-8", "replace")
+            elif isinstance(event, FileStart) and state["start"] is None:
+                state["start"] = event
+            elif isinstance(event, FileData) and not state["done"]:
+                pending.append(event.data)
+            elif isinstance(event, FileEnd):
+                state["done"] = True
+
+    async def feed_more() -> bool:
+        data = await ctx.request.receive()
+        try:
+            if data:
+                absorb(parser.feed(data))
+                return True
+            parser.finish()
+        except FormError as exc:
+            raise _malformed(str(exc)) from exc
+        return False
+
+    while state["start"] is None:
+        if not await feed_more():
+            raise _malformed("POST requires exactly one file upload per request.")
+    user = await _authenticate(ctx, fields)
+    if bucket.owner_id != user.id:
+        raise S3Error("AccessDenied")
+    try:
+        policy = json.loads(base64.b64decode(fields["policy"], validate=True))
+    except (binascii.Error, ValueError):
+        raise _malformed("Invalid Policy: Invalid JSON.") from None
+    low, high = _check_policy(policy, fields, ctx.bucket)
+    filename = state["start"].filename  # type: ignore[union-attr]
+    key = fields.get("key", "").replace("${filename}", filename)
+    if not key:
+        raise S3Error("InvalidArgument", "Bucket POST must contain a field named 'key'.", ArgumentName="key")
+    if len(key.encode("utf-8")) > 1024:
+        raise S3Error("KeyTooLongError")
+    ctx.key, ctx.user = key, user
+
+    async def receive() -> bytes:
+        while not pending:
+            if state["done"]:
+                return b""
+            if not await feed_more():
+                raise _malformed("the file part has no closing boundary")
+        return pending.popleft()
+
+    stored = await store_body(ctx, receive, max_size=min(high, MAX_PUT_SIZE))
+    while await feed_more():  # the rest of the form (fields after the file are ignored, as S3 does)
+        pass
+    size = stored.written.size
+    if size < low or size > high:
+        await ctx.services.data.discard(stored.written)
+        code = "EntityTooSmall" if size < low else "EntityTooLarge"
+        raise S3Error(code, "Your proposed upload is " + ("smaller" if size < low else "larger")
+                      + " than the allowed size range of the policy.", ProposedSize=str(size))
+    obj = m.ObjectVersion(
+        bucket=ctx.bucket, key=key, version_id="null", size=size, etag=stored.etag, last_modified=time.time(),
+        owner_id=user.id, manifest=stored.written.manifest,
+        content_type=fields.get("content-type") or "binary/octet-stream",
+        headers=tuple((h, fields[h]) for h in STORED_HEADERS if h in fields),
+        user_meta=tuple((n[len("x-amz-meta-"):], v) for n, v in fields.items() if n.startswith("x-amz-meta-")),
+    )
+    async with committing(ctx, stored):
+        await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay)
+    etag = f'"{obj.etag}"'
+    location = f"/{ctx.bucket}/{quote(key)}"
+    redirect = fields.get("success_action_redirect")
+    if redirect:
+        sep = "&" if "?" in redirect else "?"
+        target = f"{redirect}{sep}bucket={quote(ctx.bucket)}&key={quote(key)}&etag={quote(etag)}"
+        return Response(303, [("Location", target), ("ETag", etag)], b"")
+    status = fields.get("success_action_status", "204")
+    headers = [("ETag", etag), ("Location", location)]
+    if status == "201":
+        body = document(Tag("PostResponse", Tag("Location", location), Tag("Bucket", ctx.bucket),
+                            Tag("Key", key), Tag("ETag", etag)))
+        return Response(201, headers + [("Content-Type", "application/xml")], body)
+    return Response(200 if status == "200" else 204, headers, b"")
+
