@@ -88,6 +88,10 @@ CANNED_TABLE = {
 }
 
 
+def test_canned_names():
+    assert sorted(acl.CANNED) == sorted(CANNED_TABLE)
+
+
 @pytest.mark.parametrize("name", sorted(CANNED_TABLE))
 def test_canned_table(name):
     policy = acl.canned(name, "owner-id", "Owner", bucket_owner_id=BUCKET_OWNER[0], bucket_owner_name=BUCKET_OWNER[1])
@@ -188,6 +192,39 @@ def test_grant_header_ids_checked_by_resolve_id():
     assert (error.message, error.extra) == ("Invalid id", {"ArgumentName": "id", "ArgumentValue": "mallory"})
 
 
+grantee_items = st.one_of(
+    st.tuples(st.sampled_from(["id", "ID", "Id"]), st.from_regex(r"[A-Za-z0-9_.@:/+-]{1,12}", fullmatch=True)),
+    st.tuples(st.sampled_from(["uri", "URI"]), st.sampled_from([ALL_USERS, AUTHENTICATED_USERS, LOG_DELIVERY])),
+    st.tuples(st.sampled_from(["emailAddress", "emailaddress"]), st.sampled_from(sorted(USERS))),
+)
+blanks = st.sampled_from(["", " ", "  ", "\t", " \t "])
+
+
+@FAST
+@given(st.lists(st.tuples(grantee_items, st.booleans(), blanks, blanks, blanks, blanks), min_size=1, max_size=8))
+def test_grant_header_any_spacing_and_quoting(items):
+    parts, expected = [], []
+    for (key, value), quoted, before, after_key, after_eq, after in items:
+        text = f'"{value}"' if quoted else value
+        parts.append(f"{before}{key}{after_key}={after_eq}{text}{after}")
+        kind = key.lower()
+        grantee = (user(value) if kind == "id" else group(value) if kind == "uri" else user(*USERS[value]))
+        expected.append(Grant(grantee, "WRITE_ACP"))
+    policy = acl.from_grant_headers({"x-amz-grant-write-acp": ",".join(parts)}, "o", "O", resolve_email)
+    assert policy == Policy("o", "O", tuple(expected))
+
+
+@FAST
+@given(st.text(max_size=60))
+def test_grant_header_random_text_never_crashes(value):
+    try:
+        policy = acl.from_grant_headers({"x-amz-grant-read": value}, "o", "O", resolve_email)
+    except S3Error as exc:
+        assert exc.status == 400 and exc.code in ("InvalidArgument", "UnresolvableGrantByEmailAddress")
+    else:
+        assert policy is not None and policy.grants and all(g.permission == "READ" for g in policy.grants)
+
+
 @pytest.mark.parametrize("value", [
     "", "   ", "alice-id", "id", "id=", 'id=""', 'id="  "', "id=a,", ",id=a", "id=a,,id=b", "id=a b", 'id="a',
     'id=a"b', "name=alice", "id:alice", "id=a;id=b", "canonical=abc", 'id="a" id="b"', "id=a=b",
@@ -243,7 +280,7 @@ def test_request_policy_canned_and_grants_conflict():
 # -- documents --------------------------------------------------------------------------------------------------------
 
 # The "Sample ACL" of the S3 User Guide, "Access control list (ACL) overview" (awsdocs/amazon-s3-developer-guide,
-# doc_source/acl-overview.md), as printed there (indentation and a trailing space included).
+# doc_source/acl-overview.md), as printed there (indentation and blank lines included).
 AWS_SAMPLE_ACL = b"""<?xml version="1.0" encoding="UTF-8"?>
 <AccessControlPolicy xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
   <Owner>
@@ -277,7 +314,7 @@ AWS_SAMPLE_ACL = b"""<?xml version="1.0" encoding="UTF-8"?>
 
     <Grant>
       <Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="Group">
-        <URI>http://acs.amazonaws.com/groups/global/AllUsers</URI> 
+        <URI>http://acs.amazonaws.com/groups/global/AllUsers</URI>
       </Grantee>
       <Permission>READ</Permission>
     </Grant>
@@ -463,7 +500,9 @@ HOSTILE = {
     "unclosed grant": _doc("<Grant>"),
     "bad utf-8": b"<AccessControlPolicy><Owner><ID>\xff\xfe</ID></Owner><AccessControlList/></AccessControlPolicy>",
     "unknown encoding": b'<?xml version="1.0" encoding="x-bogus"?><AccessControlPolicy/>',
-    "utf-16 mismatch": '<?xml version="1.0" encoding="UTF-16"?><AccessControlPolicy/>'.encode("utf-8"),
+    "utf-16 mismatch": b'<?xml version="1.0" encoding="UTF-16"?><AccessControlPolicy/>',
+    "text-to-bytes codec": b'<?xml version="1.0" encoding="base64"?><AccessControlPolicy/>',
+    "deep nesting": b"<AccessControlPolicy>" + b"<a>" * 50_000 + b"</a>" * 50_000 + b"</AccessControlPolicy>",
     "nul": b"<AccessControlPolicy>\x00</AccessControlPolicy>",
     "two roots": _doc() + _doc(),
 }

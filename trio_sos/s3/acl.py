@@ -203,7 +203,7 @@ def _resolve(policy: Policy, resolve_email: ResolveEmail | None, resolve_id: Res
 
 # -- grant headers ----------------------------------------------------------------------------------------------------
 
-_GRANTEE = re.compile(r'[ \t]*([A-Za-z]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^",\s]+))[ \t]*(,|\Z)')
+_GRANTEE = re.compile(r'[ \t]*([A-Za-z]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^",=\s]+))[ \t]*(,|\Z)')
 
 
 def _parse_grantees(header: str, value: str) -> list[Grantee]:
@@ -330,7 +330,10 @@ def parse_policy_xml(body: bytes, resolve_email: ResolveEmail | None, *,
     DisplayName elements are ignored: names come from ``resolve_id`` (None: names left empty, any id accepted) and
     ``resolve_email`` (None: email grantees kept unresolved, see ``resolve``).
     """
-    root = parse(body)  # MalformedXML for anything that does not parse or uses a DTD/entities
+    try:
+        root = parse(body)  # MalformedXML for anything that does not parse or uses a DTD/entities
+    except LookupError as exc:  # an unknown encoding="..." (s3.xml.parse lets it through)
+        raise S3Error("MalformedXML") from exc
     if local(root.tag) != "AccessControlPolicy":
         raise _malformed(f"root element <{local(root.tag)}>")
     top = _children(root, ("Owner", "AccessControlList"), ("Owner", "AccessControlList"))

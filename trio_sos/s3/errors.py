@@ -36,6 +36,11 @@ CODES: dict[str, tuple[int, str]] = {
     "KeyTooLongError": (400, "Your key is too long"),
     "MalformedXML": (400, "The XML you provided was not well-formed or did not validate against our published "
                           "schema."),
+    "MalformedACLError": (400, "The XML you provided was not well-formed or did not validate against our "
+                               "published schema."),
+    "UnresolvableGrantByEmailAddress": (400, "The email address you provided does not match any account on "
+                                             "record."),
+    "MalformedPOSTRequest": (400, "The body of your POST request is not well-formed multipart/form-data."),
     "MetadataTooLarge": (400, "Your metadata headers exceed the maximum allowed metadata size."),
     "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),
     "MissingContentLength": (411, "You must provide the Content-Length HTTP header."),

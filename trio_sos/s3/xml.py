@@ -56,7 +56,7 @@ def parse(body: bytes) -> Element:
     """Parse a request document; anything malformed or using entity tricks is MalformedXML."""
     try:
         root = SafeET.fromstring(body, forbid_dtd=True)
-    except (SafeET.ParseError, DefusedXmlException, ValueError) as exc:
+    except (SafeET.ParseError, DefusedXmlException, ValueError, LookupError) as exc:  # LookupError: bogus encoding
         raise S3Error("MalformedXML") from exc
     return root
 
