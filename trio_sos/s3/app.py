@@ -19,7 +19,7 @@ import attrs
 
 from ..auth import sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
-from . import buckets, copy, cors, listing, multipart, objects, post, tagging
+from . import access, buckets, copy, cors, listing, multipart, objects, post, tagging
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
 
@@ -68,13 +68,17 @@ OPERATIONS: dict[str, Operation] = {
         Operation("DeleteBucketCors", cors.delete_bucket_cors, "bucket"),
         Operation("PreflightCors", cors.preflight, "bucket"),
         Operation("PostObject", post.post_object, "bucket"),
+        Operation("GetBucketAcl", access.get_bucket_acl, "bucket"),
+        Operation("PutBucketAcl", access.put_bucket_acl, "bucket"),
+        Operation("GetObjectAcl", access.get_object_acl, "object"),
+        Operation("PutObjectAcl", access.put_object_acl, "object"),
     ]
 }
 
 # Sub-resources that name operations this node does not implement yet: answered NotImplemented, never mistaken
 # for the plain operation on the same URL (a PUT ?acl must not overwrite an object).
 UNBUILT_SUBRESOURCES = (
-    "acl", "lifecycle", "logging", "notification", "policy", "replication", "restore",
+    "lifecycle", "logging", "notification", "policy", "replication", "restore",
     "tagging", "torrent", "versioning", "versions", "website", "encryption",
     "object-lock", "legal-hold", "retention", "accelerate", "requestPayment", "analytics", "inventory",
     "metrics", "ownershipControls", "publicAccessBlock", "intelligent-tiering", "attributes", "select",
@@ -90,6 +94,9 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
             method, "MethodNotAllowed")
     if method == "OPTIONS":
         return "PreflightCors"
+    if "acl" in query:
+        kind = "Object" if key is not None else "Bucket"
+        return {"GET": f"Get{kind}Acl", "PUT": f"Put{kind}Acl"}.get(method, "MethodNotAllowed")
     if key is None and "cors" in query:
         return {"GET": "GetBucketCors", "PUT": "PutBucketCors", "DELETE": "DeleteBucketCors"}.get(
             method, "MethodNotAllowed")
@@ -223,7 +230,7 @@ class S3App:
         if auth is None:
             if "X-Amz-Algorithm" in ctx.query or "Signature" in ctx.query:
                 raise S3Error("NotImplemented", "presigned URLs are not implemented by this server yet")
-            raise S3Error("AccessDenied", "Anonymous access is not allowed")
+            return  # anonymous: the AllUsers group, as far as ACLs allow
         if auth.startswith("AWS "):
             raise S3Error("NotImplemented", "Signature Version 2 is not implemented by this server yet")
         if not auth.startswith("AWS4-HMAC-SHA256"):

@@ -53,7 +53,8 @@ def owner_tag(user_id: str, display_name: str) -> Tag:
 
 
 async def list_buckets(ctx: Ctx) -> Response:
-    assert ctx.user is not None
+    if ctx.user is None:
+        raise S3Error("AccessDenied", "Anonymous users cannot list buckets")
     owned = await ctx.meta.list_buckets(ctx.user.id)
     body = document(Tag(
         "ListAllMyBucketsResult",
@@ -65,7 +66,11 @@ async def list_buckets(ctx: Ctx) -> Response:
 
 
 async def create_bucket(ctx: Ctx) -> Response:
-    assert ctx.bucket is not None and ctx.user is not None
+    from .access import new_resource_acl
+
+    assert ctx.bucket is not None
+    if ctx.user is None:
+        raise S3Error("AccessDenied", "Anonymous users cannot create buckets")
     check_bucket_name(ctx.bucket)
     region = ctx.services.config.region
     body = await read_document(ctx)
@@ -79,7 +84,8 @@ async def create_bucket(ctx: Ctx) -> Response:
                           f"The {constraint} location constraint is incompatible with the region of this "
                           f"endpoint ({region}).", LocationConstraint=constraint)
     try:
-        await ctx.meta.create_bucket(m.Bucket(ctx.bucket, ctx.user.id, time.time(), region))
+        acl = await new_resource_acl(ctx, ctx.user.id)
+        await ctx.meta.create_bucket(m.Bucket(ctx.bucket, ctx.user.id, time.time(), region, acl=acl))
     except m.BucketAlreadyExists as exc:
         if exc.owner_id == ctx.user.id:
             raise S3Error("BucketAlreadyOwnedByYou", BucketName=ctx.bucket) from None
@@ -88,12 +94,12 @@ async def create_bucket(ctx: Ctx) -> Response:
 
 
 async def head_bucket(ctx: Ctx) -> Response:
-    bucket = await ctx.owned_bucket()
+    bucket = await ctx.bucket_for("READ")
     return Response(200, [("x-amz-bucket-region", bucket.region)], b"")
 
 
 async def delete_bucket(ctx: Ctx) -> Response:
-    await ctx.owned_bucket()
+    await ctx.bucket_for("OWNER")
     try:
         await ctx.meta.delete_bucket(ctx.bucket or "")
     except m.BucketNotEmpty:
@@ -104,7 +110,7 @@ async def delete_bucket(ctx: Ctx) -> Response:
 
 
 async def get_bucket_location(ctx: Ctx) -> Response:
-    bucket = await ctx.owned_bucket()
+    bucket = await ctx.bucket_for("OWNER")
     # us-east-1 is reported as an empty LocationConstraint, as S3 does
     region = "" if bucket.region == "us-east-1" else bucket.region
     return Response(200, [("Content-Type", "application/xml")], document(Tag("LocationConstraint", region)))

@@ -62,15 +62,12 @@ class Ctx:
     def header(self, name: str) -> str | None:
         return self.request.header(name)
 
-    async def owned_bucket(self) -> Bucket:
-        """The request's bucket, which must exist and belong to the caller (ACLs widen this later)."""
-        assert self.bucket is not None
-        bucket = await self.meta.get_bucket(self.bucket)
-        if bucket is None:
-            raise S3Error("NoSuchBucket", resource=self.resource, BucketName=self.bucket)
-        if self.user is None or bucket.owner_id != self.user.id:
-            raise S3Error("AccessDenied", resource=self.resource)
-        return bucket
+    async def bucket_for(self, permission: str | None) -> Bucket:
+        """The request's bucket, if the caller holds ``permission`` on it ("OWNER": only its owner; None: any
+        caller, object permissions being checked on the object). See ``access.py``."""
+        from .access import bucket_for
+
+        return await bucket_for(self, permission)
 
 
 def parse_query(raw: str) -> dict[str, str]:

@@ -66,14 +66,14 @@ async def copy_source_body(ctx: Ctx, *, allow_range: bool, max_size: int
     """The source object named by x-amz-copy-source (which the caller must be allowed to read), after its
     conditions, and a ``receive`` function yielding its bytes (or those of x-amz-copy-source-range)."""
     bucket_name, key = parse_copy_source(ctx.header("x-amz-copy-source") or "")
-    bucket = await ctx.meta.get_bucket(bucket_name)
-    if bucket is None:
-        raise S3Error("NoSuchBucket", BucketName=bucket_name)
-    if ctx.user is None or bucket.owner_id != ctx.user.id:
-        raise S3Error("AccessDenied")
+    from .access import bucket_for, check_object
+
+    await bucket_for(ctx, None, bucket_name)
     source = await ctx.meta.get_object(bucket_name, key)
     if source is None:
+        await bucket_for(ctx, "READ", bucket_name)
         raise S3Error("NoSuchKey", Key=key)
+    check_object(ctx, source, "READ")
     check_copy_conditions(ctx, source)
     start, end = 0, source.size
     spec = ctx.header("x-amz-copy-source-range")
@@ -106,10 +106,12 @@ async def copy_source_body(ctx: Ctx, *, allow_range: bool, max_size: int
 
 
 async def copy_object(ctx: Ctx) -> Response:
+    from .access import new_resource_acl, owner_of_new_object
     from .objects import committing, object_fields, store_body
 
-    assert ctx.bucket is not None and ctx.key is not None and ctx.user is not None
-    await ctx.owned_bucket()
+    assert ctx.bucket is not None and ctx.key is not None
+    bucket = await ctx.bucket_for("WRITE")
+    owner = owner_of_new_object(ctx)
     directive = (ctx.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
@@ -130,13 +132,14 @@ async def copy_object(ctx: Ctx) -> Response:
         raise S3Error("InvalidArgument", "Unknown tagging directive.", ArgumentName="x-amz-tagging-directive",
                       ArgumentValue=tagging_directive)
     fields["tags"] = source.tags if tagging_directive == "COPY" else requested["tags"]
+    fields["acl"] = await new_resource_acl(ctx, owner, bucket)
     stored = await store_body(ctx, receive, max_size=MAX_COPY_SIZE)
     if "-" not in source.etag and stored.etag != source.etag:
         await ctx.services.data.discard(stored.written)
         raise S3Error("InternalError", "the copy does not match its source; nothing was written")
     obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=stored.written.size,
                           etag=source.etag if "-" not in source.etag else stored.etag,
-                          last_modified=time.time(), owner_id=ctx.user.id, manifest=stored.written.manifest,
+                          last_modified=time.time(), owner_id=owner, manifest=stored.written.manifest,
                           checksums=source.checksums if "-" not in source.etag else (), **fields)
     async with committing(ctx, stored):
         await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay)

@@ -80,7 +80,7 @@ def loads(text: str) -> list[Rule]:
 
 
 async def put_bucket_cors(ctx: Ctx) -> Response:
-    bucket = await ctx.owned_bucket()
+    bucket = await ctx.bucket_for("OWNER")
     rules = parse_rules(await read_document(ctx))
     try:
         await ctx.meta.update_bucket(attrs.evolve(bucket, cors=dumps(rules)))
@@ -90,7 +90,7 @@ async def put_bucket_cors(ctx: Ctx) -> Response:
 
 
 async def get_bucket_cors(ctx: Ctx) -> Response:
-    bucket = await ctx.owned_bucket()
+    bucket = await ctx.bucket_for("OWNER")
     rules = loads(bucket.cors)
     if not rules:
         raise S3Error("NoSuchCORSConfiguration", "The CORS configuration does not exist", status=404,
@@ -105,7 +105,7 @@ async def get_bucket_cors(ctx: Ctx) -> Response:
 
 
 async def delete_bucket_cors(ctx: Ctx) -> Response:
-    bucket = await ctx.owned_bucket()
+    bucket = await ctx.bucket_for("OWNER")
     await ctx.meta.update_bucket(attrs.evolve(bucket, cors=""))
     return Response(204, [], b"")
 

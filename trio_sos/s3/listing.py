@@ -130,7 +130,7 @@ def _prefix_tags(prefixes: tuple[str, ...], enc) -> list[Tag]:
 
 
 async def list_objects_v1(ctx: Ctx) -> Response:
-    await ctx.owned_bucket()
+    await ctx.bucket_for("READ")
     prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
     marker, max_keys, enc = ctx.query.get("marker", ""), _max_keys(ctx), _encoder(ctx)
     listed = await collect(ctx, prefix=prefix, delimiter=delimiter, marker=marker, max_keys=max_keys)
@@ -161,7 +161,7 @@ def _untoken(token: str) -> str:
 
 
 async def list_objects_v2(ctx: Ctx) -> Response:
-    await ctx.owned_bucket()
+    await ctx.bucket_for("READ")
     prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
     max_keys, enc = _max_keys(ctx), _encoder(ctx)
     token = ctx.query.get("continuation-token")

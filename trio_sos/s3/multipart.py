@@ -50,11 +50,14 @@ async def _upload(ctx: Ctx) -> m.Upload:
 
 
 async def create_multipart_upload(ctx: Ctx) -> Response:
-    assert ctx.bucket is not None and ctx.key is not None and ctx.user is not None
-    await ctx.owned_bucket()
+    from .access import new_resource_acl, owner_of_new_object
+
+    assert ctx.bucket is not None and ctx.key is not None
+    bucket = await ctx.bucket_for("WRITE")
+    owner = owner_of_new_object(ctx)
     fields = object_fields(ctx)
     upload = m.Upload(bucket=ctx.bucket, key=ctx.key, upload_id=new_upload_id(), initiated=time.time(),
-                      owner_id=ctx.user.id, content_type=fields["content_type"], headers=fields["headers"],
+                      owner_id=owner, acl=await new_resource_acl(ctx, owner, bucket), content_type=fields["content_type"], headers=fields["headers"],
                       user_meta=fields["user_meta"], tags=fields["tags"],
                       checksum_algorithm=(ctx.header("x-amz-checksum-algorithm") or "").upper())
     try:
@@ -79,7 +82,7 @@ async def _commit_part(ctx: Ctx, upload: m.Upload, number: int, stored) -> m.Par
 
 
 async def upload_part(ctx: Ctx) -> Response:
-    await ctx.owned_bucket()
+    await ctx.bucket_for("WRITE")
     number = _part_number(ctx)
     upload = await _upload(ctx)
     check_upload_headers(ctx, MAX_PART_SIZE)
@@ -91,7 +94,7 @@ async def upload_part(ctx: Ctx) -> Response:
 
 
 async def upload_part_copy(ctx: Ctx) -> Response:
-    await ctx.owned_bucket()
+    await ctx.bucket_for("WRITE")
     number = _part_number(ctx)
     upload = await _upload(ctx)
     _source, receive = await copy_source_body(ctx, allow_range=True, max_size=MAX_PART_SIZE)
@@ -120,8 +123,8 @@ def _requested_parts(body: bytes) -> list[tuple[int, str]]:
 
 
 async def complete_multipart_upload(ctx: Ctx) -> Response:
-    assert ctx.bucket is not None and ctx.key is not None and ctx.user is not None
-    await ctx.owned_bucket()
+    assert ctx.bucket is not None and ctx.key is not None
+    await ctx.bucket_for("WRITE")
     upload = await _upload(ctx)
     requested = _requested_parts(await read_document(ctx, MAX_COMPLETE_BODY))
     numbers = [n for n, _ in requested]
@@ -167,7 +170,7 @@ async def complete_multipart_upload(ctx: Ctx) -> Response:
 
 
 async def abort_multipart_upload(ctx: Ctx) -> Response:
-    await ctx.owned_bucket()
+    await ctx.bucket_for("WRITE")
     upload = await _upload(ctx)
     try:
         await ctx.meta.abort_upload(upload.upload_id, gc_delay=0.0)
@@ -187,7 +190,7 @@ def _int_param(ctx: Ctx, name: str, default: int, high: int) -> int:
 
 
 async def list_parts(ctx: Ctx) -> Response:
-    await ctx.owned_bucket()
+    await ctx.bucket_for("WRITE")
     upload = await _upload(ctx)
     marker = _int_param(ctx, "part-number-marker", 0, MAX_PARTS)
     limit = _int_param(ctx, "max-parts", 1000, 1000)
@@ -211,7 +214,7 @@ async def list_parts(ctx: Ctx) -> Response:
 
 async def list_multipart_uploads(ctx: Ctx) -> Response:
     assert ctx.bucket is not None
-    await ctx.owned_bucket()
+    await ctx.bucket_for("READ")
     prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
     key_marker, id_marker = ctx.query.get("key-marker", ""), ctx.query.get("upload-id-marker", "")
     limit = _int_param(ctx, "max-uploads", 1000, 1000)

@@ -171,14 +171,18 @@ def _put_conditions(ctx: Ctx) -> tuple[str | None, bool]:
 
 
 async def put_object(ctx: Ctx) -> Response:
-    assert ctx.bucket is not None and ctx.key is not None and ctx.user is not None
-    await ctx.owned_bucket()
+    from .access import new_resource_acl, owner_of_new_object
+
+    assert ctx.bucket is not None and ctx.key is not None
+    bucket = await ctx.bucket_for("WRITE")
     check_upload_headers(ctx)
+    owner = owner_of_new_object(ctx)
     fields = object_fields(ctx)
+    fields["acl"] = await new_resource_acl(ctx, owner, bucket)
     if_match, if_none_match = _put_conditions(ctx)
     body = await store_body(ctx)
     obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=body.written.size,
-                          etag=body.etag, last_modified=time.time(), owner_id=ctx.user.id,
+                          etag=body.etag, last_modified=time.time(), owner_id=owner,
                           manifest=body.written.manifest, checksums=body.checksums, **fields)
     async with committing(ctx, body):
         await ctx.meta.put_object(obj, intent_id=body.written.intent_id, gc_delay=ctx.services.config.gc_delay,
@@ -245,10 +249,14 @@ def _object_headers(ctx: Ctx, obj: m.ObjectVersion, whole: bool) -> list[tuple[s
 
 async def _current(ctx: Ctx) -> m.ObjectVersion:
     assert ctx.bucket is not None and ctx.key is not None
-    await ctx.owned_bucket()
+    from .access import check_object
+
+    await ctx.bucket_for(None)
     obj = await ctx.meta.get_object(ctx.bucket, ctx.key)
     if obj is None:
+        await ctx.bucket_for("READ")  # without the right to list, a missing key is AccessDenied, as S3 does
         raise S3Error("NoSuchKey", Key=ctx.key)
+    check_object(ctx, obj, "READ")
     return obj
 
 
@@ -340,7 +348,7 @@ async def head_object(ctx: Ctx) -> Response:
 
 async def delete_object(ctx: Ctx) -> Response:
     assert ctx.bucket is not None and ctx.key is not None
-    await ctx.owned_bucket()
+    await ctx.bucket_for("WRITE")
     await ctx.meta.delete_object(ctx.bucket, ctx.key, gc_delay=ctx.services.config.gc_delay)
     return Response(204, [], b"")
 
@@ -354,7 +362,7 @@ async def delete_objects(ctx: Ctx) -> Response:
     from .xml import Tag, child_text, document, local, parse
 
     assert ctx.bucket is not None
-    await ctx.owned_bucket()
+    await ctx.bucket_for("WRITE")
     raw = await read_document(ctx, 2 * 1024 * 1024)
     md5 = _content_md5(ctx)
     checksum = _checksum_header(ctx)

@@ -148,8 +148,8 @@ async def post_object(ctx: Ctx) -> Response:
         if not await feed_more():
             raise _malformed("POST requires exactly one file upload per request.")
     user = await _authenticate(ctx, fields)
-    if bucket.owner_id != user.id:
-        raise S3Error("AccessDenied")
+    ctx.user = user
+    await ctx.bucket_for("WRITE")
     try:
         policy = json.loads(base64.b64decode(fields["policy"], validate=True))
     except (binascii.Error, ValueError):

@@ -49,7 +49,7 @@ def tagging_header(tags: tuple[tuple[str, str], ...]) -> str:
 
 async def _object(ctx: Ctx) -> m.ObjectVersion:
     assert ctx.bucket is not None and ctx.key is not None
-    await ctx.owned_bucket()
+    await ctx.bucket_for(None)
     obj = await ctx.meta.get_object(ctx.bucket, ctx.key)
     if obj is None:
         raise S3Error("NoSuchKey", Key=ctx.key)
@@ -66,13 +66,17 @@ async def _update(ctx: Ctx, obj: m.ObjectVersion, tags: tuple[tuple[str, str], .
 
 
 async def get_object_tagging(ctx: Ctx) -> Response:
+    from .access import check_object
+
     obj = await _object(ctx)
+    check_object(ctx, obj, "READ")
     body = document(Tag("Tagging", Tag("TagSet", [Tag("Tag", Tag("Key", k), Tag("Value", v))
                                                   for k, v in obj.tags])))
     return Response(200, [("Content-Type", "application/xml")], body)
 
 
 async def put_object_tagging(ctx: Ctx) -> Response:
+    await ctx.bucket_for("WRITE")
     obj = await _object(ctx)
     root = parse(await read_document(ctx))
     if local(root.tag) != "Tagging":
@@ -91,20 +95,21 @@ async def put_object_tagging(ctx: Ctx) -> Response:
 
 
 async def delete_object_tagging(ctx: Ctx) -> Response:
+    await ctx.bucket_for("WRITE")
     obj = await _object(ctx)
     await _update(ctx, obj, ())
     return Response(204, [], b"")
 
 
 async def get_bucket_versioning(ctx: Ctx) -> Response:
-    await ctx.owned_bucket()
+    await ctx.bucket_for("OWNER")
     # Never versioned: S3 answers an empty configuration (no Status element).
     return Response(200, [("Content-Type", "application/xml")], document(Tag("VersioningConfiguration")))
 
 
 async def list_object_versions(ctx: Ctx) -> Response:
     """For unversioned buckets: every object is its only version, "null", and the latest."""
-    await ctx.owned_bucket()
+    await ctx.bucket_for("READ")
     prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
     key_marker = ctx.query.get("key-marker", "")
     max_keys, enc = _max_keys(ctx), _encoder(ctx)
