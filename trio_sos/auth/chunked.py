@@ -31,20 +31,21 @@ buffered. Chunk signatures are computed incrementally and checked when each chun
 has already been handed out when its signature turns out wrong: **the caller must treat the payload as
 provisional until `finish` returns**, and discard what it wrote if any call raised.
 
-Errors are `sigv4.AuthError` with what S3 answers (observed against S3 by the versitygw project, whose issues
-record the responses):
+Errors are `sigv4.AuthError` with what S3 answers (responses of S3 itself recorded in the versitygw project's
+issues, numbers below):
 
 - framing (bad size line, missing CRLF, missing or malformed ``chunk-signature``, body ending early, bytes after
-  the end): IncompleteBody "The request body terminated unexpectedly" (400);
+  the end): IncompleteBody "The request body terminated unexpectedly" (400; #1660, #1666, #1685);
 - a chunk or trailer signature that does not match: SignatureDoesNotMatch (403);
 - a chunk other than the last smaller than 8 KiB: InvalidChunkSizeError "Only the last chunk is allowed to have a
-  size less than 8192 bytes" (400) with Chunk (the number of the chunk whose header showed it) and BadChunkSize;
+  size less than 8192 bytes" (400) with Chunk (the number of the chunk whose header showed it) and BadChunkSize
+  (#1683, #2085; AWS's JavaScript SDK documents the same error);
 - a chunk larger than ``max_chunk_size`` (a limit of this server; S3 documents none): InvalidRequest (400);
 - a trailing header not announced in ``x-amz-trailer``, or announced and missing, or a signed trailer section
   without its signature, or a trailer signature in an unsigned stream: MalformedTrailerError "The request
-  contained trailing data that was not well-formed or did not conform to our published schema." (400);
+  contained trailing data that was not well-formed or did not conform to our published schema." (400; #1691);
 - a trailing checksum that is not the base64 of a digest of the algorithm's size: InvalidRequest "Value for
-  x-amz-checksum-crc32 trailing header is invalid." (400);
+  x-amz-checksum-crc32 trailing header is invalid." (400; #1652);
 - ``x-amz-trailer`` naming something else than one ``x-amz-checksum-*`` header: InvalidRequest "The value
   specified in the x-amz-trailer header is not supported" (400).
 
@@ -52,11 +53,11 @@ Checksums themselves are not computed here: `finish` returns the trailing header
 checksum it computed while storing the payload (BadDigest on a mismatch).
 
 **No x-amz-trailer: CRC64NVME.** With a trailer mode but no ``x-amz-trailer`` header and no trailing checksum
-in the body, S3 accepts the upload (it does not demand a trailer) and, as for any upload that carries no
-checksum of the client's, computes a CRC64NVME full-object checksum itself and returns it
-(x-amz-checksum-crc64nvme, x-amz-checksum-type FULL_OBJECT). That is `AwsChunkedDecoder.checksum_algorithm`:
-the announced trailer's algorithm, else ``"CRC64NVME"``. A trailing checksum that was *not* announced is not
-defaulted to anything: it is MalformedTrailerError.
+in the body, S3 accepts the upload (it does not demand a trailer; versitygw #1632, #1664) and, as for any upload
+that carries no checksum of the client's ("Checking object integrity" in the S3 user guide), computes a CRC64NVME
+full-object checksum itself and returns it (x-amz-checksum-crc64nvme, x-amz-checksum-type FULL_OBJECT). That is
+`AwsChunkedDecoder.checksum_algorithm`: the announced trailer's algorithm, else ``"CRC64NVME"``. A trailing
+checksum that was *not* announced is not defaulted to anything: it is MalformedTrailerError.
 """
 
 from __future__ import annotations

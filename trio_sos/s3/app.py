@@ -13,11 +13,11 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import attrs
 
-from ..auth import sigv4
+from ..auth import chunked, sigv2, sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
 from . import access, buckets, copy, cors, listing, multipart, objects, post, tagging
 from .context import Ctx, Services, parse_query
@@ -134,8 +134,9 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
         method, "MethodNotAllowed")
 
 
-def split_target(request: Request, base_domain: str | None) -> tuple[str | None, str | None]:
-    """Bucket and key named by the request: virtual-host style under ``base_domain``, else path style."""
+def split_target(request: Request, base_domain: str | None) -> tuple[str | None, str | None, str | None]:
+    """Bucket and key named by the request: virtual-host style under ``base_domain``, else path style; and the
+    bucket again when the Host named it (SigV2 signs it apart)."""
     try:
         path = unquote_to_bytes(request.path).decode("utf-8")
     except UnicodeDecodeError:
@@ -144,18 +145,20 @@ def split_target(request: Request, base_domain: str | None) -> tuple[str | None,
         raise S3Error("InvalidURI")
     host = (request.header("host") or "").lower()
     host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    vhost = None
     if base_domain and host.endswith("." + base_domain):
         bucket: str | None = host[: -len(base_domain) - 1]
         key: str | None = path[1:] or None
+        vhost = bucket
     else:
         rest = path[1:]
         if not rest:
-            return None, None
+            return None, None, None
         bucket, _, key_part = rest.partition("/")
         key = key_part if key_part else None
     if key is not None and len(key.encode("utf-8")) > 1024:
         raise S3Error("KeyTooLongError")
-    return bucket, key
+    return bucket, key, vhost
 
 
 class S3App:
@@ -208,7 +211,7 @@ class S3App:
             ctx.query = parse_query(request.query)
         except UnicodeDecodeError:
             raise S3Error("InvalidURI", "the query string is not valid UTF-8") from None
-        ctx.bucket, ctx.key = split_target(request, self.services.config.base_domain)
+        ctx.bucket, ctx.key, ctx.vhost_bucket = split_target(request, self.services.config.base_domain)
         name = operation_name(request.method, ctx.bucket, ctx.key, ctx.query, request)
         ctx.operation = name
         if name == "PreflightCors":  # browsers send preflights without credentials
@@ -224,30 +227,56 @@ class S3App:
         assert operation.handler is not None
         return await operation.handler(ctx)
 
+    async def _user(self, access_key: str):
+        user = await self.services.user_by_access_key(access_key)
+        if user is None:
+            raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
+        return user
+
     async def _authenticate(self, ctx: Ctx) -> None:
+        """SigV4 (header or presigned URL), SigV2 (header or query), or anonymous; then the body decoder for
+        aws-chunked payloads. Sets ``ctx.user`` (None: anonymous) and ``ctx.verified`` (SigV4 only)."""
         request = ctx.request
         auth = request.header("authorization")
-        if auth is None:
-            if "X-Amz-Algorithm" in ctx.query or "Signature" in ctx.query:
-                raise S3Error("NotImplemented", "presigned URLs are not implemented by this server yet")
-            return  # anonymous: the AllUsers group, as far as ACLs allow
-        if auth.startswith("AWS "):
-            raise S3Error("NotImplemented", "Signature Version 2 is not implemented by this server yet")
-        if not auth.startswith("AWS4-HMAC-SHA256"):
-            raise S3Error("InvalidArgument", "Unsupported Authorization Type",
-                          ArgumentName="Authorization", ArgumentValue=auth[:64])
+        now = datetime.now(UTC)
+        pairs = parse_qsl(request.query, keep_blank_values=True)
         try:
-            parsed = sigv4.parse_authorization(auth)
-            user = await self.services.user_by_access_key(parsed.access_key)
-            if user is None:
-                raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=parsed.access_key)
-            ctx.verified = sigv4.verify_header_auth(
-                request.method, request.target, request.headers, parsed, user.secret_key,
-                now=datetime.now(UTC), key_cache=self.key_cache,
-            )
+            if auth is None:
+                if "X-Amz-Algorithm" in ctx.query or "X-Amz-Signature" in ctx.query:
+                    presigned = sigv4.parse_presigned(pairs)
+                    user = await self._user(presigned.access_key)
+                    ctx.verified = sigv4.verify_presigned(request.method, request.target, request.headers,
+                                                          presigned, user.secret_key, now=now,
+                                                          key_cache=self.key_cache)
+                elif "Signature" in ctx.query and "AWSAccessKeyId" in ctx.query:
+                    v2q = sigv2.parse_v2_query(pairs)
+                    user = await self._user(v2q.access_key)
+                    sigv2.verify_v2_query(request.method, request.target, request.headers, v2q, user.secret_key,
+                                          now=now, bucket_from_host=ctx.vhost_bucket)
+                else:
+                    return  # anonymous: the AllUsers group, as far as ACLs allow
+            elif auth.startswith("AWS "):
+                access_key, signature = sigv2.parse_v2_header(auth)
+                user = await self._user(access_key)
+                sigv2.verify_v2(request.method, request.target, request.headers, access_key, signature,
+                                user.secret_key, now=now, bucket_from_host=ctx.vhost_bucket)
+            elif auth.startswith("AWS4-HMAC-SHA256"):
+                parsed = sigv4.parse_authorization(auth)
+                user = await self._user(parsed.access_key)
+                ctx.verified = sigv4.verify_header_auth(request.method, request.target, request.headers, parsed,
+                                                        user.secret_key, now=now, key_cache=self.key_cache)
+            else:
+                raise S3Error("InvalidArgument", "Unsupported Authorization Type",
+                              ArgumentName="Authorization", ArgumentValue=auth[:64])
+            ctx.user = user
+            payload = ctx.verified.payload_hash if ctx.verified is not None else ""
+            if payload.startswith("STREAMING-"):
+                ctx.decoder = chunked.AwsChunkedDecoder(
+                    payload, verified=ctx.verified,
+                    trailer_names=chunked.parse_trailer_header(request.header("x-amz-trailer")),
+                    decoded_content_length=chunked.parse_decoded_content_length(
+                        request.header("x-amz-decoded-content-length")),
+                )
         except sigv4.AuthError as exc:
             raise S3Error(exc.code, exc.message, **exc.extra) from None
-        if ctx.verified.payload_hash.startswith("STREAMING-"):
-            raise S3Error("NotImplemented", "aws-chunked uploads are not implemented by this server yet")
-        ctx.user = user
 

@@ -39,7 +39,7 @@ def check_bucket_name(name: str) -> None:
 
 async def read_document(ctx: Ctx, limit: int = MAX_XML_BODY) -> bytes:
     """A small request body (an XML document), checked against the signed payload hash."""
-    body = await ctx.request.read_all(limit)
+    body = await ctx.read_body(limit)
     if ctx.verified is not None and len(ctx.verified.payload_hash) == 64:
         if hashlib.sha256(body).hexdigest() != ctx.verified.payload_hash:
             raise S3Error("XAmzContentSHA256Mismatch",

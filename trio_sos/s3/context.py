@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 import attrs
@@ -12,6 +14,7 @@ from ..meta.store import Bucket, MetaStore, User
 from .errors import S3Error
 
 if TYPE_CHECKING:
+    from ..auth.chunked import AwsChunkedDecoder
     from ..auth.sigv4 import Verified
     from ..config import Config
     from ..data.objects import DataStore
@@ -48,6 +51,41 @@ class Ctx:
     operation: str = ""
     user: User | None = None
     verified: Verified | None = None
+    vhost_bucket: str | None = None
+    decoder: AwsChunkedDecoder | None = None  # aws-chunked body: decoded on the way in
+    trailers: dict[str, str] = attrs.field(factory=dict)  # trailing headers of an aws-chunked body, once read
+
+    def body_receiver(self) -> Callable[[], Awaitable[bytes]]:
+        """The request body's pieces, aws-chunked framing removed and verified when there is some."""
+        decoder = self.decoder
+        if decoder is None:
+            return self.request.receive
+        pending: deque[bytes] = deque()
+
+        async def receive() -> bytes:
+            from ..auth.sigv4 import AuthError
+
+            while not pending:
+                data = await self.request.receive()
+                try:
+                    if not data:
+                        self.trailers.update(decoder.finish())
+                        return b""
+                    pending.extend(piece for piece in decoder.feed(data) if piece)
+                except AuthError as exc:
+                    raise S3Error(exc.code, exc.message, **exc.extra) from None
+            return pending.popleft()
+
+        return receive
+
+    async def read_body(self, limit: int) -> bytes:
+        receive = self.body_receiver()
+        out = bytearray()
+        while piece := await receive():
+            out += piece
+            if len(out) > limit:
+                raise S3Error("MaxMessageLengthExceeded", "Your request was too big.", status=400)
+        return bytes(out)
 
     @property
     def meta(self) -> MetaStore:

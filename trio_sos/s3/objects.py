@@ -104,10 +104,13 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
     md5_expected = _content_md5(ctx) if from_request else None
     checksum = _checksum_header(ctx) if from_request else None
     payload_hash = ctx.verified.payload_hash if ctx.verified and from_request else "UNSIGNED-PAYLOAD"
+    # aws-chunked: the trailing checksum's algorithm (or S3's default, CRC64NVME, computed for the object)
+    trailer_algorithm = ctx.decoder.checksum_algorithm if from_request and ctx.decoder and not checksum else None
+    algorithms = [checksum[0]] if checksum else [trailer_algorithm] if trailer_algorithm else []
     try:
         written = await ctx.services.data.write(
-            receive or ctx.request.receive, bucket=ctx.bucket, key=ctx.key, sha256=len(payload_hash) == 64,
-            checksums=[checksum[0]] if checksum else [], max_size=max_size,
+            receive or ctx.body_receiver(), bucket=ctx.bucket, key=ctx.key, sha256=len(payload_hash) == 64,
+            checksums=algorithms, max_size=max_size,
             on_too_large=lambda: S3Error("EntityTooLarge", MaxSizeAllowed=str(max_size)),
         )
     except StorageUnavailable as exc:
@@ -126,6 +129,13 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
             if not hmac.compare_digest(value.encode(), computed.encode()):
                 raise S3Error("BadDigest", f"The {algorithm} you specified did not match the calculated checksum.")
             checksums = ((algorithm, computed),)
+        elif trailer_algorithm is not None:
+            computed = b64(written.checksums[trailer_algorithm])
+            sent = ctx.trailers.get(f"x-amz-checksum-{trailer_algorithm.lower()}")
+            if sent is not None and not hmac.compare_digest(sent.encode(), computed.encode()):
+                raise S3Error("BadDigest", f"The {trailer_algorithm} you specified did not match the calculated "
+                                           "checksum.")
+            checksums = ((trailer_algorithm, computed),)
     except BaseException:
         await ctx.services.data.discard(written)
         raise
@@ -153,9 +163,17 @@ def object_fields(ctx: Ctx) -> dict:
     """Content headers, user metadata and tags of a new object, from the request."""
     from .tagging import tags_from_header
 
+    stored = []
+    for name in STORED_HEADERS:
+        value = ctx.header(name)
+        if name == "content-encoding" and value is not None:
+            # aws-chunked is the transfer's framing, not the object's encoding: S3 drops it
+            value = ", ".join(t.strip() for t in value.split(",") if t.strip().lower() != "aws-chunked") or None
+        if value is not None:
+            stored.append((name, value))
     return dict(
         content_type=ctx.header("content-type") or "binary/octet-stream",
-        headers=tuple((h, v) for h in STORED_HEADERS if (v := ctx.header(h)) is not None),
+        headers=tuple(stored),
         user_meta=_user_meta(ctx),
         tags=tags_from_header(ctx),
     )
