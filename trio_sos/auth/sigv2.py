@@ -242,9 +242,14 @@ def _check(
     raw_path, _, raw_query = raw_target.partition("?")
     parts = _raw_query_parts(raw_query)
     provided = _to_bytes(signature)
-    resources = [_resource(raw_path, parts, bucket_from_host, bare=False)]
+    paths = [raw_path]
+    if not bucket_from_host and raw_path.count("/") == 1 and len(raw_path) > 1:
+        # A path-style request naming a bucket only: S3 documents its resource as "/bucket/", which is what
+        # botocore signs before sending "/bucket".
+        paths.append(raw_path + "/")
+    resources = [_resource(path, parts, bucket_from_host, bare=False) for path in paths]
     if any(value == "" and name in SUBRESOURCES for name, value in parts):
-        resources.append(_resource(raw_path, parts, bucket_from_host, bare=True))
+        resources += [_resource(path, parts, bucket_from_host, bare=True) for path in paths]
     first = ""
     for date_line, grouped in variants:
         for resource in resources:

@@ -278,5 +278,5 @@ class S3App:
                         request.header("x-amz-decoded-content-length")),
                 )
         except sigv4.AuthError as exc:
-            raise S3Error(exc.code, exc.message, **exc.extra) from None
+            raise S3Error(exc.code, exc.message, status=exc.status, **exc.extra) from None
 

@@ -73,7 +73,7 @@ class Ctx:
                         return b""
                     pending.extend(piece for piece in decoder.feed(data) if piece)
                 except AuthError as exc:
-                    raise S3Error(exc.code, exc.message, **exc.extra) from None
+                    raise S3Error(exc.code, exc.message, status=exc.status, **exc.extra) from None
             return pending.popleft()
 
         return receive
