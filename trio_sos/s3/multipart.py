@@ -57,7 +57,8 @@ async def create_multipart_upload(ctx: Ctx) -> Response:
     owner = owner_of_new_object(ctx)
     fields = object_fields(ctx)
     upload = m.Upload(bucket=ctx.bucket, key=ctx.key, upload_id=new_upload_id(), initiated=time.time(),
-                      owner_id=owner, acl=await new_resource_acl(ctx, owner, bucket), content_type=fields["content_type"], headers=fields["headers"],
+                      owner_id=owner, acl=await new_resource_acl(ctx, owner, bucket),
+                      content_type=fields["content_type"], headers=fields["headers"],
                       user_meta=fields["user_meta"], tags=fields["tags"],
                       checksum_algorithm=(ctx.header("x-amz-checksum-algorithm") or "").upper())
     try:
