@@ -1,5 +1,6 @@
-"""The Docker registry (Debian's docker-registry 2.8, S3 storage driver) on a real node: an image built here as
-an OCI layout is pushed and pulled back by skopeo, byte for byte. Nothing comes from the internet."""
+"""The Docker registry (Debian's docker-registry 2.8, S3 storage driver, default settings: blob downloads are
+presigned-URL redirects to the node) on a real node: an image built here as an OCI layout is pushed and pulled back
+by skopeo, byte for byte. Nothing comes from the internet."""
 
 from __future__ import annotations
 
@@ -81,8 +82,6 @@ storage:
     v4auth: true
     chunksize: 5242880
     rootdirectory: /
-  redirect:
-    disable: true
   delete:
     enabled: true
 http:
@@ -129,3 +128,7 @@ def test_push_and_pull_with_skopeo(registry, node, tmp_path) -> None:
     keys = [o["Key"] for page in node.client().get_paginator("list_objects_v2").paginate(Bucket="registry")
             for o in page.get("Contents", [])]
     assert any(k.endswith("/data") and "blobs/sha256" in k for k in keys)
+    # with its default settings the registry redirected skopeo to presigned URLs of the node for the blobs
+    presigned = [line for line in node.log_path.read_text().splitlines()
+                 if "GetObject GET /registry/" in line and "X-Amz-Signature=" in line and "-> 200" in line]
+    assert len(presigned) >= len(built["layers"])
