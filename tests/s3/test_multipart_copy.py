@@ -313,3 +313,42 @@ def test_browser_form_post_with_signed_policy(s3, node) -> None:
     created = requests.post(post201["url"], data=post201["fields"], files=files, timeout=30)
     assert created.status_code == 201 and b"<PostResponse" in created.content
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="forms")["Contents"]] == ["uploads/hello.txt"]
+
+
+def test_multipart_checksums_composite_and_full_object(s3) -> None:
+    import base64
+    import zlib
+
+    from awscrt import checksums as crt
+
+    s3.create_bucket(Bucket="sums-mp")
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1234)]
+
+    def upload(key: str, algorithm: str, kind: str | None) -> dict:
+        extra = {"ChecksumType": kind} if kind else {}
+        up = s3.create_multipart_upload(Bucket="sums-mp", Key=key, ChecksumAlgorithm=algorithm, **extra)["UploadId"]
+        done = []
+        for n, body in enumerate(parts, 1):
+            res = s3.upload_part(Bucket="sums-mp", Key=key, UploadId=up, PartNumber=n, Body=body,
+                                 ChecksumAlgorithm=algorithm)
+            done.append({"PartNumber": n, "ETag": res["ETag"], f"Checksum{algorithm}": res[f"Checksum{algorithm}"]})
+        return s3.complete_multipart_upload(Bucket="sums-mp", Key=key, UploadId=up, MultipartUpload={"Parts": done},
+                                            **extra)
+
+    upload("composite", "CRC32", None)
+    digests = b"".join(zlib.crc32(p).to_bytes(4, "big") for p in parts)
+    expected = base64.b64encode(zlib.crc32(digests).to_bytes(4, "big")).decode() + "-3"
+    head = s3.head_object(Bucket="sums-mp", Key="composite", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == expected and head["ChecksumType"] == "COMPOSITE"
+
+    upload("full", "CRC64NVME", "FULL_OBJECT")
+    whole = base64.b64encode(crt.crc64nvme(b"".join(parts)).to_bytes(8, "big")).decode()
+    got = s3.get_object(Bucket="sums-mp", Key="full", ChecksumMode="ENABLED")  # boto3 validates it while reading
+    assert got["ChecksumCRC64NVME"] == whole and got["Body"].read() == b"".join(parts)
+
+    up = s3.create_multipart_upload(Bucket="sums-mp", Key="bad", ChecksumAlgorithm="CRC32")["UploadId"]
+    res = s3.upload_part(Bucket="sums-mp", Key="bad", UploadId=up, PartNumber=1, Body=b"x", ChecksumAlgorithm="CRC32")
+    with pytest.raises(ClientError) as info:
+        s3.complete_multipart_upload(Bucket="sums-mp", Key="bad", UploadId=up, MultipartUpload={"Parts": [
+            {"PartNumber": 1, "ETag": res["ETag"], "ChecksumCRC32": "AAAAAA=="}]})
+    assert code(info) == "InvalidPart"

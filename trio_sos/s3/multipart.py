@@ -7,9 +7,14 @@ committed in one metadata step that also queues the chunks of unused parts for g
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import time
+
+from awscrt import checksums as crt
+
+from ..data.checksums import SUPPORTED, b64, new_hasher
 
 from ..http.server import Response
 from ..meta import store as m
@@ -60,14 +65,69 @@ async def create_multipart_upload(ctx: Ctx) -> Response:
                       owner_id=owner, acl=await new_resource_acl(ctx, owner, bucket),
                       content_type=fields["content_type"], headers=fields["headers"],
                       user_meta=fields["user_meta"], tags=fields["tags"],
-                      checksum_algorithm=(ctx.header("x-amz-checksum-algorithm") or "").upper())
+                      checksum_algorithm=_checksum_spec(ctx))
     try:
         await ctx.meta.create_upload(upload)
     except m.NoSuchBucket:
         raise S3Error("NoSuchBucket", BucketName=ctx.bucket) from None
     body = document(Tag("InitiateMultipartUploadResult", Tag("Bucket", ctx.bucket), Tag("Key", ctx.key),
                         Tag("UploadId", upload.upload_id)))
-    return Response(200, [("Content-Type", "application/xml")], body)
+    headers = [("Content-Type", "application/xml")]
+    if upload.checksum_algorithm:
+        algorithm, kind = upload.checksum_algorithm.split(":")
+        headers += [("x-amz-checksum-algorithm", algorithm), ("x-amz-checksum-type", kind)]
+    return Response(200, headers, body)
+
+
+def _checksum_spec(ctx: Ctx) -> str:
+    """``ALGORITHM:TYPE`` for an upload that asked for checksums (x-amz-checksum-algorithm, x-amz-checksum-type),
+    or "". S3's defaults: FULL_OBJECT for CRC64NVME, COMPOSITE for the others; SHA digests cannot be combined
+    into a full-object one."""
+    algorithm = (ctx.header("x-amz-checksum-algorithm") or "").strip().upper()
+    kind = (ctx.header("x-amz-checksum-type") or "").strip().upper()
+    if not algorithm:
+        if kind:
+            raise S3Error("InvalidRequest", "The x-amz-checksum-type header can only be used with the "
+                                            "x-amz-checksum-algorithm header.")
+        return ""
+    if algorithm not in SUPPORTED:
+        raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please try again with any of "
+                                        "the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]")
+    kind = kind or ("FULL_OBJECT" if algorithm == "CRC64NVME" else "COMPOSITE")
+    if kind not in ("COMPOSITE", "FULL_OBJECT") or (kind == "FULL_OBJECT" and algorithm.startswith("SHA")) or \
+            (kind == "COMPOSITE" and algorithm == "CRC64NVME"):
+        raise S3Error("InvalidRequest", f"The {kind} checksum type cannot be used with the "
+                                        f"{algorithm.lower()} checksum algorithm.")
+    return f"{algorithm}:{kind}"
+
+
+def _part_checksum_algorithm(upload: m.Upload) -> str | None:
+    return upload.checksum_algorithm.split(":")[0] if upload.checksum_algorithm else None
+
+
+def combined_checksum(spec: str, parts: list[m.Part]) -> tuple[str, str] | None:
+    """The object checksum of a completed upload: COMPOSITE = the algorithm over the parts' digests, "-N";
+    FULL_OBJECT = the CRC of the whole object, combined from the parts' CRCs (awscrt's combine)."""
+    if not spec:
+        return None
+    algorithm, kind = spec.split(":")
+    digests = []
+    for part in parts:
+        value = dict(part.checksums).get(algorithm)
+        if value is None:
+            return None  # a part stored before the algorithm applied: no object checksum, rather than a wrong one
+        digests.append(base64.b64decode(value))
+    if kind == "COMPOSITE":
+        hasher = new_hasher(algorithm)
+        for digest in digests:
+            hasher.update(digest)
+        return algorithm, f"{b64(hasher.digest())}-{len(parts)}"
+    combine = {"CRC32": crt.combine_crc32, "CRC32C": crt.combine_crc32c, "CRC64NVME": crt.combine_crc64nvme}[algorithm]
+    width = len(digests[0])
+    crc = int.from_bytes(digests[0], "big")
+    for digest, part in zip(digests[1:], parts[1:], strict=True):
+        crc = combine(crc, int.from_bytes(digest, "big"), part.size)
+    return algorithm, b64(crc.to_bytes(width, "big"))
 
 
 async def _commit_part(ctx: Ctx, upload: m.Upload, number: int, stored) -> m.Part:
@@ -87,7 +147,7 @@ async def upload_part(ctx: Ctx) -> Response:
     number = _part_number(ctx)
     upload = await _upload(ctx)
     check_upload_headers(ctx, MAX_PART_SIZE)
-    stored = await store_body(ctx, max_size=MAX_PART_SIZE)
+    stored = await store_body(ctx, max_size=MAX_PART_SIZE, algorithm=_part_checksum_algorithm(upload))
     part = await _commit_part(ctx, upload, number, stored)
     headers = [("ETag", f'"{part.etag}"')]
     headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in part.checksums]
@@ -99,14 +159,14 @@ async def upload_part_copy(ctx: Ctx) -> Response:
     number = _part_number(ctx)
     upload = await _upload(ctx)
     _source, receive = await copy_source_body(ctx, allow_range=True, max_size=MAX_PART_SIZE)
-    stored = await store_body(ctx, receive, max_size=MAX_PART_SIZE)
+    stored = await store_body(ctx, receive, max_size=MAX_PART_SIZE, algorithm=_part_checksum_algorithm(upload))
     part = await _commit_part(ctx, upload, number, stored)
     body = document(Tag("CopyPartResult", Tag("LastModified", iso8601(part.last_modified)),
                         Tag("ETag", f'"{part.etag}"')))
     return Response(200, [("Content-Type", "application/xml")], body)
 
 
-def _requested_parts(body: bytes) -> list[tuple[int, str]]:
+def _requested_parts(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
     root = parse(body)
     if local(root.tag) != "CompleteMultipartUpload":
         raise S3Error("MalformedXML")
@@ -117,7 +177,9 @@ def _requested_parts(body: bytes) -> list[tuple[int, str]]:
         number, etag = child_text(node, "PartNumber"), child_text(node, "ETag")
         if number is None or etag is None or not number.strip().isdigit():
             raise S3Error("MalformedXML")
-        parts.append((int(number), etag.strip().strip('"')))
+        sums = {local(c.tag)[len("Checksum"):].upper(): (c.text or "").strip() for c in node
+                if local(c.tag).startswith("Checksum") and local(c.tag) != "ChecksumType"}
+        parts.append((int(number), etag.strip().strip('"'), sums))
     if not parts:
         raise S3Error("MalformedXML", "You must specify at least one part")
     return parts
@@ -128,7 +190,7 @@ async def complete_multipart_upload(ctx: Ctx) -> Response:
     await ctx.bucket_for("WRITE")
     upload = await _upload(ctx)
     requested = _requested_parts(await read_document(ctx, MAX_COMPLETE_BODY))
-    numbers = [n for n, _ in requested]
+    numbers = [n for n, _, _ in requested]
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
         raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. The parts list must be "
                                           "specified in order by part number.", UploadId=upload.upload_id)
@@ -141,9 +203,10 @@ async def complete_multipart_upload(ctx: Ctx) -> Response:
             break
         marker = page[-1].number
     parts: list[m.Part] = []
-    for i, (number, etag) in enumerate(requested):
+    for i, (number, etag, sums) in enumerate(requested):
         part = stored.get(number)
-        if part is None or part.etag != etag:
+        mismatch = part is not None and any(dict(part.checksums).get(a) != v for a, v in sums.items())
+        if part is None or part.etag != etag or mismatch:
             raise S3Error("InvalidPart", "One or more of the specified parts could not be found. The part may not "
                                          "have been uploaded, or the specified entity tag may not match the part's "
                                          "entity tag.", UploadId=upload.upload_id, PartNumber=str(number),
@@ -160,13 +223,17 @@ async def complete_multipart_upload(ctx: Ctx) -> Response:
         manifest=tuple(ref for p in parts for ref in p.manifest), content_type=upload.content_type,
         headers=upload.headers, user_meta=upload.user_meta, acl=upload.acl, tags=upload.tags,
         parts=tuple(p.size for p in parts),
+        checksums=(combined,) if (combined := combined_checksum(upload.checksum_algorithm, parts)) else (),
     )
     try:
         await ctx.meta.complete_upload(upload.upload_id, obj, numbers, gc_delay=ctx.services.config.gc_delay)
     except m.NoSuchUpload:
         raise S3Error("NoSuchUpload", UploadId=upload.upload_id) from None
+    checksum_tags = [Tag(f"Checksum{a}", v) for a, v in obj.checksums]
+    if obj.checksums:
+        checksum_tags.append(Tag("ChecksumType", upload.checksum_algorithm.split(":")[1]))
     body = document(Tag("CompleteMultipartUploadResult", Tag("Location", f"/{ctx.bucket}/{ctx.key}"),
-                        Tag("Bucket", ctx.bucket), Tag("Key", ctx.key), Tag("ETag", f'"{etag}"')))
+                        Tag("Bucket", ctx.bucket), Tag("Key", ctx.key), Tag("ETag", f'"{etag}"'), checksum_tags))
     return Response(200, [("Content-Type", "application/xml")], body)
 
 

@@ -95,7 +95,7 @@ def check_upload_headers(ctx: Ctx, max_size: int = MAX_PUT_SIZE) -> None:
 
 
 async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = None, *,
-                     max_size: int = MAX_PUT_SIZE) -> StoredBody:
+                     max_size: int = MAX_PUT_SIZE, algorithm: str | None = None) -> StoredBody:
     """Stream a body to the agents and verify every digest the request announced (Content-MD5, the signed
     payload SHA-256, an x-amz-checksum-* header). ``receive`` defaults to the request's own body; a copy passes
     the source object's bytes instead, and then the request's digests do not apply."""
@@ -106,7 +106,14 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
     payload_hash = ctx.verified.payload_hash if ctx.verified and from_request else "UNSIGNED-PAYLOAD"
     # aws-chunked: the trailing checksum's algorithm (or S3's default, CRC64NVME, computed for the object)
     trailer_algorithm = ctx.decoder.checksum_algorithm if from_request and ctx.decoder and not checksum else None
-    algorithms = [checksum[0]] if checksum else [trailer_algorithm] if trailer_algorithm else []
+    if algorithm and (checksum or trailer_algorithm) and (checksum or (trailer_algorithm,))[0] != algorithm:
+        if checksum or (ctx.decoder is not None and ctx.decoder.trailer_names):
+            raise S3Error("InvalidRequest", f"Checksum Type mismatch occurred, expected checksum Type: "
+                                            f"{algorithm.lower()}, actual checksum Type: "
+                                            f"{(checksum or (trailer_algorithm,))[0].lower()}")
+        trailer_algorithm = algorithm  # no trailer announced: the upload's algorithm, not S3's default
+    algorithms = ([checksum[0]] if checksum else [trailer_algorithm] if trailer_algorithm
+                  else [algorithm] if algorithm else [])
     try:
         written = await ctx.services.data.write(
             receive or ctx.body_receiver(), bucket=ctx.bucket, key=ctx.key, sha256=len(payload_hash) == 64,
@@ -136,6 +143,8 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
                 raise S3Error("BadDigest", f"The {trailer_algorithm} you specified did not match the calculated "
                                            "checksum.")
             checksums = ((trailer_algorithm, computed),)
+        elif algorithm is not None:
+            checksums = ((algorithm, b64(written.checksums[algorithm])),)
     except BaseException:
         await ctx.services.data.discard(written)
         raise
@@ -261,7 +270,9 @@ def _object_headers(ctx: Ctx, obj: m.ObjectVersion, whole: bool) -> list[tuple[s
         if value is not None and ctx.user is not None:
             headers = [(n, v) for n, v in headers if n.lower() != name.lower()] + [(name, value)]
     if whole and (ctx.header("x-amz-checksum-mode") or "").upper() == "ENABLED":
-        headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in obj.checksums]
+        for algorithm, value in obj.checksums:
+            headers.append((f"x-amz-checksum-{algorithm.lower()}", value))
+            headers.append(("x-amz-checksum-type", "COMPOSITE" if "-" in value else "FULL_OBJECT"))
     return headers
 
 
