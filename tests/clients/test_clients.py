@@ -47,6 +47,23 @@ def big_file(tmp_path: Path, size: int) -> Path:
     return path
 
 
+def populate(node, bucket: str, prefix: str = "many/", count: int = 1001) -> list[str]:
+    """More keys than one listing page holds, written with boto3 (the client under test then lists them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = node.client()
+    keys = [f"{prefix}{i:05d}" for i in range(count)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b"."), keys))
+    return keys
+
+
+def curl_get(url: str) -> bytes:
+    done = subprocess.run(["curl", "-sSf", url], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kwargs)
     if done.returncode != 0:
@@ -83,6 +100,13 @@ def test_s3cmd(node, tmp_path) -> None:
     assert digest_tree(down) == digest_tree(src)
     s("cp", "s3://s3cmd-bucket/tree/top.txt", "s3://s3cmd-bucket/copied.txt")
     assert node.client().get_object(Bucket="s3cmd-bucket", Key="copied.txt")["Body"].read() == b"top"
+    import time
+
+    url = s("signurl", "s3://s3cmd-bucket/tree/top.txt", str(int(time.time()) + 300)).stdout.strip()
+    assert curl_get(url) == b"top"
+    keys = populate(node, "s3cmd-bucket")
+    listed = s("ls", "s3://s3cmd-bucket/many/").stdout.splitlines()
+    assert [line.split()[-1].rsplit("/", 1)[1] for line in listed] == [k.split("/")[1] for k in keys]
     s("del", "--recursive", "--force", "s3://s3cmd-bucket/")
     s("rb", "s3://s3cmd-bucket")
 
@@ -116,6 +140,9 @@ def test_rclone(node, tmp_path) -> None:
     assert got == big.read_bytes()[50 * MiB : 50 * MiB + 10]
     r("copyto", "t:rclone-bucket/tree/top.txt", "t:rclone-bucket/copy.txt")
     assert r("cat", "t:rclone-bucket/copy.txt").stdout == "top"
+    assert curl_get(r("link", "t:rclone-bucket/copy.txt").stdout.strip()) == b"top"  # a presigned URL
+    keys = populate(node, "rclone-bucket")
+    assert r("lsf", "t:rclone-bucket/many").stdout.split() == [k.split("/")[1] for k in keys]
     r("purge", "t:rclone-bucket")
     assert "rclone-bucket" not in r("lsd", "t:").stdout
 
@@ -154,4 +181,7 @@ def test_minio_py(node, tmp_path) -> None:
     assert errors == []
     assert sorted(o.object_name for o in mc.list_objects("minio-bucket", recursive=True)) == ["big/one.bin",
                                                                                              "copied.txt"]
+    assert curl_get(mc.presigned_get_object("minio-bucket", "copied.txt")) == b"xxx"
+    keys = populate(node, "minio-bucket")
+    assert [o.object_name for o in mc.list_objects("minio-bucket", prefix="many/")] == keys
     shutil.rmtree(tmp_path / "tree", ignore_errors=True)

@@ -124,6 +124,22 @@ def test_expect_100_continue_only_after_auth(node) -> None:
     assert node.client().get_object(Bucket="bkt", Key="k")["Body"].read() == body
 
 
+def test_every_request_on_a_connection_gets_its_100_continue(node) -> None:
+    """A keep-alive connection: each PUT asking for 100-continue gets one (clients otherwise wait a second)."""
+    node.client().create_bucket(Bucket="bkt")
+    sock = connect(node)
+    for i in range(3):
+        body = b"body %d" % i
+        headers = sign(node, "PUT", f"/bkt/k{i}", {"Content-Length": str(len(body)), "Expect": "100-continue"})
+        sock.sendall(head_bytes("PUT", f"/bkt/k{i}", headers))
+        status, _, _ = read_response(sock)
+        assert status == 100, i
+        sock.sendall(body)
+        status, headers_, _ = read_response(sock)
+        assert status == 200 and headers_.get("connection") != "close"
+    sock.close()
+
+
 def test_chunked_transfer_encoding_upload(node) -> None:
     node.client().create_bucket(Bucket="bkt")
     body = os.urandom(300_000)

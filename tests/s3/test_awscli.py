@@ -32,13 +32,16 @@ def aws(node, tmp_path):
            "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"), "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_PAGER": ""}
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([AWS, "--endpoint-url", node.endpoint, *args], env=env, capture_output=True,
-                              text=True, timeout=120)
+    def run(*args: str, check: bool = True, endpoint: str | None = None, ca: str | None = None
+            ) -> subprocess.CompletedProcess:
+        extra = ["--ca-bundle", ca] if ca else []
+        done = subprocess.run([AWS, "--endpoint-url", endpoint or node.endpoint, *extra, *args], env=env,
+                              capture_output=True, text=True, timeout=120)
         if check and done.returncode != 0:
             raise AssertionError(f"aws {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done
 
+    run.node = node
     return run
 
 
@@ -70,6 +73,16 @@ def test_aws_s3_commands(aws, tmp_path) -> None:
     assert digest_tree(down) == digest_tree(src)
     # a second sync has nothing to do
     assert aws("s3", "sync", str(src), "s3://cli-bucket/tree/").stdout.strip() == ""
+    url = aws("s3", "presign", "s3://cli-bucket/tree/a.txt", "--expires-in", "300").stdout.strip()
+    got = subprocess.run(["curl", "-sSf", url], capture_output=True, timeout=60)
+    assert got.returncode == 0 and got.stdout == b"hello"
+    from tests.clients.test_clients import populate
+
+    keys = populate(aws.node, "cli-bucket")
+    listed = aws("s3", "ls", "s3://cli-bucket/many/").stdout.splitlines()
+    assert [line.split()[-1] for line in listed] == [k.split("/")[1] for k in keys]
+    assert len(json.loads(aws("s3api", "list-objects-v2", "--bucket", "cli-bucket", "--prefix", "many/").stdout)
+               ["Contents"]) == 1001  # the CLI pages through them
     aws("s3", "rm", "--recursive", "s3://cli-bucket/")
     aws("s3", "rb", "s3://cli-bucket")
     assert "cli-bucket" not in aws("s3", "ls").stdout
@@ -97,3 +110,24 @@ def test_aws_s3api_commands(aws, tmp_path) -> None:
     aws("s3api", "delete-object", "--bucket", "api-bucket", "--key", "dir/obj")
     aws("s3api", "delete-bucket", "--bucket", "api-bucket")
     assert shutil.which(AWS)
+
+
+@pytest.fixture
+def node(node_factory, tmp_path):
+    """A node serving plain HTTP and, on a second port, HTTPS with a certificate made for the test."""
+    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(crt), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return node_factory(tls_cert=str(crt), tls_key=str(key), tls_listen="127.0.0.1:0")
+
+
+def test_aws_cli_over_https(aws, node, tmp_path) -> None:
+    https = node.endpoints[1]
+    aws("s3", "mb", "s3://tls-bucket", endpoint=https, ca=node.settings["tls_cert"])
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(9 << 20))  # multipart at the CLI's defaults
+    aws("s3", "cp", str(src), "s3://tls-bucket/f.bin", endpoint=https, ca=node.settings["tls_cert"])
+    back = tmp_path / "back.bin"
+    aws("s3", "cp", "s3://tls-bucket/f.bin", str(back), endpoint=https, ca=node.settings["tls_cert"])
+    assert back.read_bytes() == src.read_bytes()

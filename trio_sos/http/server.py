@@ -166,7 +166,6 @@ class _Connection:
         self.limits = limits
         self.server = server
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
-        self.continue_sent = False
         try:
             transport = getattr(stream, "transport_stream", stream)  # under TLS, the socket is one level down
             sock = transport.socket  # type: ignore[attr-defined]
@@ -182,8 +181,8 @@ class _Connection:
                 await self.stream.send_all(data)
 
     async def send_continue(self) -> None:
-        if self.h11.they_are_waiting_for_100_continue and not self.continue_sent:
-            self.continue_sent = True
+        # h11 clears the flag once the 100 is sent, and sets it again for the next request that asks
+        if self.h11.they_are_waiting_for_100_continue:
             await self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
 
     async def _next_event(self, patience: float) -> h11.Event:
