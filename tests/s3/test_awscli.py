@@ -56,13 +56,16 @@ def test_aws_s3_commands(aws, tmp_path) -> None:
     src = tmp_path / "src"
     (src / "sub" / "deeper").mkdir(parents=True)
     files = {"a.txt": b"hello", "sub/b.bin": os.urandom(3 << 20), "sub/deeper/c d é.txt": b"unicode name",
-             "big.bin": os.urandom(20 << 20), "empty": b""}
+             "big.bin": os.urandom(100 << 20), "empty": b""}
     for name, body in files.items():
         (src / name).write_bytes(body)
     aws("s3", "cp", str(src / "big.bin"), "s3://cli-bucket/one/big.bin")
     got = tmp_path / "big.back"
     aws("s3", "cp", "s3://cli-bucket/one/big.bin", str(got))
     assert got.read_bytes() == files["big.bin"]
+    aws("s3", "cp", "s3://cli-bucket/one/big.bin", "s3://cli-bucket/one/copy.bin")  # a server-side copy
+    head = json.loads(aws("s3api", "head-object", "--bucket", "cli-bucket", "--key", "one/copy.bin").stdout)
+    assert head["ContentLength"] == len(files["big.bin"])
     aws("s3", "sync", str(src), "s3://cli-bucket/tree/")
     listing = aws("s3", "ls", "s3://cli-bucket/tree/").stdout
     assert "PRE sub/" in listing and "a.txt" in listing

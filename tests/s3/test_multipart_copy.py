@@ -33,20 +33,20 @@ def wait_for(condition, timeout: float = 20.0, what: str = "condition") -> None:
 def test_transfer_manager_upload_and_download(s3, tmp_path) -> None:
     s3.create_bucket(Bucket="mpu")
     src = tmp_path / "src.bin"
-    body = os.urandom(21 * MiB + 5)
+    body = os.urandom(100 * MiB + 5)
     src.write_bytes(body)
-    config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+    config = TransferConfig()  # boto3's defaults: 8 MiB threshold and parts
     s3.upload_file(str(src), "mpu", "dir/big.bin", Config=config)
     head = s3.head_object(Bucket="mpu", Key="dir/big.bin")
-    assert head["ContentLength"] == len(body) and head["ETag"].endswith('-3"')
+    assert head["ContentLength"] == len(body) and head["ETag"].endswith('-13"')
     parts = [body[i : i + 8 * MiB] for i in range(0, len(body), 8 * MiB)]
-    expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"
+    expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-13"
     assert head["ETag"] == f'"{expected}"'
     dst = tmp_path / "dst.bin"
     s3.download_file("mpu", "dir/big.bin", str(dst), Config=config)
     assert dst.read_bytes() == body
     part2 = s3.get_object(Bucket="mpu", Key="dir/big.bin", PartNumber=2)
-    assert part2["Body"].read() == parts[1] and part2["PartsCount"] == 3
+    assert part2["Body"].read() == parts[1] and part2["PartsCount"] == 13
     assert part2["ContentRange"] == f"bytes {8 * MiB}-{16 * MiB - 1}/{len(body)}"
 
 
@@ -352,3 +352,33 @@ def test_multipart_checksums_composite_and_full_object(s3) -> None:
         s3.complete_multipart_upload(Bucket="sums-mp", Key="bad", UploadId=up, MultipartUpload={"Parts": [
             {"PartNumber": 1, "ETag": res["ETag"], "ChecksumCRC32": "AAAAAA=="}]})
     assert code(info) == "InvalidPart"
+
+
+BOMB = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<Delete><Object><Key>&lol3;</Key></Object></Delete>"""
+EXTERNAL = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>
+<Delete><Object><Key>&e;</Key></Object></Delete>"""
+
+
+@pytest.mark.parametrize("document", [BOMB, EXTERNAL, b"<Delete><Object><Key>unclosed", b"\x00\xff garbage",
+                                      b'<?xml version="1.0" encoding="x-bogus"?><Delete/>'])
+def test_hostile_xml_is_malformed_and_changes_nothing(s3, node, document) -> None:
+    import base64
+
+    from tests.s3.rawhttp import connect, head_bytes, read_response, sign
+
+    s3.create_bucket(Bucket="xml")
+    s3.put_object(Bucket="xml", Key="keep", Body=b"still here")
+    md5 = base64.b64encode(hashlib.md5(document).digest()).decode()
+    for target in ["/xml?delete", "/xml?cors", "/xml/keep?tagging", "/xml?acl"]:
+        method = "POST" if target.endswith("delete") else "PUT"
+        headers = sign(node, method, target, {"Content-Length": str(len(document)), "Content-MD5": md5},
+                       body=document)
+        sock = connect(node)
+        sock.sendall(head_bytes(method, target, headers) + document)
+        status, _, answer = read_response(sock)
+        sock.close()
+        assert status == 400 and (b"MalformedXML" in answer or b"MalformedACLError" in answer), (target, answer)
+    assert s3.get_object(Bucket="xml", Key="keep")["Body"].read() == b"still here"
