@@ -96,8 +96,9 @@ class _ChunkSink:
         assert pool is not None
         self.written.append((chunk_id, (agent,)))
         self._agent = agent
-        self._cm = pool.put_stream(chunk_id)
-        self._stream = await self._cm.__aenter__()
+        cm = pool.put_stream(chunk_id)
+        self._stream = await cm.__aenter__()
+        self._cm = cm  # only once entered: a stream that never opened has nothing to abort
 
     async def _close(self) -> None:
         stream, cm = self._stream, self._cm

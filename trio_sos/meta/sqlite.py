@@ -309,11 +309,26 @@ def _tx(conn: sqlite3.Connection, begin: str, fn: Callable[..., T], args: tuple)
     return result
 
 
+def _set_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """Switch to WAL. Several processes doing so on a new file at once can get SQLITE_BUSY at once, without the
+    busy handler being consulted (the switch needs an exclusive lock): retry, within the busy timeout."""
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)  # a worker thread, never the event loop: _connect runs via to_thread
+            delay = min(delay * 2, 0.1)
+
+
 def _connect(path: str, busy_timeout: float, *, query_only: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _set_wal(conn, busy_timeout)
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"{path}: cannot use the WAL journal (got {mode!r})")
         conn.execute("PRAGMA synchronous = FULL")
