@@ -185,3 +185,44 @@ def test_minio_py(node, tmp_path) -> None:
     keys = populate(node, "minio-bucket")
     assert [o.object_name for o in mc.list_objects("minio-bucket", prefix="many/")] == keys
     shutil.rmtree(tmp_path / "tree", ignore_errors=True)
+
+
+def test_clients_over_https(node_factory, tmp_path) -> None:
+    """s3cmd, rclone and minio-py against the node's own TLS listener, trusting a certificate made here."""
+    s3cmd, rclone = need("/usr/bin/s3cmd"), need("/usr/bin/rclone")
+    from minio import Minio
+
+    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt), "-days",
+         "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+    node = node_factory(tls_cert=str(crt), tls_key=str(key))
+    assert node.endpoint.startswith("https://")
+    host = node.endpoint.split("://", 1)[1]
+    u = node.users[0]
+    big = big_file(tmp_path, 20 * MiB)
+    node.client(verify=str(crt)).create_bucket(Bucket="tls-clients")
+
+    cfg = tmp_path / "s3cfg"
+    cfg.write_text(f"[default]\naccess_key = {u['access_key']}\nsecret_key = {u['secret_key']}\nhost_base = {host}\n"
+                   f"host_bucket = {host}\nuse_https = True\nca_certs_file = {crt}\ncheck_ssl_certificate = True\n")
+    run([s3cmd, "-c", str(cfg), "put", str(big), "s3://tls-clients/s3cmd.bin"])
+    run([s3cmd, "-c", str(cfg), "get", "s3://tls-clients/s3cmd.bin", str(tmp_path / "s3cmd.back")])
+    assert (tmp_path / "s3cmd.back").read_bytes() == big.read_bytes()
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {**base, "RCLONE_CONFIG_T_TYPE": "s3", "RCLONE_CONFIG_T_PROVIDER": "Other",
+           "RCLONE_CONFIG_T_ACCESS_KEY_ID": u["access_key"], "RCLONE_CONFIG_T_SECRET_ACCESS_KEY": u["secret_key"],
+           "RCLONE_CONFIG_T_ENDPOINT": node.endpoint, "RCLONE_CONFIG_T_REGION": "us-east-1",
+           "RCLONE_CONFIG": str(tmp_path / "none.conf")}
+    run([rclone, "--ca-cert", str(crt), "copyto", str(big), "t:tls-clients/rclone.bin"], env=env)
+    run([rclone, "--ca-cert", str(crt), "copyto", "t:tls-clients/rclone.bin", str(tmp_path / "rclone.back")],
+        env=env)
+    assert (tmp_path / "rclone.back").read_bytes() == big.read_bytes()
+
+    import urllib3
+
+    mc = Minio(host, access_key=u["access_key"], secret_key=u["secret_key"], secure=True, region="us-east-1",
+               http_client=urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(crt)))
+    mc.fput_object("tls-clients", "minio.bin", str(big))
+    mc.fget_object("tls-clients", "minio.bin", str(tmp_path / "minio.back"))
+    assert (tmp_path / "minio.back").read_bytes() == big.read_bytes()
