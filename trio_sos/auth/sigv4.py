@@ -597,6 +597,38 @@ def _check_signature(
     return scope, signing_key
 
 
+def _verified(method: str, raw_target: str, grouped: Mapping[str, list[str]], parsed: ParsedAuth | ParsedPresigned,
+              *, payload_hash: str, amz_date: str, request_time: datetime, secret: str,
+              key_cache: SigningKeyCache) -> Verified:
+    """Check the signature (header or presigned: the same canonical request) and describe the verified request."""
+    scope, signing_key = _check_signature(
+        method,
+        raw_target,
+        grouped,
+        access_key=parsed.access_key,
+        date=parsed.date,
+        region=parsed.region,
+        service=parsed.service,
+        signed_headers=parsed.signed_headers,
+        signature=parsed.signature,
+        payload_hash=payload_hash,
+        amz_date=amz_date,
+        secret=secret,
+        key_cache=key_cache,
+    )
+    return Verified(
+        access_key=parsed.access_key,
+        region=parsed.region,
+        service=parsed.service,
+        amz_date=amz_date,
+        request_time=request_time,
+        scope=scope,
+        signing_key=signing_key,
+        seed_signature=parsed.signature,
+        payload_hash=payload_hash,
+    )
+
+
 def verify_header_auth(
     method: str,
     raw_target: str,
@@ -679,32 +711,8 @@ def verify_header_auth(
 
     _check_headers_signed(grouped, parsed.signed_headers)
 
-    scope, signing_key = _check_signature(
-        method,
-        raw_target,
-        grouped,
-        access_key=parsed.access_key,
-        date=parsed.date,
-        region=parsed.region,
-        service=parsed.service,
-        signed_headers=parsed.signed_headers,
-        signature=parsed.signature,
-        payload_hash=payload_hash,
-        amz_date=amz_date,
-        secret=secret,
-        key_cache=key_cache,
-    )
-    return Verified(
-        access_key=parsed.access_key,
-        region=parsed.region,
-        service=parsed.service,
-        amz_date=amz_date,
-        request_time=request_time,
-        scope=scope,
-        signing_key=signing_key,
-        seed_signature=parsed.signature,
-        payload_hash=payload_hash,
-    )
+    return _verified(method, raw_target, grouped, parsed, payload_hash=payload_hash, amz_date=amz_date,
+                     request_time=request_time, secret=secret, key_cache=key_cache)
 
 
 def _decoded_query_names(raw_query: str) -> Iterable[str]:
@@ -927,29 +935,5 @@ def verify_presigned(
     _check_headers_signed(grouped, parsed.signed_headers)
 
     amz_date = _iso_basic(request_time)
-    scope, signing_key = _check_signature(
-        method,
-        raw_target,
-        grouped,
-        access_key=parsed.access_key,
-        date=parsed.date,
-        region=parsed.region,
-        service=parsed.service,
-        signed_headers=parsed.signed_headers,
-        signature=parsed.signature,
-        payload_hash=payload_hash,
-        amz_date=amz_date,
-        secret=secret,
-        key_cache=key_cache,
-    )
-    return Verified(
-        access_key=parsed.access_key,
-        region=parsed.region,
-        service=parsed.service,
-        amz_date=amz_date,
-        request_time=request_time,
-        scope=scope,
-        signing_key=signing_key,
-        seed_signature=parsed.signature,
-        payload_hash=payload_hash,
-    )
+    return _verified(method, raw_target, grouped, parsed, payload_hash=payload_hash, amz_date=amz_date,
+                     request_time=request_time, secret=secret, key_cache=key_cache)
