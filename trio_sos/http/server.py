@@ -204,7 +204,7 @@ class _Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ClientDisconnected(str(exc)) from exc
         if type(event) is h11.Data:
-            return bytes(event.data)
+            return event.data  # bytes-like (h11 hands out a fresh buffer): no extra copy
         if type(event) is h11.EndOfMessage:
             return b""
         if type(event) is h11.ConnectionClosed:
