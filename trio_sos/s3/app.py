@@ -3,7 +3,9 @@
 request id -> routing (virtual host or path style) -> operation (the table below) -> authentication
 -> handler -> response with the common headers; every failure is one S3Error rendered once.
 
-The operation table is where who-may-do-what is read in one place.
+The operation table maps every operation to its handler. Each handler names the permission it needs as its first
+step (``ctx.bucket_for("WRITE")``, ``check_object(ctx, obj, "READ")``: rules in ``access.py``), before it reads
+a byte of the body.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ Handler = Callable[[Ctx], Awaitable[Response]]
 @attrs.frozen
 class Operation:
     name: str
-    handler: Handler | None  # None: recognised but not built yet (NotImplemented)
+    handler: Handler
     scope: str  # "service", "bucket" or "object": what the URL must name
 
 
@@ -223,9 +225,7 @@ class S3App:
             raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="OBJECT" if ctx.key else "BUCKET")
         if name.startswith("NotImplemented:"):
             raise S3Error("NotImplemented", f"{name.split(':', 1)[1]} is not implemented by this server yet")
-        operation = OPERATIONS[name]
-        assert operation.handler is not None
-        return await operation.handler(ctx)
+        return await OPERATIONS[name].handler(ctx)
 
     async def _user(self, access_key: str):
         user = await self.services.user_by_access_key(access_key)
