@@ -255,3 +255,12 @@ class NodeProcess:
             aws_access_key_id=u["access_key"], aws_secret_access_key=u["secret_key"],
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
         )
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (cert, key) that the tests tell their clients to trust."""
+    key, crt = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(crt), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    return crt, key

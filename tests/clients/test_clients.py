@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import make_certificate
+
 MiB = 1 << 20
 
 
@@ -192,9 +194,7 @@ def test_clients_over_https(node_factory, tmp_path) -> None:
     s3cmd, rclone = need("/usr/bin/s3cmd"), need("/usr/bin/rclone")
     from minio import Minio
 
-    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt), "-days",
-         "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+    crt, key = make_certificate(tmp_path)
     node = node_factory(tls_cert=str(crt), tls_key=str(key))
     assert node.endpoint.startswith("https://")
     host = node.endpoint.split("://", 1)[1]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import make_certificate
+
 AWS = "/usr/bin/aws"
 
 if not os.access(AWS, os.X_OK):
@@ -118,10 +120,7 @@ def test_aws_s3api_commands(aws, tmp_path) -> None:
 @pytest.fixture
 def node(node_factory, tmp_path):
     """A node serving plain HTTP and, on a second port, HTTPS with a certificate made for the test."""
-    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(crt), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    crt, key = make_certificate(tmp_path)
     return node_factory(tls_cert=str(crt), tls_key=str(key), tls_listen="127.0.0.1:0")
 
 

@@ -11,6 +11,8 @@ import zlib
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.procs import make_certificate
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
@@ -178,10 +180,7 @@ def test_sigv2_requests_and_urls(node) -> None:
 def test_boto3_over_https_multipart_with_trailing_checksums(node_factory, tmp_path) -> None:
     from boto3.s3.transfer import TransferConfig
 
-    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(crt), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    crt, key = make_certificate(tmp_path)
     node = node_factory(tls_cert=str(crt), tls_key=str(key))
     s3 = node.client(verify=str(crt))
     assert node.endpoint.startswith("https://")

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
+
+from tests.procs import make_certificate
 
 
 @pytest.fixture
 def cert(tmp_path):
-    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(crt), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    crt, key = make_certificate(tmp_path)
     return crt, key
 
 
