@@ -104,6 +104,20 @@ static pthread_attr_t g_thread_attr;
 
 /* ---------------------------------------------------------------- output */
 
+/* Skip the first n bytes of an iovec array after a short writev: whole entries, then part of the next. */
+static void iov_advance(struct iovec **iov, int *cnt, size_t n)
+{
+    while (*cnt > 0 && n >= (*iov)->iov_len) {
+        n -= (*iov)->iov_len;
+        (*iov)++;
+        (*cnt)--;
+    }
+    if (*cnt > 0) {
+        (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + n;
+        (*iov)->iov_len -= n;
+    }
+}
+
 static int send_all(struct conn *c, struct iovec *iov, int cnt)
 {
     if (c->dead)
@@ -121,15 +135,7 @@ static int send_all(struct conn *c, struct iovec *iov, int cnt)
             c->dead = 1;
             return -1;
         }
-        while (cnt > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
+        iov_advance(&iov, &cnt, (size_t)w);
     }
     return 0;
 }
@@ -373,15 +379,7 @@ static int write_full(int fd, struct iovec *iov, int cnt)
         }
         if (w == 0)
             return -EIO;
-        while (cnt > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
+        iov_advance(&iov, &cnt, (size_t)w);
     }
     return 0;
 }
