@@ -10,11 +10,41 @@ import sys
 import time
 from pathlib import Path
 
+import re
+
 import attrs
 
 from trio_sos.agent.binary import agent_binary
 
 READY_TIMEOUT = 15.0
+
+# What a server must never write to its log during a test, unless the test says it expects it (``allow_log``):
+# Python tracebacks, ERROR-level lines (the node logs every failed GC pass and every 500 at ERROR), and what
+# AddressSanitizer/UBSan print (the agent's stderr is part of the node's log when the node supervises it).
+LOG_PROBLEMS = re.compile(
+    r"Traceback \(most recent call last\)|^\S+ ERROR |ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:",
+    re.MULTILINE,
+)
+
+
+def log_problems(text: str, allowed: list[re.Pattern] | tuple = ()) -> list[str]:
+    """The lines of a server log that show a problem (see LOG_PROBLEMS), those matching ``allowed`` aside."""
+    found = []
+    for match in LOG_PROBLEMS.finditer(text):
+        start = text.rfind("\n", 0, match.start()) + 1
+        end = text.find("\n", match.end())
+        line = text[start:end if end >= 0 else len(text)]
+        if not any(pattern.search(line) for pattern in allowed):
+            found.append(line)
+    return found
+
+
+def check_log_file(path: Path, allowed: list[re.Pattern] | tuple = (), what: str = "server") -> None:
+    """Fail (AssertionError) if the log at ``path`` shows a problem."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    problems = log_problems(text, allowed)
+    if problems:
+        raise AssertionError(f"{what} log {path} shows a problem: {problems[0]!r}\n--- log tail ---\n{text[-6000:]}")
 
 
 def read_ready_line(proc: subprocess.Popen, timeout: float = READY_TIMEOUT) -> str:
@@ -99,12 +129,17 @@ class AgentProcess:
         self.check_log()
 
     def stop(self) -> int | None:
+        """SIGTERM and wait; a clean stop is exit code 0, anything else fails the test."""
         if self.proc is None:
             return None
         code = stop_process(self.proc)
         self.proc = None
         self.check_log()
+        assert code == 0, f"agent exited with code {code} on SIGTERM; log:\n{self.log_tail()}"
         return code
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
 
     def check_log(self) -> None:
         """Fail on anything AddressSanitizer/UBSan reported (the CI runs the agent tests on such a build)."""
@@ -155,6 +190,11 @@ class NodeProcess:
     users: tuple = TEST_USERS
     stdout_lines: list = attrs.field(factory=list)
     endpoints: list = attrs.field(factory=list)
+    allowed_log: list = attrs.field(factory=list)  # patterns of problem lines this test expects (allow_log)
+
+    def allow_log(self, pattern: str) -> None:
+        """Declare that a log line matching ``pattern`` (a regex) is expected by this test, not a failure."""
+        self.allowed_log.append(re.compile(pattern))
 
     @property
     def data_dir(self) -> Path:
@@ -218,28 +258,47 @@ class NodeProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def kill9(self) -> None:
-        """SIGKILL the node and, like a machine crash would, its agent too."""
+    def kill9(self, *, children: bool = True) -> None:
+        """SIGKILL the node and, like a machine crash would, its agent too (``children=False``: the node only)."""
         import psutil
 
         assert self.proc is not None
-        children = psutil.Process(self.proc.pid).children(recursive=True)
+        kids = psutil.Process(self.proc.pid).children(recursive=True) if children else []
         self.proc.kill()
-        for child in children:
+        for child in kids:
             try:
                 child.kill()
             except psutil.NoSuchProcess:
                 pass
         self.proc.wait()
-        psutil.wait_procs(children, timeout=10)
+        psutil.wait_procs(kids, timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
         self.proc = None
+        self.check_log()
+
+    def agent_pid(self) -> int:
+        """The pid of the node's local agent (its one child process)."""
+        import psutil
+
+        kids = [c for c in psutil.Process(self.pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+        assert len(kids) == 1, kids
+        return kids[0].pid
 
     def stop(self) -> int | None:
+        """SIGTERM and wait: a node that stops by itself exits 0; any other code, or a problem in its log, fails
+        the test."""
         if self.proc is None:
             return None
         code = stop_process(self.proc, timeout=30)
         self.proc = None
+        self.check_log()
+        assert code == 0, f"node exited with code {code} on SIGTERM; log:\n{self.log_tail()}"
         return code
+
+    def check_log(self) -> None:
+        check_log_file(self.log_path, self.allowed_log, "node")
 
     def restart(self) -> NodeProcess:
         self.stop()

@@ -85,6 +85,7 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "http_idle_timeout": (_float, 75.0),
     "http_head_timeout": (_float, 30.0),
     "http_body_timeout": (_float, 60.0),
+    "agent_wait": (_float, 5.0),
 }
 
 
@@ -106,6 +107,7 @@ class Config:
     http_idle_timeout: float = 75.0
     http_head_timeout: float = 30.0
     http_body_timeout: float = 60.0
+    agent_wait: float = 5.0
     users: tuple[UserConfig, ...] = ()
 
     @property

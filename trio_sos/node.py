@@ -123,7 +123,10 @@ class Node:
                 self.supervisor = AgentSupervisor(AgentOptions(
                     data_dir=config.data_dir / "agent", listen="127.0.0.1:0", max_chunk=config.agent_max_chunk))
                 agent_address = await nursery.start(self.supervisor.run)
-                pool = AgentPool(nursery, agent_address, size=8)
+                # The local agent is the only copy: while its supervisor restarts it, requests wait (agent_wait)
+                # for it to come back rather than fail at once.
+                pool = AgentPool(nursery, agent_address, size=8, patience=config.agent_wait, min_backoff=0.02,
+                                 max_backoff=0.25)
                 agents = AgentSet()
                 agents.add((await pool.hello()).agent_id.hex(), pool)
                 data = DataStore(meta, agents, chunk_size=config.chunk_size, intent_refresh=config.intent_grace / 4)

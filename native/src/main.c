@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -46,7 +46,9 @@ static void usage(FILE *f)
             "  --max-connections N     connections served at once (default 4096)\n"
             "  --io-timeout SECONDS    close a connection stalled mid-frame or not reading (default 30; 0 = never)\n"
             "  --verbose               log every request and connection\n"
-            "  --exit-with-parent      exit (SIGTERM) when the parent process dies\n"
+            "  --exit-with-parent      exit when stdin reaches end-of-file: stdin must be a pipe whose write end\n"
+            "                          only the supervising process holds, so the agent ends with that process\n"
+            "                          however it ends (kill -9 included)\n"
             "  --version               print the version and exit\n"
             "  --help                  print this help and exit\n"
             "\n"
@@ -223,13 +225,20 @@ int main(int argc, char **argv)
 
     /* A supervisor starts the agent in a session of its own (so a terminal's ^C reaches only the supervisor,
      * which then drains requests before stopping the agent); if the supervisor itself dies, even by SIGKILL,
-     * the agent must not outlive it as an orphan holding the port and the data dir. */
+     * the agent must not outlive it as an orphan holding the port and the data dir.
+     *
+     * The tie is a pipe on stdin, not PR_SET_PDEATHSIG: that signal fires when the parent *thread* that forked
+     * the agent exits, and a supervisor may fork from a worker thread that its runtime retires while the
+     * process lives on (Trio starts processes from such threads). A pipe's write end is closed by the kernel
+     * only when every process holding it is gone, which is exactly the supervisor's lifetime. */
+    int parent_fd = -1;
     if (g_cfg.parent_death) {
-        pid_t parent = getppid();
-        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent) {
-            log_msg(LOG_ERROR, "supervisor gone before start-up");
-            return 1;
+        struct stat st;
+        if (fstat(STDIN_FILENO, &st) < 0 || !S_ISFIFO(st.st_mode)) {
+            log_msg(LOG_ERROR, "--exit-with-parent needs stdin to be a pipe held open by the supervisor");
+            return 2;
         }
+        parent_fd = STDIN_FILENO;
     }
 
     raise_nofile();
@@ -257,9 +266,9 @@ int main(int argc, char **argv)
     printf("READY %s\n", bound);
     fflush(stdout);
 
-    net_serve(tcpfd, unixfd, sigfd);
+    const char *why = net_serve(tcpfd, unixfd, sigfd, parent_fd);
 
-    log_msg(LOG_INFO, "agent stopping");
+    log_msg(LOG_INFO, "agent stopping reason=%s", why);
     if (g_cfg.unix_path)
         unlink(g_cfg.unix_path);
     exit(0);

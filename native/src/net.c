@@ -1113,14 +1113,14 @@ static void accept_one(int lfd, int is_tcp)
     log_msg(LOG_DEBUG, "connection opened conn=%" PRIu64 " peer=%s", cid, c->peer);
 }
 
-void net_serve(int tcpfd, int unixfd, int sigfd)
+const char *net_serve(int tcpfd, int unixfd, int sigfd, int parent_fd)
 {
     pthread_attr_init(&g_thread_attr);
     pthread_attr_setdetachstate(&g_thread_attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&g_thread_attr, THREAD_STACK);
 
-    struct pollfd pfd[3];
-    int n = 0, itcp = -1, iunix = -1;
+    struct pollfd pfd[4];
+    int n = 0, itcp = -1, iunix = -1, iparent = -1;
     pfd[n] = (struct pollfd){.fd = sigfd, .events = POLLIN};
     n++;
     if (tcpfd >= 0) {
@@ -1131,16 +1131,28 @@ void net_serve(int tcpfd, int unixfd, int sigfd)
         iunix = n;
         pfd[n++] = (struct pollfd){.fd = unixfd, .events = POLLIN};
     }
+    if (parent_fd >= 0) {
+        iparent = n;
+        pfd[n++] = (struct pollfd){.fd = parent_fd, .events = POLLIN};
+    }
     for (;;) {
         int r = poll(pfd, (nfds_t)n, -1);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             log_msg(LOG_ERROR, "poll failed err=\"%s\"", strerror(errno));
-            return;
+            return "poll-error";
         }
         if (pfd[0].revents)
-            return;
+            return "signal";
+        if (iparent >= 0 && pfd[iparent].revents) {
+            /* The supervisor never writes; anything it might is drained. End-of-file (or an error) means the
+             * last holder of the write end is gone. */
+            char buf[256];
+            ssize_t got = read(parent_fd, buf, sizeof buf);
+            if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
+                return "supervisor-gone";
+        }
         if (itcp >= 0 && pfd[itcp].revents)
             accept_one(tcpfd, 1);
         if (iunix >= 0 && pfd[iunix].revents)

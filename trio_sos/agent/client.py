@@ -344,6 +344,10 @@ class AgentPool:
     not answer one request is unlikely to answer the next on the same socket. After a failed connect the pool
     refuses new connections for a backoff delay (doubling up to ``max_backoff``), so callers fail fast and can
     turn to another replica.
+
+    ``patience`` (seconds, default 0) is how long a request that needs a new connection keeps trying to connect,
+    at that backoff, before it fails. A node whose only copy of the data is its local agent uses it to ride out
+    the agent's restart (a fraction of a second) instead of failing requests within milliseconds.
     """
 
     def __init__(
@@ -358,6 +362,7 @@ class AgentPool:
         read_window: int = 1 << 20,
         min_backoff: float = 0.05,
         max_backoff: float = 5.0,
+        patience: float = 0.0,
     ) -> None:
         self._nursery = nursery
         self.address = address
@@ -371,6 +376,7 @@ class AgentPool:
         self._min_backoff, self._max_backoff = min_backoff, max_backoff
         self._backoff = 0.0
         self._retry_at = -math.inf
+        self.patience = patience
         self.connects = 0
         self.closed = False
 
@@ -390,26 +396,35 @@ class AgentPool:
             idle, enough = self._least_busy()  # others may have connected while this task waited
             if enough:
                 return idle  # type: ignore[return-value]
-            if trio.current_time() < self._retry_at:
-                if idle is not None:
-                    return idle
-                raise AgentConnectionError(
-                    f"agent {self.address} unreachable, next attempt in {self._retry_at - trio.current_time():.2f}s"
-                )
-            try:
-                with trio.fail_after(self.connect_timeout):
-                    conn = await AgentConnection.connect(self._nursery, self.address, queue_frames=self.queue_frames)
-            except (OSError, trio.TooSlowError, AgentConnectionError, ProtocolError, AgentError) as exc:
-                self._backoff = min(self._max_backoff, max(self._min_backoff, self._backoff * 2))
-                self._retry_at = trio.current_time() + self._backoff
-                log.warning("connect to agent %s failed: %r; backing off %.2fs", self.address, exc, self._backoff)
-                if idle is not None:
-                    return idle
-                raise AgentConnectionError(f"cannot connect to agent {self.address}: {exc!r}") from exc
-            self._backoff, self._retry_at = 0.0, -math.inf
-            self.connects += 1
-            self._conns.append(conn)
-            return conn
+            give_up = trio.current_time() + self.patience
+            while True:
+                now = trio.current_time()
+                if now < self._retry_at:
+                    if idle is not None:
+                        return idle
+                    if self._retry_at > give_up:
+                        raise AgentConnectionError(
+                            f"agent {self.address} unreachable, next attempt in {self._retry_at - now:.2f}s"
+                        )
+                    await trio.sleep_until(self._retry_at)
+                try:
+                    with trio.fail_after(self.connect_timeout):
+                        conn = await AgentConnection.connect(self._nursery, self.address,
+                                                             queue_frames=self.queue_frames)
+                except (OSError, trio.TooSlowError, AgentConnectionError, ProtocolError, AgentError) as exc:
+                    self._backoff = min(self._max_backoff, max(self._min_backoff, self._backoff * 2))
+                    self._retry_at = trio.current_time() + self._backoff
+                    log.warning("connect to agent %s failed: %r; backing off %.2fs", self.address, exc,
+                                self._backoff)
+                    if idle is not None:
+                        return idle
+                    if self._retry_at > give_up:
+                        raise AgentConnectionError(f"cannot connect to agent {self.address}: {exc!r}") from exc
+                    continue
+                self._backoff, self._retry_at = 0.0, -math.inf
+                self.connects += 1
+                self._conns.append(conn)
+                return conn
 
     @asynccontextmanager
     async def _deadline(self, conn_box: list[AgentConnection]) -> AsyncIterator[None]:

@@ -2,6 +2,15 @@
 
 The supervisor is one Trio task (``AgentSupervisor.run``) owned by its caller's nursery. Cancelling that task
 stops the agent: SIGTERM, a shielded wait, then SIGKILL, so no child outlives its owner.
+
+If the supervising *process* dies without that (kill -9, a crash), the agent still goes with it: its stdin is a
+pipe whose write end only this process holds (``--exit-with-parent``), and the kernel closes it when the process
+ends, however it ends. (``PR_SET_PDEATHSIG`` would not do: it follows the thread that forked, and Trio forks from
+worker threads it retires after a few idle seconds, which killed healthy agents every 10–20 s.)
+
+Restarts: an agent that exits with code 0 stopped cleanly (someone sent it SIGTERM): it is started again at once,
+logged as such, not as a crash. A crash (any other exit, or failed health checks) waits a backoff that doubles up
+to ``max_backoff``, and returns to ``min_backoff`` once a run has stayed healthy for ``stable_after`` seconds.
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ class AgentSupervisor:
     stop_timeout: float = 5.0
     min_backoff: float = 0.1
     max_backoff: float = 10.0
-    stable_after: float = 30.0
+    stable_after: float = 10.0
 
     address: str | None = None
     pid: int | None = None
@@ -75,22 +84,26 @@ class AgentSupervisor:
         backoff = self.min_backoff
         started = False
         while True:
-            began = trio.current_time()
-            reason = await self._run_once(listen, task_status if not started else None)
+            outcome = await self._run_once(listen, task_status if not started else None)
             started = True
             if self.address and listen.endswith(":0"):
                 listen = self.address  # keep the port the clients know across restarts
-            if trio.current_time() - began > self.stable_after:
-                backoff = self.min_backoff
             self.restarts += 1
-            log.warning("agent %s; restarting in %.1fs (restart %d)", reason, backoff, self.restarts)
+            if outcome.clean:
+                backoff = self.min_backoff
+                log.info("agent %s; starting it again (restart %d)", outcome.reason, self.restarts)
+                continue
+            if outcome.healthy_for >= self.stable_after:
+                backoff = self.min_backoff
+            log.warning("agent %s; restarting in %.1fs (restart %d)", outcome.reason, backoff, self.restarts)
             await trio.sleep(backoff)
             backoff = min(self.max_backoff, backoff * 2)
 
-    async def _run_once(self, listen: str, task_status: trio.TaskStatus[str] | None) -> str:
+    async def _run_once(self, listen: str, task_status: trio.TaskStatus[str] | None) -> _Outcome:
         os.makedirs(self.options.data_dir, exist_ok=True)
         proc = await trio.lowlevel.open_process(
-            self.options.command(listen), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            self.options.command(listen), stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,  # never written: its end-of-file tells the agent this process is gone
             start_new_session=True,  # ^C in a terminal reaches the supervisor only; it stops the agent in order
         )
         try:
@@ -100,7 +113,7 @@ class AgentSupervisor:
             except AgentStartError:
                 if task_status is not None:
                     raise
-                return f"pid {proc.pid} failed to start"
+                return _Outcome(f"pid {proc.pid} failed to start", clean=False)
             self.address = address
             log.info("agent pid %d ready at %s", proc.pid, address)
             if task_status is not None:
@@ -131,14 +144,20 @@ class AgentSupervisor:
             )
         return line.split(" ", 1)[1].strip()
 
-    async def _monitor(self, proc: trio.Process, address: str) -> str:
-        reason = "exited"
+    async def _monitor(self, proc: trio.Process, address: str) -> _Outcome:
+        outcome = _Outcome("exited", clean=False)
+        healthy_since: float | None = None
         async with trio.open_nursery() as nursery:
 
             async def wait_exit() -> None:
-                nonlocal reason
+                nonlocal outcome
                 code = await proc.wait()
-                reason = f"pid {proc.pid} exited with code {code}"
+                if code == 0:
+                    outcome = _Outcome(f"pid {proc.pid} stopped cleanly (exit code 0)", clean=True)
+                elif code < 0:
+                    outcome = _Outcome(f"pid {proc.pid} killed by {_signal_name(-code)}", clean=False)
+                else:
+                    outcome = _Outcome(f"pid {proc.pid} exited with code {code}", clean=False)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(wait_exit)
@@ -150,19 +169,23 @@ class AgentSupervisor:
                         failures = 0
                         if not self.healthy:
                             self.healthy = True
+                            healthy_since = trio.current_time()
                             self._changed()
                     except (AgentConnectionError, AgentError, ProtocolError, OSError) as exc:
                         failures += 1
                         log.warning("agent pid %d health check failed (%d/%d): %s",
                                     proc.pid, failures, self.health_failures, exc)
                         if failures >= self.health_failures:
-                            reason = f"pid {proc.pid} unhealthy after {failures} failed checks"
+                            outcome = _Outcome(f"pid {proc.pid} unhealthy after {failures} failed checks",
+                                               clean=False)
                             if self.healthy:
                                 self.healthy = False
                                 self._changed()
                             nursery.cancel_scope.cancel()
                     await trio.sleep(self.health_interval)
-        return reason
+        if healthy_since is not None:
+            outcome = attrs.evolve(outcome, healthy_for=trio.current_time() - healthy_since)
+        return outcome
 
     async def _stop(self, proc: trio.Process) -> None:
         if proc.returncode is None:
@@ -176,7 +199,24 @@ class AgentSupervisor:
                 log.warning("agent pid %d ignored SIGTERM for %ss; killing it", proc.pid, self.stop_timeout)
                 proc.kill()
                 await proc.wait()
-        if proc.stdout is not None:
-            await proc.stdout.aclose()
+        for stream in (proc.stdout, proc.stdin):
+            if stream is not None:
+                await stream.aclose()
+
+
+@attrs.frozen
+class _Outcome:
+    """How one run of the agent ended."""
+
+    reason: str
+    clean: bool  # exit code 0: stopped on request, not a crash
+    healthy_for: float = 0.0  # seconds from its first passed health check to its end
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import trio
 
-from ..agent import AgentConnectionError, AgentError, AgentPool
+from ..agent import AgentConnectionError, AgentError, AgentPool, AgentTimeout
 from ..agent.client import PutStream
 from ..meta.store import ChunkRef, GcEntry, Intent, MetaStore
 from .checksums import Hasher, b64, new_hasher
@@ -141,7 +141,7 @@ async def _hash_worker(pieces: trio.MemoryReceiveChannel[bytes], hashers: Sequen
 
 class DataStore:
     def __init__(self, meta: MetaStore, agents: AgentSet, *, chunk_size: int = 8 << 20,
-                 piece_size: int = 1 << 20, intent_refresh: float = 900.0) -> None:
+                 piece_size: int = 1 << 20, intent_refresh: float = 900.0, read_retries: int = 2) -> None:
         self.meta = meta
         self.agents = agents
         self.chunk_size = chunk_size
@@ -149,6 +149,8 @@ class DataStore:
         # An upload slower than the GC's intent grace must not have its chunks collected under it: it renews
         # its intent's time this often (a quarter of the grace, by the node's configuration).
         self.intent_refresh = intent_refresh
+        # A read whose agent connection breaks (an agent restart) resumes on a new one this many times.
+        self.read_retries = read_retries
 
     async def write(
         self,
@@ -251,23 +253,38 @@ class DataStore:
                 yield piece
 
     async def _read_chunk(self, ref: ChunkRef, offset: int, length: int) -> AsyncIterator[bytes]:
+        """The bytes ``[offset, offset+length)`` of one chunk, from the first replica that can give them.
+
+        Chunks are immutable and their replicas byte-identical, so a read that breaks midway resumes where it
+        stopped: on a fresh connection to the same agent when the connection was lost (an agent restart), or on
+        the next replica when the agent answered with an error (missing or corrupt chunk) or did not answer.
+        """
         last: Exception | None = None
+        sent = 0
         for agent in ref.agents:
             pool = self.agents.pool(agent)
             if pool is None:
                 continue
-            sent = 0
-            try:
-                async for piece in pool.read(ref.chunk_id, offset, length):
-                    sent += len(piece)
-                    yield piece
-                if sent != length:
-                    raise StorageUnavailable(f"chunk {ref.chunk_id.hex()} is shorter than its manifest says")
-                return
-            except (AgentError, AgentConnectionError) as exc:
-                if sent:
-                    raise StorageUnavailable(f"chunk {ref.chunk_id.hex()} failed mid-read: {exc}") from exc
-                last = exc  # nothing sent yet: the next replica can take over
+            attempts = 0
+            while True:
+                try:
+                    async for piece in pool.read(ref.chunk_id, offset + sent, length - sent):
+                        sent += len(piece)
+                        yield piece
+                    if sent != length:
+                        raise StorageUnavailable(f"chunk {ref.chunk_id.hex()} is shorter than its manifest says")
+                    return
+                except AgentTimeout as exc:
+                    last = exc
+                    break
+                except AgentConnectionError as exc:
+                    last = exc
+                    attempts += 1
+                    if attempts > self.read_retries:
+                        break
+                except AgentError as exc:
+                    last = exc
+                    break
         raise StorageUnavailable(f"no replica of chunk {ref.chunk_id.hex()} could be read: {last}")
 
 
