@@ -11,8 +11,26 @@ import sys
 import psutil
 import trio
 
+from tests.procs import check_log_file
 from trio_sos.agent import AgentConnectionError, open_agent_pool
 from trio_sos.agent.supervisor import AgentOptions, AgentSupervisor
+
+
+def start_cli(tmp_path, *args: str) -> subprocess.Popen:
+    """``python -m trio_sos agent ...`` with its stderr (the supervisor's and the agent's) in a log file that
+    ``stop_cli`` checks for tracebacks, errors and sanitizer reports."""
+    log = open(tmp_path / "supervisor.log", "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "trio_sos", "agent", "--data-dir", str(tmp_path / "d"), *args],
+                                stderr=log, stdin=subprocess.DEVNULL)
+    finally:
+        log.close()
+
+
+def check_cli_log(tmp_path, *allowed: str) -> None:
+    import re
+
+    check_log_file(tmp_path / "supervisor.log", [re.compile(a) for a in allowed], "supervisor")
 
 
 def free_port() -> int:
@@ -44,10 +62,7 @@ async def wait_new_child(sup: psutil.Process, old: set[int], timeout: float = 20
 async def test_cli_restarts_killed_agent_and_stops_it(tmp_path) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trio_sos", "agent", "--data-dir", str(tmp_path / "d"), "--listen", address,
-         "--health-interval", "0.2"],
-    )
+    proc = start_cli(tmp_path, "--listen", address, "--health-interval", "0.2")
     try:
         sup = psutil.Process(proc.pid)
         await wait_serving(address)
@@ -62,6 +77,7 @@ async def test_cli_restarts_killed_agent_and_stops_it(tmp_path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         assert not psutil.pid_exists(second.pid) or second.status() == psutil.STATUS_ZOMBIE
+        check_cli_log(tmp_path)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -102,10 +118,7 @@ async def test_first_start_failure_is_reported(tmp_path) -> None:
 
 async def test_agent_exits_when_its_supervisor_is_killed(tmp_path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trio_sos", "agent", "--data-dir", str(tmp_path / "d"), "--listen",
-         f"127.0.0.1:{port}"],
-    )
+    proc = start_cli(tmp_path, "--listen", f"127.0.0.1:{port}")
     try:
         await wait_serving(f"127.0.0.1:{port}")
         child = await wait_new_child(psutil.Process(proc.pid), set())
@@ -113,7 +126,48 @@ async def test_agent_exits_when_its_supervisor_is_killed(tmp_path) -> None:
         proc.wait()
         gone, alive = psutil.wait_procs([child], timeout=10)
         assert child in gone and not alive
+        check_cli_log(tmp_path)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_backoff_clean_exits_crashes_and_reset(tmp_path, caplog) -> None:
+    """A clean exit (code 0) restarts at once; crashes back off, doubling; a run healthy for ``stable_after``
+    resets the backoff."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="trio_sos.agent.supervisor")
+    sup = AgentSupervisor(AgentOptions(data_dir=tmp_path / "d"), health_interval=0.05, min_backoff=0.05,
+                          max_backoff=1.0, stable_after=1.0)
+
+    async def replace(sig: int) -> None:
+        while not sup.healthy:
+            await sup.changed.wait()
+        old = sup.pid
+        assert old is not None
+        os.kill(old, sig)
+        while sup.pid in (old, None) or not sup.healthy:
+            await sup.changed.wait()
+
+    def restart_lines() -> list[str]:
+        return [r.getMessage().split("; ", 1)[1] for r in caplog.records if "; " in r.getMessage()
+                and ("restarting in" in r.getMessage() or "starting it again" in r.getMessage())]
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await replace(signal.SIGTERM)
+            await replace(signal.SIGTERM)
+            await replace(signal.SIGKILL)
+            await replace(signal.SIGKILL)
+            await replace(signal.SIGKILL)
+            await trio.sleep(1.2)  # the run under test: healthy past stable_after
+            await replace(signal.SIGKILL)
+            nursery.cancel_scope.cancel()
+    assert restart_lines() == [
+        "starting it again (restart 1)", "starting it again (restart 2)",
+        "restarting in 0.05s (restart 3)", "restarting in 0.10s (restart 4)", "restarting in 0.20s (restart 5)",
+        "restarting in 0.05s (restart 6)",
+    ]

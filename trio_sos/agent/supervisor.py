@@ -95,7 +95,7 @@ class AgentSupervisor:
                 continue
             if outcome.healthy_for >= self.stable_after:
                 backoff = self.min_backoff
-            log.warning("agent %s; restarting in %.1fs (restart %d)", outcome.reason, backoff, self.restarts)
+            log.warning("agent %s; restarting in %.2fs (restart %d)", outcome.reason, backoff, self.restarts)
             await trio.sleep(backoff)
             backoff = min(self.max_backoff, backoff * 2)
 
