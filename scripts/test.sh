@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The project's test command (see README): installs the project with its test extras (which builds the C agent)
-# and runs the suite. `--asan` runs the agent tests against the AddressSanitizer/UBSan build of the agent instead.
+# The project's test command (see README), complete on a fresh Debian machine: installs what the tests need
+# (scripts/install-test-deps.sh: the C toolchain, the sanitizer runtime, the S3 clients), the project with its
+# test extras (which builds the C agent), and runs the suite. `--asan` runs the agent tests against the
+# AddressSanitizer/UBSan build of the agent instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install-test-deps.sh
 python -m pip install -q -e '.[test]'
 if [ "${1:-}" = "--asan" ]; then
   make -C native asan >/dev/null
