@@ -28,6 +28,7 @@ from trio_sos.meta.store import (
     ChunkRef,
     GcEntry,
     Intent,
+    IntentLost,
     MetaStore,
     NoSuchBucket,
     NoSuchUpload,
@@ -643,6 +644,69 @@ async def test_intents(store: MetaStore) -> None:
     await store.drop_intent(os.urandom(12))
     assert made[0].intent_id not in await intent_ids(store)
     assert {i.intent_id for i in made[1:]} <= await intent_ids(store)
+
+
+async def test_intent_paging_cursor(store: MetaStore) -> None:
+    base = 2_000_000.0 + random.random()
+    made = [await new_intent(store, "bkt", f"k{i}", created=base + i // 2) for i in range(7)]  # renewed ties
+    pages, after = [], None
+    while True:
+        page = await store.stale_intents(base + 100, limit=2, after=after)
+        pages += [i for i in page if i in made]
+        if len(page) < 2:
+            break
+        after = (page[-1].renewed, page[-1].intent_id)
+    assert pages == sorted(made, key=lambda i: (i.renewed, i.intent_id))
+
+
+async def test_renew_intent(store: MetaStore) -> None:
+    intent = await new_intent(store, "bkt", "k", created=1000.0)
+    assert intent.renewed == 1000.0 and intent.heartbeat == 0 and not intent.claimed
+    assert await store.renew_intent(intent.intent_id, 5000.0)
+    assert await store.renew_intent(intent.intent_id, 6000.0)
+    (got,) = [i for i in await store.stale_intents(FAR, limit=100_000) if i.intent_id == intent.intent_id]
+    assert (got.created, got.renewed, got.heartbeat, got.claimed) == (1000.0, 6000.0, 2, False)
+    assert intent.intent_id not in {i.intent_id for i in await store.stale_intents(6000.0, limit=100_000)}
+    assert not await store.renew_intent(os.urandom(12), 1.0)  # gone
+
+
+async def test_claim_intent_against_renewal(store: MetaStore) -> None:
+    intent = await new_intent(store, "bkt", "k", created=1000.0)
+    assert await store.renew_intent(intent.intent_id, 2000.0)
+    assert not await store.claim_intent(intent.intent_id, 0)  # renewed since heartbeat 0 was seen: alive
+    assert await store.claim_intent(intent.intent_id, 1)
+    assert await store.claim_intent(intent.intent_id, 1)  # already claimed: a collection that did not finish
+    assert await store.claim_intent(intent.intent_id, 7)
+    assert not await store.renew_intent(intent.intent_id, 3000.0)  # the upload learns it lost its intent
+    (got,) = [i for i in await store.stale_intents(1.0, limit=100_000) if i.intent_id == intent.intent_id]
+    assert got.claimed  # a candidate whatever the threshold
+    assert not await store.claim_intent(os.urandom(12), 0)
+    await store.drop_intent(intent.intent_id)
+    assert not await store.claim_intent(intent.intent_id, 1)
+
+
+async def test_commit_with_lost_or_claimed_intent_changes_nothing(store: MetaStore) -> None:
+    bucket = await new_bucket(store)
+    old = version(bucket, "k")
+    await store.put_object(old)
+    before = await gc_ids(store)
+    claimed = await new_intent(store, bucket, "k")
+    assert await store.claim_intent(claimed.intent_id, 0)
+    for intent_id in (claimed.intent_id, os.urandom(12)):
+        new = version(bucket, "k", manifest=(ChunkRef(intent_id + b"\0\0\0\0", 10, 0, ("a1",)),))
+        with pytest.raises(IntentLost):
+            await store.put_object(new, intent_id=intent_id)
+        with pytest.raises(IntentLost):
+            await store.put_object(version(bucket, "other"), intent_id=intent_id)
+    assert await store.get_object(bucket, "k") == old
+    assert await store.get_object(bucket, "other") is None
+    assert await gc_ids(store) == before
+    up = upload(bucket, "mp")
+    await store.create_upload(up)
+    with pytest.raises(IntentLost):
+        await store.put_part(part(up.upload_id, 1), intent_id=claimed.intent_id)
+    assert await store.list_parts(up.upload_id) == ([], False)
+    assert claimed.intent_id in await intent_ids(store)  # still there for the collector to finish
 
 
 # -- GC queue --

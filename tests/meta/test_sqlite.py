@@ -87,9 +87,10 @@ async def test_listings_are_index_range_scans(db: SqliteMetaStore) -> None:
     await db.list_uploads(bucket, prefix="a/", key_marker="a/1", upload_id_marker="u0")
     await db.due_gc(time.time())
     await db.stale_intents(time.time())
+    await db.stale_intents(time.time(), after=(12.5, b"x" * 12))
     db._reader.set_trace_callback(None)
     plans = _plans(db._writer, statements)
-    assert len(plans) == 6, statements
+    assert len(plans) == 7, statements
     for plan in plans:
         assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan  # no full scan, no sort
     assert "(bucket=? AND key>? AND key<?)" in plans[0]

@@ -1,8 +1,18 @@
 """Garbage collection of chunks: the GC queue (chunks of overwritten and deleted objects, of failed uploads) and
-stale upload intents (uploads that crashed before committing or cleaning up).
+abandoned upload intents (uploads that crashed before committing or cleaning up).
 
 A chunk is deleted only when it is in the GC queue — put there in the same metadata step that stopped referencing
-it — or when it belongs to a stale intent whose object was never committed. Nothing referenced is deleted.
+it — or when it belongs to an abandoned intent, which can then no longer be committed. Nothing referenced is
+deleted.
+
+Abandoned is decided without trusting the wall clock: an intent renewed (by wall time) more than ``intent_grace``
+ago is only a *candidate*. The collector remembers each candidate's heartbeat and when — on its own monotonic
+clock — it first saw that heartbeat; a running upload renews its intent every quarter of the grace, so its
+heartbeat moves. Only an intent whose heartbeat stood still for ``intent_grace`` seconds of monotonic time is
+abandoned; the collector claims it in the metadata, conditional on that heartbeat (so an upload renewing at that
+very moment wins), and only then deletes its chunks. A claimed intent cannot be renewed or committed: the upload,
+if it was alive after all, fails (5xx) instead of committing a manifest of deleted chunks. A forward jump of the
+wall clock therefore collects nothing early; after a restart of the collector, an intent waits a full grace again.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ class GarbageCollector:
         self.deleted = 0
         self.passes = 0
         self.wake = trio.Event()
+        # intent id -> (heartbeat seen, monotonic time it was first seen with that heartbeat); candidates only
+        self._watched: dict[bytes, tuple[int, float]] = {}
 
     async def run(self) -> None:
         while True:
@@ -56,8 +68,7 @@ class GarbageCollector:
             await self.meta.done_gc(done)
             if len(done) < len(due):
                 break  # some agent is unreachable: retry on the next pass
-        for intent in await self.meta.stale_intents(time.time() - self.intent_grace, self.batch):
-            deleted += await self._collect_intent(intent)
+        deleted += await self._abandoned_intents()
         self.deleted += deleted
         self.passes += 1
         return deleted
@@ -81,12 +92,35 @@ class GarbageCollector:
                 ok = False
         return ok
 
+    async def _abandoned_intents(self) -> int:
+        """Watch the candidate intents' heartbeats; claim and collect those that stood still for the grace."""
+        deleted = 0
+        watched: dict[bytes, tuple[int, float]] = {}
+        after: tuple[float, bytes] | None = None
+        while True:
+            page = await self.meta.stale_intents(time.time() - self.intent_grace, self.batch, after=after)
+            now = trio.current_time()
+            for intent in page:
+                if intent.claimed:  # an earlier collection of it did not finish
+                    deleted += await self._collect_intent(intent)
+                    continue
+                seen = self._watched.get(intent.intent_id)
+                if seen is None or seen[0] != intent.heartbeat:
+                    watched[intent.intent_id] = (intent.heartbeat, now)
+                    continue
+                if now - seen[1] < self.intent_grace:
+                    watched[intent.intent_id] = seen
+                    continue
+                if await self.meta.claim_intent(intent.intent_id, intent.heartbeat):
+                    deleted += await self._collect_intent(intent)
+            if len(page) < self.batch:
+                break
+            after = (page[-1].renewed, page[-1].intent_id)
+        self._watched = watched  # intents no longer candidates (committed, dropped, renewed) are forgotten
+        return deleted
+
     async def _collect_intent(self, intent: Intent) -> int:
-        """Delete the chunks of an upload that never committed, unless the object it wrote is current."""
-        obj = await self.meta.get_object(intent.bucket, intent.key) if intent.bucket else None
-        if obj is not None and any(ref.chunk_id[:12] == intent.intent_id for ref in obj.manifest):
-            await self.meta.drop_intent(intent.intent_id)  # committed; only the intent's removal was lost
-            return 0
+        """Delete the chunks of a claimed intent's upload (it can no longer commit), then drop the intent."""
         deleted = 0
         # The chunks are named intent_id + sequence: an ordered LIST from just before intent_id + 0 finds them all.
         start = int.from_bytes(intent.intent_id + b"\0\0\0\0", "big")
@@ -100,8 +134,9 @@ class GarbageCollector:
                 while True:
                     mine = [cid for cid, _ in page.entries if cid[:12] == intent.intent_id]
                     for cid in mine:
-                        if await self._delete_everywhere(cid, (agent,)):
-                            deleted += 1
+                        if not await self._delete_everywhere(cid, (agent,)):
+                            return deleted  # keep the (claimed) intent: the next pass retries
+                        deleted += 1
                     if len(mine) < len(page.entries) or not page.more or not page.entries:
                         break
                     page = await pool.list_page(page.entries[-1][0], 1000)

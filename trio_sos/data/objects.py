@@ -2,7 +2,10 @@
 
 Invariants:
 - An upload's intent is recorded before its first chunk is written; its chunks are named ``intent id + sequence``
-  so that the garbage collector can find every chunk of an upload that never committed (see ``gc.py``).
+  so that the garbage collector can find every chunk of an upload that never committed (see ``gc.py``). The
+  intent is renewed on a timer for as long as the body streams, whatever the client's pace; if the renewal finds
+  it claimed by the GC, the upload stops (``UploadLost``), and the commit itself fails (``IntentLost``) rather
+  than name chunks that may be deleted.
 - Memory per upload is bounded: the body is coalesced into buffers of ``piece_size`` bytes, each hashed (in a worker
   thread when large: hashlib releases the GIL, so this uses the second core) and then streamed to the agent, whose
   client queue is itself bounded. Nothing holds a whole chunk or a whole object.
@@ -32,6 +35,11 @@ THREAD_HASH_MIN = 256 * 1024  # below this a thread hop costs more than the hash
 
 class StorageUnavailable(Exception):
     """No agent could take or give the data."""
+
+
+class UploadLost(StorageUnavailable):
+    """The upload's intent was claimed by the garbage collector (it looked abandoned): its chunks may be gone, so
+    it must not commit."""
 
 
 class AgentSet:
@@ -175,11 +183,26 @@ class DataStore:
         sink = _ChunkSink(self, intent_id)
         intent = Intent(intent_id, time.time(), tuple(self.agents.pools), bucket=bucket, key=key)
         await self.meta.add_intent(intent)
-        refreshed = time.monotonic()
         size = 0
+        lost = False
         try:
             failure: BaseException | None = None
             async with trio.open_nursery() as nursery:
+                renewing = trio.CancelScope()
+
+                async def keep_intent() -> None:
+                    # By time, for as long as the body streams, however slowly the client sends it: the GC
+                    # collects an intent whose heartbeat stands still for intent_grace (4 renewals).
+                    nonlocal lost
+                    with renewing:
+                        while True:
+                            await trio.sleep(self.intent_refresh)
+                            if not await self.meta.renew_intent(intent_id, time.time()):
+                                lost = True
+                                nursery.cancel_scope.cancel()
+                                return
+
+                nursery.start_soon(keep_intent)
                 # Hashing runs in a worker thread beside the event loop (hashlib releases the GIL), piece N
                 # being hashed while piece N goes to the agent and N+1 arrives from the client. The channel
                 # holds one piece: memory stays bounded, and the hasher never falls more than a piece behind.
@@ -200,15 +223,15 @@ class DataStore:
                                 buf.clear()
                                 await to_hash.send(piece)
                                 await sink.write(piece)
-                                if time.monotonic() - refreshed > self.intent_refresh:
-                                    await self.meta.add_intent(attrs.evolve(intent, created=time.time()))
-                                    refreshed = time.monotonic()
                             if not data:
                                 break
                 except BaseException as exc:
                     # kept aside so that it leaves the nursery as itself, not wrapped in an ExceptionGroup
                     failure = exc
                     nursery.cancel_scope.cancel()
+                renewing.cancel()
+            if lost:
+                raise UploadLost(f"upload {intent_id.hex()} was taken for abandoned and its chunks collected")
             if failure is not None:
                 raise failure
             await sink.finish()

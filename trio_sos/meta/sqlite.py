@@ -39,6 +39,7 @@ from .store import (
     ChunkRef,
     GcEntry,
     Intent,
+    IntentLost,
     ListPage,
     MetaStore,
     NoSuchBucket,
@@ -147,7 +148,17 @@ _SCHEMA_2 = [
     "ALTER TABLE buckets ADD COLUMN cors TEXT NOT NULL DEFAULT ''",
 ]
 
-MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2]
+_SCHEMA_3 = [
+    # intents carry a liveness heartbeat (renewed by running uploads) and a claim (by the garbage collector)
+    "ALTER TABLE intents ADD COLUMN renewed REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE intents ADD COLUMN heartbeat INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE intents ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0",
+    "UPDATE intents SET renewed = created",
+    "DROP INDEX intents_by_created",
+    "CREATE INDEX intents_by_renewed ON intents (renewed, intent_id)",
+]
+
+MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3]
 
 
 def schema_version() -> int:
@@ -222,7 +233,7 @@ _UPLOAD_COLS = (
     "bucket, key, upload_id, initiated, owner_id, content_type, headers, user_meta, acl, tags, checksum_algorithm"
 )
 _PART_COLS = "upload_id, number, size, etag, last_modified, manifest, checksums"
-_INTENT_COLS = "intent_id, created, agents, bucket, key"
+_INTENT_COLS = "intent_id, created, agents, bucket, key, renewed, heartbeat, claimed"
 
 
 def _user(row: tuple) -> User:
@@ -262,8 +273,8 @@ def _part(row: tuple) -> Part:
 
 
 def _intent(row: tuple) -> Intent:
-    intent_id, created, agents, bucket, key = row
-    return Intent(intent_id, created, tuple(json.loads(agents)), bucket, key)
+    intent_id, created, agents, bucket, key, renewed, heartbeat, claimed = row
+    return Intent(intent_id, created, tuple(json.loads(agents)), bucket, key, renewed, heartbeat, bool(claimed))
 
 
 def prefix_successor(prefix: str) -> str | None:
@@ -521,6 +532,15 @@ class SqliteMetaStore(MetaStore):
         """A committed manifest references its chunks again: take them out of the GC queue if they were in it."""
         c.executemany("DELETE FROM gc WHERE chunk_id = ?", [(bytes(r.chunk_id),) for r in chunks])
 
+    @staticmethod
+    def _take_intent(c: sqlite3.Connection, intent_id: bytes | None) -> None:
+        """The commit of an upload drops its intent; if the intent is gone or claimed by the GC, the upload's
+        chunks may be deleted already: IntentLost, and the transaction is rolled back."""
+        if intent_id is None:
+            return
+        if c.execute("DELETE FROM intents WHERE intent_id = ? AND claimed = 0", (bytes(intent_id),)).rowcount == 0:
+            raise IntentLost(bytes(intent_id).hex())
+
     @classmethod
     def _commit_object(cls, c: sqlite3.Connection, obj: ObjectVersion, gc_delay: float) -> ObjectVersion | None:
         old = cls._get_object(c, obj.bucket, obj.key)
@@ -550,10 +570,8 @@ class SqliteMetaStore(MetaStore):
                     raise PreconditionFailed(f"{obj.bucket}/{obj.key} exists")
                 if if_match is not None and (row is None or row[0] != if_match):
                     raise PreconditionFailed(f"{obj.bucket}/{obj.key} does not have ETag {if_match}")
-            old = self._commit_object(c, obj, gc_delay)
-            if intent_id is not None:
-                c.execute("DELETE FROM intents WHERE intent_id = ?", (bytes(intent_id),))
-            return old
+            self._take_intent(c, intent_id)
+            return self._commit_object(c, obj, gc_delay)
 
         return await self._write(run)
 
@@ -674,6 +692,7 @@ class SqliteMetaStore(MetaStore):
         def run(c: sqlite3.Connection) -> Part | None:
             if not c.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (part.upload_id,)).fetchone():
                 raise NoSuchUpload(part.upload_id)
+            self._take_intent(c, intent_id)
             row = c.execute(f"SELECT {_PART_COLS} FROM parts WHERE upload_id = ? AND number = ?",
                             (part.upload_id, part.number)).fetchone()
             old = _part(row) if row else None
@@ -685,8 +704,6 @@ class SqliteMetaStore(MetaStore):
             if old is not None:
                 self._retire(c, old.manifest, part.manifest, time.time() + gc_delay)
             self._revive(c, part.manifest)
-            if intent_id is not None:
-                c.execute("DELETE FROM intents WHERE intent_id = ?", (bytes(intent_id),))
             return old
 
         return await self._write(run)
@@ -747,19 +764,48 @@ class SqliteMetaStore(MetaStore):
 
     async def add_intent(self, intent: Intent) -> None:
         await self._write(lambda c: c.execute(
-            f"INSERT OR REPLACE INTO intents ({_INTENT_COLS}) VALUES (?, ?, ?, ?, ?)",
-            (bytes(intent.intent_id), intent.created, _json(list(intent.agents)), intent.bucket, intent.key),
+            f"INSERT OR REPLACE INTO intents ({_INTENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (bytes(intent.intent_id), intent.created, _json(list(intent.agents)), intent.bucket, intent.key,
+             intent.renewed, intent.heartbeat, int(intent.claimed)),
         ))
+
+    async def renew_intent(self, intent_id: bytes, now: float) -> bool:
+        return await self._write(lambda c: c.execute(
+            "UPDATE intents SET heartbeat = heartbeat + 1, renewed = ? WHERE intent_id = ? AND claimed = 0",
+            (now, bytes(intent_id)),
+        ).rowcount > 0)
+
+    async def claim_intent(self, intent_id: bytes, heartbeat: int) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            row = c.execute("SELECT heartbeat, claimed FROM intents WHERE intent_id = ?", (bytes(intent_id),)
+                            ).fetchone()
+            if row is None:
+                return False
+            if row[1]:
+                return True
+            if row[0] != heartbeat:
+                return False
+            # renewed = -1: a claimed intent stays a candidate whatever the clock says, and comes first
+            c.execute("UPDATE intents SET claimed = 1, renewed = -1 WHERE intent_id = ?", (bytes(intent_id),))
+            return True
+
+        return await self._write(run)
 
     async def drop_intent(self, intent_id: bytes) -> None:
         await self._write(lambda c: c.execute("DELETE FROM intents WHERE intent_id = ?", (bytes(intent_id),)))
 
-    async def stale_intents(self, older_than: float, limit: int = 100) -> list[Intent]:
-        """Intents created before ``older_than``, oldest first."""
-        return await self._read(lambda c: [_intent(r) for r in c.execute(
-            f"SELECT {_INTENT_COLS} FROM intents WHERE created < ? ORDER BY created, intent_id LIMIT ?",
-            (older_than, limit),
-        )])
+    async def stale_intents(self, older_than: float, limit: int = 100,
+                            after: tuple[float, bytes] | None = None) -> list[Intent]:
+        """Intents renewed before ``older_than`` (claimed ones have ``renewed = -1``), by (renewed, intent_id)
+        after ``after``."""
+        sql = f"SELECT {_INTENT_COLS} FROM intents WHERE renewed < ?"
+        params: list[Any] = [older_than]
+        if after is not None:
+            sql += " AND (renewed > ? OR (renewed = ? AND intent_id > ?))"
+            params += [after[0], after[0], bytes(after[1])]
+        sql += " ORDER BY renewed, intent_id LIMIT ?"
+        params.append(limit)
+        return await self._read(lambda c: [_intent(r) for r in c.execute(sql, params)])
 
     # -- GC queue --
 

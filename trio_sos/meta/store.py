@@ -48,6 +48,11 @@ class PreconditionFailed(MetaError):
     """A conditional write (expected ETag, or must-not-exist) did not hold when it was applied."""
 
 
+class IntentLost(MetaError):
+    """A commit named an upload intent that no longer exists or that the garbage collector has claimed: the
+    upload's chunks may be gone, so nothing was committed."""
+
+
 @attrs.frozen
 class User:
     id: str
@@ -138,6 +143,12 @@ class Intent:
 
     Its chunks are named ``intent_id (12 bytes) + sequence (4 bytes, big-endian)``, so an agent's ordered LIST from
     ``intent_id + 0000`` finds every chunk it wrote, without a metadata write per chunk.
+
+    Liveness: a running upload renews its intent on a timer (``renew_intent``), which bumps ``heartbeat`` and sets
+    ``renewed``. The garbage collector never decides from a wall clock alone that an upload is dead: ``renewed``
+    only preselects candidates; an intent is abandoned when the collector has watched its ``heartbeat`` stand still
+    for the grace period on its own monotonic clock. It then ``claim_intent``s it (conditional on that heartbeat)
+    before deleting a chunk, and a claimed intent can neither be renewed nor committed.
     """
 
     intent_id: bytes  # 12 bytes
@@ -145,6 +156,9 @@ class Intent:
     agents: tuple[str, ...]  # agent ids the upload may have written to
     bucket: str = ""
     key: str = ""
+    renewed: float = attrs.field(default=attrs.Factory(lambda self: self.created, takes_self=True))
+    heartbeat: int = 0
+    claimed: bool = False
 
 
 @attrs.frozen
@@ -216,7 +230,8 @@ class MetaStore(abc.ABC):
         The replaced version's chunks go to the GC queue (not before ``now + gc_delay``), and the upload intent
         ``intent_id`` is dropped, in the same step. ``if_match`` (an ETag) / ``if_none_match`` (key must not
         exist) are checked in that step too: PreconditionFailed if they do not hold, and nothing changes.
-        Raises NoSuchBucket.
+        Raises NoSuchBucket, and IntentLost (nothing changes) when ``intent_id`` is given but that intent is gone
+        or claimed by the garbage collector.
         """
 
     @abc.abstractmethod
@@ -258,7 +273,8 @@ class MetaStore(abc.ABC):
         """Store or replace a part; a replaced part's chunks go to the GC queue. Raises NoSuchUpload.
 
         The upload intent ``intent_id`` under which the part's chunks were written is dropped in the same step, as
-        in ``put_object`` (else a crash between the two would leave a stale intent whose chunks a part references).
+        in ``put_object`` (else a crash between the two would leave a stale intent whose chunks a part references),
+        and IntentLost is raised, changing nothing, if it is gone or claimed.
         """
 
     @abc.abstractmethod
@@ -282,10 +298,25 @@ class MetaStore(abc.ABC):
     async def add_intent(self, intent: Intent) -> None: ...
 
     @abc.abstractmethod
+    async def renew_intent(self, intent_id: bytes, now: float) -> bool:
+        """Bump the intent's heartbeat and set ``renewed = now``; False (nothing changed) if it is gone or claimed:
+        the upload must then stop, its chunks are being collected."""
+
+    @abc.abstractmethod
+    async def claim_intent(self, intent_id: bytes, heartbeat: int) -> bool:
+        """For the garbage collector: mark the intent claimed if its heartbeat is still ``heartbeat`` (the upload
+        did not renew it meanwhile), and set its ``renewed`` to -1 so that it stays a candidate whatever the clock
+        says. True if it is claimed now (or was already: a collection that did not finish); False if it was
+        renewed or is gone."""
+
+    @abc.abstractmethod
     async def drop_intent(self, intent_id: bytes) -> None: ...
 
     @abc.abstractmethod
-    async def stale_intents(self, older_than: float, limit: int = 100) -> list[Intent]: ...
+    async def stale_intents(self, older_than: float, limit: int = 100,
+                            after: tuple[float, bytes] | None = None) -> list[Intent]:
+        """Intents renewed (or created) before ``older_than`` — claimed ones, whose ``renewed`` is -1, first —
+        ordered by (renewed, intent_id), starting after the ``(renewed, intent_id)`` cursor ``after``."""
 
     # -- GC queue --
     @abc.abstractmethod

@@ -11,20 +11,23 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 
-from ..data.checksums import SUPPORTED, b64, new_hasher
 import attrs
 
+from ..data.checksums import SUPPORTED, b64, new_hasher
 from ..data.objects import StorageUnavailable, Written
 from ..http.server import Response, http_date
 from ..meta import store as m
 from .context import Ctx
 from .errors import S3Error
 from .ranges import Unsatisfiable, parse_range
+
+log = logging.getLogger("trio_sos.s3")
 
 MAX_PUT_SIZE = 5 * 1024**3
 MAX_USER_META = 2048
@@ -163,6 +166,14 @@ async def committing(ctx: Ctx, body: StoredBody) -> AsyncIterator[None]:
         await ctx.services.data.discard(body.written)
         raise S3Error("PreconditionFailed",
                       Condition="If-Match" if ctx.header("if-match") else "If-None-Match") from None
+    except m.IntentLost:
+        # The GC took this upload for abandoned (its intent stopped being renewed for intent_grace): its chunks
+        # may be gone, so nothing is committed and the client is told to retry.
+        log.warning("request %s: upload intent %s was collected before its commit; nothing committed",
+                    ctx.request_id, body.written.intent_id.hex())
+        await ctx.services.data.discard(body.written)
+        raise S3Error("ServiceUnavailable", "The upload took too long to commit and was discarded; please retry."
+                      ) from None
     except BaseException:
         await ctx.services.data.discard(body.written)
         raise
