@@ -64,6 +64,7 @@ __all__ = [
     "canonical_resource",
     "parse_v2_header",
     "parse_v2_query",
+    "query_header_overrides",
     "string_to_sign_v2",
     "verify_v2",
     "verify_v2_query",
@@ -379,6 +380,24 @@ def parse_v2_query(query_pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -
     return ParsedV2Query(found["AWSAccessKeyId"], found["Signature"], int(expires), expires)
 
 
+def query_header_overrides(raw_target: str) -> dict[str, str]:
+    """The headers a V2 presigned URL carries in its query: ``x-amz-*``, Content-Type and Content-MD5 parameters
+    (lower-cased name -> decoded value). They stand in for the headers of the same names in the string to sign —
+    so the request must be *acted on* with these values too, never with headers the URL did not sign. A name given
+    twice is InvalidArgument: which one was meant would be ambiguous.
+    """
+    _, _, raw_query = raw_target.partition("?")
+    overrides: dict[str, str] = {}
+    for name, value in _raw_query_parts(raw_query):
+        lower = name.lower()
+        if value is not None and (lower.startswith("x-amz-") or lower in ("content-type", "content-md5")):
+            if lower in overrides:
+                raise AuthError("InvalidArgument", f"The query parameter {name} was given more than once",
+                                {"ArgumentName": name, "ArgumentValue": value})
+            overrides[lower] = value
+    return overrides
+
+
 def verify_v2_query(
     method: str,
     raw_target: str,
@@ -406,19 +425,15 @@ def verify_v2_query(
         )
 
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    expires_at = datetime.fromtimestamp(parsed.expires, UTC)
-    if now > expires_at:
+    if now.timestamp() > parsed.expires:  # compared as numbers: an Expires past year 9999 is no datetime
+        expires_at = datetime.fromtimestamp(parsed.expires, UTC)
         raise AuthError(
             "AccessDenied",
             "Request has expired",
             {"Expires": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"), "ServerTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")},
         )
 
-    overrides: dict[str, str] = {}
-    for name, value in parts:
-        lower = name.lower()
-        if value is not None and (lower.startswith("x-amz-") or lower in ("content-type", "content-md5")):
-            overrides[lower] = value
+    overrides = query_header_overrides(raw_target)
     _check(
         method,
         raw_target,

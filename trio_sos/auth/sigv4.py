@@ -78,6 +78,7 @@ __all__ = [
     "parse_presigned",
     "string_to_sign",
     "verify_header_auth",
+    "hoisted_headers",
     "verify_presigned",
 ]
 
@@ -778,9 +779,10 @@ def parse_presigned(query_pairs: Iterable[tuple[str, str]] | Mapping[str, str]) 
     - X-Amz-Credential not ``AK/YYYYMMDD/region/service/aws4_request``: "Error parsing the X-Amz-Credential
       parameter; ..." (mal-formed, incorrect date format, incorrect terminal);
     - X-Amz-Date not ``yyyyMMdd'T'HHmmss'Z'``; the credential date not the date of X-Amz-Date;
-    - X-Amz-Expires not an integer, negative, or more than 604800 (a week). 0 is well-formed: such a URL has
-      expired as soon as it is made (`verify_presigned` answers AccessDenied "Request has expired", 403, which
-      is what S3 compatibility suites expect);
+    - X-Amz-Expires not an integer: "X-Amz-Expires should be a number". Negative, or more than 604800 (a week),
+      is AccessDenied (403) instead, with S3's messages: such a URL can never be honoured. 0 is well-formed: such
+      a URL has expired as soon as it is made (`verify_presigned` answers AccessDenied "Request has expired",
+      403, which is what S3 compatibility suites expect);
     - X-Amz-SignedHeaders not a ``;``-separated list of header names.
 
     The service, the region, the times and the signature are `verify_presigned`'s business.
@@ -827,12 +829,15 @@ def parse_presigned(query_pairs: Iterable[tuple[str, str]] | Mapping[str, str]) 
     if not _EXPIRES_RE.match(raw_expires) or len(raw_expires) > 20:
         raise _query_error("X-Amz-Expires should be a number")
     expires = int(raw_expires)
+    # Outside 0..604800 the URL can never be valid: refused as S3 refuses a URL it will not honour, 403
+    # AccessDenied (with S3's messages), not as a malformed request. 0 is well-formed and expired at once.
     if expires < 0:
-        raise _query_error("X-Amz-Expires must be non-negative")
+        raise AuthError("AccessDenied", "X-Amz-Expires must be non-negative")
     if expires > MAX_PRESIGNED_EXPIRES:
-        raise _query_error(
+        raise AuthError(
+            "AccessDenied",
             "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less "
-            f"than {MAX_PRESIGNED_EXPIRES} seconds"
+            f"than {MAX_PRESIGNED_EXPIRES} seconds",
         )
 
     names = found["X-Amz-SignedHeaders"].split(";")
@@ -851,6 +856,28 @@ def parse_presigned(query_pairs: Iterable[tuple[str, str]] | Mapping[str, str]) 
         expires=expires,
         content_sha256=found.get("X-Amz-Content-Sha256"),
     )
+
+
+# X-Amz-* query parameters of a presigned URL that are its authentication, not request headers moved into the query.
+_PRESIGNED_AUTH_NAMES = frozenset(name.lower() for name in _PRESIGNED_PARAMS) | {"x-amz-security-token"}
+
+
+def hoisted_headers(query_pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The ``x-amz-*`` request headers a presigned URL carries as query parameters (lower-cased name -> value).
+
+    SDKs move such headers into the query when presigning (the AWS SDK for JavaScript hoists every x-amz-* header
+    it can), and S3 applies them as headers. They are covered by the signature like the rest of the query, so
+    the caller may act on them; the authentication parameters themselves are not headers. A name given twice is
+    AuthorizationQueryParametersError: which one counts would be ambiguous.
+    """
+    found: dict[str, str] = {}
+    for name, value in query_pairs:
+        lower = name.lower()
+        if lower.startswith("x-amz-") and lower not in _PRESIGNED_AUTH_NAMES:
+            if lower in found:
+                raise _query_error(f"The query parameter {name} was given more than once")
+            found[lower] = value
+    return found
 
 
 def verify_presigned(

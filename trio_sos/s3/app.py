@@ -21,7 +21,7 @@ import attrs
 
 from ..auth import chunked, sigv2, sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
-from . import access, buckets, copy, cors, listing, multipart, objects, post, tagging
+from . import access, buckets, copy, cors, headers, listing, multipart, objects, post, tagging
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
 
@@ -213,6 +213,7 @@ class S3App:
             ctx.query = parse_query(request.query)
         except UnicodeDecodeError:
             raise S3Error("InvalidURI", "the query string is not valid UTF-8") from None
+        request.headers = headers.one_value_per_name(request.headers)
         ctx.bucket, ctx.key, ctx.vhost_bucket = split_target(request, self.services.config.base_domain)
         name = operation_name(request.method, ctx.bucket, ctx.key, ctx.query, request)
         ctx.operation = name
@@ -221,6 +222,8 @@ class S3App:
         if name == "PostObject":  # authenticated by the signed policy inside the form
             return await post.post_object(ctx)
         await self._authenticate(ctx)
+        # again, on the headers as signed (a V2 presigned URL may carry x-amz-copy-source in its query)
+        name = ctx.operation = operation_name(request.method, ctx.bucket, ctx.key, ctx.query, request)
         if name == "MethodNotAllowed":
             raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="OBJECT" if ctx.key else "BUCKET")
         if name.startswith("NotImplemented:"):
@@ -248,11 +251,15 @@ class S3App:
                     ctx.verified = sigv4.verify_presigned(request.method, request.target, request.headers,
                                                           presigned, user.secret_key, now=now,
                                                           key_cache=self.key_cache)
+                    request.headers = headers.merged_with_query(request.headers, sigv4.hoisted_headers(pairs))
                 elif "Signature" in ctx.query and "AWSAccessKeyId" in ctx.query:
                     v2q = sigv2.parse_v2_query(pairs)
                     user = await self._user(v2q.access_key)
                     sigv2.verify_v2_query(request.method, request.target, request.headers, v2q, user.secret_key,
                                           now=now, bucket_from_host=ctx.vhost_bucket)
+                    # what the URL signed in its query is what the request does: never an unsigned header
+                    request.headers = headers.replaced_by_query(request.headers,
+                                                                sigv2.query_header_overrides(request.target))
                 else:
                     return  # anonymous: the AllUsers group, as far as ACLs allow
             elif auth.startswith("AWS "):

@@ -109,8 +109,13 @@ class Ctx:
 
 
 def parse_query(raw: str) -> dict[str, str]:
-    """Query parameters, form-decoded ('+' is a space, as S3 and MinIO read it); the first value of a name wins."""
+    """Query parameters, form-decoded ('+' is a space, as S3 and MinIO read it). A name given twice is
+    InvalidArgument: SigV4 signs the pairs sorted, so a reordered ``?versionId=a&versionId=b`` keeps its signature,
+    and which value a handler took would be the attacker's choice."""
     out: dict[str, str] = {}
     for name, value in parse_qsl(raw, keep_blank_values=True, errors="strict"):
-        out.setdefault(name, value)
+        if name in out:
+            raise S3Error("InvalidArgument", f"The query parameter {name} may be given only once",
+                          ArgumentName=name, ArgumentValue=value[:256])
+        out[name] = value
     return out
