@@ -101,7 +101,8 @@ class Request:
     @property
     def content_length(self) -> int | None:
         value = self.header("content-length")
-        return int(value) if value is not None and value.isdigit() else None
+        # h11 has checked it already (ASCII digits); bounded here too, for int()'s sake
+        return int(value) if value is not None and value.isascii() and value.isdigit() and len(value) < 20 else None
 
     @property
     def chunked(self) -> bool:
@@ -153,6 +154,17 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
         return b"Unknown"
+
+
+def _wire(value: str) -> bytes:
+    """A header value as bytes. Values are latin-1 strings of their bytes (request headers are decoded that way);
+    text that is not (a handler's bug) goes out as UTF-8 rather than break the response. Surrounding spaces are
+    not part of a field value (RFC 9110), and h11 refuses them."""
+    value = value.strip(" \t")
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
 
 
 def _plain_error(status: int, message: str) -> Response:
@@ -302,7 +314,7 @@ class _Connection:
             pass
 
     async def _send_response(self, response: Response, head: bool = False) -> None:
-        headers = [("Date", http_date()), ("Server", "trio_sos")] + response.headers
+        headers = [("Date", http_date()), ("Server", "trio_sos")] + [(n, _wire(v)) for n, v in response.headers]
         body = response.body
         if response.content_length is not None:
             headers.append(("Content-Length", str(response.content_length)))

@@ -23,11 +23,12 @@ with the BINARY collation; the database is UTF-8, so key order is UTF-8 byte ord
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self, TypeVar
 
 import trio
@@ -41,6 +42,7 @@ from .store import (
     Intent,
     IntentLost,
     ListPage,
+    MetaUnavailable,
     MetaStore,
     NoSuchBucket,
     NoSuchUpload,
@@ -353,6 +355,20 @@ def _connect(path: str, busy_timeout: float, *, query_only: bool) -> sqlite3.Con
     return conn
 
 
+# SQLite's errors that say "not now" rather than "bug": the transaction was rolled back and may be retried.
+_UNAVAILABLE = ("database is locked", "database or disk is full", "disk i/o error", "unable to open database")
+
+
+@contextlib.contextmanager
+def _unavailable_as_meta_error() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if any(text in str(exc).lower() for text in _UNAVAILABLE):
+            raise MetaUnavailable(f"metadata store unavailable: {exc}") from exc
+        raise
+
+
 class SqliteMetaStore(MetaStore):
     """``MetaStore`` on one SQLite file. Open with ``await SqliteMetaStore.open(path)``; close with ``aclose``."""
 
@@ -408,14 +424,16 @@ class SqliteMetaStore(MetaStore):
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         # abandon_on_cancel=False (the default, spelled out): once the transaction runs, the caller waits for it
-        return await trio.to_thread.run_sync(
-            _tx, self._writer, "BEGIN IMMEDIATE", fn, args, limiter=self._write_limiter, abandon_on_cancel=False
-        )
+        with _unavailable_as_meta_error():
+            return await trio.to_thread.run_sync(
+                _tx, self._writer, "BEGIN IMMEDIATE", fn, args, limiter=self._write_limiter, abandon_on_cancel=False
+            )
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(
-            _tx, self._reader, "BEGIN", fn, args, limiter=self._read_limiter, abandon_on_cancel=False
-        )
+        with _unavailable_as_meta_error():
+            return await trio.to_thread.run_sync(
+                _tx, self._reader, "BEGIN", fn, args, limiter=self._read_limiter, abandon_on_cancel=False
+            )
 
     # -- users and keys --
 

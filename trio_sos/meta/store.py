@@ -48,6 +48,11 @@ class PreconditionFailed(MetaError):
     """A conditional write (expected ETag, or must-not-exist) did not hold when it was applied."""
 
 
+class MetaUnavailable(MetaError):
+    """The backend cannot serve the call right now (its storage is full or failing, a lock is held for too long):
+    nothing was changed, and the request may be retried."""
+
+
 class IntentLost(MetaError):
     """A commit named an upload intent that no longer exists or that the garbage collector has claimed: the
     upload's chunks may be gone, so nothing was committed."""

@@ -21,6 +21,7 @@ import attrs
 
 from ..auth import chunked, sigv2, sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
+from ..meta.store import MetaUnavailable
 from . import access, buckets, copy, cors, headers, listing, multipart, objects, post, tagging
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
@@ -182,6 +183,16 @@ class S3App:
         except ClientDisconnected:
             log.info("request %s %s %s: client gone", request_id, request.method, request.target)
             raise
+        except MetaUnavailable as exc:
+            log.warning("request %s %s: %s", request_id, ctx.operation or "-", exc)
+            response = self.error_response(S3Error("ServiceUnavailable", "The metadata store is unavailable; please "
+                                                                         "retry."), ctx)
+        except Exception:
+            # A bug, never a stranger's fault: the traceback for the developer, and below the same one-line access
+            # log entry as every request, with its request id, for the operator.
+            log.exception("request %s %s %s %s failed with an internal error", request_id, ctx.operation or "-",
+                          request.method, request.target)
+            response = self.error_response(S3Error("InternalError"), ctx)
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("x-amz-id-2", request_id))
         if request.header("origin") is not None and ctx.operation != "PreflightCors":

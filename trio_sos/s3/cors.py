@@ -9,6 +9,7 @@ import attrs
 
 from ..http.server import Response
 from ..meta import store as m
+from . import params
 from .buckets import read_document
 from .context import Ctx
 from .errors import S3Error
@@ -58,12 +59,12 @@ def parse_rules(body: bytes) -> list[Rule]:
         for origin in origins:
             if origin.count("*") > 1:
                 raise S3Error("InvalidRequest", f'AllowedOrigin "{origin}" can not have more than one wildcard.')
-        max_age = fields.get("MaxAgeSeconds", [None])[0]
-        if max_age is not None and not max_age.lstrip("-").isdigit():
+        raw_age = fields.get("MaxAgeSeconds", [None])[0]
+        max_age = params.sint(raw_age, 10) if raw_age is not None else None
+        if raw_age is not None and (max_age is None or not -params.INT32_MAX - 1 <= max_age <= params.INT32_MAX):
             raise S3Error("MalformedXML")
         rules.append(Rule(origins, methods, tuple(fields.get("AllowedHeader", [])),
-                          tuple(fields.get("ExposeHeader", [])), int(max_age) if max_age is not None else None,
-                          fields.get("ID", [""])[0]))
+                          tuple(fields.get("ExposeHeader", [])), max_age, fields.get("ID", [""])[0]))
     if not rules or len(rules) > MAX_RULES:
         raise S3Error("MalformedXML")
     return rules

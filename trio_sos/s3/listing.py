@@ -15,6 +15,7 @@ import attrs
 from ..http.server import Response
 from ..meta.store import ObjectVersion
 from .buckets import iso8601
+from . import params
 from .context import Ctx
 from .errors import S3Error
 from .xml import Tag, document
@@ -88,11 +89,10 @@ async def collect(ctx: Ctx, *, prefix: str, delimiter: str, marker: str, max_key
 
 def _max_keys(ctx: Ctx) -> int:
     raw = ctx.query.get("max-keys", str(MAX_KEYS))
-    try:
-        value = int(raw)
-    except ValueError:
+    value = params.sint(raw)
+    if value is None or value > params.INT32_MAX:
         raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer range",
-                      ArgumentName="max-keys", ArgumentValue=raw) from None
+                      ArgumentName="max-keys", ArgumentValue=raw[:256])
     if value < 0:
         raise S3Error("InvalidArgument", "Argument maxKeys must be an integer between 0 and 2147483647",
                       ArgumentName="max-keys", ArgumentValue=raw)

@@ -19,6 +19,7 @@ from ..data.checksums import SUPPORTED, b64, new_hasher
 from ..http.server import Response
 from ..meta import store as m
 from .buckets import iso8601, owner_tag, read_document
+from . import params
 from .context import Ctx
 from .copy import copy_source_body
 from .errors import S3Error
@@ -39,10 +40,11 @@ def new_upload_id() -> str:
 
 def _part_number(ctx: Ctx) -> int:
     raw = ctx.query.get("partNumber", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PARTS:
+    number = params.uint(raw, 5)
+    if number is None or not 1 <= number <= MAX_PARTS:
         raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
                       ArgumentName="partNumber", ArgumentValue=raw)
-    return int(raw)
+    return number
 
 
 async def _upload(ctx: Ctx) -> m.Upload:
@@ -174,12 +176,13 @@ def _requested_parts(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
     for node in root:
         if local(node.tag) != "Part":
             continue
-        number, etag = child_text(node, "PartNumber"), child_text(node, "ETag")
-        if number is None or etag is None or not number.strip().isdigit():
+        raw, etag = child_text(node, "PartNumber"), child_text(node, "ETag")
+        number = params.uint(raw.strip(), 10) if raw is not None else None
+        if number is None or etag is None:
             raise S3Error("MalformedXML")
         sums = {local(c.tag)[len("Checksum"):].upper(): (c.text or "").strip() for c in node
                 if local(c.tag).startswith("Checksum") and local(c.tag) != "ChecksumType"}
-        parts.append((int(number), etag.strip().strip('"'), sums))
+        parts.append((number, etag.strip().strip('"'), sums))
     if not parts:
         raise S3Error("MalformedXML", "You must specify at least one part")
     return parts
@@ -248,13 +251,15 @@ async def abort_multipart_upload(ctx: Ctx) -> Response:
 
 
 def _int_param(ctx: Ctx, name: str, default: int, high: int) -> int:
+    """A count or marker in the query: an integer 0..2**31-1 (S3's range), capped at ``high``."""
     raw = ctx.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
+    value = params.uint(raw)
+    if value is None or value > params.INT32_MAX:
         raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range",
-                      ArgumentName=name, ArgumentValue=raw)
-    return min(int(raw), high)
+                      ArgumentName=name, ArgumentValue=raw[:256])
+    return min(value, high)
 
 
 async def list_parts(ctx: Ctx) -> Response:

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from email.utils import parsedate_to_datetime
 
 import attrs
 
@@ -23,6 +22,7 @@ from ..data.checksums import SUPPORTED, b64, new_hasher
 from ..data.objects import StorageUnavailable, Written
 from ..http.server import Response, http_date
 from ..meta import store as m
+from . import params
 from .context import Ctx
 from .errors import S3Error
 from .ranges import Unsatisfiable, parse_range
@@ -67,12 +67,28 @@ def _checksum_header(ctx: Ctx) -> tuple[str, str] | None:
     return algorithm, value
 
 
-def _user_meta(ctx: Ctx) -> tuple[tuple[str, str], ...]:
-    meta = tuple((n[len("x-amz-meta-"):], v) for n, v in ctx.request.headers if n.startswith("x-amz-meta-"))
-    if sum(len(k) + len(v) for k, v in meta) > MAX_USER_META:
+def header_value(text: str, name: str) -> str:
+    """Text from the query or a form (decoded as UTF-8) made into a response header value: its UTF-8 bytes as a
+    latin-1 string, the form every header value has here (request headers are decoded as latin-1, byte for byte).
+    Control characters (CR, LF...) could split the response's head: InvalidArgument."""
+    if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in text):
+        raise S3Error("InvalidArgument", f"{name} may not contain control characters", ArgumentName=name,
+                      ArgumentValue=text.encode("unicode_escape").decode("ascii")[:256])
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def check_user_meta(meta: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """User metadata (names without ``x-amz-meta-``, values as latin-1 strings of their bytes, like every header
+    value here) within S3's 2 KiB: the bytes of every name and value."""
+    if sum(len(k.encode("latin-1", "replace")) + len(v.encode("latin-1", "replace")) for k, v in meta) > MAX_USER_META:
         raise S3Error("MetadataTooLarge", "Your metadata headers exceed the maximum allowed metadata size",
                       status=400, MaxSizeAllowed=str(MAX_USER_META))
     return meta
+
+
+def _user_meta(ctx: Ctx) -> tuple[tuple[str, str], ...]:
+    return check_user_meta(tuple((n[len("x-amz-meta-"):], v) for n, v in ctx.request.headers
+                                 if n.startswith("x-amz-meta-")))
 
 
 @attrs.frozen
@@ -231,12 +247,7 @@ async def put_object(ctx: Ctx) -> Response:
 
 
 def _http_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+    return params.http_date(value)
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -279,7 +290,7 @@ def _object_headers(ctx: Ctx, obj: m.ObjectVersion, whole: bool) -> list[tuple[s
     for param, name in RESPONSE_OVERRIDES.items():
         value = ctx.query.get(param)
         if value is not None and ctx.user is not None:
-            headers = [(n, v) for n, v in headers if n.lower() != name.lower()] + [(name, value)]
+            headers = [(n, v) for n, v in headers if n.lower() != name.lower()] + [(name, header_value(value, param))]
     if whole and (ctx.header("x-amz-checksum-mode") or "").upper() == "ENABLED":
         for algorithm, value in obj.checksums:
             headers.append((f"x-amz-checksum-{algorithm.lower()}", value))
@@ -335,12 +346,12 @@ async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool) -> Response
     """GetObject/HeadObject with partNumber: the bytes of one part of a multipart object (206), or the whole of a
     single-part object for part 1."""
     raw = ctx.query.get("partNumber", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10000:
+    number = params.uint(raw, 5)
+    if number is None or not 1 <= number <= 10000:
         raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
                       ArgumentName="partNumber", ArgumentValue=raw)
     if ctx.header("range") is not None:
         raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
-    number = int(raw)
     sizes = obj.parts or (obj.size,)
     if number > len(sizes):
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", status=416,

@@ -20,9 +20,10 @@ from ..auth import sigv4
 from ..http.formdata import Field, FileData, FileEnd, FileStart, FormError, FormParser, boundary_of
 from ..http.server import Response
 from ..meta import store as m
+from . import params
 from .context import Ctx
 from .errors import S3Error
-from .objects import MAX_PUT_SIZE, STORED_HEADERS, committing, store_body
+from .objects import MAX_PUT_SIZE, STORED_HEADERS, check_user_meta, committing, header_value, store_body
 from .xml import Tag, document
 
 EXEMPT = {"policy", "x-amz-signature", "file"}
@@ -38,13 +39,16 @@ def _denied(message: str) -> S3Error:
 
 def _check_policy(policy: dict, fields: dict[str, str], bucket: str) -> tuple[int, int]:
     """Every condition against the form's fields; returns the content-length range (min, max)."""
+    if not isinstance(policy, dict):
+        raise _malformed("Invalid Policy: Invalid JSON.")
     expiration = policy.get("expiration")
     try:
-        expires = datetime.fromisoformat(str(expiration).replace("Z", "+00:00"))
-    except ValueError:
+        if not isinstance(expiration, str) or len(expiration) > 64:
+            raise ValueError(expiration)
+        expires = datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+        expires = expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 at a positive offset is no UTC time
         raise _malformed("Invalid Policy: Invalid 'expiration' value") from None
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
     if expires < datetime.now(UTC):
         raise _denied("Policy expired.")
     values = dict(fields, bucket=bucket)
@@ -60,18 +64,18 @@ def _check_policy(policy: dict, fields: dict[str, str], bucket: str) -> tuple[in
         elif isinstance(cond, list) and len(cond) == 3 and isinstance(cond[0], str):
             op = cond[0].lower()
             if op == "content-length-range":
-                try:
-                    length = (int(cond[1]), int(cond[2]))
-                except (TypeError, ValueError):
-                    raise _malformed("Invalid Policy: content-length-range") from None
+                low, high = _policy_length(cond[1]), _policy_length(cond[2])
+                if low is None or high is None or low > high:
+                    raise _malformed("Invalid Policy: Invalid content-length-range")
+                length = (low, high)
                 continue
             if not isinstance(cond[1], str) or not cond[1].startswith("$"):
-                raise _malformed(f"Invalid Policy: bad condition {cond!r}")
+                raise _malformed(f"Invalid Policy: bad condition {_short(cond)}")
             name, expected = cond[1][1:].lower(), cond[2]
         else:
-            raise _malformed(f"Invalid Policy: bad condition {cond!r}")
+            raise _malformed(f"Invalid Policy: bad condition {_short(cond)}")
         if not isinstance(expected, str):
-            raise _malformed(f"Invalid Policy: bad condition {cond!r}")
+            raise _malformed(f"Invalid Policy: bad condition {_short(cond)}")
         covered.add(name)
         actual = values.get(name, "")
         if op == "eq" and actual != expected:
@@ -84,6 +88,22 @@ def _check_policy(policy: dict, fields: dict[str, str], bucket: str) -> tuple[in
     if extra:
         raise _denied(f"Extra input fields: {extra[0]}")
     return length
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _policy_length(value: object) -> int | None:
+    """A bound of content-length-range: a JSON integer or a string of digits (not a float, a bool or 1e400)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 10**18 else None
+    if isinstance(value, str):
+        return params.uint(value.strip(), 18)
+    return None
 
 
 async def _authenticate(ctx: Ctx, fields: dict[str, str]) -> m.User:
@@ -152,7 +172,7 @@ async def post_object(ctx: Ctx) -> Response:
     await ctx.bucket_for("WRITE")
     try:
         policy = json.loads(base64.b64decode(fields["policy"], validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: nesting deeper than json can go
         raise _malformed("Invalid Policy: Invalid JSON.") from None
     low, high = _check_policy(policy, fields, ctx.bucket)
     filename = state["start"].filename  # type: ignore[union-attr]
@@ -162,6 +182,12 @@ async def post_object(ctx: Ctx) -> Response:
     if len(key.encode("utf-8")) > 1024:
         raise S3Error("KeyTooLongError")
     ctx.key, ctx.user = key, user
+    # Fields that become response headers, in the form every header value has here (the bytes as latin-1), and
+    # the same 2 KiB limit as the x-amz-meta-* headers of a PutObject, checked before the file is read.
+    user_meta = check_user_meta(tuple((n[len("x-amz-meta-"):], header_value(v, n)) for n, v in fields.items()
+                                      if n.startswith("x-amz-meta-")))
+    stored_headers = tuple((h, header_value(fields[h], h)) for h in STORED_HEADERS if h in fields)
+    content_type = header_value(fields.get("content-type") or "binary/octet-stream", "Content-Type")
 
     async def receive() -> bytes:
         while not pending:
@@ -183,9 +209,9 @@ async def post_object(ctx: Ctx) -> Response:
     obj = m.ObjectVersion(
         bucket=ctx.bucket, key=key, version_id="null", size=size, etag=stored.etag, last_modified=time.time(),
         owner_id=user.id, manifest=stored.written.manifest,
-        content_type=fields.get("content-type") or "binary/octet-stream",
-        headers=tuple((h, fields[h]) for h in STORED_HEADERS if h in fields),
-        user_meta=tuple((n[len("x-amz-meta-"):], v) for n, v in fields.items() if n.startswith("x-amz-meta-")),
+        content_type=content_type,
+        headers=stored_headers,
+        user_meta=user_meta,
     )
     async with committing(ctx, stored):
         await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay)

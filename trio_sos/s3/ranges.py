@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import re
 
-_SPEC = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_SPEC = re.compile(r"[ \t]*bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*\Z", re.IGNORECASE)
+# A position with more digits than this is past the end of any object (and int() of 4,300+ digits would fail).
+_MAX_DIGITS = 19
+_HUGE = 10**_MAX_DIGITS
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _HUGE
 
 
 class Unsatisfiable(Exception):
@@ -26,14 +33,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first == "" and last == "":
         return None
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:  # RFC 9110: a suffix of an empty representation is unsatisfiable
             raise Unsatisfiable
         return max(0, size - suffix), size
-    start = int(first)
-    if last != "" and int(last) < start:
+    start = _position(first)
+    if last != "" and _position(last) < start:
         return None  # an invalid range spec is ignored
     if start >= size:
         raise Unsatisfiable
-    end = size if last == "" else min(size, int(last) + 1)
+    end = size if last == "" else min(size, _position(last) + 1)
     return start, end
