@@ -959,3 +959,120 @@ async def _check_scan(store: MetaStore, keys: set[str], queries: list[tuple[str,
                 if more:
                     s, inc = page.objects[-1].key, False
             assert seen == expected
+
+
+# -- listings with a delimiter: model, paging, and a cost that follows the page --
+
+
+def listing_model(keys: set[str], prefix: str, delimiter: str, marker: str) -> list[tuple[str, str]]:
+    """Entries ("key", k) / ("prefix", p) above ``marker``, S3's way: sort by UTF-8, keep those under the prefix,
+    roll up at the first delimiter after it, drop entries at or below the marker."""
+    out: list[tuple[str, str]] = []
+    for key in sorted(keys, key=lambda k: k.encode("utf-8")):
+        if not key.startswith(prefix):
+            continue
+        cut = key.find(delimiter, len(prefix)) if delimiter else -1
+        entry = ("prefix", key[: cut + len(delimiter)]) if cut >= 0 else ("key", key)
+        if entry[1].encode() > marker.encode() and entry not in out:
+            out.append(entry)
+    return out
+
+
+def merged(objects: tuple[ObjectVersion, ...], prefixes: tuple[str, ...]) -> list[tuple[str, str]]:
+    entries = [("key", o.key) for o in objects] + [("prefix", p) for p in prefixes]
+    return sorted(entries, key=lambda e: e[1].encode())
+
+
+@st.composite
+def listing_cases(draw: st.DrawFn) -> tuple[set[str], list[tuple[str, str, str, int]]]:
+    stems = draw(st.lists(text(0, 2), min_size=1, max_size=3))
+    delim = st.sampled_from(["/", "a", "\U0010ffff", "ab"])
+    keys = draw(st.sets(st.tuples(st.sampled_from(stems), text(0, 2), st.sampled_from(["", "/", "a"]), text(0, 2))
+                        .map("".join).filter(bool), max_size=25))
+    pool = sorted(keys) or [""]
+    bound = st.one_of(st.just(""), text(0, 2), st.sampled_from(stems), st.sampled_from(pool),
+                      st.sampled_from(pool).map(lambda k: k[: len(k) // 2]))
+    queries = draw(st.lists(st.tuples(bound, st.one_of(st.just(""), delim), bound, st.integers(0, 9)),
+                            min_size=1, max_size=4))
+    return keys, queries
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=listing_cases())
+@example(case=({"a/1", "a/2", "a/3", "b", "c/1"}, [("", "/", "", 1), ("", "/", "a/2", 5), ("a", "/", "", 2)]))
+@example(case=({"\U0010ffff/x", "\U0010ffff\U0010ffff"}, [("", "\U0010ffff", "", 3)]))
+async def test_list_objects_matches_model(backend: Backend, case) -> None:
+    async with _opened(backend) as store:
+        keys, queries = case
+        bucket = await new_bucket(store)
+        for k in keys:
+            await store.put_object(version(bucket, k, manifest=()))
+        for prefix, delimiter, marker, limit in queries:
+            expected = listing_model(keys, prefix, delimiter, marker)
+            page = await store.list_objects(bucket, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit)
+            assert merged(page.objects, page.prefixes) == expected[:limit]
+            assert [o.key for o in page.objects] == sorted((o.key for o in page.objects), key=str.encode)
+            assert page.truncated == (limit > 0 and len(expected) > limit)  # max-keys=0: not truncated, as S3
+            # the cost follows the page: each returned key read twice (index, row), a prefix once, plus the entry
+            # that shows truncation and the marker's own prefix
+            assert page.rows_read <= 2 * len(page.objects) + len(page.prefixes) + 2
+            if limit:  # paging by `last` visits every entry once
+                seen, m, more = [], marker, True
+                while more:
+                    page = await store.list_objects(bucket, prefix=prefix, delimiter=delimiter, marker=m, limit=limit)
+                    seen += merged(page.objects, page.prefixes)
+                    more, m = page.truncated, page.last
+                assert seen == expected
+
+
+async def test_list_objects_skips_prefixes_whatever_they_hold(store: MetaStore) -> None:
+    bucket = await new_bucket(store)
+    for p in range(20):
+        for k in range(30):
+            await store.put_object(version(bucket, f"p{p:02d}/k{k:02d}", manifest=()))
+    await store.put_object(version(bucket, "top", manifest=()))
+    page = await store.list_objects(bucket, delimiter="/", limit=1000)
+    assert page.prefixes == tuple(f"p{p:02d}/" for p in range(20)) and [o.key for o in page.objects] == ["top"]
+    assert page.rows_read <= 20 + 2 + 1, page.rows_read  # not 601
+    page = await store.list_objects(bucket, delimiter="/", marker="p05/k07", limit=3)
+    assert page.prefixes == ("p06/", "p07/", "p08/") and page.truncated and page.last == "p08/"
+
+
+def upload_model(ups: list[Upload], prefix: str, delimiter: str, key_marker: str, id_marker: str) -> list:
+    out: list = []
+    for u in sorted(ups, key=lambda u: (u.key.encode(), u.initiated, u.upload_id)):
+        if not u.key.startswith(prefix):
+            continue
+        if id_marker and key_marker:
+            if u.key.encode() < key_marker.encode() or (u.key == key_marker and u.upload_id <= id_marker):
+                continue
+        elif u.key.encode() <= key_marker.encode():
+            continue
+        cut = u.key.find(delimiter, len(prefix)) if delimiter else -1
+        entry = ("prefix", u.key[: cut + len(delimiter)]) if cut >= 0 else ("upload", u.upload_id)
+        if entry[0] == "prefix" and (entry[1].encode() <= key_marker.encode() or entry in out):
+            continue
+        out.append(entry)
+    return out
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.sampled_from(["a", "a/x", "a/y", "b", "b/z/q", "c/", "é/1", "\U00010000"]), max_size=12),
+       prefix=st.sampled_from(["", "a", "b/", "é"]), delimiter=st.sampled_from(["", "/"]),
+       marker=st.sampled_from([("", ""), ("a", ""), ("a/x", ""), ("b", "up-05"), ("a/x", "up-03")]),
+       limit=st.integers(0, 6))
+async def test_list_upload_entries_matches_model(backend: Backend, keys, prefix, delimiter, marker, limit) -> None:
+    async with _opened(backend) as store:
+        bucket = await new_bucket(store)
+        token = uuid.uuid4().hex[:8]
+        ups = [upload(bucket, k, 100.0 + i, f"up-{i:02d}-{token}") for i, k in enumerate(keys)]
+        for u in ups:
+            await store.create_upload(u)
+        key_marker, id_marker = marker
+        expected = upload_model(ups, prefix, delimiter, key_marker, id_marker)
+        page = await store.list_upload_entries(bucket, prefix=prefix, delimiter=delimiter, key_marker=key_marker,
+                                               upload_id_marker=id_marker, limit=limit)
+        entries = [("upload", u.upload_id) for u in page.uploads] + [("prefix", p) for p in page.prefixes]
+        assert sorted(entries) == sorted(expected[:limit])
+        assert page.truncated == (limit > 0 and len(expected) > limit)
+        assert page.rows_read <= len(page.uploads) + len(page.prefixes) + 2

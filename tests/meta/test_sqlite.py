@@ -16,7 +16,7 @@ import trio
 
 from trio_sos.meta import sqlite as sqlite_mod
 from trio_sos.meta.sqlite import SchemaTooNew, SqliteMetaStore, prefix_successor, schema_version
-from trio_sos.meta.store import ChunkRef, GcEntry, ObjectVersion, Upload
+from trio_sos.meta.store import ChunkRef, GcEntry, MetaUnavailable, ObjectVersion, Upload
 
 from .test_conformance import (
     OWNER,
@@ -119,23 +119,42 @@ async def test_error_inside_a_write_rolls_it_all_back(db: SqliteMetaStore, monke
 
 
 async def test_reads_do_not_wait_for_a_held_write_lock(tmp_path: Path) -> None:
-    """Another process holds the write lock: reads go on; a write waits for it (busy_timeout), then applies."""
+    """Another process holds the write lock: reads go on; a write waits for it (busy_timeout), then applies after
+    the other's transaction — shown by order, not by timing."""
+    import trio.testing
+
+    from trio_sos.meta.store import User, UserExists
+
     path = tmp_path / "meta.sqlite3"
-    store = await SqliteMetaStore.open(path)
+    store = await SqliteMetaStore.open(path, busy_timeout=30)
     try:
         bucket = await new_bucket(store)
         await store.put_object(version(bucket, "k"))
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
-        release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
-        release.start()
-        t0 = time.monotonic()
-        assert await store.get_object(bucket, "k") is not None
-        assert (await store.scan_objects(bucket)).objects
-        assert time.monotonic() - t0 < 0.2
-        await store.put_object(version(bucket, "k2"))
-        assert time.monotonic() - t0 >= 0.25
-        release.join()
+        other.execute("INSERT INTO users (id, display_name, access_key, secret_key, email) "
+                      "VALUES ('held', 'H', 'AKHELD', 's', '')")
+        with trio.fail_after(20):  # a read that waited for the lock would hang: it is released only below
+            assert await store.get_object(bucket, "k") is not None
+            assert (await store.scan_objects(bucket)).objects
+        outcome: list[BaseException | None] = []
+
+        async def write() -> None:
+            try:
+                await store.create_user(User("held", "mine", "AKMINE", "s"))
+                outcome.append(None)
+            except UserExists as exc:
+                outcome.append(exc)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write)
+                while store._write_limiter.borrowed_tokens == 0:  # the write is in its thread, at the lock
+                    await trio.testing.wait_all_tasks_blocked()
+                    await trio.sleep(0)
+                assert not outcome
+                other.execute("COMMIT")
+        assert len(outcome) == 1 and isinstance(outcome[0], UserExists)  # it ran after the other's commit
         other.close()
     finally:
         await store.aclose()
@@ -148,7 +167,7 @@ async def test_busy_timeout_expires_without_change(tmp_path: Path) -> None:
         bucket = await new_bucket(store)
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(MetaUnavailable, match="locked"):  # "not now", which the node answers with 503
             await store.put_object(version(bucket, "k"))
         other.execute("ROLLBACK")
         other.close()

@@ -33,6 +33,7 @@ from typing import Any, Self, TypeVar
 
 import trio
 
+from .keys import prefix_successor, walk
 from .store import (
     Bucket,
     BucketAlreadyExists,
@@ -46,17 +47,20 @@ from .store import (
     MetaStore,
     NoSuchBucket,
     NoSuchUpload,
+    ObjectListing,
     ObjectVersion,
     Part,
     PreconditionFailed,
     Upload,
+    UploadListing,
     User,
     UserExists,
 )
 
+__all__ = ["SchemaTooNew", "SqliteMetaStore", "prefix_successor", "schema_version"]
+
 T = TypeVar("T")
 
-_MAX_CHAR = "\U0010ffff"
 
 
 class SchemaTooNew(Exception):
@@ -277,22 +281,6 @@ def _part(row: tuple) -> Part:
 def _intent(row: tuple) -> Intent:
     intent_id, created, agents, bucket, key, renewed, heartbeat, claimed = row
     return Intent(intent_id, created, tuple(json.loads(agents)), bucket, key, renewed, heartbeat, bool(claimed))
-
-
-def prefix_successor(prefix: str) -> str | None:
-    """The least string above every string that starts with ``prefix`` (None: no such string, no upper bound).
-
-    Code point order is UTF-8 byte order, so this is the exclusive upper bound of an index range scan. U+10FFFF
-    cannot be incremented: drop it and increment the character before. Surrogates are not valid in UTF-8 text, so
-    U+D7FF is followed by U+E000.
-    """
-    stem = prefix.rstrip(_MAX_CHAR)
-    if not stem:
-        return None
-    nxt = ord(stem[-1]) + 1
-    if 0xD800 <= nxt <= 0xDFFF:
-        nxt = 0xE000
-    return stem[:-1] + chr(nxt)
 
 
 def _key_range(prefix: str, start: str, inclusive: bool) -> tuple[str, str, str | None]:
@@ -641,6 +629,36 @@ class SqliteMetaStore(MetaStore):
 
         return await self._read(run)
 
+    async def list_objects(
+        self, bucket: str, *, prefix: str = "", delimiter: str = "", marker: str = "", limit: int = 1000
+    ) -> ObjectListing:
+        """The walk reads keys only, from the primary-key index (a covering index: no table row is touched), one
+        lazy cursor per seek; then the rows of the keys it returns, by key. One read transaction: one snapshot."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run(c: sqlite3.Connection) -> ObjectListing:
+            def seek(start: str, inclusive: bool, upper: str | None):
+                sql = f"SELECT key FROM objects WHERE bucket = ? AND key {'>=' if inclusive else '>'} ?"
+                args: list[Any] = [bucket, start]
+                if upper is not None:
+                    sql += " AND key < ?"
+                    args.append(upper)
+                return (row[0] for row in c.execute(sql + " ORDER BY key", args))
+
+            page = walk(seek, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit)
+            rows: dict[str, ObjectVersion] = {}
+            keys = list(page.items)
+            for i in range(0, len(keys), 500):
+                batch = keys[i:i + 500]
+                for row in c.execute(f"SELECT {_OBJECT_COLS} FROM objects WHERE bucket = ? AND key IN "
+                                     f"({', '.join('?' * len(batch))})", [bucket, *batch]):
+                    rows[row[1]] = _object(row)
+            objects = tuple(rows[k] for k in keys if k in rows)
+            return ObjectListing(objects, page.prefixes, page.truncated, page.last or "", page.read + len(rows))
+
+        return await self._read(run)
+
     async def count_objects(self, bucket: str) -> int:
         return await self._read(
             lambda c: c.execute("SELECT count(*) FROM objects WHERE bucket = ?", (bucket,)).fetchone()[0]
@@ -703,6 +721,40 @@ class SqliteMetaStore(MetaStore):
         def run(c: sqlite3.Connection) -> tuple[list[Upload], bool]:
             rows = c.execute(sql, params).fetchall()
             return [_upload(r) for r in rows[:limit]], len(rows) > limit
+
+        return await self._read(run)
+
+    async def list_upload_entries(
+        self, bucket: str, *, prefix: str = "", delimiter: str = "", key_marker: str = "", upload_id_marker: str = "",
+        limit: int = 1000,
+    ) -> UploadListing:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run(c: sqlite3.Connection) -> UploadListing:
+            def seek(start: str, inclusive: bool, upper: str | None):
+                sql = f"SELECT {_UPLOAD_COLS} FROM uploads WHERE bucket = ? AND "
+                if start == key_marker and upload_id_marker:  # the marker key's uploads after the id marker
+                    sql += "(key > ? OR (key = ? AND upload_id > ?))"
+                    args: list[Any] = [bucket, start, start, upload_id_marker]
+                else:
+                    sql += f"key {'>=' if inclusive else '>'} ?"
+                    args = [bucket, start]
+                if upper is not None:
+                    sql += " AND key < ?"
+                    args.append(upper)
+                return (_upload(row) for row in c.execute(sql + " ORDER BY key, initiated, upload_id", args))
+
+            # With an id marker, the marker key's own later uploads are still to come: the walk starts at the key
+            # (the seek applies the id condition there), not after it.
+            page = walk(seek, prefix=prefix, delimiter=delimiter, marker=key_marker, limit=limit,
+                        key_of=lambda u: u.key, marker_inclusive=bool(upload_id_marker))
+            last = page.last
+            if isinstance(last, Upload):
+                next_key, next_id = last.key, last.upload_id
+            else:
+                next_key, next_id = (last or ""), ""
+            return UploadListing(page.items, page.prefixes, page.truncated, next_key, next_id, page.read)
 
         return await self._read(run)
 

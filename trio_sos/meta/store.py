@@ -115,6 +115,33 @@ class ListPage:
 
 
 @attrs.frozen
+class ObjectListing:
+    """A page of a listing with a delimiter: objects and common prefixes above the marker, in key order.
+
+    ``last`` is the last entry returned (a key or a common prefix: the next marker); ``rows_read`` how many
+    index entries and rows the backend read to build the page — about the page's size, whatever the bucket holds.
+    """
+
+    objects: tuple[ObjectVersion, ...]
+    prefixes: tuple[str, ...]
+    truncated: bool
+    last: str
+    rows_read: int = 0
+
+
+@attrs.frozen
+class UploadListing:
+    """A page of ListMultipartUploads: uploads and common prefixes after the (key, upload id) markers."""
+
+    uploads: tuple[Upload, ...]
+    prefixes: tuple[str, ...]
+    truncated: bool
+    next_key_marker: str
+    next_upload_id_marker: str
+    rows_read: int = 0
+
+
+@attrs.frozen
 class Upload:
     """A multipart upload in progress."""
 
@@ -258,6 +285,14 @@ class MetaStore(abc.ABC):
         UTF-8 binary key order. ``truncated`` says whether a further key matches."""
 
     @abc.abstractmethod
+    async def list_objects(
+        self, bucket: str, *, prefix: str = "", delimiter: str = "", marker: str = "", limit: int = 1000
+    ) -> ObjectListing:
+        """S3's listing: objects and common prefixes (keys rolled up at the first ``delimiter`` after ``prefix``)
+        strictly above ``marker``, at most ``limit`` entries in all. Its cost follows the page: a common prefix is
+        skipped with one seek past it (``keys.walk``), never by reading the keys under it."""
+
+    @abc.abstractmethod
     async def count_objects(self, bucket: str) -> int: ...
 
     # -- multipart --
@@ -272,6 +307,15 @@ class MetaStore(abc.ABC):
         self, bucket: str, *, prefix: str = "", key_marker: str = "", upload_id_marker: str = "", limit: int = 1000
     ) -> tuple[list[Upload], bool]:
         """Uploads ordered by (key, initiated, upload_id) after the markers, and whether more follow."""
+
+    @abc.abstractmethod
+    async def list_upload_entries(
+        self, bucket: str, *, prefix: str = "", delimiter: str = "", key_marker: str = "", upload_id_marker: str = "",
+        limit: int = 1000,
+    ) -> UploadListing:
+        """ListMultipartUploads: uploads and common prefixes after the markers (keys above ``key_marker``, or with
+        ``upload_id_marker`` the marker's key with upload ids above it), at most ``limit`` entries, a common
+        prefix skipped with one seek."""
 
     @abc.abstractmethod
     async def put_part(self, part: Part, *, gc_delay: float = 0.0, intent_id: bytes | None = None) -> Part | None:

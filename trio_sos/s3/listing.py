@@ -1,7 +1,8 @@
-"""ListObjects (v1) and ListObjectsV2, on top of the MetaStore's ordered range scans.
+"""ListObjects (v1) and ListObjectsV2, on top of the MetaStore's ``list_objects``.
 
-Common prefixes are skipped whole: once a key rolls up into prefix P, the next scan starts at the smallest key
-above every key starting with P, so a listing with a delimiter costs a scan per returned entry, not per key.
+Common prefixes are skipped whole: once a key rolls up into prefix P, the backend seeks to the smallest key above
+every key starting with P (``meta/keys.py``), so a page costs about as many rows as it has entries, whatever the
+bucket holds — one anonymous listing of a public bucket cannot make the node read it all.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ import base64
 import binascii
 from urllib.parse import quote
 
-import attrs
-
 from ..http.server import Response
-from ..meta.store import ObjectVersion
-from .buckets import iso8601
+from ..meta.store import ObjectListing, ObjectVersion
 from . import params
+from .buckets import iso8601
 from .context import Ctx
 from .errors import S3Error
 from .xml import Tag, document
@@ -23,68 +22,12 @@ from .xml import Tag, document
 MAX_KEYS = 1000
 
 
-def prefix_successor(prefix: str) -> str | None:
-    """The smallest string above every string that starts with ``prefix`` (code point order = UTF-8 byte
-    order), or None if there is none."""
-    chars = list(prefix)
-    while chars:
-        last = ord(chars.pop())
-        nxt = last + 1
-        if 0xD800 <= nxt <= 0xDFFF:
-            nxt = 0xE000  # surrogates cannot be encoded in UTF-8 keys
-        if nxt <= 0x10FFFF:
-            return "".join(chars) + chr(nxt)
-    return None
-
-
-@attrs.frozen
-class Listed:
-    contents: tuple[ObjectVersion, ...]
-    prefixes: tuple[str, ...]
-    truncated: bool
-    last: str  # the last key or common prefix returned (the next marker)
-
-
-async def collect(ctx: Ctx, *, prefix: str, delimiter: str, marker: str, max_keys: int) -> Listed:
-    """Entries (keys and common prefixes) strictly above ``marker``, in order, at most ``max_keys``."""
+async def collect(ctx: Ctx, *, prefix: str, delimiter: str, marker: str, max_keys: int) -> ObjectListing:
+    """Entries (keys and common prefixes) strictly above ``marker``, in order, at most ``max_keys``: the
+    MetaStore's ``list_objects``, whose cost follows the page (a common prefix costs one seek)."""
     assert ctx.bucket is not None
-    contents: list[ObjectVersion] = []
-    prefixes: list[str] = []
-    start, inclusive = (marker, False) if marker > prefix else (prefix, True)
-    last = ""
-    if max_keys == 0:
-        return Listed((), (), False, "")
-    while True:
-        want = max_keys - len(contents) - len(prefixes) + 1
-        page = await ctx.meta.scan_objects(ctx.bucket, start=start, inclusive=inclusive, prefix=prefix,
-                                           limit=min(MAX_KEYS + 1, max(want, 2)))
-        rescan = False
-        for obj in page.objects:
-            entry_prefix = None
-            if delimiter:
-                cut = obj.key.find(delimiter, len(prefix))
-                if cut >= 0:
-                    entry_prefix = obj.key[: cut + len(delimiter)]
-            if entry_prefix is not None:
-                if entry_prefix > marker:
-                    if len(contents) + len(prefixes) == max_keys:
-                        return Listed(tuple(contents), tuple(prefixes), True, last)
-                    prefixes.append(entry_prefix)
-                    last = entry_prefix
-                successor = prefix_successor(entry_prefix)
-                if successor is None:
-                    return Listed(tuple(contents), tuple(prefixes), False, last)
-                start, inclusive, rescan = successor, True, True
-                break
-            if len(contents) + len(prefixes) == max_keys:
-                return Listed(tuple(contents), tuple(prefixes), True, last)
-            contents.append(obj)
-            last = obj.key
-            start, inclusive = obj.key, False
-        if rescan:
-            continue
-        if not page.truncated:
-            return Listed(tuple(contents), tuple(prefixes), False, last)
+    return await ctx.meta.list_objects(ctx.bucket, prefix=prefix, delimiter=delimiter, marker=marker,
+                                       limit=max_keys)
 
 
 def _max_keys(ctx: Ctx) -> int:
@@ -142,7 +85,7 @@ async def list_objects_v1(ctx: Ctx) -> Response:
         Tag("EncodingType", "url") if "encoding-type" in ctx.query else None,
         Tag("IsTruncated", listed.truncated),
         Tag("NextMarker", enc(listed.last)) if listed.truncated and delimiter else None,
-        await _contents(ctx, listed.contents, enc, owner=True),
+        await _contents(ctx, listed.objects, enc, owner=True),
         _prefix_tags(listed.prefixes, enc),
     ))
     return Response(200, [("Content-Type", "application/xml")], body)
@@ -177,12 +120,12 @@ async def list_objects_v2(ctx: Ctx) -> Response:
         Tag("Delimiter", enc(delimiter)) if delimiter else None,
         Tag("MaxKeys", max_keys),
         Tag("EncodingType", "url") if "encoding-type" in ctx.query else None,
-        Tag("KeyCount", len(listed.contents) + len(listed.prefixes)),
+        Tag("KeyCount", len(listed.objects) + len(listed.prefixes)),
         Tag("IsTruncated", listed.truncated),
         Tag("ContinuationToken", token) if token is not None else None,
         Tag("NextContinuationToken", _token(listed.last)) if listed.truncated else None,
         Tag("StartAfter", enc(start_after)) if "start-after" in ctx.query else None,
-        await _contents(ctx, listed.contents, enc, owner=fetch_owner),
+        await _contents(ctx, listed.objects, enc, owner=fetch_owner),
         _prefix_tags(listed.prefixes, enc),
     ))
     return Response(200, [("Content-Type", "application/xml")], body)

@@ -286,52 +286,37 @@ async def list_parts(ctx: Ctx) -> Response:
 
 
 async def list_multipart_uploads(ctx: Ctx) -> Response:
+    """A page of uploads and common prefixes; the backend skips a common prefix with one seek, so the cost follows
+    the page. ``encoding-type=url`` encodes every key, prefix and marker (a key may hold any character, control
+    characters included, which XML 1.0 cannot carry)."""
+    from .listing import _encoder
+
     assert ctx.bucket is not None
     await ctx.bucket_for("READ")
     prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
     key_marker, id_marker = ctx.query.get("key-marker", ""), ctx.query.get("upload-id-marker", "")
     limit = _int_param(ctx, "max-uploads", 1000, 1000)
-    uploads: list[m.Upload] = []
-    prefixes: list[str] = []
-    truncated = False
-    next_key, next_id = key_marker, id_marker
-    while limit and not truncated:
-        page, more = await ctx.meta.list_uploads(ctx.bucket, prefix=prefix, key_marker=next_key,
-                                                 upload_id_marker=next_id, limit=limit + 1)
-        for upload in page:
-            cut = upload.key.find(delimiter, len(prefix)) if delimiter else -1
-            if cut >= 0:
-                common = upload.key[: cut + len(delimiter)]
-                if common not in prefixes:
-                    if len(uploads) + len(prefixes) == limit:
-                        truncated = True
-                        break
-                    prefixes.append(common)
-                next_key, next_id = upload.key, upload.upload_id
-                continue
-            if len(uploads) + len(prefixes) == limit:
-                truncated = True
-                break
-            uploads.append(upload)
-            next_key, next_id = upload.key, upload.upload_id
-        if not more:
-            break
+    enc = _encoder(ctx)
+    page = await ctx.meta.list_upload_entries(ctx.bucket, prefix=prefix, delimiter=delimiter, key_marker=key_marker,
+                                              upload_id_marker=id_marker if key_marker else "", limit=limit)
     names: dict[str, str] = {}
-    for upload in uploads:
+    for upload in page.uploads:
         if upload.owner_id not in names:
             user = await ctx.services.user_by_id(upload.owner_id)
             names[upload.owner_id] = user.display_name if user else upload.owner_id
     body = document(Tag(
         "ListMultipartUploadsResult",
-        Tag("Bucket", ctx.bucket), Tag("KeyMarker", key_marker), Tag("UploadIdMarker", id_marker),
-        Tag("NextKeyMarker", next_key if truncated else None),
-        Tag("NextUploadIdMarker", next_id if truncated else None),
-        Tag("Prefix", prefix), Tag("Delimiter", delimiter) if delimiter else None, Tag("MaxUploads", limit),
-        Tag("IsTruncated", truncated),
-        [Tag("Upload", Tag("Key", u.key), Tag("UploadId", u.upload_id),
+        Tag("Bucket", ctx.bucket), Tag("KeyMarker", enc(key_marker)), Tag("UploadIdMarker", id_marker),
+        Tag("NextKeyMarker", enc(page.next_key_marker) if page.truncated else None),
+        Tag("NextUploadIdMarker", page.next_upload_id_marker if page.truncated else None),
+        Tag("Prefix", enc(prefix)), Tag("Delimiter", enc(delimiter)) if delimiter else None,
+        Tag("MaxUploads", limit),
+        Tag("EncodingType", "url") if "encoding-type" in ctx.query else None,
+        Tag("IsTruncated", page.truncated),
+        [Tag("Upload", Tag("Key", enc(u.key)), Tag("UploadId", u.upload_id),
              Tag("Initiator", Tag("ID", u.owner_id), Tag("DisplayName", names[u.owner_id])),
              owner_tag(u.owner_id, names[u.owner_id]), Tag("StorageClass", "STANDARD"),
-             Tag("Initiated", iso8601(u.initiated))) for u in uploads],
-        [Tag("CommonPrefixes", Tag("Prefix", p)) for p in prefixes],
+             Tag("Initiated", iso8601(u.initiated))) for u in page.uploads],
+        [Tag("CommonPrefixes", Tag("Prefix", enc(p))) for p in page.prefixes],
     ))
     return Response(200, [("Content-Type", "application/xml")], body)

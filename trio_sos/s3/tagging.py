@@ -116,7 +116,7 @@ async def list_object_versions(ctx: Ctx) -> Response:
     listed = await collect(ctx, prefix=prefix, delimiter=delimiter, marker=key_marker, max_keys=max_keys)
     names: dict[str, str] = {}
     versions = []
-    for obj in listed.contents:
+    for obj in listed.objects:
         if obj.owner_id not in names:
             user = await ctx.services.user_by_id(obj.owner_id)
             names[obj.owner_id] = user.display_name if user else obj.owner_id

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Union
 from xml.etree.ElementTree import Element  # only for typing parsed documents
-from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -15,6 +15,18 @@ from .errors import S3Error
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 Node = Union["Tag", str, int, None]
+
+# Characters XML would not carry as they are: CR and LF would be normalised away by the reader (a key "a\rb"
+# must not come back as "a\nb"), the other C0 controls are not XML 1.0 characters at all. They are written as
+# character references, as S3 does; a client that cannot read those asks for encoding-type=url.
+_REFERENCES = {c: f"&#x{ord(c):X};" for c in map(chr, range(0x20)) if c != "\t"}
+_REFERENCES.update({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_NEEDS = re.compile("[\x00-\x08\x0a-\x1f&<>]")
+
+
+def text(value: str) -> str:
+    """``value`` as XML character data."""
+    return _NEEDS.sub(lambda m: _REFERENCES[m.group()], value)
 
 
 class Tag:
@@ -41,7 +53,7 @@ class Tag:
             elif isinstance(child, bool):
                 out.append("true" if child else "false")
             else:
-                out.append(escape(str(child)))
+                out.append(text(str(child)))
         out.append(f"</{self.name}>")
 
 
