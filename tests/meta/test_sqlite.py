@@ -7,7 +7,6 @@ import json
 import sqlite3
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from .test_conformance import (
     new_intent,
     version,
 )
+import trio.lowlevel
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ async def test_reads_do_not_wait_for_a_held_write_lock(tmp_path: Path) -> None:
                 nursery.start_soon(write)
                 while store._write_limiter.borrowed_tokens == 0:  # the write is in its thread, at the lock
                     await trio.testing.wait_all_tasks_blocked()
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
                 assert not outcome
                 other.execute("COMMIT")
         assert len(outcome) == 1 and isinstance(outcome[0], UserExists)  # it ran after the other's commit
