@@ -132,7 +132,10 @@ async def test_buckets(store: MetaStore) -> None:
         await store.create_bucket(Bucket(n, mine, 1000.5, region="eu-west-1", acl="acl-x"))
     await store.create_bucket(Bucket(f"{mine}-z", other, 2000.0))
 
-    assert await store.get_bucket(names[0]) == Bucket(names[0], mine, 1000.5, region="eu-west-1", acl="acl-x")
+    got = await store.get_bucket(names[0])
+    assert got is not None and attrs.evolve(got, id="") == Bucket(names[0], mine, 1000.5, region="eu-west-1",
+                                                                  acl="acl-x", id="")
+    assert got.id and got.id != (await store.get_bucket(names[1])).id  # each bucket has an identity of its own
     assert await store.get_bucket(fresh()) is None
     assert [b.name for b in await store.list_buckets(mine)] == names
     assert [b.name for b in await store.list_buckets(other)] == [f"{mine}-z"]
@@ -151,7 +154,7 @@ async def test_create_bucket_taken(store: MetaStore) -> None:
     with pytest.raises(BucketAlreadyExists) as info:
         await store.create_bucket(Bucket(name, "first", time.time()))
     assert info.value.owner_id == "first"
-    assert await store.get_bucket(name) == Bucket(name, "first", current.created)
+    assert await store.get_bucket(name) == current  # unchanged, its identity included
 
 
 async def test_update_bucket(store: MetaStore) -> None:
@@ -176,12 +179,8 @@ async def test_delete_bucket(store: MetaStore) -> None:
 
     upload_id = fresh("up")
     await store.create_upload(Upload(name, "k", upload_id, time.time(), OWNER))
-    with pytest.raises(BucketNotEmpty):
-        await store.delete_bucket(name)
-    assert await store.get_bucket(name) is not None
-    await store.abort_upload(upload_id)
-
-    await store.delete_bucket(name)
+    await store.delete_bucket(name)  # uploads in progress do not keep a bucket: they go with it
+    assert await store.get_upload(name, upload_id) is None
     assert await store.get_bucket(name) is None
     with pytest.raises(NoSuchBucket):
         await store.delete_bucket(name)
@@ -258,10 +257,10 @@ async def test_put_object_drops_intent_with_gc_in_one_step(store: MetaStore) -> 
 async def test_if_none_match(store: MetaStore) -> None:
     bucket = await new_bucket(store)
     first = version(bucket, "k")
-    assert await store.put_object(first, if_none_match=True) is None
+    assert await store.put_object(first, if_none_match=("*",)) is None
     intent = await new_intent(store, bucket, "k")
     with pytest.raises(PreconditionFailed):
-        await store.put_object(version(bucket, "k"), if_none_match=True, intent_id=intent.intent_id)
+        await store.put_object(version(bucket, "k"), if_none_match=("*",), intent_id=intent.intent_id)
     assert await store.get_object(bucket, "k") == first
     assert not (await gc_ids(store)).keys() & ids(first.manifest)
     assert intent.intent_id in await intent_ids(store)
@@ -270,27 +269,103 @@ async def test_if_none_match(store: MetaStore) -> None:
 async def test_if_match(store: MetaStore) -> None:
     bucket = await new_bucket(store)
     with pytest.raises(PreconditionFailed):
-        await store.put_object(version(bucket, "k"), if_match="0" * 32)
+        await store.put_object(version(bucket, "k"), if_match=("0" * 32,))
     assert await store.get_object(bucket, "k") is None
 
     first = version(bucket, "k")
     await store.put_object(first)
     intent = await new_intent(store, bucket, "k")
     with pytest.raises(PreconditionFailed):
-        await store.put_object(version(bucket, "k"), if_match="f" * 32, intent_id=intent.intent_id)
+        await store.put_object(version(bucket, "k"), if_match=("f" * 32,), intent_id=intent.intent_id)
     assert await store.get_object(bucket, "k") == first
     assert not (await gc_ids(store)).keys() & ids(first.manifest)
     assert intent.intent_id in await intent_ids(store)
 
     second = version(bucket, "k")
-    assert await store.put_object(second, if_match=first.etag, intent_id=intent.intent_id) == first
+    assert await store.put_object(second, if_match=(first.etag,), intent_id=intent.intent_id) == first
     assert await store.get_object(bucket, "k") == second
     assert ids(first.manifest) <= (await gc_ids(store)).keys()
     assert intent.intent_id not in await intent_ids(store)
     # both conditions at once can never hold: a key cannot both exist and not exist
     with pytest.raises(PreconditionFailed):
-        await store.put_object(version(bucket, "k"), if_match=second.etag, if_none_match=True)
+        await store.put_object(version(bucket, "k"), if_match=(second.etag,), if_none_match=("*",))
     assert await store.get_object(bucket, "k") == second
+
+
+async def test_condition_lists_and_wildcards(store: MetaStore) -> None:
+    """If-Match / If-None-Match as HTTP has them: lists of ETags, and '*'."""
+    bucket = await new_bucket(store)
+    with pytest.raises(PreconditionFailed):  # If-Match: * needs the key to exist
+        await store.put_object(version(bucket, "k"), if_match=("*",))
+    first = version(bucket, "k")
+    await store.put_object(first, if_none_match=("0" * 32,))  # an absent key matches no ETag: proceeds
+    second = version(bucket, "k")
+    assert await store.put_object(second, if_match=("*",)) == first  # exists: proceeds
+    third = version(bucket, "k")
+    assert await store.put_object(third, if_match=("a" * 32, second.etag)) == second  # one of the list
+    with pytest.raises(PreconditionFailed):
+        await store.put_object(version(bucket, "k"), if_none_match=("b" * 32, third.etag))
+    fourth = version(bucket, "k")
+    assert await store.put_object(fourth, if_none_match=("b" * 32, second.etag)) == third  # none matches
+    assert await store.get_object(bucket, "k") == fourth
+
+
+async def test_writes_are_tied_to_the_bucket_identity(store: MetaStore) -> None:
+    """A write that read the bucket when it began does not land in a bucket of the same name made since."""
+    name = fresh()
+    old = Bucket(name, OWNER, time.time())
+    await store.create_bucket(old)
+    stale = await store.get_bucket(name)
+    assert stale is not None
+    await store.put_object(version(name, "k"), bucket_id=stale.id)
+    await store.delete_object(name, "k")
+    await store.delete_bucket(name)
+    await store.create_bucket(Bucket(name, "someone-else", time.time()))
+    with pytest.raises(NoSuchBucket):
+        await store.put_object(version(name, "k"), bucket_id=stale.id)
+    with pytest.raises(NoSuchBucket):
+        await store.create_upload(upload(name, "k"), bucket_id=stale.id)
+    with pytest.raises(NoSuchBucket):
+        await store.update_bucket(attrs.evolve(stale, acl="stale"))
+    current = await store.get_bucket(name)
+    assert current is not None and current.owner_id == "someone-else" and current.acl == ""
+    await store.put_object(version(name, "mine"), bucket_id=current.id)
+    assert await store.delete_object(name, "mine", bucket_id=stale.id) is None  # not that bucket's key
+    assert await store.get_object(name, "mine") is not None
+    assert (await store.scan_objects(name)).objects[0].key == "mine"
+
+
+async def test_delete_bucket_aborts_its_uploads(store: MetaStore) -> None:
+    bucket = await new_bucket(store)
+    up = upload(bucket, "k")
+    await store.create_upload(up)
+    p = part(up.upload_id, 1, 2)
+    await store.put_part(p)
+    await store.delete_bucket(bucket)
+    assert await store.get_bucket(bucket) is None
+    assert await store.get_upload(bucket, up.upload_id) is None
+    assert ids(p.manifest) <= (await gc_ids(store)).keys()
+    with pytest.raises(NoSuchUpload):
+        await store.put_part(part(up.upload_id, 2))
+
+
+async def test_completed_upload_record(store: MetaStore) -> None:
+    bucket = await new_bucket(store)
+    up = upload(bucket, "k", checksum_algorithm="CRC32:COMPOSITE")
+    await store.create_upload(up)
+    p = part(up.upload_id, 1)
+    await store.put_part(p)
+    obj = version(bucket, "k", manifest=p.manifest, etag="e" * 32 + "-1", checksums=(("CRC32", "AAAA-1"),))
+    await store.complete_upload(up.upload_id, obj, [1])
+    done = await store.completed_upload(bucket, up.upload_id)
+    assert done is not None
+    assert (done.upload_id, done.bucket, done.key, done.etag, done.checksums, done.checksum_algorithm) == (
+        up.upload_id, bucket, "k", obj.etag, obj.checksums, "CRC32:COMPOSITE")
+    assert await store.completed_upload(bucket + "x", up.upload_id) is None
+    assert await store.get_upload(bucket, up.upload_id) is None
+    assert await store.prune_completed(done.completed) == 0  # strictly older only
+    assert await store.prune_completed(done.completed + 1) >= 1
+    assert await store.completed_upload(bucket, up.upload_id) is None
 
 
 async def test_conditional_writes_race(store: MetaStore) -> None:
@@ -301,7 +376,7 @@ async def test_conditional_writes_race(store: MetaStore) -> None:
     async def create(i: int) -> None:
         obj = version(bucket, "k", etag=f"{i:032x}")
         try:
-            await store.put_object(obj, if_none_match=True)
+            await store.put_object(obj, if_none_match=("*",))
             wins.append(obj)
         except PreconditionFailed:
             pass
@@ -317,7 +392,7 @@ async def test_conditional_writes_race(store: MetaStore) -> None:
     async def swap(i: int) -> None:
         obj = version(bucket, "k", etag=f"{i + 100:032x}")
         try:
-            assert await store.put_object(obj, if_match=base) is not None
+            assert await store.put_object(obj, if_match=(base,)) is not None
             wins.append(obj)
         except PreconditionFailed:
             pass

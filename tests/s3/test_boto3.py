@@ -20,6 +20,16 @@ def status(info: pytest.ExceptionInfo) -> int:
     return info.value.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
+def test_recreate_own_bucket_outside_us_east_1_is_409(node_factory) -> None:
+    node = node_factory(region="eu-west-1")
+    s3 = node.client()
+    conf = {"LocationConstraint": "eu-west-1"}
+    s3.create_bucket(Bucket="mine", CreateBucketConfiguration=conf)
+    with pytest.raises(ClientError) as info:
+        s3.create_bucket(Bucket="mine", CreateBucketConfiguration=conf)
+    assert error_code(info) == "BucketAlreadyOwnedByYou" and status(info) == 409
+
+
 def test_bucket_lifecycle(s3, node) -> None:
     s3.create_bucket(Bucket="alpha")
     s3.create_bucket(Bucket="beta.bucket-1")
@@ -27,9 +37,10 @@ def test_bucket_lifecycle(s3, node) -> None:
     assert names == ["alpha", "beta.bucket-1"]
     s3.head_bucket(Bucket="alpha")
     assert s3.get_bucket_location(Bucket="alpha")["LocationConstraint"] is None
-    with pytest.raises(ClientError) as info:
-        s3.create_bucket(Bucket="alpha")
-    assert error_code(info) == "BucketAlreadyOwnedByYou" and status(info) == 409
+    # us-east-1: re-creating a bucket you own is 200 OK, and resets its ACL (S3's legacy behaviour)
+    s3.put_bucket_acl(Bucket="alpha", ACL="public-read")
+    s3.create_bucket(Bucket="alpha")
+    assert [g["Grantee"].get("ID") for g in s3.get_bucket_acl(Bucket="alpha")["Grants"]] == ["alice"]
     bob = node.client(1)
     with pytest.raises(ClientError) as info:
         bob.create_bucket(Bucket="alpha")

@@ -28,6 +28,9 @@ from .objects import AgentSet
 
 log = logging.getLogger("trio_sos.gc")
 
+# How long the answer of a completed multipart upload is kept for clients that retry CompleteMultipartUpload.
+COMPLETED_RETENTION = 24 * 3600.0
+
 
 class GarbageCollector:
     def __init__(self, meta: MetaStore, agents: AgentSet, *, interval: float = 10.0,
@@ -69,6 +72,7 @@ class GarbageCollector:
             if len(done) < len(due):
                 break  # some agent is unreachable: retry on the next pass
         deleted += await self._abandoned_intents()
+        await self.meta.prune_completed(time.time() - COMPLETED_RETENTION)
         self.deleted += deleted
         self.passes += 1
         return deleted

@@ -39,6 +39,7 @@ from .store import (
     BucketAlreadyExists,
     BucketNotEmpty,
     ChunkRef,
+    CompletedUpload,
     GcEntry,
     Intent,
     IntentLost,
@@ -164,7 +165,25 @@ _SCHEMA_3 = [
     "CREATE INDEX intents_by_renewed ON intents (renewed, intent_id)",
 ]
 
-MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3]
+_SCHEMA_4 = [
+    # buckets get an identity of their own: a bucket deleted and created again under its name is another bucket
+    "ALTER TABLE buckets ADD COLUMN id TEXT NOT NULL DEFAULT ''",
+    "UPDATE buckets SET id = lower(hex(randomblob(12)))",
+    # what completed multipart uploads answered, for clients that retry CompleteMultipartUpload
+    """CREATE TABLE completed_uploads (
+        upload_id TEXT PRIMARY KEY,
+        bucket TEXT NOT NULL,
+        key TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        completed REAL NOT NULL,
+        checksums TEXT NOT NULL,
+        checksum_algorithm TEXT NOT NULL
+    ) STRICT""",
+    "CREATE INDEX completed_by_time ON completed_uploads (completed)",
+    "CREATE INDEX completed_by_bucket ON completed_uploads (bucket)",
+]
+
+MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4]
 
 
 def schema_version() -> int:
@@ -230,7 +249,8 @@ def _agents_union(old: str, new: str) -> str:
 
 
 _USER_COLS = "id, display_name, access_key, secret_key, email"
-_BUCKET_COLS = "name, owner_id, created, region, acl, cors"
+_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id"
+_COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm"
 _OBJECT_COLS = (
     "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
     "checksums, acl, tags, parts"
@@ -466,8 +486,9 @@ class SqliteMetaStore(MetaStore):
             row = c.execute("SELECT owner_id FROM buckets WHERE name = ?", (bucket.name,)).fetchone()
             if row:
                 raise BucketAlreadyExists(bucket.name, row[0])
-            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
-                      (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors))
+            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
+                       bucket.id))
 
         await self._write(run)
 
@@ -493,8 +514,8 @@ class SqliteMetaStore(MetaStore):
         """Replaces ``acl`` and ``cors``; the name, owner, creation time and region of a bucket do not change."""
 
         def run(c: sqlite3.Connection) -> None:
-            if c.execute("UPDATE buckets SET acl = ?, cors = ? WHERE name = ?",
-                         (bucket.acl, bucket.cors, bucket.name)).rowcount == 0:
+            if c.execute("UPDATE buckets SET acl = ?, cors = ? WHERE name = ? AND id = ?",
+                         (bucket.acl, bucket.cors, bucket.name, bucket.id)).rowcount == 0:
                 raise NoSuchBucket(bucket.name)
 
         await self._write(run)
@@ -503,12 +524,23 @@ class SqliteMetaStore(MetaStore):
         def run(c: sqlite3.Connection) -> None:
             if not c.execute("SELECT 1 FROM buckets WHERE name = ?", (name,)).fetchone():
                 raise NoSuchBucket(name)
-            if (c.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone()
-                    or c.execute("SELECT 1 FROM uploads WHERE bucket = ? LIMIT 1", (name,)).fetchone()):
+            if c.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone():
                 raise BucketNotEmpty(name)
+            now = time.time()
+            for (upload_id,) in c.execute("SELECT upload_id FROM uploads WHERE bucket = ?", (name,)).fetchall():
+                parts = self._drop_upload(c, upload_id)
+                self._retire(c, [ref for p in parts for ref in p.manifest], (), now)
+            c.execute("DELETE FROM completed_uploads WHERE bucket = ?", (name,))
             c.execute("DELETE FROM buckets WHERE name = ?", (name,))
 
         await self._write(run)
+
+    @staticmethod
+    def _check_bucket(c: sqlite3.Connection, name: str, bucket_id: str | None) -> None:
+        """NoSuchBucket unless bucket ``name`` exists — and, with ``bucket_id``, is still that bucket."""
+        row = c.execute("SELECT id FROM buckets WHERE name = ?", (name,)).fetchone()
+        if row is None or (bucket_id is not None and row[0] != bucket_id):
+            raise NoSuchBucket(name)
 
     # -- objects --
 
@@ -562,20 +594,22 @@ class SqliteMetaStore(MetaStore):
         obj: ObjectVersion,
         *,
         intent_id: bytes | None = None,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+        if_match: Sequence[str] | None = None,
+        if_none_match: Sequence[str] | None = None,
         gc_delay: float = 0.0,
+        bucket_id: str | None = None,
     ) -> ObjectVersion | None:
         def run(c: sqlite3.Connection) -> ObjectVersion | None:
-            if not c.execute("SELECT 1 FROM buckets WHERE name = ?", (obj.bucket,)).fetchone():
-                raise NoSuchBucket(obj.bucket)
-            if if_match is not None or if_none_match:
+            self._check_bucket(c, obj.bucket, bucket_id)
+            if if_match is not None or if_none_match is not None:
                 row = c.execute("SELECT etag FROM objects WHERE bucket = ? AND key = ?",
                                 (obj.bucket, obj.key)).fetchone()
-                if if_none_match and row is not None:
-                    raise PreconditionFailed(f"{obj.bucket}/{obj.key} exists")
-                if if_match is not None and (row is None or row[0] != if_match):
-                    raise PreconditionFailed(f"{obj.bucket}/{obj.key} does not have ETag {if_match}")
+                current = row[0] if row is not None else None
+                if if_match is not None and (current is None or ("*" not in if_match and current not in if_match)):
+                    raise PreconditionFailed(f"{obj.bucket}/{obj.key} does not match If-Match")
+                if if_none_match is not None and current is not None and ("*" in if_none_match
+                                                                          or current in if_none_match):
+                    raise PreconditionFailed(f"{obj.bucket}/{obj.key} matches If-None-Match")
             self._take_intent(c, intent_id)
             return self._commit_object(c, obj, gc_delay)
 
@@ -584,8 +618,13 @@ class SqliteMetaStore(MetaStore):
     async def get_object(self, bucket: str, key: str) -> ObjectVersion | None:
         return await self._read(self._get_object, bucket, key)
 
-    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0) -> ObjectVersion | None:
+    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0,
+                            bucket_id: str | None = None) -> ObjectVersion | None:
         def run(c: sqlite3.Connection) -> ObjectVersion | None:
+            if bucket_id is not None:
+                row = c.execute("SELECT id FROM buckets WHERE name = ?", (bucket,)).fetchone()
+                if row is None or row[0] != bucket_id:
+                    return None
             old = self._get_object(c, bucket, key)
             if old is not None:
                 c.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
@@ -666,12 +705,9 @@ class SqliteMetaStore(MetaStore):
 
     # -- multipart --
 
-    async def create_upload(self, upload: Upload) -> None:
-        """Raises NoSuchBucket."""
-
+    async def create_upload(self, upload: Upload, *, bucket_id: str | None = None) -> None:
         def run(c: sqlite3.Connection) -> None:
-            if not c.execute("SELECT 1 FROM buckets WHERE name = ?", (upload.bucket,)).fetchone():
-                raise NoSuchBucket(upload.bucket)
+            self._check_bucket(c, upload.bucket, bucket_id)
             c.execute(
                 f"INSERT INTO uploads ({_UPLOAD_COLS}) VALUES ({', '.join('?' * 11)})",
                 (upload.bucket, upload.key, upload.upload_id, upload.initiated, upload.owner_id,
@@ -817,9 +853,27 @@ class SqliteMetaStore(MetaStore):
             parts = self._drop_upload(c, upload_id)
             old = self._commit_object(c, obj, gc_delay)
             self._retire(c, [ref for p in parts for ref in p.manifest], obj.manifest, time.time() + gc_delay)
+            c.execute(f"INSERT OR REPLACE INTO completed_uploads ({_COMPLETED_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (upload_id, obj.bucket, obj.key, obj.etag, time.time(), _enc_pairs(obj.checksums),
+                       upload.checksum_algorithm))
             return old
 
         return await self._write(run)
+
+    async def completed_upload(self, bucket: str, upload_id: str) -> CompletedUpload | None:
+        def run(c: sqlite3.Connection) -> CompletedUpload | None:
+            row = c.execute(f"SELECT {_COMPLETED_COLS} FROM completed_uploads WHERE upload_id = ? AND bucket = ?",
+                            (upload_id, bucket)).fetchone()
+            if row is None:
+                return None
+            upload_id_, bucket_, key, etag, completed, sums, spec = row
+            return CompletedUpload(upload_id_, bucket_, key, etag, completed, _dec_pairs(sums), spec)
+
+        return await self._read(run)
+
+    async def prune_completed(self, older_than: float) -> int:
+        return await self._write(lambda c: c.execute("DELETE FROM completed_uploads WHERE completed < ?",
+                                                     (older_than,)).rowcount)
 
     async def abort_upload(self, upload_id: str, *, gc_delay: float = 0.0) -> None:
         def run(c: sqlite3.Connection) -> None:

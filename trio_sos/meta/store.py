@@ -13,6 +13,7 @@ Rules every implementation keeps, so that the Cassandra one fits:
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Sequence
 
 import attrs
@@ -67,6 +68,10 @@ class User:
     email: str = ""
 
 
+def new_bucket_id() -> str:
+    return os.urandom(12).hex()
+
+
 @attrs.frozen
 class Bucket:
     name: str
@@ -75,6 +80,9 @@ class Bucket:
     region: str = "us-east-1"
     acl: str = ""  # serialized access-control policy; "" = private to the owner
     cors: str = ""  # serialized CORS rules; "" = no CORS configuration
+    # The bucket's identity: a bucket deleted and created again under the same name is another bucket. A write
+    # that read the bucket when it began commits only into that same bucket (``bucket_id=`` of the writes).
+    id: str = attrs.field(factory=new_bucket_id)
 
 
 @attrs.frozen
@@ -159,6 +167,20 @@ class Upload:
 
 
 @attrs.frozen
+class CompletedUpload:
+    """What a completed multipart upload answered, kept for a while so that a client retrying its
+    CompleteMultipartUpload (after a timeout, say) gets the same answer instead of NoSuchUpload."""
+
+    upload_id: str
+    bucket: str
+    key: str
+    etag: str
+    completed: float
+    checksums: tuple[tuple[str, str], ...] = ()
+    checksum_algorithm: str = ""  # the upload's "ALGORITHM:TYPE", as Upload.checksum_algorithm
+
+
+@attrs.frozen
 class Part:
     upload_id: str
     number: int
@@ -240,11 +262,14 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replace a bucket's mutable fields (acl, cors). Raises NoSuchBucket."""
+        """Replace a bucket's mutable fields (acl, cors). Raises NoSuchBucket, also when the bucket of that name is
+        not ``bucket.id`` any more (deleted and created again)."""
 
     @abc.abstractmethod
     async def delete_bucket(self, name: str) -> None:
-        """Raises NoSuchBucket, or BucketNotEmpty when it holds objects or multipart uploads."""
+        """Raises NoSuchBucket, or BucketNotEmpty when it holds objects. Multipart uploads still in progress do not
+        keep a bucket (as in S3): they are aborted in the same step, their parts' chunks queued for GC, and the
+        records of completed uploads go too."""
 
     # -- objects --
     @abc.abstractmethod
@@ -253,25 +278,30 @@ class MetaStore(abc.ABC):
         obj: ObjectVersion,
         *,
         intent_id: bytes | None = None,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+        if_match: Sequence[str] | None = None,
+        if_none_match: Sequence[str] | None = None,
         gc_delay: float = 0.0,
+        bucket_id: str | None = None,
     ) -> ObjectVersion | None:
         """Make ``obj`` the current version of its key, atomically, and return the version it replaced.
 
         The replaced version's chunks go to the GC queue (not before ``now + gc_delay``), and the upload intent
-        ``intent_id`` is dropped, in the same step. ``if_match`` (an ETag) / ``if_none_match`` (key must not
-        exist) are checked in that step too: PreconditionFailed if they do not hold, and nothing changes.
-        Raises NoSuchBucket, and IntentLost (nothing changes) when ``intent_id`` is given but that intent is gone
-        or claimed by the garbage collector.
+        ``intent_id`` is dropped, in the same step. The conditions are checked in that step too, PreconditionFailed
+        (nothing changes) if one does not hold: ``if_match`` — ETags, one of which the current version must have,
+        or ``("*",)``: the key must exist; ``if_none_match`` — ETags the current version must not have (an absent
+        key passes), or ``("*",)``: the key must not exist. Raises NoSuchBucket, also when ``bucket_id`` is given
+        and the bucket of that name is another one now; and IntentLost (nothing changes) when ``intent_id`` is
+        given but that intent is gone or claimed by the garbage collector.
         """
 
     @abc.abstractmethod
     async def get_object(self, bucket: str, key: str) -> ObjectVersion | None: ...
 
     @abc.abstractmethod
-    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0) -> ObjectVersion | None:
-        """Remove the key; its chunks go to the GC queue in the same step. Returns what was deleted."""
+    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0,
+                            bucket_id: str | None = None) -> ObjectVersion | None:
+        """Remove the key; its chunks go to the GC queue in the same step. Returns what was deleted (None when
+        nothing was there, or when ``bucket_id`` is given and the bucket of that name is another one now)."""
 
     @abc.abstractmethod
     async def update_object(self, obj: ObjectVersion) -> bool:
@@ -297,7 +327,8 @@ class MetaStore(abc.ABC):
 
     # -- multipart --
     @abc.abstractmethod
-    async def create_upload(self, upload: Upload) -> None: ...
+    async def create_upload(self, upload: Upload, *, bucket_id: str | None = None) -> None:
+        """Raises NoSuchBucket (also when ``bucket_id`` is given and the bucket is another one now)."""
 
     @abc.abstractmethod
     async def get_upload(self, bucket: str, upload_id: str) -> Upload | None: ...
@@ -336,7 +367,16 @@ class MetaStore(abc.ABC):
         self, upload_id: str, obj: ObjectVersion, used_parts: Sequence[int], *, gc_delay: float = 0.0
     ) -> ObjectVersion | None:
         """Commit ``obj`` (whose manifest is made of the used parts' chunks) as in ``put_object``, drop the upload
-        and its parts; the chunks of parts not used go to the GC queue. Raises NoSuchUpload."""
+        and its parts — the chunks of parts not used go to the GC queue — and record what it answered
+        (``completed_upload``). Raises NoSuchUpload."""
+
+    @abc.abstractmethod
+    async def completed_upload(self, bucket: str, upload_id: str) -> CompletedUpload | None:
+        """The record of an upload completed in ``bucket`` (and not yet pruned), or None."""
+
+    @abc.abstractmethod
+    async def prune_completed(self, older_than: float) -> int:
+        """Forget the records of uploads completed before ``older_than``; returns how many."""
 
     @abc.abstractmethod
     async def abort_upload(self, upload_id: str, *, gc_delay: float = 0.0) -> None:

@@ -355,8 +355,15 @@ def parse_policy_xml(body: bytes, resolve_email: ResolveEmail | None, *,
     return resolve(Policy(owner_id, "", tuple(grants)), resolve_email, resolve_id)
 
 
+def display_order(policy: Policy) -> Policy:
+    """The policy with its group grants first, then the others, each kind in the order stored: the order RGW
+    answers GetBucketAcl/GetObjectAcl in, which some tools compare position by position."""
+    return attrs.evolve(policy, grants=sorted(policy.grants, key=lambda g: g.grantee.kind != GROUP))
+
+
 def render_policy_xml(policy: Policy) -> bytes:
-    """The AccessControlPolicy document GetBucketAcl/GetObjectAcl answer."""
+    """The AccessControlPolicy document GetBucketAcl/GetObjectAcl answer: group grants first, then the others,
+    each kind in the order stored."""
     def grantee(g: Grantee) -> Tag:
         attrs_ = f' xmlns:xsi="{XSI}" xsi:type="{g.kind}"'
         if g.kind == CANONICAL_USER:
@@ -371,7 +378,7 @@ def render_policy_xml(policy: Policy) -> bytes:
         Tag("Owner", Tag("ID", policy.owner_id),
             Tag("DisplayName", policy.owner_name) if policy.owner_name else None),
         Tag("AccessControlList", [Tag("Grant", grantee(g.grantee), Tag("Permission", g.permission))
-                                  for g in policy.grants]),
+                                  for g in display_order(policy).grants]),
     ))
 
 

@@ -7,6 +7,8 @@ import ipaddress
 import re
 import time
 
+import attrs
+
 from ..http.server import Response
 from ..meta import store as m
 from .context import Ctx
@@ -87,9 +89,18 @@ async def create_bucket(ctx: Ctx) -> Response:
         acl = await new_resource_acl(ctx, ctx.user.id)
         await ctx.meta.create_bucket(m.Bucket(ctx.bucket, ctx.user.id, time.time(), region, acl=acl))
     except m.BucketAlreadyExists as exc:
-        if exc.owner_id == ctx.user.id:
+        if exc.owner_id != ctx.user.id:
+            raise S3Error("BucketAlreadyExists", BucketName=ctx.bucket) from None
+        if region != "us-east-1":
             raise S3Error("BucketAlreadyOwnedByYou", BucketName=ctx.bucket) from None
-        raise S3Error("BucketAlreadyExists", BucketName=ctx.bucket) from None
+        # S3's legacy behaviour in us-east-1, which tools rely on ("create if missing"): 200 OK, and the bucket's
+        # ACL is reset to what this request asks for (private by default).
+        existing = await ctx.meta.get_bucket(ctx.bucket)
+        if existing is not None and existing.owner_id == ctx.user.id:
+            try:
+                await ctx.meta.update_bucket(attrs.evolve(existing, acl=acl))
+            except m.NoSuchBucket:
+                pass  # deleted meanwhile: nothing to reset
     return Response(200, [("Location", f"/{ctx.bucket}")], b"")
 
 

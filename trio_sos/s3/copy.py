@@ -157,7 +157,8 @@ async def copy_object(ctx: Ctx) -> Response:
                           last_modified=time.time(), owner_id=owner, manifest=stored.written.manifest,
                           checksums=source.checksums if "-" not in source.etag else (), **fields)
     async with committing(ctx, stored):
-        await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay)
+        await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay,
+                                  bucket_id=bucket.id)
     body = document(Tag("CopyObjectResult", Tag("LastModified", iso8601(obj.last_modified)),
                         Tag("ETag", f'"{obj.etag}"')))
     return Response(200, [("Content-Type", "application/xml")], body)

@@ -69,7 +69,7 @@ async def create_multipart_upload(ctx: Ctx) -> Response:
                       user_meta=fields["user_meta"], tags=fields["tags"],
                       checksum_algorithm=_checksum_spec(ctx))
     try:
-        await ctx.meta.create_upload(upload)
+        await ctx.meta.create_upload(upload, bucket_id=bucket.id)
     except m.NoSuchBucket:
         raise S3Error("NoSuchBucket", BucketName=ctx.bucket) from None
     body = document(Tag("InitiateMultipartUploadResult", Tag("Bucket", ctx.bucket), Tag("Key", ctx.key),
@@ -188,13 +188,49 @@ def _requested_parts(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
     return parts
 
 
+def _requested_etag(requested: list[tuple[int, str, dict[str, str]]]) -> str | None:
+    """The ETag a completion of these parts gives (MD5 of the parts' MD5s, "-N"), from the request alone."""
+    try:
+        digests = b"".join(bytes.fromhex(etag) for _, etag, _ in requested)
+    except ValueError:
+        return None
+    return hashlib.md5(digests).hexdigest() + f"-{len(requested)}"
+
+
+def _complete_result(ctx: Ctx, etag: str, checksums: tuple[tuple[str, str], ...], spec: str) -> Response:
+    checksum_tags = [Tag(f"Checksum{a}", v) for a, v in checksums]
+    if checksums and spec:
+        checksum_tags.append(Tag("ChecksumType", spec.split(":")[1]))
+    body = document(Tag("CompleteMultipartUploadResult", Tag("Location", f"/{ctx.bucket}/{ctx.key}"),
+                        Tag("Bucket", ctx.bucket), Tag("Key", ctx.key), Tag("ETag", f'"{etag}"'), checksum_tags))
+    return Response(200, [("Content-Type", "application/xml")], body)
+
+
+async def _completed_already(ctx: Ctx, upload_id: str, requested: list[tuple[int, str, dict[str, str]]]
+                             ) -> Response:
+    """A CompleteMultipartUpload for an upload that is no longer open: if it was completed with these very parts
+    (a client retrying after a timeout), the same answer as the first time; else NoSuchUpload."""
+    assert ctx.bucket is not None
+    done = await ctx.meta.completed_upload(ctx.bucket, upload_id) if upload_id else None
+    if done is not None and done.key == ctx.key and _requested_etag(requested) == done.etag:
+        return _complete_result(ctx, done.etag, done.checksums, done.checksum_algorithm)
+    raise S3Error("NoSuchUpload", UploadId=upload_id)
+
+
 async def complete_multipart_upload(ctx: Ctx) -> Response:
     assert ctx.bucket is not None and ctx.key is not None
     await ctx.bucket_for("WRITE")
-    upload = await _upload(ctx)
+    upload_id = ctx.query.get("uploadId", "")
+    upload = await ctx.meta.get_upload(ctx.bucket, upload_id) if upload_id else None
+    if upload is not None and upload.key != ctx.key:
+        upload = None
     requested = _requested_parts(await read_document(ctx, MAX_COMPLETE_BODY))
+    if upload is None:
+        return await _completed_already(ctx, upload_id, requested)
     numbers = [n for n, _, _ in requested]
-    if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+    # Strictly ascending, as AWS documents the list ("in ascending order by part number"): a part named twice is
+    # out of order too. A number outside 1..10,000 names no uploaded part: InvalidPart below.
+    if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
         raise S3Error("InvalidPartOrder", "The list of parts was not in ascending order. The parts list must be "
                                           "specified in order by part number.", UploadId=upload.upload_id)
     stored: dict[int, m.Part] = {}
@@ -230,14 +266,9 @@ async def complete_multipart_upload(ctx: Ctx) -> Response:
     )
     try:
         await ctx.meta.complete_upload(upload.upload_id, obj, numbers, gc_delay=ctx.services.config.gc_delay)
-    except m.NoSuchUpload:
-        raise S3Error("NoSuchUpload", UploadId=upload.upload_id) from None
-    checksum_tags = [Tag(f"Checksum{a}", v) for a, v in obj.checksums]
-    if obj.checksums:
-        checksum_tags.append(Tag("ChecksumType", upload.checksum_algorithm.split(":")[1]))
-    body = document(Tag("CompleteMultipartUploadResult", Tag("Location", f"/{ctx.bucket}/{ctx.key}"),
-                        Tag("Bucket", ctx.bucket), Tag("Key", ctx.key), Tag("ETag", f'"{etag}"'), checksum_tags))
-    return Response(200, [("Content-Type", "application/xml")], body)
+    except m.NoSuchUpload:  # completed (or aborted) by a concurrent request meanwhile
+        return await _completed_already(ctx, upload.upload_id, requested)
+    return _complete_result(ctx, etag, obj.checksums, upload.checksum_algorithm)
 
 
 async def abort_multipart_upload(ctx: Ctx) -> Response:

@@ -215,13 +215,26 @@ def object_fields(ctx: Ctx) -> dict:
     )
 
 
-def _put_conditions(ctx: Ctx) -> tuple[str | None, bool]:
-    """If-Match (an ETag) and If-None-Match: * of a conditional PutObject."""
-    if_match = ctx.header("if-match")
-    if_none_match = ctx.header("if-none-match")
-    if if_none_match is not None and if_none_match.strip() != "*":
-        raise S3Error("NotImplemented", "If-None-Match on PutObject takes only '*'")
-    return (if_match.strip().strip('"') if if_match is not None else None), if_none_match is not None
+def etag_list(header: str) -> tuple[str, ...]:
+    """An If-Match / If-None-Match value: ``*``, or ETags (quoted or not, weak ``W/`` ones compared strongly, as
+    S3 does), comma-separated."""
+    tags = []
+    for item in header.split(","):
+        item = item.strip()
+        if item.startswith("W/"):
+            item = item[2:]
+        item = item.strip('"')
+        if item:
+            tags.append(item)
+    return tuple(tags)
+
+
+def _put_conditions(ctx: Ctx) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """If-Match and If-None-Match of a conditional PutObject, as RFC 9110 has them: ``If-Match: *`` proceeds when
+    the key exists, an If-None-Match ETag that is not the current one proceeds."""
+    if_match, if_none_match = ctx.header("if-match"), ctx.header("if-none-match")
+    return (etag_list(if_match) if if_match is not None else None,
+            etag_list(if_none_match) if if_none_match is not None else None)
 
 
 async def put_object(ctx: Ctx) -> Response:
@@ -240,7 +253,7 @@ async def put_object(ctx: Ctx) -> Response:
                           manifest=body.written.manifest, checksums=body.checksums, **fields)
     async with committing(ctx, body):
         await ctx.meta.put_object(obj, intent_id=body.written.intent_id, gc_delay=ctx.services.config.gc_delay,
-                                  if_match=if_match, if_none_match=if_none_match)
+                                  if_match=if_match, if_none_match=if_none_match, bucket_id=bucket.id)
     headers = [("ETag", f'"{obj.etag}"')]
     headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in obj.checksums]
     return Response(200, headers, b"")
@@ -399,8 +412,8 @@ async def head_object(ctx: Ctx) -> Response:
 
 async def delete_object(ctx: Ctx) -> Response:
     assert ctx.bucket is not None and ctx.key is not None
-    await ctx.bucket_for("WRITE")
-    await ctx.meta.delete_object(ctx.bucket, ctx.key, gc_delay=ctx.services.config.gc_delay)
+    bucket = await ctx.bucket_for("WRITE")
+    await ctx.meta.delete_object(ctx.bucket, ctx.key, gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
     return Response(204, [], b"")
 
 
@@ -413,7 +426,7 @@ async def delete_objects(ctx: Ctx) -> Response:
     from .xml import Tag, child_text, document, local, parse
 
     assert ctx.bucket is not None
-    await ctx.bucket_for("WRITE")
+    bucket = await ctx.bucket_for("WRITE")
     raw = await read_document(ctx, 2 * 1024 * 1024)
     md5 = _content_md5(ctx)
     checksum = _checksum_header(ctx)
@@ -445,7 +458,7 @@ async def delete_objects(ctx: Ctx) -> Response:
             results.append(Tag("Error", Tag("Key", key), Tag("Code", "KeyTooLongError"),
                                Tag("Message", "Your key is too long")))
             continue
-        await ctx.meta.delete_object(ctx.bucket, key, gc_delay=ctx.services.config.gc_delay)
+        await ctx.meta.delete_object(ctx.bucket, key, gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
         if not quiet:
             results.append(Tag("Deleted", Tag("Key", key)))
     return Response(200, [("Content-Type", "application/xml")], document(Tag("DeleteResult", results)))

@@ -169,7 +169,7 @@ async def post_object(ctx: Ctx) -> Response:
             raise _malformed("POST requires exactly one file upload per request.")
     user = await _authenticate(ctx, fields)
     ctx.user = user
-    await ctx.bucket_for("WRITE")
+    bucket = await ctx.bucket_for("WRITE")
     try:
         policy = json.loads(base64.b64decode(fields["policy"], validate=True))
     except (binascii.Error, ValueError, RecursionError):  # RecursionError: nesting deeper than json can go
@@ -214,7 +214,8 @@ async def post_object(ctx: Ctx) -> Response:
         user_meta=user_meta,
     )
     async with committing(ctx, stored):
-        await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay)
+        await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay,
+                                  bucket_id=bucket.id)
     etag = f'"{obj.etag}"'
     location = f"/{ctx.bucket}/{quote(key)}"
     redirect = fields.get("success_action_redirect")
