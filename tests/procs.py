@@ -101,12 +101,17 @@ class AgentProcess:
     def log_path(self) -> Path:
         return self.base / "agent.log"
 
-    def start(self) -> AgentProcess:
+    def start(self, crash_at: str | None = None) -> AgentProcess:
+        """Start (again) on the same data dir and port; ``crash_at`` arms one of the agent's crash points
+        (TRIO_SOS_AGENT_CRASH_AT: it SIGKILLs itself there)."""
         self.base.mkdir(parents=True, exist_ok=True)
         cmd = [str(agent_binary()), "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
                *self.args]
+        env = {k: v for k, v in os.environ.items() if k != "TRIO_SOS_AGENT_CRASH_AT"}
+        if crash_at:
+            env["TRIO_SOS_AGENT_CRASH_AT"] = crash_at
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log, env=env)
         self.address = read_ready_line(self.proc)
         self.port = int(self.address.rsplit(":", 1)[1])
         return self
@@ -123,10 +128,17 @@ class AgentProcess:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+        self.reap()
+
+    def reap(self) -> int:
+        """Collect an agent that died by itself (a crash point); returns its exit code."""
+        assert self.proc is not None
+        code = self.proc.wait(30)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
         self.proc = None
         self.check_log()
+        return code
 
     def stop(self) -> int | None:
         """SIGTERM and wait; a clean stop is exit code 0, anything else fails the test."""

@@ -18,6 +18,7 @@ struct agent_config {
     int io_timeout_ms; /* -1 = never */
     int verbose;
     int parent_death;
+    const char *crash_at; /* test failpoint (TRIO_SOS_AGENT_CRASH_AT), NULL in production */
 };
 
 extern struct agent_config g_cfg;
@@ -27,5 +28,10 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 /* One line: "<ISO time> <LEVEL> <message>"; the message carries its own
  * key=value pairs. DEBUG lines only appear with --verbose. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Crash-consistency tests: when the environment variable TRIO_SOS_AGENT_CRASH_AT names this point, the agent
+ * SIGKILLs itself here, exactly as kill -9 at that instant would. Unset (always, outside tests) it costs one
+ * pointer comparison. Points: commit-begin, commit-fsynced, commit-linked, commit-tmp-removed, commit-durable. */
+void crash_point(const char *name);
 
 #endif

@@ -195,9 +195,20 @@ static void raise_nofile(void)
     }
 }
 
+void crash_point(const char *name)
+{
+    if (g_cfg.crash_at && !strcmp(g_cfg.crash_at, name)) {
+        log_msg(LOG_WARN, "crash point reached point=%s: SIGKILL", name);
+        raise(SIGKILL);
+    }
+}
+
 int main(int argc, char **argv)
 {
     parse_args(argc, argv);
+    g_cfg.crash_at = getenv("TRIO_SOS_AGENT_CRASH_AT");
+    if (g_cfg.crash_at && !g_cfg.crash_at[0])
+        g_cfg.crash_at = NULL;
 
     if (crc32c_selftest() < 0) {
         log_msg(LOG_ERROR, "CRC32C self-test failed");

@@ -380,6 +380,7 @@ int store_commit(int fd, const char *name, const uint8_t id[16], uint64_t file_s
     int shard = id[0];
     int e;
 
+    crash_point("commit-begin");
     if (fsync(fd) < 0) {
         e = errno;
         snprintf(msg, MSG_LEN, "fsync: %s", strerror(e));
@@ -396,6 +397,7 @@ int store_commit(int fd, const char *name, const uint8_t id[16], uint64_t file_s
         return errno_status(e);
     }
 
+    crash_point("commit-fsynced");
     pthread_mutex_lock(&g_shard_lock[shard]);
     /* link(), unlike rename(), refuses to replace an existing name: two PUTs
      * racing on one id cannot overwrite an immutable chunk. */
@@ -417,8 +419,10 @@ int store_commit(int fd, const char *name, const uint8_t id[16], uint64_t file_s
     g_reserved -= reservation < g_reserved ? reservation : g_reserved;
     pthread_mutex_unlock(&g_space_lock);
     pthread_mutex_unlock(&g_shard_lock[shard]);
+    crash_point("commit-linked");
 
     store_tmp_discard(-1, name);
+    crash_point("commit-tmp-removed");
 
     if (fsync(g_shardfd[shard]) < 0) {
         e = errno;
@@ -435,6 +439,7 @@ int store_commit(int fd, const char *name, const uint8_t id[16], uint64_t file_s
         snprintf(msg, MSG_LEN, "fsync dir: %s", strerror(e));
         return errno_status(e);
     }
+    crash_point("commit-durable");
     return ST_OK;
 }
 

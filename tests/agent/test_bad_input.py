@@ -124,7 +124,8 @@ def test_fuzzed_frames(agent, hello: bool, stream: list[bytes]) -> None:
     try:
         conn.sock.sendall(b"".join(stream))
         conn.sock.shutdown(socket.SHUT_WR)
-        conn.closed_by_peer()  # whatever it answered, it must end the connection once we stop sending
+        # whatever it answered, it must end the connection once we stop sending (not leave it to a timeout)
+        assert conn.closed_by_peer(), "the agent kept the connection open after the client's end of stream"
     except (ConnectionResetError, BrokenPipeError):
         pass
     finally:

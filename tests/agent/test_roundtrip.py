@@ -50,6 +50,37 @@ async def test_put_get_random_sizes_and_ranges(agent, size: int, data, write_ste
             assert (stat.length, stat.crc32c) == (size, crc32c(body))
 
 
+MiB = 1 << 20
+# Every boundary the agent has: its 64 KiB checksummed blocks, its 16-block read batches, the 1 MiB frame —
+# reached on purpose, not by the chance of the random test above.
+BOUNDARY_SIZES = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK, 16 * BLOCK - 1, 16 * BLOCK, 16 * BLOCK + 1,
+                  MiB - 1, MiB, MiB + 1, 2 * MiB + BLOCK]
+
+
+@pytest.mark.parametrize("size", BOUNDARY_SIZES)
+async def test_boundary_sizes_steps_and_ranges(agent, size: int) -> None:
+    body = os.urandom(size)
+    with trio.fail_after(60):
+        async with open_agent_pool(agent.address, read_window=BLOCK + 1) as pool:
+            for n, step in enumerate([max(size, 1), BLOCK, BLOCK + 1, MiB - 1]):
+                chunk_id = new_id()
+                async with pool.put_stream(chunk_id) as w:
+                    for i in range(0, size, step):
+                        await w.write(body[i : i + step])
+                    result = await w.finish()
+                assert (result.length, result.crc32c) == (size, crc32c(body)), step
+                if n:
+                    assert await pool.get(chunk_id) == body
+                    continue
+                edges = {0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 16 * BLOCK, MiB, size - 1, size}
+                for offset in sorted(o for o in edges if 0 <= o <= size):
+                    for length in (None, 0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 16 * BLOCK + 1):
+                        expected = body[offset:] if length is None else body[offset : offset + length]
+                        assert await pool.get(chunk_id, offset, length) == expected, (offset, length)
+                stat = await pool.stat(chunk_id, verify=True)
+                assert (stat.length, stat.crc32c) == (size, crc32c(body))
+
+
 async def test_range_past_end_is_an_error(agent) -> None:
     async with open_agent_pool(agent.address) as pool:
         chunk_id = new_id()

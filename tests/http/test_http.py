@@ -207,6 +207,17 @@ def test_fuzzed_signed_s3_requests_never_fail_inside(node, method: str, path: st
     assert status < 500 or status == 501, (status, body)
 
 
+def upload_begun(node) -> bool:
+    """Whether an upload's intent is recorded (its handler has begun to store the body)."""
+    import sqlite3
+
+    db = sqlite3.connect(node.data_dir / "meta.sqlite3", timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM intents").fetchone()[0] > 0
+    finally:
+        db.close()
+
+
 def test_graceful_shutdown_finishes_in_flight_upload(node_factory) -> None:
     node = node_factory(shutdown_grace=20)
     node.client().create_bucket(Bucket="bkt")
@@ -216,7 +227,10 @@ def test_graceful_shutdown_finishes_in_flight_upload(node_factory) -> None:
     headers = sign(node, "PUT", "/bkt/k", {"Content-Length": str(len(body))})
     sock = connect(node, timeout=30)
     sock.sendall(head_bytes("PUT", "/bkt/k", headers) + body[:1000])
-    time.sleep(0.3)  # let the request reach the handler; the assertion below does not depend on it
+    deadline = time.monotonic() + 30
+    while not upload_begun(node):  # the handler is streaming the body: the SIGTERM finds a request in flight
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     os.kill(node.pid, signal.SIGTERM)
     sock.sendall(body[1000:])
     status, headers_, _ = read_response(sock)

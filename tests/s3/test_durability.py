@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from .rawhttp import connect, head_bytes, sign
 
 MiB = 1 << 20
@@ -107,10 +109,13 @@ def test_node_restarts_its_agent(node) -> None:
 
 
 def test_put_while_agent_is_stopped_is_a_503_and_stores_nothing(node_factory) -> None:
+    """A PUT while the agent is down either waits for it (agent_wait) and is stored whole — a 200 — or fails with
+    503 and changes nothing. What a later GET returns is tied to what the PUT answered."""
     import psutil
     from botocore.exceptions import ClientError
 
-    node = node_factory()
+    node = node_factory(agent_wait=0)  # no waiting: the PUT may well meet the agent down and fail
+    node.allow_log(r"connect to agent")
     s3 = node.client(read_timeout=60)
     s3.create_bucket(Bucket="durable")
     s3.put_object(Bucket="durable", Key="k", Body=b"before")
@@ -119,15 +124,54 @@ def test_put_while_agent_is_stopped_is_a_503_and_stores_nothing(node_factory) ->
     agent.wait(10)
     try:
         s3.put_object(Bucket="durable", Key="k", Body=b"during")
+        stored = b"during"
     except ClientError as exc:
-        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-    # either refused (503) or, if the supervisor was quicker, stored whole: never half
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 503, exc.response
+        stored = b"before"
     deadline = time.monotonic() + 30
     while True:
         try:
             body = s3.get_object(Bucket="durable", Key="k")["Body"].read()
             break
-        except ClientError:
+        except ClientError:  # reads fail fast too while the agent is still down (agent_wait=0)
             assert time.monotonic() < deadline
-            time.sleep(0.1)
-    assert body in (b"before", b"during")
+            time.sleep(0.05)
+    assert body == stored
+
+
+@pytest.mark.parametrize("algorithm", ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"])
+def test_wrong_checksum_header_stores_nothing(node, algorithm: str) -> None:
+    """An x-amz-checksum-* header that does not match the body: 400 BadDigest, the previous version intact, the
+    rejected body's chunks collected — for PutObject and UploadPart."""
+    import base64
+
+    from trio_sos.data.checksums import new_hasher
+
+    from .rawhttp import read_response
+
+    s3 = node.client()
+    s3.create_bucket(Bucket="durable")
+    s3.put_object(Bucket="durable", Key="k", Body=b"previous")
+    before = chunk_files(node)
+    body = os.urandom(100_000)
+    hasher = new_hasher(algorithm.upper())
+    hasher.update(body + b"!")  # the digest of other bytes: well-formed, wrong
+    wrong = base64.b64encode(hasher.digest()).decode()
+    upload_id = s3.create_multipart_upload(Bucket="durable", Key="mp")["UploadId"]
+    for path in ("/durable/k", f"/durable/mp?partNumber=1&uploadId={upload_id}"):
+        headers = sign(node, "PUT", path, {"Content-Length": str(len(body)), f"x-amz-checksum-{algorithm}": wrong})
+        sock = connect(node)
+        sock.sendall(head_bytes("PUT", path, headers) + body)
+        status, _, answer = read_response(sock)
+        sock.close()
+        assert status == 400 and b"<Code>BadDigest</Code>" in answer, answer
+    assert s3.get_object(Bucket="durable", Key="k")["Body"].read() == b"previous"
+    assert s3.list_parts(Bucket="durable", Key="mp", UploadId=upload_id).get("Parts", []) == []
+    wait_for(lambda: chunk_files(node) == before, what="the rejected bodies' chunks to be collected")
+    # a value that is no digest of that algorithm is refused before the body is read
+    headers = sign(node, "PUT", "/durable/k", {"Content-Length": str(len(body)), f"x-amz-checksum-{algorithm}": "AAAA=="})
+    sock = connect(node)
+    sock.sendall(head_bytes("PUT", "/durable/k", headers))
+    status, _, answer = read_response(sock)
+    sock.close()
+    assert status == 400 and b"<Code>InvalidRequest</Code>" in answer and b"is invalid" in answer, answer

@@ -30,6 +30,7 @@ from .ranges import Unsatisfiable, parse_range
 log = logging.getLogger("trio_sos.s3")
 
 MAX_PUT_SIZE = 5 * 1024**3
+DIGEST_SIZES = {"CRC32": 4, "CRC32C": 4, "CRC64NVME": 8, "SHA1": 20, "SHA256": 32}
 MAX_USER_META = 2048
 RESPONSE_OVERRIDES = {
     "response-content-type": "Content-Type", "response-content-language": "Content-Language",
@@ -64,6 +65,12 @@ def _checksum_header(ctx: Ctx) -> tuple[str, str] | None:
     if algorithm not in SUPPORTED:
         raise S3Error("NotImplemented", f"x-amz-checksum-{algorithm.lower()} is not implemented by this server "
                                         "yet")
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != DIGEST_SIZES[algorithm]:  # refused before the body is accepted
+        raise S3Error("InvalidRequest", f"Value for x-amz-checksum-{algorithm.lower()} header is invalid.")
     return algorithm, value
 
 
