@@ -45,6 +45,7 @@ class GarbageCollector:
         self.wake = trio.Event()
         # intent id -> (heartbeat seen, monotonic time it was first seen with that heartbeat); candidates only
         self._watched: dict[bytes, tuple[int, float]] = {}
+        self._unreachable: set[str] = set()
 
     async def run(self) -> None:
         while True:
@@ -58,6 +59,9 @@ class GarbageCollector:
 
     async def run_once(self) -> int:
         """One pass: the due GC queue, then stale intents. Returns the number of chunks deleted."""
+        # An agent found unreachable is not asked again in this pass: each attempt would wait out the pool's
+        # patience (agent_wait) while the agent is down.
+        self._unreachable: set[str] = set()
         deleted = 0
         while True:
             due = await self.meta.due_gc(time.time(), self.batch)
@@ -85,6 +89,9 @@ class GarbageCollector:
                 log.warning("chunk %s is on unknown agent %s; keeping it queued", chunk_id.hex(), agent)
                 ok = False
                 continue
+            if agent in self._unreachable:
+                ok = False
+                continue
             try:
                 await pool.delete(chunk_id)
             except AgentError as exc:
@@ -93,6 +100,7 @@ class GarbageCollector:
                     ok = False
             except AgentConnectionError as exc:
                 log.warning("agent %s unreachable for GC: %s", agent, exc)
+                self._unreachable.add(agent)
                 ok = False
         return ok
 
@@ -131,8 +139,8 @@ class GarbageCollector:
         cursor = (start - 1).to_bytes(16, "big") if start else None
         for agent in intent.agents:
             pool = self.agents.pool(agent)
-            if pool is None:
-                return deleted  # keep the intent until that agent is known again
+            if pool is None or agent in self._unreachable:
+                return deleted  # keep the intent until that agent is known (and reachable) again
             try:
                 page = await pool.list_page(cursor, 1000)
                 while True:
@@ -146,6 +154,8 @@ class GarbageCollector:
                     page = await pool.list_page(page.entries[-1][0], 1000)
             except (AgentError, AgentConnectionError) as exc:
                 log.warning("cannot list agent %s for intent %s: %s", agent, intent.intent_id.hex(), exc)
+                if isinstance(exc, AgentConnectionError):
+                    self._unreachable.add(agent)
                 return deleted
         await self.meta.drop_intent(intent.intent_id)
         log.info("collected %d chunks of abandoned upload %s (%s/%s)", deleted, intent.intent_id.hex(),

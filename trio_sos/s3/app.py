@@ -198,8 +198,8 @@ class S3App:
         if request.header("origin") is not None and ctx.operation != "PreflightCors":
             try:
                 response.headers += await cors.response_headers(ctx)
-            except S3Error:
-                pass
+            except (S3Error, MetaUnavailable):
+                pass  # no CORS headers: the browser refuses the answer, which is all a failure here can mean
         log.info("request %s %s %s %s -> %d (%.1f ms)", request_id, ctx.operation or "-", request.method,
                  request.target, response.status, (time.monotonic() - started) * 1000)
         return response
