@@ -326,3 +326,32 @@ async def test_concurrent_first_open(tmp_path: Path) -> None:
     finally:
         for s in stores:
             await s.aclose()
+
+
+async def test_a_schema_2_file_is_migrated_with_its_data(tmp_path: Path) -> None:
+    """A file written by the release before intents had heartbeats and buckets identities (schema 2) opens:
+    its rows are kept, each bucket gets an identity of its own, each intent's renewal time is its creation."""
+    path = tmp_path / "meta.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step in sqlite_mod.MIGRATIONS[:2]:
+        for statement in step:
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    for name in ("old-a", "old-b"):
+        conn.execute("INSERT INTO buckets (name, owner_id, created, region, acl, cors) VALUES (?, 'o', 1.0, "
+                     "'us-east-1', '', '')", (name,))
+    conn.execute("INSERT INTO intents (intent_id, created, agents, bucket, key) VALUES (?, 123.5, '[\"a\"]', "
+                 "'old-a', 'k')", (b"i" * 12,))
+    conn.close()
+    store = await SqliteMetaStore.open(path)
+    try:
+        a, b = await store.get_bucket("old-a"), await store.get_bucket("old-b")
+        assert a is not None and b is not None and a.id and b.id and a.id != b.id
+        (intent,) = await store.stale_intents(1e12)
+        assert (intent.intent_id, intent.created, intent.renewed, intent.heartbeat, intent.claimed) == (
+            b"i" * 12, 123.5, 123.5, 0, False)
+        assert await store.renew_intent(intent.intent_id, 200.0)
+        assert await store.completed_upload("old-a", "nope") is None
+        await store.put_object(version("old-a", "k"), bucket_id=a.id)
+    finally:
+        await store.aclose()
