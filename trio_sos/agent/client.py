@@ -504,7 +504,10 @@ class AgentPool:
         first = True
         while first or end is None or pos < end:
             want = self.read_window if end is None else min(self.read_window, end - pos)
-            data, result = await self._run(lambda c, pos=pos, want=want: c.get(chunk_id, pos, want))
+            async def window(c: AgentConnection, pos: int = pos, want: int = want) -> tuple[bytes, p.GetResult]:
+                return await c.get(chunk_id, pos, want)
+
+            data, result = await self._run(window)
             if end is None:
                 end = result.chunk_length
             elif end > result.chunk_length:

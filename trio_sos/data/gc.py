@@ -61,7 +61,7 @@ class GarbageCollector:
         """One pass: the due GC queue, then stale intents. Returns the number of chunks deleted."""
         # An agent found unreachable is not asked again in this pass: each attempt would wait out the pool's
         # patience (agent_wait) while the agent is down.
-        self._unreachable: set[str] = set()
+        self._unreachable = set()
         deleted = 0
         while True:
             due = await self.meta.due_gc(time.time(), self.batch)

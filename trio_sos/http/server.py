@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import cast
 
 import attrs
 import h11
@@ -180,7 +181,7 @@ class _Connection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         try:
             transport = getattr(stream, "transport_stream", stream)  # under TLS, the socket is one level down
-            sock = transport.socket  # type: ignore[attr-defined]
+            sock = getattr(transport, "socket")  # noqa: B009  (a SocketStream; absent on other streams)
             host, port = sock.getpeername()[:2]
             self.remote = f"{host}:{port}"
         except (AttributeError, OSError):
@@ -201,12 +202,12 @@ class _Connection:
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
-                return event
+                return cast(h11.Event, event)  # PAUSED cannot happen mid-request
             with trio.move_on_after(patience) as scope:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             if scope.cancelled_caught:
                 raise BodyTimeout(f"no data from {self.remote} for {patience}s")
-            self.h11.receive_data(data)
+            self.h11.receive_data(cast(bytes, data))  # bytes-like: h11 copies it into its buffer
 
     async def receive_body_piece(self) -> bytes:
         try:
@@ -245,7 +246,7 @@ class _Connection:
                 if event is not h11.NEED_DATA:
                     break
                 data = await self.stream.receive_some(RECEIVE_SIZE)
-                self.h11.receive_data(data)
+                self.h11.receive_data(cast(bytes, data))  # bytes-like: h11 copies it into its buffer
                 if data:
                     # once part of a head has arrived, the rest must follow within head_timeout
                     idle.deadline = min(idle.deadline, trio.current_time() + self.limits.head_timeout)
@@ -314,12 +315,13 @@ class _Connection:
             pass
 
     async def _send_response(self, response: Response, head: bool = False) -> None:
-        headers = [("Date", http_date()), ("Server", "trio_sos")] + [(n, _wire(v)) for n, v in response.headers]
+        headers = [(b"Date", http_date().encode()), (b"Server", b"trio_sos")] + [
+            (n.encode("latin-1"), _wire(v)) for n, v in response.headers]
         body = response.body
         if response.content_length is not None:
-            headers.append(("Content-Length", str(response.content_length)))
+            headers.append((b"Content-Length", str(response.content_length).encode()))
         elif isinstance(body, (bytes, bytearray)) and response.status != 304:
-            headers.append(("Content-Length", str(len(body))))
+            headers.append((b"Content-Length", str(len(body)).encode()))
         # A reason phrase, always: botocore's 100-continue handling reads a status line of three parts.
         await self._send(h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status)))
         if head or response.status == 304:

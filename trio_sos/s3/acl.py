@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from xml.etree.ElementTree import Element
 
 import attrs
@@ -100,11 +100,15 @@ class Grant:
     permission: str = attrs.field(validator=_one_of(PERMISSIONS))
 
 
+def _grants(grants: Iterable[Grant]) -> tuple[Grant, ...]:
+    return tuple(grants)
+
+
 @attrs.frozen
 class Policy:
     owner_id: str
     owner_name: str
-    grants: tuple[Grant, ...] = attrs.field(converter=tuple)
+    grants: tuple[Grant, ...] = attrs.field(converter=_grants)
 
 
 def _invalid_argument(message: str | None, name: str, value: str) -> S3Error:

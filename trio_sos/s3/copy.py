@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from ..http.server import Response
@@ -139,7 +140,8 @@ async def copy_object(ctx: Ctx) -> Response:
     source, receive = await copy_source_body(ctx, allow_range=False, max_size=MAX_COPY_SIZE)
     requested = object_fields(ctx)
     if directive == "COPY":
-        fields = dict(content_type=source.content_type, headers=source.headers, user_meta=source.user_meta)
+        fields: dict[str, Any] = dict(content_type=source.content_type, headers=source.headers,
+                                      user_meta=source.user_meta)
     else:
         fields = {k: v for k, v in requested.items() if k != "tags"}
     tagging_directive = (ctx.header("x-amz-tagging-directive") or "COPY").upper()

@@ -77,7 +77,8 @@ def dumps(rules: list[Rule]) -> str:
 def loads(text: str) -> list[Rule]:
     if not text:
         return []
-    return [Rule(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()}) for r in json.loads(text)]
+    return [Rule(origins=tuple(r["origins"]), methods=tuple(r["methods"]), headers=tuple(r["headers"]),
+                 expose=tuple(r["expose"]), max_age=r["max_age"], id=r["id"]) for r in json.loads(text)]
 
 
 async def put_bucket_cors(ctx: Ctx) -> Response:

@@ -134,9 +134,9 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
     trailer_algorithm = ctx.decoder.checksum_algorithm if from_request and ctx.decoder and not checksum else None
     if algorithm and (checksum or trailer_algorithm) and (checksum or (trailer_algorithm,))[0] != algorithm:
         if checksum or (ctx.decoder is not None and ctx.decoder.trailer_names):
+            actual = checksum[0] if checksum else (trailer_algorithm or "")
             raise S3Error("InvalidRequest", f"Checksum Type mismatch occurred, expected checksum Type: "
-                                            f"{algorithm.lower()}, actual checksum Type: "
-                                            f"{(checksum or (trailer_algorithm,))[0].lower()}")
+                                            f"{algorithm.lower()}, actual checksum Type: {actual.lower()}")
         trailer_algorithm = algorithm  # no trailer announced: the upload's algorithm, not S3's default
     algorithms = ([checksum[0]] if checksum else [trailer_algorithm] if trailer_algorithm
                   else [algorithm] if algorithm else [])

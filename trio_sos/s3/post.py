@@ -16,6 +16,8 @@ from collections import deque
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+import attrs
+
 from ..auth import sigv4
 from ..http.formdata import Field, FileData, FileEnd, FileStart, FormError, FormParser, boundary_of
 from ..http.server import Response
@@ -129,6 +131,12 @@ async def _authenticate(ctx: Ctx, fields: dict[str, str]) -> m.User:
     return user
 
 
+@attrs.define
+class _FormState:
+    start: FileStart | None = None  # the file part has begun
+    done: bool = False  # the file part has ended
+
+
 async def post_object(ctx: Ctx) -> Response:
     assert ctx.bucket is not None
     bucket = await ctx.meta.get_bucket(ctx.bucket)
@@ -140,18 +148,18 @@ async def post_object(ctx: Ctx) -> Response:
         raise _malformed() from exc
     fields: dict[str, str] = {}
     pending: deque[bytes] = deque()
-    state = {"start": None, "done": False}
+    state = _FormState()
 
     def absorb(events: list[object]) -> None:
         for event in events:
-            if isinstance(event, Field) and state["start"] is None:
+            if isinstance(event, Field) and state.start is None:
                 fields[event.name.lower()] = event.value.decode("utf-8", "replace")
-            elif isinstance(event, FileStart) and state["start"] is None:
-                state["start"] = event
-            elif isinstance(event, FileData) and not state["done"]:
+            elif isinstance(event, FileStart) and state.start is None:
+                state.start = event
+            elif isinstance(event, FileData) and not state.done:
                 pending.append(event.data)
             elif isinstance(event, FileEnd):
-                state["done"] = True
+                state.done = True
 
     async def feed_more() -> bool:
         data = await ctx.request.receive()
@@ -164,7 +172,7 @@ async def post_object(ctx: Ctx) -> Response:
             raise _malformed(str(exc)) from exc
         return False
 
-    while state["start"] is None:
+    while state.start is None:
         if not await feed_more():
             raise _malformed("POST requires exactly one file upload per request.")
     user = await _authenticate(ctx, fields)
@@ -175,7 +183,8 @@ async def post_object(ctx: Ctx) -> Response:
     except (binascii.Error, ValueError, RecursionError):  # RecursionError: nesting deeper than json can go
         raise _malformed("Invalid Policy: Invalid JSON.") from None
     low, high = _check_policy(policy, fields, ctx.bucket)
-    filename = state["start"].filename  # type: ignore[union-attr]
+    assert state.start is not None
+    filename = state.start.filename
     key = fields.get("key", "").replace("${filename}", filename)
     if not key:
         raise S3Error("InvalidArgument", "Bucket POST must contain a field named 'key'.", ArgumentName="key")
@@ -191,7 +200,7 @@ async def post_object(ctx: Ctx) -> Response:
 
     async def receive() -> bytes:
         while not pending:
-            if state["done"]:
+            if state.done:
                 return b""
             if not await feed_more():
                 raise _malformed("the file part has no closing boundary")
