@@ -15,4 +15,7 @@ if [ "${1:-}" = "--asan" ]; then
   export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
   exec python -m pytest -q -p no:cacheprovider tests/agent
 fi
+# the conventions (docs/development.md): ruff and mypy clean, or the test command fails
+python -m ruff check .
+python -m mypy trio_sos
 exec python -m pytest -q -p no:cacheprovider tests
