@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the test suite needs beyond the project's own Python packages, installed when missing (Debian
 # bookworm, as root): the C toolchain and isa-l that build the agent, clang and its sanitizer runtime for the
-# AddressSanitizer/UBSan build, openssl (test certificates), and the real S3 clients the tests drive (AWS CLI,
+# AddressSanitizer/UBSan build, openssl (test certificates), ZooKeeper (the tests start their own on loopback;
+# the package starts no service), and the real S3 clients the tests drive (AWS CLI,
 # s3cmd, rclone, the Docker registry and skopeo from Debian; boto3 1.34.x in a venv of its own). The MinIO SDK and
 # the other PyPI pieces are the project's `test` extras. `scripts/test.sh` runs this first.
 set -euo pipefail
@@ -13,7 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pkg in build-essential libisal-dev clang libclang-rt-14-dev openssl awscli s3cmd rclone docker-registry skopeo; do
+for pkg in build-essential libisal-dev clang libclang-rt-14-dev openssl awscli s3cmd rclone docker-registry skopeo \
+           zookeeper; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

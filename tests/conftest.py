@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import AgentProcess
+from tests.procs import AgentProcess, ZooKeeperProcess, zookeeper_installed
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
@@ -55,3 +55,38 @@ def node(node_factory):
 @pytest.fixture
 def s3(node):
     return node.client()
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory) -> Iterator[ZooKeeperProcess]:
+    """One real ZooKeeper for the session (synchronous: Trio fixtures are function-scoped). Tests keep apart by
+    cluster name (a chroot of their own)."""
+    if not zookeeper_installed():
+        pytest.skip("ZooKeeper is not installed (Debian package zookeeper; scripts/install-test-deps.sh installs it)")
+    zk = ZooKeeperProcess(tmp_path_factory.mktemp("zookeeper")).start()
+    yield zk
+    zk.stop()
+
+
+@pytest.fixture
+def zk_factory(tmp_path: Path) -> Iterator:
+    """ZooKeepers of a test's own, for tests that kill or restart them."""
+    if not zookeeper_installed():
+        pytest.skip("ZooKeeper is not installed (Debian package zookeeper; scripts/install-test-deps.sh installs it)")
+    started: list[ZooKeeperProcess] = []
+
+    def make(name: str = "zk") -> ZooKeeperProcess:
+        zk = ZooKeeperProcess(tmp_path / name).start()
+        started.append(zk)
+        return zk
+
+    yield make
+    for zk in started:
+        zk.stop()
+
+
+@pytest.fixture
+def cluster_name() -> str:
+    import uuid
+
+    return "test-" + uuid.uuid4().hex[:10]

@@ -335,3 +335,93 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
                     str(crt), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
                     "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
     return crt, key
+
+
+ZK_CLASSPATH = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
+
+
+def zookeeper_installed() -> bool:
+    return os.path.exists("/usr/share/java/zookeeper.jar") and os.path.exists("/usr/share/java/slf4j-simple.jar")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@attrs.define
+class ZooKeeperProcess:
+    """A real ZooKeeper (Debian's package) on 127.0.0.1, standalone, with its own data dir; ``restart`` keeps both
+    the port and the data (so sessions and znodes survive, as they would a ZooKeeper restart)."""
+
+    base: Path
+    tick_ms: int = 200
+    proc: subprocess.Popen | None = None
+    port: int = 0
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "zookeeper.log"
+
+    def start(self, timeout: float = 30.0) -> ZooKeeperProcess:
+        self.base.mkdir(parents=True, exist_ok=True)
+        (self.base / "data").mkdir(exist_ok=True)
+        self.port = self.port or _free_port()
+        cfg = self.base / "zoo.cfg"
+        cfg.write_text(
+            f"tickTime={self.tick_ms}\ndataDir={self.base / 'data'}\nclientPort={self.port}\n"
+            "clientPortAddress=127.0.0.1\nadmin.enableServer=false\nforceSync=no\n"
+            "4lw.commands.whitelist=ruok,srvr,mntr\n"
+            # sessions of 1-4 s are allowed (minSessionTimeout defaults to 2 ticks)
+            f"maxSessionTimeout={20 * self.tick_ms}\n"
+        )
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["java", "-Xms64m", "-Xmx256m", "-cp", ZK_CLASSPATH,
+                 "org.apache.zookeeper.server.ZooKeeperServerMain", str(cfg)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not self.serving():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ZooKeeper exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"ZooKeeper not serving in {timeout}s")
+            time.sleep(0.05)
+        return self
+
+    def serving(self) -> bool:
+        """The ``srvr`` four-letter command answers ``Mode: standalone`` (``ruok`` answers too early)."""
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"srvr")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+            return b"Mode: standalone" in data
+        except OSError:
+            return False
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=20)
+            self.proc = None
+
+    def restart(self) -> ZooKeeperProcess:
+        self.stop()
+        return self.start()

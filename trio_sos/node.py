@@ -21,7 +21,9 @@ from .agent import AgentPool
 from .agent.supervisor import AgentOptions, AgentSupervisor
 from .config import Config, ConfigError
 from .data.gc import GarbageCollector
-from .data.objects import AgentSet, DataStore
+from .cluster.fleet import Fleet
+from .cluster.placement import AgentInfo
+from .data.objects import DataStore
 from .http.server import HttpServer, Limits, graceful_stop
 from .meta.sqlite import SqliteMetaStore
 from .meta.store import MetaStore, User, UserExists
@@ -127,10 +129,12 @@ class Node:
                 # for it to come back rather than fail at once.
                 pool = AgentPool(nursery, agent_address, size=8, patience=config.agent_wait, min_backoff=0.02,
                                  max_backoff=0.25)
-                agents = AgentSet()
-                agents.add((await pool.hello()).agent_id.hex(), pool)
-                data = DataStore(meta, agents, chunk_size=config.chunk_size, intent_refresh=config.intent_grace / 4)
-                self.gc = GarbageCollector(meta, agents, interval=config.gc_interval,
+                fleet = Fleet(nursery, replicas=1)
+                info = await pool.info()
+                fleet.add_static(AgentInfo((await pool.hello()).agent_id.hex(), agent_address,
+                                           capacity=info.capacity), pool)
+                data = DataStore(meta, fleet, chunk_size=config.chunk_size, intent_refresh=config.intent_grace / 4)
+                self.gc = GarbageCollector(meta, fleet, interval=config.gc_interval,
                                            intent_grace=config.intent_grace)
                 nursery.start_soon(self.gc.run)
                 app = S3App(Services(meta, data, config))

@@ -24,7 +24,7 @@ import trio
 
 from ..agent import AgentConnectionError, AgentError, Status
 from ..meta.store import Intent, MetaStore
-from .objects import AgentSet
+from ..cluster.fleet import Fleet
 
 log = logging.getLogger("trio_sos.gc")
 
@@ -33,7 +33,7 @@ COMPLETED_RETENTION = 24 * 3600.0
 
 
 class GarbageCollector:
-    def __init__(self, meta: MetaStore, agents: AgentSet, *, interval: float = 10.0,
+    def __init__(self, meta: MetaStore, agents: Fleet, *, interval: float = 10.0,
                  intent_grace: float = 3600.0, batch: int = 100) -> None:
         self.meta = meta
         self.agents = agents

@@ -7,10 +7,11 @@ Invariants:
   it claimed by the GC, the upload stops (``UploadLost``), and the commit itself fails (``IntentLost``) rather
   than name chunks that may be deleted.
 - Memory per upload is bounded: the body is coalesced into buffers of ``piece_size`` bytes, each hashed (in a worker
-  thread when large: hashlib releases the GIL, so this uses the second core) and then streamed to the agent, whose
-  client queue is itself bounded. Nothing holds a whole chunk or a whole object.
-- On any failure before the commit, chunks already written go to the GC queue at once; the caller commits the
-  manifest in metadata only after every chunk is durable (acknowledged by the agent).
+  thread when large: hashlib releases the GIL, so this uses the second core) and then streamed to the chunk's R
+  agents from that one buffer (``replicas.py``: per replica a channel of two pieces, and the agent connection's own
+  bounded queue). Nothing holds a whole chunk or a whole object.
+- On any failure before the commit, chunks already written (on every agent they were sent to) go to the GC queue
+  at once; the caller commits the manifest in metadata only after every chunk is durable on its write quorum.
 """
 
 from __future__ import annotations
@@ -19,47 +20,22 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 import attrs
 import trio
 
-from ..agent import AgentConnectionError, AgentError, AgentPool, AgentTimeout
-from ..agent.client import PutStream
+from ..agent import AgentConnectionError, AgentError
+from ..cluster.fleet import Fleet, StorageUnavailable
 from ..meta.store import ChunkRef, GcEntry, Intent, MetaStore
 from .checksums import Hasher, b64, new_hasher
+from .replicas import ReadTuning, ReplicatedChunk, ReportBad, read_chunk
 
 THREAD_HASH_MIN = 256 * 1024  # below this a thread hop costs more than the hash
-
-
-class StorageUnavailable(Exception):
-    """No agent could take or give the data."""
 
 
 class UploadLost(StorageUnavailable):
     """The upload's intent was claimed by the garbage collector (it looked abandoned): its chunks may be gone, so
     it must not commit."""
-
-
-class AgentSet:
-    """The agents this node uses, by agent id (hex), with rendezvous hashing to place chunks."""
-
-    def __init__(self) -> None:
-        self.pools: dict[str, AgentPool] = {}
-
-    def add(self, agent_id: str, pool: AgentPool) -> None:
-        self.pools[agent_id] = pool
-
-    def choose(self, chunk_id: bytes, replicas: int = 1) -> list[str]:
-        if not self.pools:
-            raise StorageUnavailable("no storage agent available")
-        ranked = sorted(self.pools, key=lambda a: hashlib.blake2b(chunk_id + a.encode(), digest_size=8).digest(),
-                        reverse=True)
-        return ranked[:replicas]
-
-    def pool(self, agent_id: str) -> AgentPool | None:
-        return self.pools.get(agent_id)
 
 
 @attrs.frozen
@@ -73,64 +49,62 @@ class Written:
 
 
 class _ChunkSink:
-    """Streams bytes into consecutive chunks of at most ``chunk_size`` bytes."""
+    """Streams bytes into consecutive chunks of at most ``chunk_size`` bytes, each on the agents placement picks,
+    through a ReplicatedChunk whose feeders run in ``nursery``."""
 
-    def __init__(self, data: DataStore, intent_id: bytes) -> None:
+    def __init__(self, data: DataStore, intent_id: bytes, nursery: trio.Nursery) -> None:
         self._data = data
         self._intent = intent_id
+        self._nursery = nursery
         self._seq = 0
-        self._cm: AbstractAsyncContextManager[PutStream] | None = None
-        self._stream: Any = None
-        self._agent = ""
+        self._chunk: ReplicatedChunk | None = None
         self.manifest: list[ChunkRef] = []
-        self.written: list[tuple[bytes, tuple[str, ...]]] = []  # every chunk started, for cleanup
+        self.written: list[tuple[bytes, tuple[str, ...]]] = []  # every chunk started and its agents, for cleanup
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            if self._stream is None:
-                await self._open()
-            room = self._data.chunk_size - self._stream.length
+            if self._chunk is None:
+                self._open()
+            assert self._chunk is not None
+            room = self._data.chunk_size - self._chunk.length
             piece, view = view[:room], view[room:]
-            await self._stream.write(piece)
-            if self._stream.length >= self._data.chunk_size:
+            await self._chunk.write(piece)
+            if self._chunk.length >= self._data.chunk_size:
                 await self._close()
 
-    async def _open(self) -> None:
+    def _open(self) -> None:
         chunk_id = self._intent + self._seq.to_bytes(4, "big")
         self._seq += 1
-        (agent,) = self._data.agents.choose(chunk_id, 1)
-        pool = self._data.agents.pool(agent)
-        assert pool is not None
-        self.written.append((chunk_id, (agent,)))
-        self._agent = agent
-        cm = pool.put_stream(chunk_id)
-        self._stream = await cm.__aenter__()
-        self._cm = cm  # only once entered: a stream that never opened has nothing to abort
+        agents = self._data.fleet.place(chunk_id)
+        self.written.append((chunk_id, tuple(agents)))
+        t = self._data.tuning
+        self._chunk = ReplicatedChunk(self._data.fleet, self._nursery, chunk_id, agents, lag_timeout=t.lag_timeout,
+                                      straggler_timeout=t.straggler_timeout)
 
     async def _close(self) -> None:
-        stream, cm = self._stream, self._cm
-        self._stream = self._cm = None
-        assert cm is not None
+        chunk, self._chunk = self._chunk, None
+        assert chunk is not None
         try:
-            result = await stream.finish()
-        except BaseException as exc:
-            await cm.__aexit__(type(exc), exc, exc.__traceback__)
+            self.manifest.append(await chunk.finish())
+        except BaseException:
+            chunk.abort()
             raise
-        await cm.__aexit__(None, None, None)
-        chunk_id = self.written[-1][0]
-        self.manifest.append(ChunkRef(chunk_id, result.length, result.crc32c, (self._agent,)))
 
     async def finish(self) -> None:
-        if self._stream is not None:
+        if self._chunk is not None:
             await self._close()
 
-    async def abort(self) -> None:
-        if self._cm is not None:
-            cm, self._cm, self._stream = self._cm, None, None
-            with trio.CancelScope(shield=True):
-                err = RuntimeError("upload aborted")  # makes the put stream send PUT_ABORT
-                await cm.__aexit__(RuntimeError, err, None)
+    def abort(self) -> None:
+        if self._chunk is not None:
+            self._chunk.abort()
+            self._chunk = None
+
+
+@attrs.frozen
+class WriteTuning:
+    lag_timeout: float = 5.0  # a replica that takes no data this long is dropped (if the quorum allows)
+    straggler_timeout: float = 2.0  # how long replicas beyond the quorum get to acknowledge
 
 
 def _update(hashers: Sequence[Hasher], data: bytes) -> None:
@@ -148,17 +122,21 @@ async def _hash_worker(pieces: trio.MemoryReceiveChannel[bytes], hashers: Sequen
 
 
 class DataStore:
-    def __init__(self, meta: MetaStore, agents: AgentSet, *, chunk_size: int = 8 << 20,
-                 piece_size: int = 1 << 20, intent_refresh: float = 900.0, read_retries: int = 2) -> None:
+    def __init__(self, meta: MetaStore, fleet: Fleet, *, chunk_size: int = 8 << 20,
+                 piece_size: int = 1 << 20, intent_refresh: float = 900.0, read_retries: int = 2,
+                 zone: str = "", read_tuning: ReadTuning | None = None, write_tuning: WriteTuning | None = None,
+                 report_bad: ReportBad | None = None) -> None:
         self.meta = meta
-        self.agents = agents
+        self.fleet = fleet
+        self.zone = zone  # this node's zone: its reads prefer replicas there
+        self.tuning = write_tuning or WriteTuning()
+        self.read_tuning = read_tuning or ReadTuning(retries=read_retries)
+        self.report_bad = report_bad
         self.chunk_size = chunk_size
         self.piece_size = piece_size
         # An upload slower than the GC's intent grace must not have its chunks collected under it: it renews
         # its intent's time this often (a quarter of the grace, by the node's configuration).
         self.intent_refresh = intent_refresh
-        # A read whose agent connection breaks (an agent restart) resumes on a new one this many times.
-        self.read_retries = read_retries
 
     async def write(
         self,
@@ -180,11 +158,11 @@ class DataStore:
         sha = hashlib.sha256() if sha256 else None
         extra = {name: new_hasher(name) for name in checksums}
         hashers: list[Hasher] = [md5, *([sha] if sha else []), *extra.values()]
-        sink = _ChunkSink(self, intent_id)
-        intent = Intent(intent_id, time.time(), tuple(self.agents.pools), bucket=bucket, key=key)
+        intent = Intent(intent_id, time.time(), tuple(self.fleet.known()), bucket=bucket, key=key)
         await self.meta.add_intent(intent)
         size = 0
         lost = False
+        sink: _ChunkSink | None = None
         try:
             failure: BaseException | None = None
             async with trio.open_nursery() as nursery:
@@ -208,6 +186,7 @@ class DataStore:
                 # holds one piece: memory stays bounded, and the hasher never falls more than a piece behind.
                 to_hash, hash_queue = trio.open_memory_channel[bytes](1)
                 nursery.start_soon(_hash_worker, hash_queue, hashers)
+                sink = _ChunkSink(self, intent_id, nursery)
                 try:
                     async with to_hash:
                         buf = bytearray()
@@ -225,23 +204,24 @@ class DataStore:
                                 await sink.write(piece)
                             if not data:
                                 break
+                    await sink.finish()  # the last chunk, while its feeders' nursery is still open
                 except BaseException as exc:
                     # kept aside so that it leaves the nursery as itself, not wrapped in an ExceptionGroup
                     failure = exc
+                    sink.abort()
                     nursery.cancel_scope.cancel()
                 renewing.cancel()
             if lost:
                 raise UploadLost(f"upload {intent_id.hex()} was taken for abandoned and its chunks collected")
             if failure is not None:
                 raise failure
-            await sink.finish()
         except BaseException as exc:
-            await sink.abort()
             with trio.CancelScope(shield=True):
-                await self._forget(intent_id, sink.written)
+                await self._forget(intent_id, sink.written if sink is not None else [])
             if isinstance(exc, (AgentError, AgentConnectionError)):
                 raise StorageUnavailable(f"storage agent failed: {exc}") from exc
             raise
+        assert sink is not None
         return Written(tuple(sink.manifest), size, md5.digest(), sha.digest() if sha else None,
                        {name: h.digest() for name, h in extra.items()}, intent_id)
 
@@ -275,40 +255,9 @@ class DataStore:
             async for piece in self._read_chunk(ref, offset, length):
                 yield piece
 
-    async def _read_chunk(self, ref: ChunkRef, offset: int, length: int) -> AsyncIterator[bytes]:
-        """The bytes ``[offset, offset+length)`` of one chunk, from the first replica that can give them.
-
-        Chunks are immutable and their replicas byte-identical, so a read that breaks midway resumes where it
-        stopped: on a fresh connection to the same agent when the connection was lost (an agent restart), or on
-        the next replica when the agent answered with an error (missing or corrupt chunk) or did not answer.
-        """
-        last: Exception | None = None
-        sent = 0
-        for agent in ref.agents:
-            pool = self.agents.pool(agent)
-            if pool is None:
-                continue
-            attempts = 0
-            while True:
-                try:
-                    async for piece in pool.read(ref.chunk_id, offset + sent, length - sent):
-                        sent += len(piece)
-                        yield piece
-                    if sent != length:
-                        raise StorageUnavailable(f"chunk {ref.chunk_id.hex()} is shorter than its manifest says")
-                    return
-                except AgentTimeout as exc:
-                    last = exc
-                    break
-                except AgentConnectionError as exc:
-                    last = exc
-                    attempts += 1
-                    if attempts > self.read_retries:
-                        break
-                except AgentError as exc:
-                    last = exc
-                    break
-        raise StorageUnavailable(f"no replica of chunk {ref.chunk_id.hex()} could be read: {last}")
+    def _read_chunk(self, ref: ChunkRef, offset: int, length: int) -> AsyncIterator[bytes]:
+        return read_chunk(self.fleet, ref, offset, length, zone=self.zone, tuning=self.read_tuning,
+                          report=self.report_bad)
 
 
 def content_md5_ok(header: str, md5: bytes) -> bool:
