@@ -90,3 +90,20 @@ def cluster_name() -> str:
     import uuid
 
     return "test-" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path, zookeeper, cluster_name) -> Iterator:
+    """Supervised agents registered in the session's ZooKeeper under a cluster of the test's own."""
+    from tests.procs import SupervisedAgent
+
+    started: list[SupervisedAgent] = []
+
+    def make(name: str, zone: str = "", **kw) -> SupervisedAgent:
+        agent = SupervisedAgent(tmp_path / name, zookeeper.hosts, cluster_name, zone=zone, **kw).start()
+        started.append(agent)
+        return agent
+
+    yield make
+    for agent in started:
+        agent.stop()

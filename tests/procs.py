@@ -425,3 +425,78 @@ class ZooKeeperProcess:
     def restart(self) -> ZooKeeperProcess:
         self.stop()
         return self.start()
+
+
+@attrs.define
+class SupervisedAgent:
+    """``python -m trio_sos agent --zk ...``: a supervisor registering its C agent in ZooKeeper, as operators run
+    it. The agent listens on an ephemeral port that the supervisor keeps across the agent's restarts."""
+
+    base: Path
+    zk: str
+    cluster: str
+    zone: str = ""
+    session_timeout: float = 2.0
+    extra: tuple[str, ...] = ()
+    proc: subprocess.Popen | None = None
+    allowed_log: list = attrs.field(factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "supervisor.log"
+
+    def start(self) -> SupervisedAgent:
+        self.base.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "trio_sos", "agent", "--data-dir", str(self.data_dir), "--listen",
+               "127.0.0.1:0", "--zk", self.zk, "--cluster", self.cluster, "--zone", self.zone,
+               "--health-interval", "0.2", "--zk-session-timeout", str(self.session_timeout), *self.extra]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    def agent_id(self, timeout: float = 30.0) -> str:
+        """The agent's id, once the supervisor has registered it (read from its log)."""
+        deadline = time.monotonic() + timeout
+        pattern = re.compile(r"agent ([0-9a-f]{32}) registered at")
+        while True:
+            text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            found = pattern.findall(text)
+            if found:
+                return found[-1]
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"supervisor exited with {self.proc.returncode}:\n{text[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"agent not registered in {timeout}s:\n{text[-3000:]}")
+            time.sleep(0.05)
+
+    def agent_process(self):
+        import psutil
+
+        assert self.proc is not None
+        kids = [c for c in psutil.Process(self.proc.pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+        assert len(kids) == 1, kids
+        return kids[0]
+
+    def chunk_files(self) -> list[Path]:
+        root = self.data_dir / "chunks"
+        return sorted(p for d in root.iterdir() for p in d.iterdir()) if root.exists() else []
+
+    def kill9(self) -> None:
+        """SIGKILL the supervisor (its agent exits with it): the machine lost."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        code = stop_process(self.proc, timeout=30)
+        self.proc = None
+        check_log_file(self.log_path, self.allowed_log, "supervisor")
+        assert code == 0, f"supervisor exited with {code}"
+        return code

@@ -1,4 +1,4 @@
-"""Command line: ``python -m trio_sos serve | user | agent``."""
+"""Command line: ``python -m trio_sos serve | user | agent | cluster``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate (chain): serve HTTPS")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-listen", help="HOST:PORT for HTTPS beside plain HTTP on --listen")
+    serve.add_argument("--zk", help="ZooKeeper HOSTS: serve a cluster's agents instead of running a local one")
+    serve.add_argument("--cluster", help="cluster name, its path in ZooKeeper (default: default)")
+    serve.add_argument("--zone", help="this node's zone: its reads prefer replicas there")
 
     user = sub.add_parser("user", help="manage users and their keys")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -61,6 +65,23 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--capacity", type=_size, help="refuse PUTs beyond this many stored bytes")
     agent.add_argument("--max-chunk", type=_size, help="largest chunk accepted (default 64M)")
     agent.add_argument("--health-interval", type=float, default=1.0, help="seconds between health checks")
+    agent.add_argument("--zk", help="ZooKeeper HOSTS (host:port,...): register the agent there while it is healthy")
+    agent.add_argument("--cluster", default="default", help="cluster name: its ZooKeeper path (default: default)")
+    agent.add_argument("--zone", default="", help="failure zone (rack, room, machine): replicas spread over zones")
+    agent.add_argument("--advertise", help="HOST:PORT nodes reach the agent at (default: --listen)")
+    agent.add_argument("--zk-session-timeout", type=float, default=10.0,
+                       help="seconds after which ZooKeeper drops the registration of a supervisor it lost")
+
+    cluster = sub.add_parser("cluster", help="look at and steer a cluster's agents through ZooKeeper")
+    cluster.add_argument("--zk", required=True, help="ZooKeeper HOSTS (host:port,...)")
+    cluster.add_argument("--cluster", default="default", help="cluster name (default: default)")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    cluster_sub.add_parser("agents", help="the registered agents: id, address, zone, capacity, used, state")
+    cluster_sub.add_parser("nodes", help="the registered S3 nodes")
+    for verb, text in (("drain", "stop placing new chunks on an agent; repair moves its chunks elsewhere"),
+                       ("undrain", "take an agent back into placement")):
+        p = cluster_sub.add_parser(verb, help=text)
+        p.add_argument("agent_id", help="the agent's id (hex), as `cluster agents` shows it")
     return parser
 
 
@@ -136,8 +157,69 @@ async def _run_agent(args: argparse.Namespace) -> None:
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_until_signal, nursery.cancel_scope)
+        zk = None
+        if args.zk:
+            from .cluster.zk import ZkSession
+
+            zk = await nursery.start(ZkSession(args.zk, args.cluster, session_timeout=args.zk_session_timeout).run)
         address = await nursery.start(supervisor.run)
         log.info("storage agent serving at %s (data dir %s)", address, args.data_dir)
+        if zk is not None:
+            from .cluster.registration import keep_registered
+
+            advertise = args.advertise or address
+            if advertise.rpartition(":")[0] in ("0.0.0.0", "[::]", "::"):
+                raise ConfigError("--advertise HOST:PORT is needed when --listen binds every address")
+            nursery.start_soon(partial(keep_registered, zk, supervisor, advertise=advertise, zone=args.zone))
+
+
+async def _cluster(args: argparse.Namespace) -> int:
+    import json
+
+    from .cluster.membership import parse_record
+    from .cluster.zk import ZkSession
+
+    async with trio.open_nursery() as nursery:
+        zk = await nursery.start(ZkSession(args.zk, args.cluster, start_timeout=10).run)
+        try:
+            if args.cluster_command == "agents":
+                records = await zk.children_with_data(zk.path("agents"))
+                marks = await zk.children_with_data(zk.path("draining"))
+                print(f"{'agent':32}  {'address':21} {'zone':8} {'capacity':>14} {'used':>14}  state")
+                for name in sorted(records):
+                    info = parse_record(name, records[name], name in marks)
+                    if info is None:
+                        continue
+                    extra = ""
+                    if name in marks and marks[name]:
+                        extra = "  " + marks[name].decode(errors="replace")
+                    print(f"{info.agent_id:32}  {info.address:21} {info.zone or '-':8} {info.capacity:>14} "
+                          f"{info.used:>14}  {info.state}{extra}")
+                for name in sorted(set(marks) - set(records)):
+                    print(f"{name:32}  (not registered)  draining mark: {marks[name].decode(errors='replace')}")
+            elif args.cluster_command == "nodes":
+                for name, data in sorted((await zk.children_with_data(zk.path("nodes"))).items()):
+                    print(f"{name}  {data.decode(errors='replace')}")
+            elif args.cluster_command in ("drain", "undrain"):
+                agent_id = args.agent_id.lower()
+                if len(agent_id) != 32 or any(c not in "0123456789abcdef" for c in agent_id):
+                    print(f"trio_sos: {args.agent_id!r} is not an agent id (32 hex digits)", file=sys.stderr)
+                    return 2
+                path = zk.path("draining", agent_id)
+                if args.cluster_command == "drain":
+                    from kazoo.exceptions import NodeExistsError
+
+                    try:
+                        await zk.call(zk.client.create, path, json.dumps({"requested": True}).encode())
+                    except NodeExistsError:
+                        pass
+                    print(f"agent {agent_id} draining: it gets no new chunks; repair moves its chunks elsewhere")
+                else:
+                    await zk.unregister(path)
+                    print(f"agent {agent_id} back in placement")
+        finally:
+            nursery.cancel_scope.cancel()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,9 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "agent":
             trio.run(_run_agent, args)
+        elif args.command == "cluster":
+            return trio.run(_cluster, args)
         elif args.command in ("serve", "user"):
             overrides = {name: getattr(args, name, None)
-                         for name in ("data_dir", "listen", "tls_cert", "tls_key", "tls_listen")}
+                         for name in ("data_dir", "listen", "tls_cert", "tls_key", "tls_listen", "zk", "cluster",
+                                      "zone")}
             config = load_config(args.config, overrides=overrides)
             if args.command == "serve":
                 trio.run(_serve, config)
@@ -159,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(inner, ConfigError):
             print(f"trio_sos: {inner}", file=sys.stderr)
             return 2
-        if isinstance(inner, (AgentStartError, FileNotFoundError)):
+        if isinstance(inner, (AgentStartError, FileNotFoundError, ConnectionError)):
             print(f"trio_sos: {inner}", file=sys.stderr)
             return 1
         if isinstance(inner, KeyboardInterrupt):

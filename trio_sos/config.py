@@ -48,6 +48,20 @@ def _float(value: Any, name: str) -> float:
     return result
 
 
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"setting {name}: {value!r} is not a whole number")
+    if isinstance(value, int):
+        result = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        result = int(value.strip())
+    else:
+        raise ConfigError(f"setting {name}: {value!r} is not a whole number")
+    if result < 0:
+        raise ConfigError(f"setting {name}: must not be negative")
+    return result
+
+
 def _listen(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"setting {name}: {value!r} is not HOST:PORT")
@@ -86,6 +100,15 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "http_head_timeout": (_float, 30.0),
     "http_body_timeout": (_float, 60.0),
     "agent_wait": (_float, 5.0),
+    # cluster mode (zk set): no local agent; the agents registered in ZooKeeper under /trio_sos/<cluster>
+    "zk": (_opt_str, None),
+    "cluster": (_str, "default"),
+    "zone": (_str, ""),
+    "zk_session_timeout": (_float, 10.0),
+    "replicas": (_int, 0),  # 0: 3 in a cluster (fewer while fewer agents accept writes), 1 embedded
+    "write_quorum": (_int, 0),  # 0: a majority of the replicas
+    "read_hedge_ms": (_float, 50.0),
+    "replica_lag_timeout": (_float, 5.0),
 }
 
 
@@ -108,7 +131,19 @@ class Config:
     http_head_timeout: float = 30.0
     http_body_timeout: float = 60.0
     agent_wait: float = 5.0
+    zk: str | None = None
+    cluster: str = "default"
+    zone: str = ""
+    zk_session_timeout: float = 10.0
+    replicas: int = 0
+    write_quorum: int = 0
+    read_hedge_ms: float = 50.0
+    replica_lag_timeout: float = 5.0
     users: tuple[UserConfig, ...] = ()
+
+    @property
+    def effective_replicas(self) -> int:
+        return self.replicas or (3 if self.zk else 1)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -174,6 +209,10 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
         raise ConfigError("setting tls_cert: tls_cert and tls_key go together")
     if values["tls_listen"] and not values["tls_cert"]:
         raise ConfigError("setting tls_listen: needs tls_cert and tls_key")
+    if values["cluster"] in ("", ".", "..") or "/" in values["cluster"]:
+        raise ConfigError("setting cluster: a name without '/'")
+    if values["write_quorum"] and values["replicas"] and values["write_quorum"] > values["replicas"]:
+        raise ConfigError("setting write_quorum: more than replicas")
     if values["chunk_size"] < 64 * 1024 or values["chunk_size"] > values["agent_max_chunk"]:
         raise ConfigError("setting chunk_size: must be between 64K and agent_max_chunk")
     return Config(**values, users=users)

@@ -8,22 +8,27 @@ Shutdown (SIGINT/SIGTERM, or :meth:`Node.stop`): stop accepting connections and 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import socket
 import ssl
 import string
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 
+from . import __version__
 from .agent import AgentPool
 from .agent.supervisor import AgentOptions, AgentSupervisor
 from .config import Config, ConfigError
 from .data.gc import GarbageCollector
 from .cluster.fleet import Fleet
 from .cluster.placement import AgentInfo
-from .data.objects import DataStore
+from .data.objects import DataStore, WriteTuning
+from .data.replicas import ReadTuning
 from .http.server import HttpServer, Limits, graceful_stop
 from .meta.sqlite import SqliteMetaStore
 from .meta.store import MetaStore, User, UserExists
@@ -106,6 +111,10 @@ class Node:
     server: HttpServer | None = None
     gc: GarbageCollector | None = None
     supervisor: AgentSupervisor | None = None
+    zk: Any = None  # cluster mode: the ZooKeeper session, membership, this node's id and its leaderships
+    membership: Any = None
+    node_id: str = ""
+    leaderships: dict = attrs.field(factory=dict)
     _scope: trio.CancelScope | None = None
 
     def stop(self) -> None:
@@ -122,21 +131,21 @@ class Node:
             listeners, endpoints = await open_listeners(config)
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
-                self.supervisor = AgentSupervisor(AgentOptions(
-                    data_dir=config.data_dir / "agent", listen="127.0.0.1:0", max_chunk=config.agent_max_chunk))
-                agent_address = await nursery.start(self.supervisor.run)
-                # The local agent is the only copy: while its supervisor restarts it, requests wait (agent_wait)
-                # for it to come back rather than fail at once.
-                pool = AgentPool(nursery, agent_address, size=8, patience=config.agent_wait, min_backoff=0.02,
-                                 max_backoff=0.25)
-                fleet = Fleet(nursery, replicas=1)
-                info = await pool.info()
-                fleet.add_static(AgentInfo((await pool.hello()).agent_id.hex(), agent_address,
-                                           capacity=info.capacity), pool)
-                data = DataStore(meta, fleet, chunk_size=config.chunk_size, intent_refresh=config.intent_grace / 4)
+                write_tuning = WriteTuning(lag_timeout=config.replica_lag_timeout)
+                read_tuning = ReadTuning(hedge_delay=config.read_hedge_ms / 1000)
+                if config.zk:
+                    fleet, where, leads = await self._join_cluster(nursery, config, endpoints[0])
+                else:
+                    fleet, where = await self._start_local_agent(nursery, config)
+                    leads = None
+                data = DataStore(meta, fleet, chunk_size=config.chunk_size, intent_refresh=config.intent_grace / 4,
+                                 zone=config.zone, read_tuning=read_tuning, write_tuning=write_tuning)
                 self.gc = GarbageCollector(meta, fleet, interval=config.gc_interval,
                                            intent_grace=config.intent_grace)
-                nursery.start_soon(self.gc.run)
+                if leads is None:
+                    nursery.start_soon(self.gc.run)
+                else:
+                    nursery.start_soon(leads("gc", self.gc.run))
                 app = S3App(Services(meta, data, config))
                 limits = Limits(idle_timeout=config.http_idle_timeout, head_timeout=config.http_head_timeout,
                                 body_timeout=config.http_body_timeout)
@@ -144,9 +153,54 @@ class Node:
                 await nursery.start(self.server.serve, listeners)
                 self.endpoint = endpoints[0]
                 for endpoint in endpoints:
-                    log.info("S3 endpoint %s, data dir %s, agent %s", endpoint, config.data_dir, agent_address)
+                    log.info("S3 endpoint %s, data dir %s, %s", endpoint, config.data_dir, where)
                     say(f"S3 endpoint: {endpoint}")
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
                 await meta.aclose()
+
+    async def _start_local_agent(self, nursery: trio.Nursery, config: Config) -> tuple[Fleet, str]:
+        """Embedded mode: one agent of the node's own, supervised, and a fleet of that one agent."""
+        self.supervisor = AgentSupervisor(AgentOptions(
+            data_dir=config.data_dir / "agent", listen="127.0.0.1:0", max_chunk=config.agent_max_chunk))
+        agent_address = await nursery.start(self.supervisor.run)
+        # The local agent is the only copy: while its supervisor restarts it, requests wait (agent_wait) for it to
+        # come back rather than fail at once.
+        pool = AgentPool(nursery, agent_address, size=8, patience=config.agent_wait, min_backoff=0.02,
+                         max_backoff=0.25)
+        fleet = Fleet(nursery, replicas=config.effective_replicas, write_quorum=config.write_quorum or None)
+        info = await pool.info()
+        fleet.add_static(AgentInfo((await pool.hello()).agent_id.hex(), agent_address, capacity=info.capacity), pool)
+        return fleet, f"local agent {agent_address}"
+
+    async def _join_cluster(self, nursery: trio.Nursery, config: Config, endpoint: str):
+        """Cluster mode: the agents registered in ZooKeeper, this node registered there too, and the singleton
+        workers run under leadership."""
+        from .cluster.leader import Leadership
+        from .cluster.membership import ZkMembership
+        from .cluster.zk import ZkSession
+
+        assert config.zk is not None
+        zk: ZkSession = await nursery.start(ZkSession(config.zk, config.cluster,
+                                                      session_timeout=config.zk_session_timeout).run)
+        self.zk = zk
+        # several replicas: a request turns to another rather than wait long for one agent to come back
+        fleet = Fleet(nursery, replicas=config.effective_replicas, write_quorum=config.write_quorum or None,
+                      pool_options=dict(size=8, patience=0.5, min_backoff=0.05, max_backoff=1.0))
+        membership = ZkMembership(zk, fleet.apply)
+        await nursery.start(membership.run)
+        self.membership = membership
+        node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.node_id = node_id
+        await zk.register_ephemeral(zk.path("nodes", node_id), {"endpoint": endpoint, "version": __version__,
+                                                                "zone": config.zone})
+        self.leaderships: dict[str, Leadership] = {}
+
+        def leads(name: str, worker):
+            leadership = Leadership(zk, name, worker, identifier=node_id)
+            self.leaderships[name] = leadership
+            return leadership.run
+
+        return fleet, (f"cluster {config.cluster!r} at {config.zk} ({len(fleet.agents)} agents, "
+                       f"R={config.effective_replicas})"), leads

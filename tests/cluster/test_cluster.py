@@ -1,0 +1,129 @@
+"""A real cluster on one machine: ZooKeeper (Debian's), supervised agents registered in it, S3 nodes that find them
+there. Chunks on R agents, reads that survive the loss of one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from botocore.exceptions import ClientError
+
+MiB = 1 << 20
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def cluster_cli(zookeeper, cluster_name, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "trio_sos", "cluster", "--zk", zookeeper.hosts, "--cluster",
+                           cluster_name, *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def three(cluster_factory):
+    agents = [cluster_factory("a1", zone="z1"), cluster_factory("a2", zone="z1"), cluster_factory("a3", zone="z2")]
+    for a in agents:
+        a.agent_id()
+    return agents
+
+
+def cluster_node(node_factory, zookeeper, cluster_name, name: str = "node", **settings):
+    node = node_factory(name, zk=zookeeper.hosts, cluster=cluster_name, zk_session_timeout=2, **settings)
+    return node
+
+
+def test_agents_register_and_nodes_find_them(three, node_factory, zookeeper, cluster_name) -> None:
+    listing = cluster_cli(zookeeper, cluster_name, "agents")
+    for agent in three:
+        assert agent.agent_id() in listing
+    assert "z1" in listing and "z2" in listing
+    node = cluster_node(node_factory, zookeeper, cluster_name)
+    assert node.endpoint in cluster_cli(zookeeper, cluster_name, "nodes")
+    s3 = node.client()
+    s3.create_bucket(Bucket="replicated")
+    bodies = {f"k{i}": os.urandom(100_000 + i) for i in range(10)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket="replicated", Key=key, Body=body)
+    # R = 3 on three agents: every chunk on every agent, byte for byte the same file
+    files = [sorted(p.name for p in a.chunk_files()) for a in three]
+    assert files[0] == files[1] == files[2] and len(files[0]) == 10
+    for key, body in bodies.items():
+        assert s3.get_object(Bucket="replicated", Key=key)["Body"].read() == body
+
+
+def test_reads_and_writes_go_on_with_an_agent_lost(three, node_factory, zookeeper, cluster_name) -> None:
+    node = cluster_node(node_factory, zookeeper, cluster_name)
+    node.allow_log(r"replica on agent .* (failed|dropped)|connect to agent .* failed")
+    s3 = node.client()
+    s3.create_bucket(Bucket="survive")
+    before = {f"old{i}": os.urandom(200_000) for i in range(5)}
+    for key, body in before.items():
+        s3.put_object(Bucket="survive", Key=key, Body=body)
+    lost = three[0]
+    lost.kill9()  # the machine is gone: the agent with it
+    for key, body in before.items():  # at once, before its registration expires: reads fall back
+        assert s3.get_object(Bucket="survive", Key=key)["Body"].read() == body
+    after = {f"new{i}": os.urandom(150_000) for i in range(5)}
+    for key, body in after.items():  # two of three acknowledge: a write quorum
+        s3.put_object(Bucket="survive", Key=key, Body=body)
+    for key, body in {**before, **after}.items():
+        assert s3.get_object(Bucket="survive", Key=key)["Body"].read() == body
+    # its session expires (2 s): it leaves the map, and new chunks go to the two that are left
+    wait_for(lambda: lost.agent_id() not in cluster_cli(zookeeper, cluster_name, "agents"), what="deregistration")
+    s3.put_object(Bucket="survive", Key="later", Body=b"x" * 1000)
+    assert s3.get_object(Bucket="survive", Key="later")["Body"].read() == b"x" * 1000
+
+
+def test_kill9_one_agent_during_concurrent_puts_and_gets(three, node_factory, zookeeper, cluster_name) -> None:
+    """1,000 concurrent PUTs and GETs, one agent of three killed midway: every PUT that got a 200 reads back byte
+    for byte, no GET fails."""
+    node = cluster_node(node_factory, zookeeper, cluster_name)
+    node.allow_log(r"replica on agent .* (failed|dropped)|connect to agent .* failed|agent .* unreachable")
+    s3 = node.client(max_pool_connections=32)
+    s3.create_bucket(Bucket="storm")
+    seeded = {f"seed{i}": os.urandom(64 * 1024 + i) for i in range(50)}
+    for key, body in seeded.items():
+        s3.put_object(Bucket="storm", Key=key, Body=body)
+    stored: dict[str, bytes] = {}
+    put_failures: list[str] = []
+    get_failures: list[str] = []
+    lock = threading.Lock()
+    done = [0]
+
+    def op(i: int) -> None:
+        try:
+            if i % 2:
+                key = f"seed{i % 50}"
+                if s3.get_object(Bucket="storm", Key=key)["Body"].read() != seeded[key]:
+                    get_failures.append(f"{key}: wrong bytes")
+            else:
+                body = os.urandom(32 * 1024 + i)
+                s3.put_object(Bucket="storm", Key=f"w{i}", Body=body)
+                stored[f"w{i}"] = body
+        except ClientError as exc:
+            (get_failures if i % 2 else put_failures).append(f"{i}: {exc}")
+        finally:
+            with lock:
+                done[0] += 1
+
+    with ThreadPoolExecutor(32) as pool:
+        futures = [pool.submit(op, i) for i in range(1000)]
+        wait_for(lambda: done[0] >= 300, timeout=120, what="the first 300 requests")
+        three[1].agent_process().kill()  # the C agent, mid-storm (its supervisor restarts it)
+        for f in futures:
+            f.result()
+    assert not get_failures, get_failures[:5]
+    assert len(stored) + len(put_failures) == 500
+    for key, body in stored.items():
+        assert s3.get_object(Bucket="storm", Key=key)["Body"].read() == body, key
