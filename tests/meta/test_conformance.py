@@ -35,6 +35,7 @@ from trio_sos.meta.store import (
     ObjectVersion,
     Part,
     PreconditionFailed,
+    ReplicaReport,
     Upload,
     User,
     UserExists,
@@ -1151,3 +1152,157 @@ async def test_list_upload_entries_matches_model(backend: Backend, keys, prefix,
         assert sorted(entries) == sorted(expected[:limit])
         assert page.truncated == (limit > 0 and len(expected) > limit)
         assert page.rows_read <= len(page.uploads) + len(page.prefixes) + 2
+
+
+# -- the chunk index --
+
+
+async def all_index(store: MetaStore, agents: tuple[str, ...] = ("a1", "a2")) -> dict[bytes, Any]:
+    """chunk id -> owner, for every chunk on any of ``agents`` (the tests' chunks are on a1 and a2)."""
+    out = {}
+    for agent in agents:
+        after = None
+        while True:
+            page = await store.chunks_on_agent(agent, after=after, limit=50)
+            out.update((o.chunk_id, o) for o in page)
+            if len(page) < 50:
+                break
+            after = page[-1].chunk_id
+    return out
+
+
+async def test_chunk_index_follows_objects(store: MetaStore) -> None:
+    bucket = await new_bucket(store)
+    first = version(bucket, "k")
+    await store.put_object(first)
+    for ref in first.manifest:
+        owner = await store.chunk_owner(ref.chunk_id)
+        assert owner is not None
+        assert (owner.bucket, owner.key, owner.upload_id, owner.size, owner.crc32c, owner.agents) == (
+            bucket, "k", "", ref.size, ref.crc32c, ref.agents)
+    assert await store.referenced([r.chunk_id for r in first.manifest] + [os.urandom(16)]) == ids(first.manifest)
+    second = version(bucket, "k", manifest=(first.manifest[0], *chunks(1)))  # keeps one chunk, adds one
+    await store.put_object(second)
+    assert await store.chunk_owner(first.manifest[1].chunk_id) is None  # replaced: out of the index
+    assert (await store.chunk_owner(first.manifest[0].chunk_id)) is not None
+    assert ids(second.manifest) <= (await all_index(store)).keys()
+    await store.delete_object(bucket, "k")
+    assert not ids(second.manifest) & (await all_index(store)).keys()
+    assert await store.referenced([r.chunk_id for r in second.manifest]) == set()
+
+
+async def test_chunk_index_follows_parts_and_completion(store: MetaStore) -> None:
+    bucket = await new_bucket(store)
+    up = upload(bucket, "mp")
+    await store.create_upload(up)
+    used, unused = part(up.upload_id, 1, 2), part(up.upload_id, 2, 2)
+    await store.put_part(used)
+    await store.put_part(unused)
+    owner = await store.chunk_owner(used.manifest[0].chunk_id)
+    assert owner is not None and (owner.bucket, owner.key, owner.upload_id, owner.part) == (bucket, "mp",
+                                                                                           up.upload_id, 1)
+    replaced = part(up.upload_id, 2, 1)
+    await store.put_part(replaced)
+    assert not ids(unused.manifest) & (await all_index(store)).keys()
+    obj = version(bucket, "mp", manifest=used.manifest)
+    await store.complete_upload(up.upload_id, obj, [1])
+    index = await all_index(store)
+    for ref in used.manifest:
+        assert (index[ref.chunk_id].upload_id, index[ref.chunk_id].key) == ("", "mp")
+    assert not ids(replaced.manifest) & index.keys()
+    other = upload(bucket, "ab")
+    await store.create_upload(other)
+    p = part(other.upload_id, 1)
+    await store.put_part(p)
+    await store.abort_upload(other.upload_id)
+    assert not ids(p.manifest) & (await all_index(store)).keys()
+
+
+async def test_set_chunk_agents_is_repairs_commit(store: MetaStore) -> None:
+    bucket = await new_bucket(store)
+    obj = version(bucket, "k", manifest=chunks(2, agents=("a1", "a2")))
+    await store.put_object(obj)
+    target = obj.manifest[1]
+    assert not await store.set_chunk_agents(target.chunk_id, ("a2", "a1"), ("a1", "a3"))  # not what it is now
+    assert await store.set_chunk_agents(target.chunk_id, ("a1", "a2"), ("a1", "a3"))
+    got = await store.get_object(bucket, "k")
+    assert got is not None and got.manifest[1].agents == ("a1", "a3") and got.manifest[0] == obj.manifest[0]
+    assert target.chunk_id in {o.chunk_id for o in await store.chunks_on_agent("a3")}
+    assert target.chunk_id not in (await all_index(store, ("a2",))).keys()
+    assert await store.count_chunks_on_agent("a3") >= 1
+    assert not await store.set_chunk_agents(os.urandom(16), (), ("a1",))  # not referenced
+    # under-replicated: chunks with fewer agents than asked
+    lone = version(bucket, "lone", manifest=chunks(1, agents=("a1",)))
+    await store.put_object(lone)
+    found = []
+    after = None
+    while True:
+        page = await store.under_replicated(2, after=after, limit=100)
+        found += [o.chunk_id for o in page]
+        if len(page) < 100:
+            break
+        after = page[-1].chunk_id
+    assert lone.manifest[0].chunk_id in found and target.chunk_id not in found
+    # a part's chunk too
+    up = upload(bucket, "mp")
+    await store.create_upload(up)
+    p = part(up.upload_id, 1)
+    await store.put_part(p)
+    ref = p.manifest[0]
+    assert await store.set_chunk_agents(ref.chunk_id, ref.agents, ("a9",))
+    (stored,), _ = await store.list_parts(up.upload_id)
+    assert stored.manifest[0].agents == ("a9",)
+
+
+async def test_replica_reports_and_gc_updates(store: MetaStore) -> None:
+    cid = os.urandom(16)
+    await store.report_replica(ReplicaReport(cid, "a1", "corrupt", 10.0))
+    await store.report_replica(ReplicaReport(cid, "a1", "missing", 11.0))  # one per replica: the latest
+    await store.report_replica(ReplicaReport(cid, "a2", "missing", 12.0))
+    mine = [r for r in await store.replica_reports(10_000) if r.chunk_id == cid]
+    assert mine == [ReplicaReport(cid, "a1", "missing", 11.0), ReplicaReport(cid, "a2", "missing", 12.0)]
+    await store.drop_replica_report(cid, "a1")
+    assert [r.agent_id for r in await store.replica_reports(10_000) if r.chunk_id == cid] == ["a2"]
+    entry = GcEntry(os.urandom(16), ("a1", "a2"), 5.0)
+    await store.enqueue_gc([entry])
+    await store.update_gc(attrs.evolve(entry, agents=("a2",), not_before=50.0))
+    assert [e for e in await store.due_gc(FAR, limit=100_000) if e.chunk_id == entry.chunk_id] == [
+        attrs.evolve(entry, agents=("a2",), not_before=50.0)]
+    await store.update_gc(attrs.evolve(entry, agents=()))
+    assert entry.chunk_id not in (await gc_ids(store)).keys()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(["put", "delete", "part", "complete", "abort"]),
+                                st.sampled_from(["k1", "k2", "k3"]), st.integers(0, 3)), max_size=25))
+async def test_chunk_index_is_exactly_what_manifests_reference(backend: Backend, steps) -> None:
+    async with _opened(backend) as store:
+        bucket = await new_bucket(store)
+        uploads: dict[str, str] = {}
+        for op, key, n in steps:
+            if op == "put":
+                await store.put_object(version(bucket, key, manifest=chunks(n)))
+            elif op == "delete":
+                await store.delete_object(bucket, key)
+            elif op == "part":
+                if key not in uploads:
+                    uploads[key] = fresh("up")
+                    await store.create_upload(upload(bucket, key, upload_id=uploads[key]))
+                await store.put_part(part(uploads[key], 1 + n % 2, n))
+            elif key in uploads:
+                upload_id = uploads.pop(key)
+                if op == "complete":
+                    stored, _ = await store.list_parts(upload_id)
+                    used = [p for p in stored if p.number == 1]
+                    await store.complete_upload(upload_id, version(
+                        bucket, key, manifest=tuple(r for p in used for r in p.manifest)), [p.number for p in used])
+                else:
+                    await store.abort_upload(upload_id)
+        expected: dict[bytes, tuple[str, str]] = {}
+        for obj in (await store.scan_objects(bucket, limit=10_000)).objects:
+            expected.update((r.chunk_id, (obj.key, "")) for r in obj.manifest)
+        for key, upload_id in uploads.items():
+            for p in (await store.list_parts(upload_id))[0]:
+                expected.update((r.chunk_id, (key, upload_id)) for r in p.manifest)
+        index = {cid: o for cid, o in (await all_index(store)).items() if o.bucket == bucket}
+        assert {cid: (o.key, o.upload_id) for cid, o in index.items()} == expected

@@ -21,6 +21,7 @@ from .test_conformance import (
     OWNER,
     _check_consistent,
     _hammer,
+    chunks,
     gc_ids,
     ids,
     intent_ids,
@@ -65,7 +66,8 @@ async def test_file_settings_and_schema(db: SqliteMetaStore, tmp_path: Path) -> 
     assert db._reader.execute("PRAGMA query_only").fetchone()[0] == 1
     tables = {name: strict for _, name, kind, _, _, strict in db._writer.execute("PRAGMA table_list")
               if kind == "table" and not name.startswith("sqlite_")}
-    assert set(tables) == {"users", "buckets", "objects", "uploads", "parts", "intents", "gc", "completed_uploads"}
+    assert set(tables) == {"users", "buckets", "objects", "uploads", "parts", "intents", "gc", "completed_uploads",
+                           "chunk_index", "chunk_replicas", "replica_reports"}
     assert all(tables.values()), tables
 
 
@@ -104,10 +106,10 @@ async def test_error_inside_a_write_rolls_it_all_back(db: SqliteMetaStore, monke
     await db.put_object(old)
     intent = await new_intent(db, bucket, "k")
 
-    def boom(c, chunks):  # after the object row is replaced and the old chunks are queued
+    def boom(c, chunks, owner):  # after the object row is replaced and the old chunks are queued
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(SqliteMetaStore, "_revive", staticmethod(boom))
+    monkeypatch.setattr(SqliteMetaStore, "_index", staticmethod(boom))
     with pytest.raises(RuntimeError):
         await db.put_object(version(bucket, "k"), intent_id=intent.intent_id)
     monkeypatch.undo()
@@ -342,6 +344,9 @@ async def test_a_schema_2_file_is_migrated_with_its_data(tmp_path: Path) -> None
                      "'us-east-1', '', '')", (name,))
     conn.execute("INSERT INTO intents (intent_id, created, agents, bucket, key) VALUES (?, 123.5, '[\"a\"]', "
                  "'old-a', 'k')", (b"i" * 12,))
+    old = version("old-b", "stored", manifest=chunks(2))
+    conn.execute(f"INSERT INTO objects ({sqlite_mod._OBJECT_COLS}) VALUES ({', '.join('?' * 15)})",
+                 sqlite_mod._object_params(old))
     conn.close()
     store = await SqliteMetaStore.open(path)
     try:
@@ -353,5 +358,8 @@ async def test_a_schema_2_file_is_migrated_with_its_data(tmp_path: Path) -> None
         assert await store.renew_intent(intent.intent_id, 200.0)
         assert await store.completed_upload("old-a", "nope") is None
         await store.put_object(version("old-a", "k"), bucket_id=a.id)
+        for ref in old.manifest:  # the chunk index is filled from the manifests already there
+            owner = await store.chunk_owner(ref.chunk_id)
+            assert owner is not None and (owner.bucket, owner.key, owner.agents) == ("old-b", "stored", ref.agents)
     finally:
         await store.aclose()

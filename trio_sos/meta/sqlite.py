@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self, TypeVar
 
+import attrs
 import trio
 
 from .keys import prefix_successor, walk
@@ -38,6 +39,7 @@ from .store import (
     Bucket,
     BucketAlreadyExists,
     BucketNotEmpty,
+    ChunkOwner,
     ChunkRef,
     CompletedUpload,
     GcEntry,
@@ -52,6 +54,7 @@ from .store import (
     ObjectVersion,
     Part,
     PreconditionFailed,
+    ReplicaReport,
     Upload,
     UploadListing,
     User,
@@ -183,7 +186,46 @@ _SCHEMA_4 = [
     "CREATE INDEX completed_by_bucket ON completed_uploads (bucket)",
 ]
 
-MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4]
+def _schema_5(conn: sqlite3.Connection) -> None:
+    """The chunk index (who references each chunk, on which agents) and replica reports; filled from the
+    manifests already stored."""
+    for statement in [
+        """CREATE TABLE chunk_index (
+            chunk_id BLOB PRIMARY KEY,
+            bucket TEXT NOT NULL,
+            key TEXT NOT NULL,
+            upload_id TEXT NOT NULL,
+            part INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            crc INTEGER NOT NULL,
+            agents TEXT NOT NULL,
+            replicas INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID""",
+        "CREATE INDEX chunk_index_by_replicas ON chunk_index (replicas, chunk_id)",
+        """CREATE TABLE chunk_replicas (
+            chunk_id BLOB NOT NULL,
+            agent_id TEXT NOT NULL,
+            PRIMARY KEY (chunk_id, agent_id)
+        ) STRICT, WITHOUT ROWID""",
+        "CREATE INDEX chunk_replicas_by_agent ON chunk_replicas (agent_id, chunk_id)",
+        """CREATE TABLE replica_reports (
+            chunk_id BLOB NOT NULL,
+            agent_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            reported REAL NOT NULL,
+            PRIMARY KEY (chunk_id, agent_id)
+        ) STRICT, WITHOUT ROWID""",
+    ]:
+        conn.execute(statement)
+    for bucket, key, manifest in conn.execute("SELECT bucket, key, manifest FROM objects").fetchall():
+        SqliteMetaStore._index(conn, _dec_manifest(manifest), (bucket, key, "", 0))
+    for upload_id, number, manifest, bucket, key in conn.execute(
+            "SELECT p.upload_id, p.number, p.manifest, u.bucket, u.key FROM parts p JOIN uploads u USING (upload_id)"
+    ).fetchall():
+        SqliteMetaStore._index(conn, _dec_manifest(manifest), (bucket, key, upload_id, number))
+
+
+MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5]
 
 
 def schema_version() -> int:
@@ -561,14 +603,38 @@ class SqliteMetaStore(MetaStore):
     @classmethod
     def _retire(cls, c: sqlite3.Connection, chunks: Sequence[ChunkRef], keep: Sequence[ChunkRef],
                 not_before: float) -> None:
-        """Queue ``chunks`` for GC, except those ``keep`` (the manifest being committed) still references."""
+        """Queue ``chunks`` for GC, except those ``keep`` (the manifest being committed) still references, and take
+        them out of the chunk index."""
         kept = {ref.chunk_id for ref in keep}
-        cls._enqueue(c, [GcEntry(r.chunk_id, r.agents, not_before) for r in chunks if r.chunk_id not in kept])
+        gone = [r for r in chunks if r.chunk_id not in kept]
+        cls._enqueue(c, [GcEntry(r.chunk_id, r.agents, not_before) for r in gone])
+        cls._unindex(c, [r.chunk_id for r in gone])
+
+    @classmethod
+    def _revive(cls, c: sqlite3.Connection, chunks: Sequence[ChunkRef], owner: tuple[str, str, str, int]) -> None:
+        """A committed manifest references its chunks: take them out of the GC queue if they were in it, and index
+        them under their owner (bucket, key, upload id, part number)."""
+        c.executemany("DELETE FROM gc WHERE chunk_id = ?", [(bytes(r.chunk_id),) for r in chunks])
+        cls._index(c, chunks, owner)
 
     @staticmethod
-    def _revive(c: sqlite3.Connection, chunks: Sequence[ChunkRef]) -> None:
-        """A committed manifest references its chunks again: take them out of the GC queue if they were in it."""
-        c.executemany("DELETE FROM gc WHERE chunk_id = ?", [(bytes(r.chunk_id),) for r in chunks])
+    def _index(c: sqlite3.Connection, chunks: Sequence[ChunkRef], owner: tuple[str, str, str, int]) -> None:
+        bucket, key, upload_id, part = owner
+        ids = [(bytes(r.chunk_id),) for r in chunks]
+        c.executemany("DELETE FROM chunk_replicas WHERE chunk_id = ?", ids)
+        c.executemany(
+            "INSERT OR REPLACE INTO chunk_index (chunk_id, bucket, key, upload_id, part, size, crc, agents, replicas) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(bytes(r.chunk_id), bucket, key, upload_id, part, r.size, r.crc32c, _json(list(r.agents)), len(r.agents))
+             for r in chunks])
+        c.executemany("INSERT OR IGNORE INTO chunk_replicas (chunk_id, agent_id) VALUES (?, ?)",
+                      [(bytes(r.chunk_id), a) for r in chunks for a in r.agents])
+
+    @staticmethod
+    def _unindex(c: sqlite3.Connection, chunk_ids: Sequence[bytes]) -> None:
+        ids = [(bytes(cid),) for cid in chunk_ids]
+        c.executemany("DELETE FROM chunk_index WHERE chunk_id = ?", ids)
+        c.executemany("DELETE FROM chunk_replicas WHERE chunk_id = ?", ids)
 
     @staticmethod
     def _take_intent(c: sqlite3.Connection, intent_id: bytes | None) -> None:
@@ -586,7 +652,7 @@ class SqliteMetaStore(MetaStore):
                   _object_params(obj))
         if old is not None:
             cls._retire(c, old.manifest, obj.manifest, time.time() + gc_delay)
-        cls._revive(c, obj.manifest)
+        cls._revive(c, obj.manifest, (obj.bucket, obj.key, "", 0))
         return old
 
     async def put_object(
@@ -796,7 +862,8 @@ class SqliteMetaStore(MetaStore):
 
     async def put_part(self, part: Part, *, gc_delay: float = 0.0, intent_id: bytes | None = None) -> Part | None:
         def run(c: sqlite3.Connection) -> Part | None:
-            if not c.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (part.upload_id,)).fetchone():
+            upload = c.execute("SELECT bucket, key FROM uploads WHERE upload_id = ?", (part.upload_id,)).fetchone()
+            if upload is None:
                 raise NoSuchUpload(part.upload_id)
             self._take_intent(c, intent_id)
             row = c.execute(f"SELECT {_PART_COLS} FROM parts WHERE upload_id = ? AND number = ?",
@@ -809,7 +876,7 @@ class SqliteMetaStore(MetaStore):
             )
             if old is not None:
                 self._retire(c, old.manifest, part.manifest, time.time() + gc_delay)
-            self._revive(c, part.manifest)
+            self._revive(c, part.manifest, (upload[0], upload[1], part.upload_id, part.number))
             return old
 
         return await self._write(run)
@@ -951,3 +1018,116 @@ class SqliteMetaStore(MetaStore):
         ids = [(bytes(cid),) for cid in chunk_ids]
         if ids:
             await self._write(lambda c: c.executemany("DELETE FROM gc WHERE chunk_id = ?", ids))
+
+    async def update_gc(self, entry: GcEntry) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            if entry.agents:
+                c.execute("UPDATE gc SET agents = ?, not_before = ? WHERE chunk_id = ?",
+                          (_json(list(entry.agents)), entry.not_before, bytes(entry.chunk_id)))
+            else:
+                c.execute("DELETE FROM gc WHERE chunk_id = ?", (bytes(entry.chunk_id),))
+
+        await self._write(run)
+
+    # -- the chunk index --
+
+    @staticmethod
+    def _owner_row(row: tuple) -> ChunkOwner:
+        chunk_id, bucket, key, upload_id, part, size, crc, agents = row
+        return ChunkOwner(bytes(chunk_id), bucket, key, size, crc, tuple(json.loads(agents)), upload_id, part)
+
+    _OWNER_COLS = "i.chunk_id, i.bucket, i.key, i.upload_id, i.part, i.size, i.crc, i.agents"
+
+    async def chunk_owner(self, chunk_id: bytes) -> ChunkOwner | None:
+        def run(c: sqlite3.Connection) -> ChunkOwner | None:
+            row = c.execute(f"SELECT {self._OWNER_COLS} FROM chunk_index i WHERE i.chunk_id = ?",
+                            (bytes(chunk_id),)).fetchone()
+            return self._owner_row(row) if row else None
+
+        return await self._read(run)
+
+    async def chunks_on_agent(self, agent_id: str, *, after: bytes | None = None, limit: int = 1000
+                              ) -> list[ChunkOwner]:
+        def run(c: sqlite3.Connection) -> list[ChunkOwner]:
+            rows = c.execute(
+                f"SELECT {self._OWNER_COLS} FROM chunk_replicas r JOIN chunk_index i ON i.chunk_id = r.chunk_id "
+                "WHERE r.agent_id = ? AND r.chunk_id > ? ORDER BY r.chunk_id LIMIT ?",
+                (agent_id, bytes(after or b""), limit)).fetchall()
+            return [self._owner_row(r) for r in rows]
+
+        return await self._read(run)
+
+    async def count_chunks_on_agent(self, agent_id: str) -> int:
+        return await self._read(lambda c: c.execute("SELECT count(*) FROM chunk_replicas WHERE agent_id = ?",
+                                                    (agent_id,)).fetchone()[0])
+
+    async def under_replicated(self, replicas: int, *, after: bytes | None = None, limit: int = 1000
+                               ) -> list[ChunkOwner]:
+        def run(c: sqlite3.Connection) -> list[ChunkOwner]:
+            rows = c.execute(
+                f"SELECT {self._OWNER_COLS} FROM chunk_index i WHERE i.replicas < ? AND i.chunk_id > ? "
+                "ORDER BY i.chunk_id LIMIT ?", (replicas, bytes(after or b""), limit)).fetchall()
+            return [self._owner_row(r) for r in rows]
+
+        return await self._read(run)
+
+    async def referenced(self, chunk_ids: Sequence[bytes]) -> set[bytes]:
+        ids = [bytes(cid) for cid in chunk_ids]
+
+        def run(c: sqlite3.Connection) -> set[bytes]:
+            found: set[bytes] = set()
+            for i in range(0, len(ids), 500):
+                batch = ids[i:i + 500]
+                found.update(bytes(r[0]) for r in c.execute(
+                    f"SELECT chunk_id FROM chunk_index WHERE chunk_id IN ({', '.join('?' * len(batch))})", batch))
+            return found
+
+        return await self._read(run)
+
+    async def set_chunk_agents(self, chunk_id: bytes, expected: Sequence[str], agents: Sequence[str]) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            row = c.execute("SELECT bucket, key, upload_id, part, agents FROM chunk_index WHERE chunk_id = ?",
+                            (bytes(chunk_id),)).fetchone()
+            if row is None or tuple(json.loads(row[4])) != tuple(expected):
+                return False
+            bucket, key, upload_id, part = row[:4]
+            if upload_id:
+                found = c.execute("SELECT manifest FROM parts WHERE upload_id = ? AND number = ?",
+                                  (upload_id, part)).fetchone()
+            else:
+                found = c.execute("SELECT manifest FROM objects WHERE bucket = ? AND key = ?", (bucket, key)).fetchone()
+            if found is None:
+                return False
+            manifest = list(_dec_manifest(found[0]))
+            hits = [i for i, ref in enumerate(manifest) if ref.chunk_id == chunk_id]
+            if not hits:
+                return False
+            for i in hits:
+                manifest[i] = attrs.evolve(manifest[i], agents=tuple(agents))
+            if upload_id:
+                c.execute("UPDATE parts SET manifest = ? WHERE upload_id = ? AND number = ?",
+                          (_enc_manifest(manifest), upload_id, part))
+            else:
+                c.execute("UPDATE objects SET manifest = ? WHERE bucket = ? AND key = ?",
+                          (_enc_manifest(manifest), bucket, key))
+            self._index(c, [manifest[hits[0]]], (bucket, key, upload_id, part))
+            return True
+
+        return await self._write(run)
+
+    # -- replica reports --
+
+    async def report_replica(self, report: ReplicaReport) -> None:
+        await self._write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO replica_reports (chunk_id, agent_id, reason, reported) VALUES (?, ?, ?, ?)",
+            (bytes(report.chunk_id), report.agent_id, report.reason, report.reported)))
+
+    async def replica_reports(self, limit: int = 100) -> list[ReplicaReport]:
+        return await self._read(lambda c: [
+            ReplicaReport(bytes(cid), agent, reason, reported) for cid, agent, reason, reported in c.execute(
+                "SELECT chunk_id, agent_id, reason, reported FROM replica_reports ORDER BY reported LIMIT ?",
+                (limit,))])
+
+    async def drop_replica_report(self, chunk_id: bytes, agent_id: str) -> None:
+        await self._write(lambda c: c.execute("DELETE FROM replica_reports WHERE chunk_id = ? AND agent_id = ?",
+                                              (bytes(chunk_id), agent_id)))

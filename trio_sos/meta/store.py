@@ -216,6 +216,31 @@ class Intent:
 
 
 @attrs.frozen
+class ChunkOwner:
+    """The one committed record that references a chunk — an object, or a part of an upload in progress — and the
+    agents its manifest says hold it: the chunk index, which repair, drain and scrub work from."""
+
+    chunk_id: bytes
+    bucket: str
+    key: str
+    size: int
+    crc32c: int
+    agents: tuple[str, ...]
+    upload_id: str = ""  # "" for an object; else the part ``part`` of this upload
+    part: int = 0
+
+
+@attrs.frozen
+class ReplicaReport:
+    """A replica found bad by a reader or the scrubber ("missing" or "corrupt"), for repair."""
+
+    chunk_id: bytes
+    agent_id: str
+    reason: str
+    reported: float
+
+
+@attrs.frozen
 class GcEntry:
     """A chunk no committed record references any more; delete it from ``agents`` once ``not_before`` is past."""
 
@@ -415,4 +440,50 @@ class MetaStore(abc.ABC):
     async def due_gc(self, now: float, limit: int = 100) -> list[GcEntry]: ...
 
     @abc.abstractmethod
+    async def update_gc(self, entry: GcEntry) -> None:
+        """Replace an entry's agents and ``not_before`` (the agents still to delete from, and when to try again);
+        with no agents left, the entry is done."""
+
+    @abc.abstractmethod
     async def done_gc(self, chunk_ids: Sequence[bytes]) -> None: ...
+
+    # -- the chunk index: who references each chunk, and where its replicas are --
+    # Every method that commits or drops a manifest keeps it in the same step: a chunk is in the index exactly
+    # while a committed object or a stored part references it.
+
+    @abc.abstractmethod
+    async def chunk_owner(self, chunk_id: bytes) -> ChunkOwner | None: ...
+
+    @abc.abstractmethod
+    async def chunks_on_agent(self, agent_id: str, *, after: bytes | None = None, limit: int = 1000
+                              ) -> list[ChunkOwner]:
+        """The indexed chunks with a replica on ``agent_id``, by chunk id, after ``after``."""
+
+    @abc.abstractmethod
+    async def count_chunks_on_agent(self, agent_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def under_replicated(self, replicas: int, *, after: bytes | None = None, limit: int = 1000
+                               ) -> list[ChunkOwner]:
+        """Indexed chunks with fewer than ``replicas`` agents, by chunk id, after ``after``."""
+
+    @abc.abstractmethod
+    async def referenced(self, chunk_ids: Sequence[bytes]) -> set[bytes]:
+        """Which of ``chunk_ids`` a committed object or stored part references."""
+
+    @abc.abstractmethod
+    async def set_chunk_agents(self, chunk_id: bytes, expected: Sequence[str], agents: Sequence[str]) -> bool:
+        """Repair's commit: the chunk's replicas are now ``agents`` — in the manifest that references it and in the
+        index, in one step — if they still are ``expected``. False (nothing changed) if the chunk is no longer
+        referenced or its agents changed meanwhile."""
+
+    # -- replica reports --
+
+    @abc.abstractmethod
+    async def report_replica(self, report: ReplicaReport) -> None: ...
+
+    @abc.abstractmethod
+    async def replica_reports(self, limit: int = 100) -> list[ReplicaReport]: ...
+
+    @abc.abstractmethod
+    async def drop_replica_report(self, chunk_id: bytes, agent_id: str) -> None: ...
