@@ -109,6 +109,13 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "write_quorum": (_int, 0),  # 0: a majority of the replicas
     "read_hedge_ms": (_float, 50.0),
     "replica_lag_timeout": (_float, 5.0),
+    # background work (one node of a cluster runs each: a ZooKeeper lock)
+    "repair_interval": (_float, 10.0),
+    "repair_rate": (_size, 64 << 20),  # bytes copied per second, at most
+    "dead_grace": (_float, 300.0),  # an agent gone this long has its chunks re-replicated
+    "scrub_rate": (_size, 16 << 20),  # bytes verified per second, at most; 0 turns scrubbing off
+    "scrub_interval": (_float, 86400.0),
+    "orphan_grace": (_float, 3600.0),
 }
 
 
@@ -139,6 +146,12 @@ class Config:
     write_quorum: int = 0
     read_hedge_ms: float = 50.0
     replica_lag_timeout: float = 5.0
+    repair_interval: float = 10.0
+    repair_rate: int = 64 << 20
+    dead_grace: float = 300.0
+    scrub_rate: int = 16 << 20
+    scrub_interval: float = 86400.0
+    orphan_grace: float = 3600.0
     users: tuple[UserConfig, ...] = ()
 
     @property

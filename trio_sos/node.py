@@ -13,6 +13,7 @@ import secrets
 import socket
 import ssl
 import string
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,14 @@ from .agent.supervisor import AgentOptions, AgentSupervisor
 from .config import Config, ConfigError
 from .data.gc import GarbageCollector
 from .cluster.fleet import Fleet
+from .cluster.repair import Repairer
+from .cluster.scrub import Scrubber
 from .cluster.placement import AgentInfo
 from .data.objects import DataStore, WriteTuning
 from .data.replicas import ReadTuning
 from .http.server import HttpServer, Limits, graceful_stop
 from .meta.sqlite import SqliteMetaStore
-from .meta.store import MetaStore, User, UserExists
+from .meta.store import MetaStore, ReplicaReport, User, UserExists
 from .s3.app import S3App
 from .s3.context import Services
 
@@ -110,6 +113,8 @@ class Node:
     endpoint: str = ""
     server: HttpServer | None = None
     gc: GarbageCollector | None = None
+    repairer: Repairer | None = None
+    scrubber: Scrubber | None = None
     supervisor: AgentSupervisor | None = None
     zk: Any = None  # cluster mode: the ZooKeeper session, membership, this node's id and its leaderships
     membership: Any = None
@@ -138,14 +143,27 @@ class Node:
                 else:
                     fleet, where = await self._start_local_agent(nursery, config)
                     leads = None
+                def report_bad(chunk_id: bytes, agent_id: str, reason: str) -> None:
+                    # a reader found a replica missing or corrupt: repair replaces it (reported off the read path)
+                    nursery.start_soon(meta.report_replica, ReplicaReport(chunk_id, agent_id, reason, time.time()))
+                    if self.repairer is not None:
+                        self.repairer.wake.set()
+
                 data = DataStore(meta, fleet, chunk_size=config.chunk_size, intent_refresh=config.intent_grace / 4,
-                                 zone=config.zone, read_tuning=read_tuning, write_tuning=write_tuning)
+                                 zone=config.zone, read_tuning=read_tuning, write_tuning=write_tuning,
+                                 report_bad=report_bad)
                 self.gc = GarbageCollector(meta, fleet, interval=config.gc_interval,
-                                           intent_grace=config.intent_grace)
-                if leads is None:
-                    nursery.start_soon(self.gc.run)
-                else:
-                    nursery.start_soon(leads("gc", self.gc.run))
+                                           intent_grace=config.intent_grace, dead_grace=config.dead_grace)
+                self.repairer = Repairer(meta, fleet, replicas=config.effective_replicas,
+                                         interval=config.repair_interval, dead_grace=config.dead_grace,
+                                         rate=config.repair_rate, gc_delay=config.gc_delay, zk=self.zk)
+                self.scrubber = Scrubber(meta, fleet, rate=config.scrub_rate, interval=config.scrub_interval,
+                                         orphan_grace=config.orphan_grace)
+                workers = [("gc", self.gc.run), ("repair", self.repairer.run)]
+                if config.scrub_rate:
+                    workers.append(("scrub", self.scrubber.run))
+                for name, worker in workers:
+                    nursery.start_soon(worker if leads is None else leads(name, worker))
                 app = S3App(Services(meta, data, config))
                 limits = Limits(idle_timeout=config.http_idle_timeout, head_timeout=config.http_head_timeout,
                                 body_timeout=config.http_body_timeout)

@@ -1306,3 +1306,11 @@ async def test_chunk_index_is_exactly_what_manifests_reference(backend: Backend,
                 expected.update((r.chunk_id, (key, upload_id)) for r in p.manifest)
         index = {cid: o for cid, o in (await all_index(store)).items() if o.bucket == bucket}
         assert {cid: (o.key, o.upload_id) for cid, o in index.items()} == expected
+
+
+async def test_indexed_agents_and_open_intents(store: MetaStore) -> None:
+    bucket = await new_bucket(store)
+    await store.put_object(version(bucket, "k", manifest=chunks(2, agents=("ax", "ay"))))
+    assert {"ax", "ay"} <= await store.indexed_agents()
+    intent = await new_intent(store)
+    assert await store.open_intents([intent.intent_id, os.urandom(12)]) == {intent.intent_id}

@@ -23,7 +23,7 @@ import time
 import trio
 
 from ..agent import AgentConnectionError, AgentError, Status
-from ..meta.store import Intent, MetaStore
+from ..meta.store import GcEntry, Intent, MetaStore
 from ..cluster.fleet import Fleet
 
 log = logging.getLogger("trio_sos.gc")
@@ -34,7 +34,8 @@ COMPLETED_RETENTION = 24 * 3600.0
 
 class GarbageCollector:
     def __init__(self, meta: MetaStore, agents: Fleet, *, interval: float = 10.0,
-                 intent_grace: float = 3600.0, batch: int = 100) -> None:
+                 intent_grace: float = 3600.0, batch: int = 100, retry: float = 30.0,
+                 dead_grace: float = 3600.0) -> None:
         self.meta = meta
         self.agents = agents
         self.interval = interval
@@ -46,6 +47,9 @@ class GarbageCollector:
         # intent id -> (heartbeat seen, monotonic time it was first seen with that heartbeat); candidates only
         self._watched: dict[bytes, tuple[int, float]] = {}
         self._unreachable: set[str] = set()
+        self.retry = retry  # seconds before an entry whose agent was unreachable is tried again
+        self.dead_grace = dead_grace
+        self._absent: dict[str, float] = {}  # agent -> when it was first found gone from the membership
 
     async def run(self) -> None:
         while True:
@@ -63,46 +67,60 @@ class GarbageCollector:
         # patience (agent_wait) while the agent is down.
         self._unreachable = set()
         deleted = 0
+        now = time.time()
         while True:
-            due = await self.meta.due_gc(time.time(), self.batch)
+            due = await self.meta.due_gc(now, self.batch)
             if not due:
                 break
-            done = []
+            done: list[bytes] = []
             for entry in due:
-                if await self._delete_everywhere(entry.chunk_id, entry.agents):
+                left = await self._delete_everywhere(entry.chunk_id, entry.agents)
+                if not left:
                     done.append(entry.chunk_id)
                     deleted += 1
+                else:  # the agents still to delete from, tried again later; the queue moves on meanwhile
+                    await self.meta.update_gc(GcEntry(entry.chunk_id, left, time.time() + self.retry))
             await self.meta.done_gc(done)
-            if len(done) < len(due):
-                break  # some agent is unreachable: retry on the next pass
         deleted += await self._abandoned_intents()
         await self.meta.prune_completed(time.time() - COMPLETED_RETENTION)
         self.deleted += deleted
         self.passes += 1
         return deleted
 
-    async def _delete_everywhere(self, chunk_id: bytes, agents: tuple[str, ...]) -> bool:
-        ok = True
+    async def _delete_everywhere(self, chunk_id: bytes, agents: tuple[str, ...]) -> tuple[str, ...]:
+        """Delete the chunk from ``agents``; returns those it could not be deleted from yet.
+
+        Never from an agent the chunk index places it on (a repair may have placed it there again since it was
+        queued): nothing referenced is deleted. An agent that is gone from the membership for good — longer than
+        ``dead_grace`` — is given up on; if it ever comes back, the scrubber finds its leftovers as orphans.
+        """
+        owner = await self.meta.chunk_owner(chunk_id)
+        placed = set(owner.agents) if owner is not None else set()
+        left = []
         for agent in agents:
+            if agent in placed:
+                continue
             pool = self.agents.pool(agent)
             if pool is None:
-                log.warning("chunk %s is on unknown agent %s; keeping it queued", chunk_id.hex(), agent)
-                ok = False
+                since = self._absent.setdefault(agent, trio.current_time())
+                if trio.current_time() - since < self.dead_grace:
+                    left.append(agent)
                 continue
+            self._absent.pop(agent, None)
             if agent in self._unreachable:
-                ok = False
+                left.append(agent)
                 continue
             try:
                 await pool.delete(chunk_id)
             except AgentError as exc:
                 if exc.status != Status.NOT_FOUND:
                     log.warning("delete of chunk %s on %s failed: %s", chunk_id.hex(), agent, exc)
-                    ok = False
+                    left.append(agent)
             except AgentConnectionError as exc:
                 log.warning("agent %s unreachable for GC: %s", agent, exc)
                 self._unreachable.add(agent)
-                ok = False
-        return ok
+                left.append(agent)
+        return tuple(left)
 
     async def _abandoned_intents(self) -> int:
         """Watch the candidate intents' heartbeats; claim and collect those that stood still for the grace."""
@@ -146,7 +164,7 @@ class GarbageCollector:
                 while True:
                     mine = [cid for cid, _ in page.entries if cid[:12] == intent.intent_id]
                     for cid in mine:
-                        if not await self._delete_everywhere(cid, (agent,)):
+                        if await self._delete_everywhere(cid, (agent,)):
                             return deleted  # keep the (claimed) intent: the next pass retries
                         deleted += 1
                     if len(mine) < len(page.entries) or not page.more or not page.entries:

@@ -1131,3 +1131,28 @@ class SqliteMetaStore(MetaStore):
     async def drop_replica_report(self, chunk_id: bytes, agent_id: str) -> None:
         await self._write(lambda c: c.execute("DELETE FROM replica_reports WHERE chunk_id = ? AND agent_id = ?",
                                               (bytes(chunk_id), agent_id)))
+
+    async def indexed_agents(self) -> set[str]:
+        def run(c: sqlite3.Connection) -> set[str]:
+            # a skip scan of the (agent_id, chunk_id) index: one seek per agent, not a row per replica
+            found: set[str] = set()
+            row = c.execute("SELECT min(agent_id) FROM chunk_replicas").fetchone()
+            while row is not None and row[0] is not None:
+                found.add(row[0])
+                row = c.execute("SELECT min(agent_id) FROM chunk_replicas WHERE agent_id > ?", (row[0],)).fetchone()
+            return found
+
+        return await self._read(run)
+
+    async def open_intents(self, intent_ids: Sequence[bytes]) -> set[bytes]:
+        ids = [bytes(i) for i in intent_ids]
+
+        def run(c: sqlite3.Connection) -> set[bytes]:
+            found: set[bytes] = set()
+            for i in range(0, len(ids), 500):
+                batch = ids[i:i + 500]
+                found.update(bytes(r[0]) for r in c.execute(
+                    f"SELECT intent_id FROM intents WHERE intent_id IN ({', '.join('?' * len(batch))})", batch))
+            return found
+
+        return await self._read(run)

@@ -487,3 +487,11 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def drop_replica_report(self, chunk_id: bytes, agent_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def indexed_agents(self) -> set[str]:
+        """Every agent some indexed chunk has a replica on (repair notices agents that are gone from these)."""
+
+    @abc.abstractmethod
+    async def open_intents(self, intent_ids: Sequence[bytes]) -> set[bytes]:
+        """Which of these upload intents exist (uploads in progress, or crashed and not yet collected)."""
