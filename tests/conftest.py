@@ -37,6 +37,9 @@ def node_factory(tmp_path: Path) -> Iterator:
     started: list[NodeProcess] = []
 
     def make(name: str = "node", **settings) -> NodeProcess:
+        """``metadata="shared"``: one SQLite file for every node of the test that asks for it."""
+        if settings.get("metadata") == "shared":
+            settings["metadata"] = str(tmp_path / "shared-meta.sqlite3")
         defaults = {"gc_delay": 0, "gc_interval": 0.2}
         node = NodeProcess(tmp_path / name, {**defaults, **settings}).start()
         started.append(node)

@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
     cluster_sub.add_parser("agents", help="the registered agents: id, address, zone, capacity, used, state")
     cluster_sub.add_parser("nodes", help="the registered S3 nodes")
+    cluster_sub.add_parser("leaders", help="which node runs each background worker (gc, repair, scrub)")
     for verb, text in (("drain", "stop placing new chunks on an agent; repair moves its chunks elsewhere"),
                        ("undrain", "take an agent back into placement")):
         p = cluster_sub.add_parser(verb, help=text)
@@ -200,6 +201,11 @@ async def _cluster(args: argparse.Namespace) -> int:
             elif args.cluster_command == "nodes":
                 for name, data in sorted((await zk.children_with_data(zk.path("nodes"))).items()):
                     print(f"{name}  {data.decode(errors='replace')}")
+            elif args.cluster_command == "leaders":
+                for worker in sorted(await zk.call(zk.client.get_children, zk.path("leaders"))):
+                    contenders = await zk.call(lambda w=worker: zk.client.Lock(zk.path("leaders", w)).contenders())
+                    print(f"{worker:8} {contenders[0] if contenders else '(none)'}"
+                          f"{'  (standing by: ' + ', '.join(contenders[1:]) + ')' if len(contenders) > 1 else ''}")
             elif args.cluster_command in ("drain", "undrain"):
                 agent_id = args.agent_id.lower()
                 if len(agent_id) != 32 or any(c not in "0123456789abcdef" for c in agent_id):

@@ -87,6 +87,8 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "data_dir": (lambda v, n: Path(_str(v, n) if not isinstance(v, Path) else str(v)), Path("trio_sos-data")),
     "region": (_str, "us-east-1"),
     "base_domain": (_opt_str, None),
+    # the SQLite metadata file (default DATA_DIR/meta.sqlite3); the nodes of one machine may share one
+    "metadata": (_opt_str, None),
     "chunk_size": (_size, 8 << 20),
     "gc_delay": (_float, 300.0),
     "gc_interval": (_float, 10.0),
@@ -125,6 +127,7 @@ class Config:
     data_dir: Path = Path("trio_sos-data")
     region: str = "us-east-1"
     base_domain: str | None = None
+    metadata: str | None = None
     chunk_size: int = 8 << 20
     gc_delay: float = 300.0
     gc_interval: float = 10.0

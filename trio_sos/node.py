@@ -50,12 +50,14 @@ def new_secret_key() -> str:
 
 
 def meta_path(config: Config) -> Path:
-    return config.data_dir / "meta.sqlite3"
+    return Path(config.metadata) if config.metadata else config.data_dir / "meta.sqlite3"
 
 
 async def open_meta(config: Config) -> MetaStore:
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return await SqliteMetaStore.open(meta_path(config))
+    path = meta_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return await SqliteMetaStore.open(path)
 
 
 async def ensure_admin(meta: MetaStore, config: Config, say: Callable[[str], None]) -> None:

@@ -39,8 +39,9 @@ def three(cluster_factory):
 
 
 def cluster_node(node_factory, zookeeper, cluster_name, name: str = "node", **settings):
-    node = node_factory(name, zk=zookeeper.hosts, cluster=cluster_name, zk_session_timeout=2, **settings)
-    return node
+    """A node of the cluster; the nodes of one test share one metadata file, as the nodes of one machine do."""
+    return node_factory(name, zk=zookeeper.hosts, cluster=cluster_name, zk_session_timeout=2, metadata="shared",
+                        **settings)
 
 
 def test_agents_register_and_nodes_find_them(three, node_factory, zookeeper, cluster_name) -> None:
