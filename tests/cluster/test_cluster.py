@@ -128,3 +128,98 @@ def test_kill9_one_agent_during_concurrent_puts_and_gets(three, node_factory, zo
     assert len(stored) + len(put_failures) == 500
     for key, body in stored.items():
         assert s3.get_object(Bucket="storm", Key=key)["Body"].read() == body, key
+
+
+def test_zookeeper_restart_while_serving(zk_factory, tmp_path, node_factory, cluster_name) -> None:
+    """ZooKeeper killed and restarted while clients work: no request fails (nodes keep their last map), agents stay
+    registered across it, and an agent killed meanwhile leaves every map once its session expires."""
+    from tests.procs import SupervisedAgent
+
+    zk = zk_factory()
+    agents = [SupervisedAgent(tmp_path / f"a{i}", zk.hosts, cluster_name, zone=f"z{i}").start() for i in range(3)]
+    try:
+        ids = [a.agent_id() for a in agents]
+        node = node_factory("node", zk=zk.hosts, cluster=cluster_name, zk_session_timeout=2)
+        node.allow_log(r"replica on agent .* (failed|dropped)|connect to agent .* failed|agent .* unreachable|"
+                       r"reading the agents from ZooKeeper failed|Connection dropped|Session has expired|"
+                       r"cannot connect|Connection refused|competing for leadership")
+        s3 = node.client()
+        s3.create_bucket(Bucket="zk-restart")
+        stop = threading.Event()
+        failures: list[str] = []
+        count = [0]
+
+        def loop() -> None:
+            c = node.client()
+            i = 0
+            while not stop.is_set():
+                body = os.urandom(20_000 + i)
+                try:
+                    c.put_object(Bucket="zk-restart", Key=f"k{i}", Body=body)
+                    assert c.get_object(Bucket="zk-restart", Key=f"k{i}")["Body"].read() == body
+                except ClientError as exc:
+                    failures.append(str(exc))
+                i += 1
+                count[0] += 1
+
+        worker = threading.Thread(target=loop, daemon=True)
+        worker.start()
+        try:
+            wait_for(lambda: count[0] >= 10, what="traffic")
+            zk.kill9()
+            mark = count[0]
+            wait_for(lambda: count[0] >= mark + 10, what="traffic while ZooKeeper is down")
+            agents[2].kill9()  # lost while ZooKeeper cannot notice
+            zk.start()  # same port, same data: sessions resume
+            mark = count[0]
+            wait_for(lambda: count[0] >= mark + 20, timeout=60, what="traffic after the restart")
+        finally:
+            stop.set()
+            worker.join(60)
+        assert not failures, failures[:3]
+        from kazoo.client import KazooClient
+
+        def registered() -> set[str]:
+            client = KazooClient(hosts=zk.hosts)
+            client.start(timeout=10)
+            try:
+                return set(client.get_children(f"/trio_sos/{cluster_name}/agents"))
+            finally:
+                client.stop()
+                client.close()
+
+        wait_for(lambda: registered() == set(ids[:2]), timeout=60, what="the killed agent's session to expire")
+        wait_for(lambda: f"left ['{ids[2]}']" in node.log_path.read_text(), what="the node to drop it from its map")
+    finally:
+        for a in agents:
+            a.stop()
+
+
+HEDGE_MS = 50
+
+
+def test_hedged_read_around_a_stopped_agent(cluster_factory, node_factory, zookeeper, cluster_name) -> None:
+    """The replica a node prefers (its zone's) stops answering (SIGSTOP) and its supervisor is slow to notice:
+    reads ask another replica after the hedge delay instead of waiting out the 30 s agent timeout."""
+    import signal
+
+    agents = [cluster_factory(f"h{i}", zone=f"z{i}", extra=("--health-interval", "60")) for i in range(3)]
+    for a in agents:
+        a.agent_id()
+    node = cluster_node(node_factory, zookeeper, cluster_name, zone="z0", read_hedge_ms=HEDGE_MS)
+    node.allow_log(r"replica on agent .* (failed|dropped)|no answer from agent")
+    s3 = node.client()
+    s3.create_bucket(Bucket="hedge")
+    bodies = {f"k{i}": os.urandom(300_000) for i in range(10)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket="hedge", Key=key, Body=body)
+        assert s3.get_object(Bucket="hedge", Key=key)["Body"].read() == body  # connections to all three open
+    stopped = agents[0].agent_process()  # in the node's zone: every read asks it first
+    stopped.send_signal(signal.SIGSTOP)
+    try:
+        impatient = node.client(read_timeout=3)  # far below the agent timeout a read without hedging would wait
+        for _ in range(2):
+            for key, body in bodies.items():
+                assert impatient.get_object(Bucket="hedge", Key=key)["Body"].read() == body
+    finally:
+        stopped.send_signal(signal.SIGCONT)
