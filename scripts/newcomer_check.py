@@ -88,7 +88,8 @@ def round_trip(endpoint: str, access_key: str, secret_key: str, output: str) -> 
     from botocore.config import Config
 
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=access_key,
-                      aws_secret_access_key=secret_key, config=Config(retries={"max_attempts": 1}))
+                      aws_secret_access_key=secret_key,
+                      config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
     body = os.urandom(3 * 1024 * 1024 + 17)
     try:
         s3.create_bucket(Bucket="newcomer")

@@ -317,14 +317,17 @@ class NodeProcess:
         return self.start()
 
     def client(self, user: int = 0, *, endpoint: str | None = None, verify=None, **config):
+        """boto3 on this node, path-style, and with no retries (``total_max_attempts`` 1: botocore reads
+        ``max_attempts`` as retries, so max_attempts 1 still retried once and hid failed requests from tests)."""
         import boto3
         from botocore.config import Config
 
         u = self.users[user]
+        config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
         return boto3.client(
             "s3", endpoint_url=endpoint or self.endpoint, region_name="us-east-1", verify=verify,
             aws_access_key_id=u["access_key"], aws_secret_access_key=u["secret_key"],
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
+            config=Config(s3={"addressing_style": "path"}, **config),
         )
 
 
@@ -441,6 +444,9 @@ class SupervisedAgent:
     proc: subprocess.Popen | None = None
     allowed_log: list = attrs.field(factory=list)
 
+    def allow_log(self, pattern: str) -> None:
+        self.allowed_log.append(re.compile(pattern))
+
     @property
     def data_dir(self) -> Path:
         return self.base / "data"
@@ -473,11 +479,15 @@ class SupervisedAgent:
                 raise TimeoutError(f"agent not registered in {timeout}s:\n{text[-3000:]}")
             time.sleep(0.05)
 
-    def agent_process(self):
+    def agent_processes(self) -> list:
+        """The supervisor's live agent processes: none between a restart's exit and its start."""
         import psutil
 
         assert self.proc is not None
-        kids = [c for c in psutil.Process(self.proc.pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+        return [c for c in psutil.Process(self.proc.pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+
+    def agent_process(self):
+        kids = self.agent_processes()
         assert len(kids) == 1, kids
         return kids[0]
 

@@ -213,8 +213,9 @@ class Node:
         self.membership = membership
         node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.node_id = node_id
-        await zk.register_ephemeral(zk.path("nodes", node_id), {"endpoint": endpoint, "version": __version__,
-                                                                "zone": config.zone})
+        record = {"endpoint": endpoint, "version": __version__, "zone": config.zone}
+        await zk.register_ephemeral(zk.path("nodes", node_id), record)
+        nursery.start_soon(zk.keep_ephemeral, zk.path("nodes", node_id), record)
         self.leaderships: dict[str, Leadership] = {}
 
         def leads(name: str, worker):

@@ -4,6 +4,7 @@ there. Chunks on R agents, reads that survive the loss of one."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -223,3 +224,93 @@ def test_hedged_read_around_a_stopped_agent(cluster_factory, node_factory, zooke
                 assert impatient.get_object(Bucket="hedge", Key=key)["Body"].read() == body
     finally:
         stopped.send_signal(signal.SIGCONT)
+
+
+def registered_agents(hosts: str, cluster_name: str) -> set[str]:
+    from kazoo.client import KazooClient
+
+    client = KazooClient(hosts=hosts)
+    client.start(timeout=10)
+    try:
+        path = f"/trio_sos/{cluster_name}/agents"
+        return set(client.get_children(path)) if client.exists(path) else set()
+    finally:
+        client.stop()
+        client.close()
+
+
+def test_registration_is_held_only_while_healthy(cluster_factory, zookeeper, cluster_name) -> None:
+    """A hung agent (SIGSTOP) fails its health checks: its supervisor withdraws the registration, replaces the
+    agent, and registers the new one."""
+    import signal
+
+    agent = cluster_factory("solo")
+    agent.allow_log(r"health check failed|unhealthy|restarting in")
+    agent_id = agent.agent_id()
+    assert registered_agents(zookeeper.hosts, cluster_name) == {agent_id}
+    hung = agent.agent_process()
+    hung.send_signal(signal.SIGSTOP)
+    wait_for(lambda: "registration" in agent.log_path.read_text() and "withdrawn" in agent.log_path.read_text(),
+             what="the registration withdrawn")
+    wait_for(lambda: [p.pid for p in agent.agent_processes()] not in ([], [hung.pid]), what="the hung agent replaced")
+    wait_for(lambda: registered_agents(zookeeper.hosts, cluster_name) == {agent_id}, what="registered again")
+
+
+def test_fewer_than_w_acknowledgements_is_a_503_and_stores_nothing(three, node_factory, zookeeper,
+                                                                  cluster_name) -> None:
+    node = cluster_node(node_factory, zookeeper, cluster_name)
+    node.allow_log(r"replica on agent .* (failed|dropped)|connect to agent .* failed|agent .* unreachable")
+    s3 = node.client()
+    s3.create_bucket(Bucket="quorum")
+    s3.put_object(Bucket="quorum", Key="k", Body=b"before")
+    for agent in three[:2]:
+        agent.agent_process().send_signal(__import__("signal").SIGSTOP)  # two of three stop answering
+    try:
+        slow = node.client(read_timeout=120)
+        with pytest.raises(ClientError) as info:
+            slow.put_object(Bucket="quorum", Key="k", Body=os.urandom(100_000))
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    finally:
+        for agent in three[:2]:
+            agent.agent_process().send_signal(__import__("signal").SIGCONT)
+    assert s3.get_object(Bucket="quorum", Key="k")["Body"].read() == b"before"
+
+
+def test_agents_and_nodes_register_again_on_a_new_zookeeper(zk_factory, tmp_path, node_factory,
+                                                            cluster_name) -> None:
+    """ZooKeeper comes back empty (its data lost): every session is gone; supervisors and nodes open new ones and
+    register again, and the nodes serve the same agents."""
+    import shutil
+
+    from tests.procs import SupervisedAgent
+
+    zk = zk_factory()
+    agents = [SupervisedAgent(tmp_path / f"r{i}", zk.hosts, cluster_name, zone=f"z{i}").start() for i in range(3)]
+    try:
+        ids = {a.agent_id() for a in agents}
+        node = node_factory("node", zk=zk.hosts, cluster=cluster_name, zk_session_timeout=2)
+        node.allow_log(r"replica on agent|connect to agent|reading the agents from ZooKeeper failed|Connection|"
+                       r"Session has expired|cannot connect|competing for leadership|registration")
+        for a in agents:
+            a.allowed_log.append(re.compile(r"registration|Connection|Session has expired"))
+        s3 = node.client()
+        s3.create_bucket(Bucket="again")
+        s3.put_object(Bucket="again", Key="k", Body=b"kept on the agents")
+        zk.kill9()
+        shutil.rmtree(zk.base / "data")
+        zk.start()
+        wait_for(lambda: registered_agents(zk.hosts, cluster_name) == ids, timeout=60, what="agents registered again")
+        wait_for(lambda: node.endpoint in cluster_cli_hosts(zk.hosts, cluster_name, "nodes"), timeout=60,
+                 what="the node registered again")
+        assert s3.get_object(Bucket="again", Key="k")["Body"].read() == b"kept on the agents"
+        s3.put_object(Bucket="again", Key="k2", Body=b"written after")
+        assert s3.get_object(Bucket="again", Key="k2")["Body"].read() == b"written after"
+    finally:
+        for a in agents:
+            a.stop()
+
+
+def cluster_cli_hosts(hosts: str, cluster_name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "trio_sos", "cluster", "--zk", hosts, "--cluster", cluster_name,
+                           *args], capture_output=True, text=True, timeout=60)
+    return done.stdout

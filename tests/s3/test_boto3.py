@@ -235,13 +235,13 @@ def test_bad_credentials(node) -> None:
     s3.create_bucket(Bucket="auth")
     wrong_secret = boto3.client("s3", endpoint_url=node.endpoint, region_name="us-east-1",
                                 aws_access_key_id=node.users[0]["access_key"], aws_secret_access_key="wrong-secret",
-                                config=Config(retries={"max_attempts": 1}))
+                                config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
     with pytest.raises(ClientError) as info:
         wrong_secret.put_object(Bucket="auth", Key="k", Body=b"nope")
     assert error_code(info) == "SignatureDoesNotMatch" and status(info) == 403
     unknown = boto3.client("s3", endpoint_url=node.endpoint, region_name="us-east-1",
                            aws_access_key_id="AKIDUNKNOWN000000000", aws_secret_access_key="whatever-secret",
-                           config=Config(retries={"max_attempts": 1}))
+                           config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
     with pytest.raises(ClientError) as info:
         unknown.list_buckets()
     assert error_code(info) == "InvalidAccessKeyId"
@@ -250,7 +250,7 @@ def test_bad_credentials(node) -> None:
     from botocore import UNSIGNED
 
     anonymous = boto3.client("s3", endpoint_url=node.endpoint, region_name="us-east-1",
-                             config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}))
+                             config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1, "mode": "standard"}))
     with pytest.raises(ClientError) as info:
         anonymous.list_objects_v2(Bucket="auth")
     assert error_code(info) == "AccessDenied"

@@ -26,7 +26,7 @@ def v2_client(node):
     return boto3.client("s3", endpoint_url=node.endpoint, region_name="us-east-1",
                         aws_access_key_id=u["access_key"], aws_secret_access_key=u["secret_key"],
                         config=Config(signature_version="s3", s3={"addressing_style": "path"},
-                                      retries={"max_attempts": 1}))
+                                      retries={"total_max_attempts": 1, "mode": "standard"}))
 
 
 def anonymous(node):
@@ -34,7 +34,7 @@ def anonymous(node):
 
     return boto3.client("s3", endpoint_url=node.endpoint, region_name="us-east-1",
                         config=Config(signature_version=UNSIGNED, s3={"addressing_style": "path"},
-                                      retries={"max_attempts": 1}))
+                                      retries={"total_max_attempts": 1, "mode": "standard"}))
 
 
 @pytest.fixture

@@ -170,7 +170,7 @@ def test_sigv2_requests_and_urls(node) -> None:
 
     wrong = boto3.client("s3", endpoint_url=node.endpoint, region_name="us-east-1",
                          aws_access_key_id=node.users[0]["access_key"], aws_secret_access_key="not-the-secret",
-                         config=Config(signature_version="s3", retries={"max_attempts": 1}))
+                         config=Config(signature_version="s3", retries={"total_max_attempts": 1, "mode": "standard"}))
     with pytest.raises(ClientError) as info:
         wrong.get_object(Bucket="version2", Key="a b+c")
     assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"

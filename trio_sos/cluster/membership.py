@@ -63,7 +63,13 @@ class ZkMembership:
         self.zk.watch_children(self.zk.path("draining"), self._poked)
         await self._read()
         task_status.started()
+        watched_in = self.zk.session_id
         while True:
+            if self.zk.state == CONNECTED and self.zk.session_id != watched_in:
+                # a new session: watches of a ZooKeeper that came back empty are gone with its nodes
+                watched_in = self.zk.session_id
+                self.zk.watch_children(self.zk.path("agents"), self._poked)
+                self.zk.watch_children(self.zk.path("draining"), self._poked)
             with trio.move_on_after(self.refresh):
                 await self._poke.wait()
             self._poke = trio.Event()
@@ -75,8 +81,16 @@ class ZkMembership:
                 log.warning("reading the agents from ZooKeeper failed: %r", exc)
 
     async def _read(self) -> None:
-        records = await self.zk.children_with_data(self.zk.path("agents"))
-        draining = set(await self.zk.call(self.zk.client.get_children, self.zk.path("draining")))
+        from kazoo.exceptions import NoNodeError
+
+        try:
+            records = await self.zk.children_with_data(self.zk.path("agents"))
+        except NoNodeError:
+            records = {}
+        try:
+            draining = set(await self.zk.call(self.zk.client.get_children, self.zk.path("draining")))
+        except NoNodeError:
+            draining = set()
         snapshot: Snapshot = {}
         for name, data in records.items():
             info = parse_record(name, data, name in draining)

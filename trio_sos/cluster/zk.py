@@ -66,14 +66,25 @@ class ZkSession:
         except Exception as exc:  # kazoo's timeout_exception, or a bad host string
             raise ConnectionError(f"cannot connect to ZooKeeper {self.hosts}: {exc}") from None
         self._set_state(CONNECTED)
-        for path in ("agents", "draining", "nodes", "leaders"):
-            await self.call(self.client.ensure_path, f"{self.root}/{path}")
+        await self._ensure_paths()
         task_status.started(self)
         try:
-            await trio.sleep_forever()
+            seen = self.session_id
+            while True:  # a new session (ZooKeeper came back empty?): the cluster's paths are made again
+                await self.changed.wait()
+                if self.state == CONNECTED and self.session_id != seen:
+                    seen = self.session_id
+                    try:
+                        await self._ensure_paths()
+                    except Exception as exc:  # the session dropped again: the next one retries
+                        log.warning("ZooKeeper: could not make the cluster's paths: %r", exc)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._close)
+
+    async def _ensure_paths(self) -> None:
+        for path in ("agents", "draining", "nodes", "leaders"):
+            await self.call(self.client.ensure_path, f"{self.root}/{path}")
 
     def _close(self) -> None:
         try:
@@ -157,6 +168,21 @@ class ZkSession:
                     self.client.create(path, body, ephemeral=True, makepath=True)
 
         await trio.to_thread.run_sync(run)
+
+    async def keep_ephemeral(self, path: str, data: dict) -> None:
+        """Hold an ephemeral registration for as long as this task runs: written again in every new session (the
+        old one vanished with the old session)."""
+        registered_in: int | None = None
+        while True:
+            if self.state == CONNECTED and self.session_id != registered_in:
+                try:
+                    await self.register_ephemeral(path, data)
+                    registered_in = self.session_id
+                except Exception as exc:
+                    log.warning("ZooKeeper: registering %s failed: %r; retrying", path, exc)
+                    await trio.sleep(0.5)
+                    continue
+            await self.changed.wait()
 
     async def unregister(self, path: str) -> None:
         def run() -> None:

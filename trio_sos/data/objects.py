@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,6 +30,8 @@ from ..cluster.fleet import Fleet, StorageUnavailable
 from ..meta.store import ChunkRef, GcEntry, Intent, MetaStore
 from .checksums import Hasher, b64, new_hasher
 from .replicas import ReadTuning, ReplicatedChunk, ReportBad, read_chunk
+
+log = logging.getLogger("trio_sos.data.objects")
 
 THREAD_HASH_MIN = 256 * 1024  # below this a thread hop costs more than the hash
 
@@ -175,7 +178,12 @@ class DataStore:
                     with renewing:
                         while True:
                             await trio.sleep(self.intent_refresh)
-                            if not await self.meta.renew_intent(intent_id, time.time()):
+                            try:
+                                kept = await self.meta.renew_intent(intent_id, time.time())
+                            except Exception as exc:  # metadata away for a moment: the grace spans 4 renewals
+                                log.warning("renewing upload intent %s failed: %r", intent_id.hex(), exc)
+                                continue
+                            if not kept:
                                 lost = True
                                 nursery.cancel_scope.cancel()
                                 return
