@@ -274,6 +274,8 @@ def test_fewer_than_w_acknowledgements_is_a_503_and_stores_nothing(three, node_f
         for agent in three[:2]:
             agent.agent_process().send_signal(__import__("signal").SIGCONT)
     assert s3.get_object(Bucket="quorum", Key="k")["Body"].read() == b"before"
+    # the partial replicas go to the GC: every agent is left with the one chunk of "before"
+    wait_for(lambda: [len(a.chunk_files()) for a in three] == [1, 1, 1], what="the partial replicas collected")
 
 
 def test_agents_and_nodes_register_again_on_a_new_zookeeper(zk_factory, tmp_path, node_factory,
