@@ -40,10 +40,10 @@ class Progress:
     chunks_done: int = 0
     bytes_done: int = 0
     chunks_failed: int = 0
-    chunks_left: int = 0  # estimated at the start of the current pass
-    bytes_left: int = 0
+    chunks_left: int = 0  # estimated at the start of the current pass, counted down as chunks are repaired
     passes: int = 0
     started: float = attrs.field(factory=time.monotonic)
+    logged: float = attrs.field(factory=time.monotonic)
 
     @property
     def rate(self) -> float:
@@ -196,7 +196,19 @@ class Repairer:
             await self.meta.enqueue_gc([GcEntry(owner.chunk_id, dropped, time.time() + self.gc_delay)])
         self.progress.chunks_done += 1
         self.progress.bytes_done += owner.size * len(copies)
+        self.progress.chunks_left = max(0, self.progress.chunks_left - 1)
+        self._log_progress()
         return len(final) >= target
+
+    def _log_progress(self, every: float = 10.0) -> None:
+        """During a long pass, a progress line every ``every`` seconds."""
+        now = time.monotonic()
+        if now - self.progress.logged < every:
+            return
+        self.progress.logged = now
+        p = self.progress
+        log.info("repair: %d chunks (%.1f MiB) repaired, about %d left, %.1f MiB/s, %d failed", p.chunks_done,
+                 p.bytes_done / (1 << 20), p.chunks_left, p.rate / (1 << 20), p.chunks_failed)
 
     async def _copy(self, owner: ChunkOwner, sources: list[str], target: str) -> bool:
         pool = self.fleet.pool(target)
