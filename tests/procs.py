@@ -291,10 +291,11 @@ class NodeProcess:
         self.check_log()
 
     def agent_pid(self) -> int:
-        """The pid of the node's local agent (its one child process)."""
+        """The pid of the node's local agent (its one child running the agent program; the others are workers)."""
         import psutil
 
-        kids = [c for c in psutil.Process(self.pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+        kids = [c for c in psutil.Process(self.pid).children()
+                if c.status() != psutil.STATUS_ZOMBIE and c.name().startswith("trio-sos-agent")]
         assert len(kids) == 1, kids
         return kids[0].pid
 

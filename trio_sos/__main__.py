@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--zk", help="ZooKeeper HOSTS: serve a cluster's agents instead of running a local one")
     serve.add_argument("--cluster", help="cluster name, its path in ZooKeeper (default: default)")
     serve.add_argument("--zone", help="this node's zone: its reads prefer replicas there")
+    serve.add_argument("--workers", type=int, help="node processes sharing the listening socket (default: one per "
+                                                   "core; 1: a single process)")
+    for hidden in ("--worker-fds", "--worker-agent", "--worker-index"):  # set by the supervisor for its workers
+        serve.add_argument(hidden, help=argparse.SUPPRESS)
 
     user = sub.add_parser("user", help="manage users and their keys")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -91,10 +95,16 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="where data and metadata live (default ./trio_sos-data)")
 
 
-async def _serve(config) -> None:
+async def _serve(config, args: argparse.Namespace, argv: list[str]) -> None:
     from .node import Node
 
-    node = Node(config)
+    if args.worker_fds:
+        node = Node(config, role="worker", worker_fds=args.worker_fds, worker_agent=args.worker_agent,
+                    worker_index=int(args.worker_index or 0))
+    elif config.effective_workers > 1:
+        node = Node(config, role="supervisor", argv=tuple(argv))
+    else:
+        node = Node(config)
     async with trio.open_nursery() as nursery:
         async def on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -242,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "zone")}
             config = load_config(args.config, overrides=overrides)
             if args.command == "serve":
-                trio.run(_serve, config)
+                trio.run(_serve, config, args, list(sys.argv[1:] if argv is None else argv))
             else:
                 return trio.run(_user, args, config)
     except BaseException as exc:

@@ -90,6 +90,8 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     # the SQLite metadata file (default DATA_DIR/meta.sqlite3); the nodes of one machine may share one
     "metadata": (_opt_str, None),
     "chunk_size": (_size, 8 << 20),
+    # bodies up to this size live in the metadata record (durable with it), not on the agents; 0: never
+    "inline_max": (_size, 16 << 10),
     "gc_delay": (_float, 300.0),
     "gc_interval": (_float, 10.0),
     "intent_grace": (_float, 3600.0),
@@ -102,6 +104,7 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "http_head_timeout": (_float, 30.0),
     "http_body_timeout": (_float, 60.0),
     "agent_wait": (_float, 5.0),
+    "workers": (_int, 0),  # node processes sharing the listening socket; 0: one per core
     # cluster mode (zk set): no local agent; the agents registered in ZooKeeper under /trio_sos/<cluster>
     "zk": (_opt_str, None),
     "cluster": (_str, "default"),
@@ -129,6 +132,7 @@ class Config:
     base_domain: str | None = None
     metadata: str | None = None
     chunk_size: int = 8 << 20
+    inline_max: int = 16 << 10
     gc_delay: float = 300.0
     gc_interval: float = 10.0
     intent_grace: float = 3600.0
@@ -141,6 +145,7 @@ class Config:
     http_head_timeout: float = 30.0
     http_body_timeout: float = 60.0
     agent_wait: float = 5.0
+    workers: int = 0
     zk: str | None = None
     cluster: str = "default"
     zone: str = ""
@@ -156,6 +161,12 @@ class Config:
     scrub_interval: float = 86400.0
     orphan_grace: float = 3600.0
     users: tuple[UserConfig, ...] = ()
+
+    @property
+    def effective_workers(self) -> int:
+        if self.workers:
+            return self.workers
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     @property
     def effective_replicas(self) -> int:
@@ -231,4 +242,6 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
         raise ConfigError("setting write_quorum: more than replicas")
     if values["chunk_size"] < 64 * 1024 or values["chunk_size"] > values["agent_max_chunk"]:
         raise ConfigError("setting chunk_size: must be between 64K and agent_max_chunk")
+    if values["inline_max"] > 1 << 20:
+        raise ConfigError("setting inline_max: must be at most 1M (bodies above it go to the agents)")
     return Config(**values, users=users)

@@ -109,15 +109,62 @@ async def open_listeners(config: Config) -> tuple[list[trio.abc.Listener], list[
     return listeners, endpoints
 
 
+
+def listener_fds(listeners: list[trio.abc.Listener]) -> str:
+    """The listening sockets, for workers to inherit: ``FD:h`` (plain HTTP) or ``FD:s`` (TLS), comma-separated."""
+    out = []
+    for listener in listeners:
+        if isinstance(listener, trio.SSLListener):
+            inner = listener.transport_listener
+            assert isinstance(inner, trio.SocketListener)
+            out.append(f"{inner.socket.fileno()}:s")
+        else:
+            assert isinstance(listener, trio.SocketListener)
+            out.append(f"{listener.socket.fileno()}:h")
+    return ",".join(out)
+
+
+def inherited_listeners(config: Config, spec: str) -> tuple[list[trio.abc.Listener], list[str]]:
+    """A worker's listeners: the sockets its supervisor opened (see :func:`listener_fds`)."""
+    tls = None
+    listeners: list[trio.abc.Listener] = []
+    endpoints: dict[str, str] = {}
+    for item in spec.split(","):
+        fd, kind = item.split(":")
+        sock = trio.socket.from_stdlib_socket(socket.socket(fileno=int(fd)))  # family and type read off the fd
+        plain = trio.SocketListener(sock)
+        if kind == "s":
+            if tls is None:
+                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                assert config.tls_cert is not None
+                tls.load_cert_chain(config.tls_cert, config.tls_key)
+            listeners.append(trio.SSLListener(plain, tls, https_compatible=True))
+            endpoints.setdefault("https", f"https://{_bound(plain)}")
+        else:
+            listeners.append(plain)
+            endpoints.setdefault("http", f"http://{_bound(plain)}")
+    return listeners, [endpoints[k] for k in ("http", "https") if k in endpoints]
+
+
 @attrs.define
 class Node:
+    """One node. ``role``: ``single`` (one process does everything), ``supervisor`` (``serve --workers N``: owns
+    the listening sockets, the local agent and the background work, and keeps N ``worker`` processes, which
+    serve S3 on the inherited sockets; see :mod:`trio_sos.workers`)."""
+
     config: Config
+    role: str = "single"
+    argv: tuple[str, ...] = ()  # supervisor: the serve command line, given to the workers again
+    worker_fds: str = ""  # worker: the inherited listening sockets (listener_fds)
+    worker_agent: str | None = None  # worker, embedded mode: the supervisor's local agent
+    worker_index: int = 0
     endpoint: str = ""
     server: HttpServer | None = None
     gc: GarbageCollector | None = None
     repairer: Repairer | None = None
     scrubber: Scrubber | None = None
     supervisor: AgentSupervisor | None = None
+    workers: Any = None  # supervisor: the WorkerPool
     zk: Any = None  # cluster mode: the ZooKeeper session, membership, this node's id and its leaderships
     membership: Any = None
     node_id: str = ""
@@ -126,7 +173,9 @@ class Node:
 
     def stop(self) -> None:
         """Begin a graceful shutdown."""
-        if self.server is not None and self._scope is not None:
+        if self.workers is not None:
+            self.workers.stop()  # the supervisor's tasks end once every worker has stopped
+        elif self.server is not None and self._scope is not None:
             trio.lowlevel.spawn_system_task(graceful_stop, self.server, self._scope, self.config.shutdown_grace)
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
@@ -134,51 +183,106 @@ class Node:
         config = self.config
         meta = await open_meta(config)
         try:
-            await ensure_admin(meta, config, say)
-            listeners, endpoints = await open_listeners(config)
+            if self.role == "worker":
+                listeners, endpoints = inherited_listeners(config, self.worker_fds)
+            else:
+                await ensure_admin(meta, config, say)
+                listeners, endpoints = await open_listeners(config)
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 write_tuning = WriteTuning(lag_timeout=config.replica_lag_timeout)
                 read_tuning = ReadTuning(hedge_delay=config.read_hedge_ms / 1000)
-                if config.zk:
+                if self.role == "worker":
+                    fleet, where = await self._worker_fleet(nursery, config)
+                    leads = None
+                elif config.zk:
                     fleet, where, leads = await self._join_cluster(nursery, config, endpoints[0])
                 else:
                     fleet, where = await self._start_local_agent(nursery, config)
                     leads = None
+
                 def report_bad(chunk_id: bytes, agent_id: str, reason: str) -> None:
                     # a reader found a replica missing or corrupt: repair replaces it (reported off the read path)
                     nursery.start_soon(meta.report_replica, ReplicaReport(chunk_id, agent_id, reason, time.time()))
                     if self.repairer is not None:
                         self.repairer.wake.set()
 
-                data = DataStore(meta, fleet, chunk_size=config.chunk_size, intent_refresh=config.intent_grace / 4,
-                                 zone=config.zone, read_tuning=read_tuning, write_tuning=write_tuning,
-                                 report_bad=report_bad)
-                self.gc = GarbageCollector(meta, fleet, interval=config.gc_interval,
-                                           intent_grace=config.intent_grace, dead_grace=config.dead_grace)
-                self.repairer = Repairer(meta, fleet, replicas=config.effective_replicas,
-                                         interval=config.repair_interval, dead_grace=config.dead_grace,
-                                         rate=config.repair_rate, gc_delay=config.gc_delay, zk=self.zk)
-                self.scrubber = Scrubber(meta, fleet, rate=config.scrub_rate, interval=config.scrub_interval,
-                                         orphan_grace=config.orphan_grace)
-                workers = [("gc", self.gc.run), ("repair", self.repairer.run)]
-                if config.scrub_rate:
-                    workers.append(("scrub", self.scrubber.run))
-                for name, worker in workers:
-                    nursery.start_soon(worker if leads is None else leads(name, worker))
-                app = S3App(Services(meta, data, config))
-                limits = Limits(idle_timeout=config.http_idle_timeout, head_timeout=config.http_head_timeout,
-                                body_timeout=config.http_body_timeout)
-                self.server = HttpServer(app.handle, limits=limits, render_error=app.render_http_error)
-                await nursery.start(self.server.serve, listeners)
+                if self.role != "worker":
+                    self._start_background(nursery, meta, fleet, leads)
+                if self.role == "supervisor":
+                    from .workers import WorkerPool
+
+                    self.workers = WorkerPool(config.effective_workers, self.argv, listener_fds(listeners),
+                                              agent=self.supervisor.address if self.supervisor else None,
+                                              endpoints_per_worker=len(endpoints))
+
+                    async def keep_workers(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                        await self.workers.run(task_status=task_status)
+                        nursery.cancel_scope.cancel()  # every worker stopped: so does the rest
+
+                    await nursery.start(keep_workers)  # the listeners stay open: restarted workers inherit them
+                    where += f", {config.effective_workers} workers"
+                else:
+                    data = DataStore(meta, fleet, chunk_size=config.chunk_size, inline_max=config.inline_max,
+                                     intent_refresh=config.intent_grace / 4, zone=config.zone,
+                                     read_tuning=read_tuning, write_tuning=write_tuning, report_bad=report_bad)
+                    app = S3App(Services(meta, data, config))
+                    limits = Limits(idle_timeout=config.http_idle_timeout, head_timeout=config.http_head_timeout,
+                                    body_timeout=config.http_body_timeout)
+                    self.server = HttpServer(app.handle, limits=limits, render_error=app.render_http_error)
+                    await nursery.start(self.server.serve, listeners)
+                    if self.role == "worker":
+                        from .workers import exit_with_parent
+
+                        nursery.start_soon(exit_with_parent, self.stop)
                 self.endpoint = endpoints[0]
                 for endpoint in endpoints:
-                    log.info("S3 endpoint %s, data dir %s, %s", endpoint, config.data_dir, where)
+                    if self.role != "worker":
+                        log.info("S3 endpoint %s, data dir %s, %s", endpoint, config.data_dir, where)
                     say(f"S3 endpoint: {endpoint}")
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
+                for listener in locals().get("listeners", ()):
+                    await listener.aclose()
                 await meta.aclose()
+
+    def _start_background(self, nursery: trio.Nursery, meta: MetaStore, fleet: Fleet, leads) -> None:
+        config = self.config
+        self.gc = GarbageCollector(meta, fleet, interval=config.gc_interval,
+                                   intent_grace=config.intent_grace, dead_grace=config.dead_grace)
+        self.repairer = Repairer(meta, fleet, replicas=config.effective_replicas,
+                                 interval=config.repair_interval, dead_grace=config.dead_grace,
+                                 rate=config.repair_rate, gc_delay=config.gc_delay, zk=self.zk)
+        self.scrubber = Scrubber(meta, fleet, rate=config.scrub_rate, interval=config.scrub_interval,
+                                 orphan_grace=config.orphan_grace)
+        workers = [("gc", self.gc.run), ("repair", self.repairer.run)]
+        if config.scrub_rate:
+            workers.append(("scrub", self.scrubber.run))
+        for name, worker in workers:
+            nursery.start_soon(worker if leads is None else leads(name, worker))
+
+    async def _worker_fleet(self, nursery: trio.Nursery, config: Config) -> tuple[Fleet, str]:
+        """A worker process: its supervisor's local agent, or the cluster's agents as ZooKeeper lists them (the
+        supervisor registers the node and runs the background work)."""
+        if config.zk:
+            from .cluster.membership import ZkMembership
+            from .cluster.zk import ZkSession
+
+            zk: ZkSession = await nursery.start(ZkSession(config.zk, config.cluster,
+                                                          session_timeout=config.zk_session_timeout).run)
+            fleet = Fleet(nursery, replicas=config.effective_replicas, write_quorum=config.write_quorum or None,
+                          pool_options=dict(size=8, patience=0.5, min_backoff=0.05, max_backoff=1.0))
+            await nursery.start(ZkMembership(zk, fleet.apply).run)
+            return fleet, f"worker {self.worker_index}, cluster {config.cluster!r}"
+        assert self.worker_agent is not None
+        pool = AgentPool(nursery, self.worker_agent, size=8, patience=config.agent_wait, min_backoff=0.02,
+                         max_backoff=0.25)
+        fleet = Fleet(nursery, replicas=config.effective_replicas, write_quorum=config.write_quorum or None)
+        info = await pool.info()
+        fleet.add_static(AgentInfo((await pool.hello()).agent_id.hex(), self.worker_agent,
+                                   capacity=info.capacity), pool)
+        return fleet, f"worker {self.worker_index}, agent {self.worker_agent}"
 
     async def _start_local_agent(self, nursery: trio.Nursery, config: Config) -> tuple[Fleet, str]:
         """Embedded mode: one agent of the node's own, supervised, and a fleet of that one agent."""

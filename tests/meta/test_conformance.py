@@ -1314,3 +1314,24 @@ async def test_indexed_agents_and_open_intents(store: MetaStore) -> None:
     assert {"ax", "ay"} <= await store.indexed_agents()
     intent = await new_intent(store)
     assert await store.open_intents([intent.intent_id, os.urandom(12)]) == {intent.intent_id}
+
+
+async def test_inline_bodies(store: MetaStore) -> None:
+    """A body kept in the record comes back byte for byte, with no chunk to collect when it is replaced or
+    deleted; a chunked version replacing it, and the other way round, queues only real chunks."""
+    bucket = await new_bucket(store)
+    body = bytes(range(256)) * 3 + b"\x00"
+    small = version(bucket, "k", manifest=(), inline=body, size=len(body))
+    assert await store.put_object(small) is None
+    assert (await store.get_object(bucket, "k")).inline == body
+    big = version(bucket, "k")
+    replaced = await store.put_object(big)
+    assert replaced is not None and replaced.inline == body
+    assert (await store.get_object(bucket, "k")).inline is None
+    again = await store.put_object(version(bucket, "k", manifest=(), inline=b"x", size=1))
+    assert again == big and ids(big.manifest) <= (await gc_ids(store)).keys()
+    listed = (await store.scan_objects(bucket)).objects
+    assert [o.key for o in listed] == ["k"]
+    deleted = await store.delete_object(bucket, "k")
+    assert deleted is not None and deleted.inline == b"x"
+    assert await store.get_object(bucket, "k") is None

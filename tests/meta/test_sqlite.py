@@ -3,6 +3,7 @@ processes and rollback. Its behaviour as a MetaStore is in test_conformance.py."
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import sys
@@ -345,8 +346,9 @@ async def test_a_schema_2_file_is_migrated_with_its_data(tmp_path: Path) -> None
     conn.execute("INSERT INTO intents (intent_id, created, agents, bucket, key) VALUES (?, 123.5, '[\"a\"]', "
                  "'old-a', 'k')", (b"i" * 12,))
     old = version("old-b", "stored", manifest=chunks(2))
-    conn.execute(f"INSERT INTO objects ({sqlite_mod._OBJECT_COLS}) VALUES ({', '.join('?' * 15)})",
-                 sqlite_mod._object_params(old))
+    columns = sqlite_mod._OBJECT_COLS.removesuffix(", inline")  # as schema 2 had them
+    conn.execute(f"INSERT INTO objects ({columns}) VALUES ({', '.join('?' * 15)})",
+                 sqlite_mod._object_params(old)[:15])
     conn.close()
     store = await SqliteMetaStore.open(path)
     try:
@@ -363,3 +365,84 @@ async def test_a_schema_2_file_is_migrated_with_its_data(tmp_path: Path) -> None
             assert owner is not None and (owner.bucket, owner.key, owner.agents) == ("old-b", "stored", ref.agents)
     finally:
         await store.aclose()
+
+
+async def test_concurrent_writes_share_commits_and_fail_alone(db: SqliteMetaStore, monkeypatch) -> None:
+    """Writes issued together are committed together (fewer transactions than writes), and each keeps its own
+    outcome: a failed condition or an error half-way through one write undoes that write only."""
+    from trio_sos.meta.store import PreconditionFailed
+
+    bucket = await new_bucket(db)
+    await db.put_object(version(bucket, "taken"))
+    real_index = SqliteMetaStore._index
+
+    def index(c, chunks, owner):  # fails after the "broken" key's object row was written and old chunks queued
+        row = c.execute("SELECT key FROM objects WHERE key = 'broken'").fetchone()
+        if row is not None:
+            raise RuntimeError("disk on fire")
+        return real_index(c, chunks, owner)
+
+    monkeypatch.setattr(SqliteMetaStore, "_index", staticmethod(index))
+    outcomes: dict[str, object] = {}
+    before = db.commits
+
+    async def put(key: str, **kw) -> None:
+        try:
+            await db.put_object(version(bucket, key), **kw)
+            outcomes[key] = "ok"
+        except (PreconditionFailed, RuntimeError) as exc:
+            outcomes[key] = type(exc).__name__
+
+    async with trio.open_nursery() as nursery:
+        for i in range(60):
+            nursery.start_soon(put, f"k{i:02d}")
+        nursery.start_soon(functools.partial(put, "taken", if_none_match=("*",)))
+        nursery.start_soon(put, "broken")
+    monkeypatch.undo()
+    assert outcomes.pop("taken") == "PreconditionFailed"
+    assert outcomes.pop("broken") == "RuntimeError"
+    assert set(outcomes.values()) == {"ok"} and len(outcomes) == 60
+    assert db.commits - before < 62 / 4, "concurrent writes were not grouped"
+    listing = await db.scan_objects(bucket, limit=1000)
+    assert [o.key for o in listing.objects] == sorted([f"k{i:02d}" for i in range(60)] + ["taken"])
+    assert await db.get_object(bucket, "broken") is None
+    assert not db._writer.in_transaction
+
+
+async def test_a_cancelled_write_in_the_queue_changes_nothing(tmp_path: Path) -> None:
+    """Writes queued behind a running group commit and cancelled there are withdrawn: nothing of theirs is
+    written; the running one commits in full."""
+    import trio.testing
+
+    path = tmp_path / "meta.sqlite3"
+    db = await SqliteMetaStore.open(path, busy_timeout=30)
+    try:
+        bucket = await new_bucket(db)
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # the first batch waits for this lock, in its thread
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(db.put_object, version(bucket, "first"))
+            while db._write_limiter.borrowed_tokens == 0:
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.lowlevel.checkpoint()
+            queued = trio.CancelScope()
+
+            async def queue_more() -> None:
+                with queued:
+                    async with trio.open_nursery() as inner:
+                        for i in range(20):
+                            inner.start_soon(db.put_object, version(bucket, f"k{i}"))
+
+            nursery.start_soon(queue_more)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(db._pending) == 20
+            queued.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert not db._pending
+            other.execute("COMMIT")
+        other.close()
+        assert [o.key for o in (await db.scan_objects(bucket)).objects] == ["first"]
+        await db.put_object(version(bucket, "after"))
+        assert await db.get_object(bucket, "after") is not None
+    finally:
+        await db.aclose()

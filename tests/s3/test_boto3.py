@@ -214,7 +214,7 @@ def test_overwrite_and_delete_reclaim_chunks(s3, node) -> None:
     first = chunk_files()
     assert len(first) == 1
     s3.put_object(Bucket="gcbkt", Key="k", Body=os.urandom(100_000))
-    s3.put_object(Bucket="gcbkt", Key="k2", Body=b"keep me")
+    s3.put_object(Bucket="gcbkt", Key="k2", Body=b"keep me" * 10_000)  # above inline_max: a chunk
     deadline = time.monotonic() + 20
     while first[0].exists():  # gc_delay is 0 in tests; the GC runs every 0.2 s
         assert time.monotonic() < deadline, "the overwritten version's chunk was not collected"
@@ -224,7 +224,7 @@ def test_overwrite_and_delete_reclaim_chunks(s3, node) -> None:
     while len(chunk_files()) != 1:
         assert time.monotonic() < deadline, "the deleted object's chunk was not collected"
         time.sleep(0.05)
-    assert s3.get_object(Bucket="gcbkt", Key="k2")["Body"].read() == b"keep me"
+    assert s3.get_object(Bucket="gcbkt", Key="k2")["Body"].read() == b"keep me" * 10_000
 
 
 def test_bad_credentials(node) -> None:

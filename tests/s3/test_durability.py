@@ -13,6 +13,12 @@ from .rawhttp import connect, head_bytes, sign
 MiB = 1 << 20
 
 
+@pytest.fixture
+def node(node_factory):
+    """Every body goes to the agent (inline_max 0): these tests follow an upload's chunks there."""
+    return node_factory(inline_max=0)
+
+
 def chunk_files(node) -> list:
     root = node.data_dir / "agent" / "chunks"
     return sorted(p for d in root.iterdir() for p in d.iterdir()) if root.exists() else []
@@ -35,7 +41,7 @@ def start_overwrite(node, size: int, sent: int):
 
 
 def test_kill9_during_overwrite_keeps_old_version_and_collects_new_chunks(node_factory) -> None:
-    node = node_factory(intent_grace=1)
+    node = node_factory(intent_grace=1, inline_max=0)
     s3 = node.client()
     s3.create_bucket(Bucket="durable")
     old = os.urandom(MiB + 7)
@@ -92,7 +98,7 @@ def test_node_restarts_its_agent(node) -> None:
     s3 = node.client()
     s3.create_bucket(Bucket="durable")
     s3.put_object(Bucket="durable", Key="k", Body=b"survives its agent")
-    (agent,) = psutil.Process(node.pid).children()
+    agent = psutil.Process(node.agent_pid())
     agent.kill()
     deadline = time.monotonic() + 30
     while True:
@@ -102,8 +108,7 @@ def test_node_restarts_its_agent(node) -> None:
         except (ClientError, EndpointConnectionError):
             assert time.monotonic() < deadline, "the node did not recover its agent"
             time.sleep(0.1)
-    (replacement,) = psutil.Process(node.pid).children()
-    assert replacement.pid != agent.pid
+    assert node.agent_pid() != agent.pid
     s3.put_object(Bucket="durable", Key="k2", Body=b"new writes work too")
     assert s3.get_object(Bucket="durable", Key="k2")["Body"].read() == b"new writes work too"
 
@@ -114,12 +119,12 @@ def test_put_while_agent_is_stopped_is_a_503_and_stores_nothing(node_factory) ->
     import psutil
     from botocore.exceptions import ClientError
 
-    node = node_factory(agent_wait=0)  # no waiting: the PUT may well meet the agent down and fail
+    node = node_factory(agent_wait=0, inline_max=0)  # no waiting: the PUT may well meet the agent down and fail
     node.allow_log(r"connect to agent")
     s3 = node.client(read_timeout=60)
     s3.create_bucket(Bucket="durable")
     s3.put_object(Bucket="durable", Key="k", Body=b"before")
-    (agent,) = psutil.Process(node.pid).children()
+    agent = psutil.Process(node.agent_pid())
     agent.kill()
     agent.wait(10)
     try:

@@ -48,7 +48,8 @@ class Written:
     md5: bytes
     sha256: bytes | None
     checksums: dict[str, bytes]  # algorithm -> digest
-    intent_id: bytes
+    intent_id: bytes | None  # None: no chunk was written (an empty or inline body), so no intent either
+    inline: bytes | None = None  # a body of at most ``inline_max`` bytes, for the metadata record itself
 
 
 class _ChunkSink:
@@ -128,8 +129,9 @@ class DataStore:
     def __init__(self, meta: MetaStore, fleet: Fleet, *, chunk_size: int = 8 << 20,
                  piece_size: int = 1 << 20, intent_refresh: float = 900.0, read_retries: int = 2,
                  zone: str = "", read_tuning: ReadTuning | None = None, write_tuning: WriteTuning | None = None,
-                 report_bad: ReportBad | None = None) -> None:
+                 report_bad: ReportBad | None = None, inline_max: int = 0) -> None:
         self.meta = meta
+        self.inline_max = inline_max  # bodies up to this size are returned inline, not written as chunks
         self.fleet = fleet
         self.zone = zone  # this node's zone: its reads prefer replicas there
         self.tuning = write_tuning or WriteTuning()
@@ -151,10 +153,14 @@ class DataStore:
         checksums: Sequence[str] = (),
         max_size: int | None = None,
         on_too_large: Callable[[], BaseException] | None = None,
+        inline: bool = True,
     ) -> Written:
         """Store the body ``receive()`` yields (b"" at its end) as chunks; return its manifest and digests.
 
         The caller commits the manifest (``MetaStore.put_object`` with ``intent_id``) or calls :meth:`discard`.
+        A body that ends within ``inline_max`` bytes (when ``inline``) is not written anywhere: it comes back as
+        ``Written.inline``, for the caller to commit inside the metadata record (durable with it), and no intent
+        is recorded for it — the intent is recorded only before the first chunk is written.
         """
         intent_id = os.urandom(12)
         md5 = hashlib.md5()
@@ -162,7 +168,9 @@ class DataStore:
         extra = {name: new_hasher(name) for name in checksums}
         hashers: list[Hasher] = [md5, *([sha] if sha else []), *extra.values()]
         intent = Intent(intent_id, time.time(), tuple(self.fleet.known()), bucket=bucket, key=key)
-        await self.meta.add_intent(intent)
+        intent_added = False
+        inline_body: bytes | None = None
+        inline_max = self.inline_max if inline else 0
         size = 0
         lost = False
         sink: _ChunkSink | None = None
@@ -188,7 +196,6 @@ class DataStore:
                                 nursery.cancel_scope.cancel()
                                 return
 
-                nursery.start_soon(keep_intent)
                 # Hashing runs in a worker thread beside the event loop (hashlib releases the GIL), piece N
                 # being hashed while piece N goes to the agent and N+1 arrives from the client. The channel
                 # holds one piece: memory stays bounded, and the hasher never falls more than a piece behind.
@@ -209,6 +216,13 @@ class DataStore:
                                 piece = bytes(buf)
                                 buf.clear()
                                 await to_hash.send(piece)
+                                if not data and not intent_added and size <= inline_max:
+                                    inline_body = piece  # the whole body, small: no chunk, no intent
+                                    break
+                                if not intent_added:  # before the first chunk is written
+                                    await self.meta.add_intent(intent)
+                                    intent_added = True
+                                    nursery.start_soon(keep_intent)
                                 await sink.write(piece)
                             if not data:
                                 break
@@ -224,14 +238,16 @@ class DataStore:
             if failure is not None:
                 raise failure
         except BaseException as exc:
-            with trio.CancelScope(shield=True):
-                await self._forget(intent_id, sink.written if sink is not None else [])
+            if intent_added:
+                with trio.CancelScope(shield=True):
+                    await self._forget(intent_id, sink.written if sink is not None else [])
             if isinstance(exc, (AgentError, AgentConnectionError)):
                 raise StorageUnavailable(f"storage agent failed: {exc}") from exc
             raise
         assert sink is not None
         return Written(tuple(sink.manifest), size, md5.digest(), sha.digest() if sha else None,
-                       {name: h.digest() for name, h in extra.items()}, intent_id)
+                       {name: h.digest() for name, h in extra.items()}, intent_id if intent_added else None,
+                       inline_body)
 
     async def _forget(self, intent_id: bytes, chunks: Sequence[tuple[bytes, tuple[str, ...]]]) -> None:
         """Queue an uncommitted upload's chunks for deletion now, then drop its intent."""
@@ -245,11 +261,18 @@ class DataStore:
 
     async def discard(self, written: Written) -> None:
         """Give up on a written body that will not be committed (e.g. a failed precondition or digest)."""
+        if written.intent_id is None:
+            return  # nothing was written
         with trio.CancelScope(shield=True):
             await self._forget(written.intent_id, [(c.chunk_id, c.agents) for c in written.manifest])
 
-    async def read(self, manifest: Sequence[ChunkRef], start: int, end: int) -> AsyncIterator[bytes]:
-        """Yield the bytes ``[start, end)`` of the object whose body is ``manifest``."""
+    async def read(self, manifest: Sequence[ChunkRef], start: int, end: int,
+                   inline: bytes | None = None) -> AsyncIterator[bytes]:
+        """Yield the bytes ``[start, end)`` of the object whose body is ``manifest`` (or ``inline``)."""
+        if inline is not None:
+            if start < end:
+                yield inline[start:end]
+            return
         pos = 0
         for ref in manifest:
             chunk_start, chunk_end = pos, pos + ref.size

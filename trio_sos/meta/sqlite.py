@@ -225,7 +225,10 @@ def _schema_5(conn: sqlite3.Connection) -> None:
         SqliteMetaStore._index(conn, _dec_manifest(manifest), (bucket, key, upload_id, number))
 
 
-MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5]
+# 6: small bodies kept in the object's row (ObjectVersion.inline) instead of as chunks on the agents
+_SCHEMA_6 = ["ALTER TABLE objects ADD COLUMN inline BLOB"]
+
+MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6]
 
 
 def schema_version() -> int:
@@ -295,7 +298,7 @@ _BUCKET_COLS = "name, owner_id, created, region, acl, cors, id"
 _COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm"
 _OBJECT_COLS = (
     "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
-    "checksums, acl, tags, parts"
+    "checksums, acl, tags, parts, inline"
 )
 _UPLOAD_COLS = (
     "bucket, key, upload_id, initiated, owner_id, content_type, headers, user_meta, acl, tags, checksum_algorithm"
@@ -314,10 +317,11 @@ def _bucket(row: tuple) -> Bucket:
 
 def _object(row: tuple) -> ObjectVersion:
     (bucket, key, version_id, size, etag, modified, owner, manifest, ctype, headers, meta, sums, acl, tags,
-     parts) = row
+     parts, inline) = row
     return ObjectVersion(
         bucket, key, version_id, size, etag, modified, owner, _dec_manifest(manifest), ctype,
         _dec_pairs(headers), _dec_pairs(meta), _dec_pairs(sums), acl, _dec_pairs(tags), tuple(json.loads(parts)),
+        inline,
     )
 
 
@@ -325,7 +329,7 @@ def _object_params(o: ObjectVersion) -> tuple:
     return (
         o.bucket, o.key, o.version_id, o.size, o.etag, o.last_modified, o.owner_id, _enc_manifest(o.manifest),
         o.content_type, _enc_pairs(o.headers), _enc_pairs(o.user_meta), _enc_pairs(o.checksums), o.acl,
-        _enc_pairs(o.tags), _json(list(o.parts)),
+        _enc_pairs(o.tags), _json(list(o.parts)), o.inline,
     )
 
 
@@ -419,6 +423,54 @@ def _unavailable_as_meta_error() -> Iterator[None]:
         raise
 
 
+@attrs.define(eq=False)
+class _Job:
+    """One write transaction waiting for (or run in) a group commit."""
+
+    fn: Callable[..., Any]
+    args: tuple
+    taken: bool = False  # in a batch that has started: its outcome is the batch's
+    done: trio.Event = attrs.field(factory=trio.Event)  # that batch has committed or rolled back
+    value: Any = None
+    error: BaseException | None = None
+
+
+MAX_BATCH = 256  # write transactions committed together at most
+
+
+def _group(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+    """Run ``jobs`` in one transaction, each inside its own savepoint: a job that raises is rolled back alone
+    (its error is its outcome) and the others commit together — one COMMIT, one fsync of the WAL for all. If the
+    transaction itself fails (BEGIN, COMMIT: a lock not granted, a full disk), every job gets that error and none
+    commits."""
+    if len(jobs) == 1:
+        job = jobs[0]
+        try:
+            job.value = _tx(conn, "BEGIN IMMEDIATE", job.fn, job.args)
+        except Exception as exc:
+            job.error = exc
+        return
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for job in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                job.value = job.fn(conn, *job.args)
+                conn.execute("RELEASE job")
+            except Exception as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                job.error = exc
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for job in jobs:
+            job.value, job.error = None, exc
+        if not isinstance(exc, Exception):
+            raise
+
+
 class SqliteMetaStore(MetaStore):
     """``MetaStore`` on one SQLite file. Open with ``await SqliteMetaStore.open(path)``; close with ``aclose``."""
 
@@ -430,6 +482,8 @@ class SqliteMetaStore(MetaStore):
         self._writer = writer
         self._reader = reader if reader is not None else writer
         self._write_limiter = trio.CapacityLimiter(1)
+        self._pending: list[_Job] = []  # write transactions waiting for the next group commit
+        self.commits = 0  # group commits run (each one transaction: a figure for tests and benchmarks)
         self._read_limiter = trio.CapacityLimiter(1) if reader is not None else self._write_limiter
         self._closed = False
 
@@ -473,11 +527,38 @@ class SqliteMetaStore(MetaStore):
                 await trio.to_thread.run_sync(self._writer.close)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        # abandon_on_cancel=False (the default, spelled out): once the transaction runs, the caller waits for it
-        with _unavailable_as_meta_error():
-            return await trio.to_thread.run_sync(
-                _tx, self._writer, "BEGIN IMMEDIATE", fn, args, limiter=self._write_limiter, abandon_on_cancel=False
-            )
+        """Run ``fn(conn, *args)`` as one write transaction, committed with whatever other writes of this process
+        are waiting (group commit: one COMMIT and one fsync for all of them, each still atomic on its own — see
+        ``_group``). The caller whose turn comes first runs the whole batch in a worker thread; the others find
+        their outcome there. Cancellation: a write still waiting is withdrawn (nothing changed); one already in a
+        running batch is waited for, so the caller learns nothing until it is committed or rolled back."""
+        job = _Job(fn, args)
+        self._pending.append(job)
+        try:
+            while not job.taken:
+                async with self._write_limiter:
+                    if job.taken:  # a batch before ours ran it
+                        break
+                    batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                    for queued in batch:
+                        queued.taken = True
+                    self.commits += 1
+                    try:
+                        await trio.to_thread.run_sync(_group, self._writer, batch, abandon_on_cancel=False)
+                    finally:
+                        for queued in batch:
+                            queued.done.set()
+        except trio.Cancelled:
+            if not job.taken:
+                self._pending.remove(job)
+            else:
+                with trio.CancelScope(shield=True):
+                    await job.done.wait()
+            raise
+        if job.error is not None:
+            with _unavailable_as_meta_error():
+                raise job.error
+        return job.value
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with _unavailable_as_meta_error():
@@ -648,7 +729,7 @@ class SqliteMetaStore(MetaStore):
     @classmethod
     def _commit_object(cls, c: sqlite3.Connection, obj: ObjectVersion, gc_delay: float) -> ObjectVersion | None:
         old = cls._get_object(c, obj.bucket, obj.key)
-        c.execute(f"INSERT OR REPLACE INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * 15)})",
+        c.execute(f"INSERT OR REPLACE INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * 16)})",
                   _object_params(obj))
         if old is not None:
             cls._retire(c, old.manifest, obj.manifest, time.time() + gc_delay)

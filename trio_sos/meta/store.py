@@ -112,6 +112,8 @@ class ObjectVersion:
     acl: str = ""
     tags: tuple[tuple[str, str], ...] = ()
     parts: tuple[int, ...] = ()  # multipart: size of each part, in order; () for a single-part object
+    # a small body kept in the metadata record itself (then ``manifest`` is empty): no chunk, no agent round trip
+    inline: bytes | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen

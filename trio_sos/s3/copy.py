@@ -110,7 +110,7 @@ async def copy_source_body(ctx: Ctx, *, allow_range: bool, max_size: int
     if end - start > max_size:
         raise S3Error("InvalidRequest", f"The specified copy source is larger than the maximum allowable size "
                                         f"for a copy source: {max_size}")
-    pieces = ctx.services.data.read(source.manifest, start, end)
+    pieces = ctx.services.data.read(source.manifest, start, end, source.inline)
 
     async def receive() -> bytes:
         try:
@@ -157,6 +157,7 @@ async def copy_object(ctx: Ctx) -> Response:
     obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=stored.written.size,
                           etag=source.etag if "-" not in source.etag else stored.etag,
                           last_modified=time.time(), owner_id=owner, manifest=stored.written.manifest,
+                          inline=stored.written.inline,
                           checksums=source.checksums if "-" not in source.etag else (), **fields)
     async with committing(ctx, stored):
         await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay,

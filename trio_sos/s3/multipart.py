@@ -149,7 +149,8 @@ async def upload_part(ctx: Ctx) -> Response:
     number = _part_number(ctx)
     upload = await _upload(ctx)
     check_upload_headers(ctx, MAX_PART_SIZE)
-    stored = await store_body(ctx, max_size=MAX_PART_SIZE, algorithm=_part_checksum_algorithm(upload))
+    stored = await store_body(ctx, max_size=MAX_PART_SIZE, algorithm=_part_checksum_algorithm(upload),
+                              inline=False)
     part = await _commit_part(ctx, upload, number, stored)
     headers = [("ETag", f'"{part.etag}"')]
     headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in part.checksums]
@@ -161,7 +162,8 @@ async def upload_part_copy(ctx: Ctx) -> Response:
     number = _part_number(ctx)
     upload = await _upload(ctx)
     _source, receive = await copy_source_body(ctx, allow_range=True, max_size=MAX_PART_SIZE)
-    stored = await store_body(ctx, receive, max_size=MAX_PART_SIZE, algorithm=_part_checksum_algorithm(upload))
+    stored = await store_body(ctx, receive, max_size=MAX_PART_SIZE, algorithm=_part_checksum_algorithm(upload),
+                              inline=False)
     part = await _commit_part(ctx, upload, number, stored)
     body = document(Tag("CopyPartResult", Tag("LastModified", iso8601(part.last_modified)),
                         Tag("ETag", f'"{part.etag}"')))

@@ -121,7 +121,7 @@ def check_upload_headers(ctx: Ctx, max_size: int = MAX_PUT_SIZE) -> None:
 
 
 async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = None, *,
-                     max_size: int = MAX_PUT_SIZE, algorithm: str | None = None) -> StoredBody:
+                     max_size: int = MAX_PUT_SIZE, algorithm: str | None = None, inline: bool = True) -> StoredBody:
     """Stream a body to the agents and verify every digest the request announced (Content-MD5, the signed
     payload SHA-256, an x-amz-checksum-* header). ``receive`` defaults to the request's own body; a copy passes
     the source object's bytes instead, and then the request's digests do not apply."""
@@ -143,7 +143,7 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
     try:
         written = await ctx.services.data.write(
             receive or ctx.body_receiver(), bucket=ctx.bucket, key=ctx.key, sha256=len(payload_hash) == 64,
-            checksums=algorithms, max_size=max_size,
+            checksums=algorithms, max_size=max_size, inline=inline,
             on_too_large=lambda: S3Error("EntityTooLarge", MaxSizeAllowed=str(max_size)),
         )
     except StorageUnavailable as exc:
@@ -193,7 +193,7 @@ async def committing(ctx: Ctx, body: StoredBody) -> AsyncIterator[None]:
         # The GC took this upload for abandoned (its intent stopped being renewed for intent_grace): its chunks
         # may be gone, so nothing is committed and the client is told to retry.
         log.warning("request %s: upload intent %s was collected before its commit; nothing committed",
-                    ctx.request_id, body.written.intent_id.hex())
+                    ctx.request_id, (body.written.intent_id or b"").hex())
         await ctx.services.data.discard(body.written)
         raise S3Error("ServiceUnavailable", "The upload took too long to commit and was discarded; please retry."
                       ) from None
@@ -257,7 +257,8 @@ async def put_object(ctx: Ctx) -> Response:
     body = await store_body(ctx)
     obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=body.written.size,
                           etag=body.etag, last_modified=time.time(), owner_id=owner,
-                          manifest=body.written.manifest, checksums=body.checksums, **fields)
+                          manifest=body.written.manifest, inline=body.written.inline, checksums=body.checksums,
+                          **fields)
     async with committing(ctx, body):
         await ctx.meta.put_object(obj, intent_id=body.written.intent_id, gc_delay=ctx.services.config.gc_delay,
                                   if_match=if_match, if_none_match=if_none_match, bucket_id=bucket.id)
@@ -358,7 +359,7 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}"))
     body: bytes | AsyncIterator[bytes] = b""
     if with_body and end > start:
-        body = await _started(ctx.services.data.read(obj.manifest, start, end))
+        body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline))
     return Response(status, headers, body, content_length=end - start)
 
 
@@ -387,7 +388,7 @@ async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool) -> Response
                         else f"bytes */{obj.size}"))
     body: bytes | AsyncIterator[bytes] = b""
     if with_body and end > start:
-        body = await _started(ctx.services.data.read(obj.manifest, start, end))
+        body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline))
     return Response(status, headers, body, content_length=end - start)
 
 

@@ -217,7 +217,7 @@ async def post_object(ctx: Ctx) -> Response:
                       + " than the allowed size range of the policy.", ProposedSize=str(size))
     obj = m.ObjectVersion(
         bucket=ctx.bucket, key=key, version_id="null", size=size, etag=stored.etag, last_modified=time.time(),
-        owner_id=user.id, manifest=stored.written.manifest,
+        owner_id=user.id, manifest=stored.written.manifest, inline=stored.written.inline,
         content_type=content_type,
         headers=stored_headers,
         user_meta=user_meta,
