@@ -1335,3 +1335,18 @@ async def test_inline_bodies(store: MetaStore) -> None:
     deleted = await store.delete_object(bucket, "k")
     assert deleted is not None and deleted.inline == b"x"
     assert await store.get_object(bucket, "k") is None
+
+
+async def test_delete_objects(store: MetaStore) -> None:
+    bucket = await new_bucket(store)
+    stored = [version(bucket, f"k{i}") for i in range(5)]
+    for obj in stored:
+        await store.put_object(obj)
+    gone = await store.delete_objects(bucket, ["k0", "missing", "k3", "k0", "k4"])
+    assert gone == [stored[0], None, stored[3], None, stored[4]]
+    assert [o.key for o in (await store.scan_objects(bucket)).objects] == ["k1", "k2"]
+    queued = (await gc_ids(store)).keys()
+    assert ids(stored[0].manifest) | ids(stored[3].manifest) | ids(stored[4].manifest) <= queued
+    assert not ids(stored[1].manifest) & queued
+    assert await store.delete_objects(bucket, ["k1"], bucket_id="another-bucket-id") == [None]
+    assert await store.get_object(bucket, "k1") == stored[1]

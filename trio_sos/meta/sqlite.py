@@ -45,6 +45,7 @@ from .store import (
     GcEntry,
     Intent,
     IntentLost,
+    ListedObject,
     ListPage,
     MetaUnavailable,
     MetaStore,
@@ -305,6 +306,10 @@ _UPLOAD_COLS = (
 )
 _PART_COLS = "upload_id, number, size, etag, last_modified, manifest, checksums"
 _INTENT_COLS = "intent_id, created, agents, bucket, key, renewed, heartbeat, claimed"
+
+
+def _first(row: tuple) -> Any:
+    return row[0]
 
 
 def _user(row: tuple) -> User:
@@ -780,6 +785,25 @@ class SqliteMetaStore(MetaStore):
 
         return await self._write(run)
 
+    async def delete_objects(self, bucket: str, keys: Sequence[str], *, gc_delay: float = 0.0,
+                             bucket_id: str | None = None) -> list[ObjectVersion | None]:
+        def run(c: sqlite3.Connection) -> list[ObjectVersion | None]:
+            if bucket_id is not None:
+                row = c.execute("SELECT id FROM buckets WHERE name = ?", (bucket,)).fetchone()
+                if row is None or row[0] != bucket_id:
+                    return [None] * len(keys)
+            out: list[ObjectVersion | None] = []
+            not_before = time.time() + gc_delay
+            for key in keys:
+                old = self._get_object(c, bucket, key)
+                if old is not None:
+                    c.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+                    self._retire(c, old.manifest, (), not_before)
+                out.append(old)
+            return out
+
+        return await self._write(run)
+
     async def update_object(self, obj: ObjectVersion) -> bool:
         """Replaces ``acl`` and ``tags`` if the current version is still ``obj``'s.
 
@@ -818,30 +842,25 @@ class SqliteMetaStore(MetaStore):
     async def list_objects(
         self, bucket: str, *, prefix: str = "", delimiter: str = "", marker: str = "", limit: int = 1000
     ) -> ObjectListing:
-        """The walk reads keys only, from the primary-key index (a covering index: no table row is touched), one
-        lazy cursor per seek; then the rows of the keys it returns, by key. One read transaction: one snapshot."""
+        """One lazy cursor per seek of the walk, in primary-key order, reading only the columns a listing shows
+        (no manifest or stored headers are decoded). One read transaction: one snapshot."""
         if limit < 0:
             raise ValueError("limit must be >= 0")
 
         def run(c: sqlite3.Connection) -> ObjectListing:
             def seek(start: str, inclusive: bool, upper: str | None):
-                sql = f"SELECT key FROM objects WHERE bucket = ? AND key {'>=' if inclusive else '>'} ?"
+                sql = (f"SELECT key, version_id, size, etag, last_modified, owner_id FROM objects "
+                       f"WHERE bucket = ? AND key {'>=' if inclusive else '>'} ?")
                 args: list[Any] = [bucket, start]
                 if upper is not None:
                     sql += " AND key < ?"
                     args.append(upper)
-                return (row[0] for row in c.execute(sql + " ORDER BY key", args))
+                return c.execute(sql + " ORDER BY key", args)
 
-            page = walk(seek, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit)
-            rows: dict[str, ObjectVersion] = {}
-            keys = list(page.items)
-            for i in range(0, len(keys), 500):
-                batch = keys[i:i + 500]
-                for row in c.execute(f"SELECT {_OBJECT_COLS} FROM objects WHERE bucket = ? AND key IN "
-                                     f"({', '.join('?' * len(batch))})", [bucket, *batch]):
-                    rows[row[1]] = _object(row)
-            objects = tuple(rows[k] for k in keys if k in rows)
-            return ObjectListing(objects, page.prefixes, page.truncated, page.last or "", page.read + len(rows))
+            page = walk(seek, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit, key_of=_first)
+            objects = tuple(ListedObject(bucket, *row) for row in page.items)
+            last = page.last if isinstance(page.last, str) else page.last[0] if page.last else ""
+            return ObjectListing(objects, page.prefixes, page.truncated, last, page.read)
 
         return await self._read(run)
 

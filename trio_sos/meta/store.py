@@ -124,6 +124,19 @@ class ListPage:
     truncated: bool
 
 
+@attrs.frozen(slots=True)
+class ListedObject:
+    """What a listing shows of an object (not its body's manifest or stored headers: a page reads only this)."""
+
+    bucket: str
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    last_modified: float
+    owner_id: str
+
+
 @attrs.frozen
 class ObjectListing:
     """A page of a listing with a delimiter: objects and common prefixes above the marker, in key order.
@@ -132,7 +145,7 @@ class ObjectListing:
     index entries and rows the backend read to build the page — about the page's size, whatever the bucket holds.
     """
 
-    objects: tuple[ObjectVersion, ...]
+    objects: tuple[ListedObject, ...]
     prefixes: tuple[str, ...]
     truncated: bool
     last: str
@@ -329,6 +342,12 @@ class MetaStore(abc.ABC):
                             bucket_id: str | None = None) -> ObjectVersion | None:
         """Remove the key; its chunks go to the GC queue in the same step. Returns what was deleted (None when
         nothing was there, or when ``bucket_id`` is given and the bucket of that name is another one now)."""
+
+    async def delete_objects(self, bucket: str, keys: Sequence[str], *, gc_delay: float = 0.0,
+                             bucket_id: str | None = None) -> list[ObjectVersion | None]:
+        """``delete_object`` for each of ``keys``, in order (a key given twice is deleted once, then found gone);
+        a backend may do them as one step. Returns what each deleted."""
+        return [await self.delete_object(bucket, key, gc_delay=gc_delay, bucket_id=bucket_id) for key in keys]
 
     @abc.abstractmethod
     async def update_object(self, obj: ObjectVersion) -> bool:

@@ -460,13 +460,14 @@ async def delete_objects(ctx: Ctx) -> Response:
             keys.append(key)
     if not keys or len(keys) > MAX_DELETE_KEYS:
         raise S3Error("MalformedXML")
+    valid = [key for key in keys if len(key.encode("utf-8")) <= 1024]
+    # one metadata step for all of them (and their chunks queued for the GC in it)
+    await ctx.meta.delete_objects(ctx.bucket, valid, gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
     results = []
     for key in keys:
         if len(key.encode("utf-8")) > 1024:
             results.append(Tag("Error", Tag("Key", key), Tag("Code", "KeyTooLongError"),
                                Tag("Message", "Your key is too long")))
-            continue
-        await ctx.meta.delete_object(ctx.bucket, key, gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
-        if not quiet:
+        elif not quiet:
             results.append(Tag("Deleted", Tag("Key", key)))
     return Response(200, [("Content-Type", "application/xml")], document(Tag("DeleteResult", results)))

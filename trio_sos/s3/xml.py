@@ -14,7 +14,13 @@ from .errors import S3Error
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
-Node = Union["Tag", str, int, None]
+Node = Union["Tag", "Raw", str, int, None]
+
+
+class Raw(str):
+    """Markup rendered as it is (already escaped: built by code that escaped every value in it)."""
+
+    __slots__ = ()
 
 # Characters XML would not carry as they are: CR and LF would be normalised away by the reader (a key "a\rb"
 # must not come back as "a\nb"), the other C0 controls are not XML 1.0 characters at all. They are written as
@@ -37,7 +43,7 @@ class Tag:
         self.attrs = attrs
         flat: list[Node] = []
         for child in children:
-            if isinstance(child, (Tag, str, int)) or child is None:
+            if isinstance(child, (Tag, str, int)) or child is None:  # (Raw is a str)
                 flat.append(child)
             else:
                 flat.extend(child)
@@ -50,6 +56,8 @@ class Tag:
                 continue
             if isinstance(child, Tag):
                 child.render(out)
+            elif type(child) is Raw:
+                out.append(child)
             elif isinstance(child, bool):
                 out.append("true" if child else "false")
             else:
