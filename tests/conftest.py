@@ -40,7 +40,9 @@ def node_factory(tmp_path: Path) -> Iterator:
         """``metadata="shared"``: one SQLite file for every node of the test that asks for it."""
         if settings.get("metadata") == "shared":
             settings["metadata"] = str(tmp_path / "shared-meta.sqlite3")
-        defaults = {"gc_delay": 0, "gc_interval": 0.2}
+        # one process per node unless a test asks for workers (tests/node/test_workers.py does): these tests
+        # are about S3 behaviour, and a supervisor with a worker per core triples every node's start-up cost
+        defaults = {"gc_delay": 0, "gc_interval": 0.2, "workers": 1}
         node = NodeProcess(tmp_path / name, {**defaults, **settings}).start()
         started.append(node)
         return node

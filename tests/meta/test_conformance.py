@@ -918,6 +918,35 @@ async def test_two_instances_share_data(backend: Backend) -> None:
         await two.aclose()
 
 
+async def test_users_and_buckets_changed_by_another_instance_are_seen_at_once(backend: Backend) -> None:
+    """What a node looks up on every request (the key's user, the bucket) may be cached, but never past a change
+    another node acknowledged: read after write holds across instances."""
+    one, two = await backend.open(), await backend.open()
+    try:
+        bucket = await new_bucket(one)
+        user = User(fresh("u"), "U", fresh("AK"), "secret-u")
+        for _ in range(2):  # read twice: cached now, if the backend caches
+            assert (await one.get_bucket(bucket)).acl == ""
+            assert await one.user_by_access_key(user.access_key) is None
+            assert await one.user_by_id(user.id) is None
+        await two.create_user(user)
+        assert await one.user_by_access_key(user.access_key) == user
+        assert await one.user_by_id(user.id) == user
+        current = await two.get_bucket(bucket)
+        await two.update_bucket(attrs.evolve(current, acl="public-read-marker"))
+        assert (await one.get_bucket(bucket)).acl == "public-read-marker"
+        await two.delete_user(user.id)
+        assert await one.user_by_access_key(user.access_key) is None
+        await two.delete_bucket(bucket)
+        assert await one.get_bucket(bucket) is None
+        await two.create_bucket(Bucket(bucket, "another-owner", time.time()))
+        again = await one.get_bucket(bucket)
+        assert again is not None and again.owner_id == "another-owner" and again.id != current.id
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
 async def test_persistence_across_reopen(backend: Backend) -> None:
     store = await backend.open()
     user = User(fresh("u"), "Ü", fresh("AK"), "sek", "e@x")

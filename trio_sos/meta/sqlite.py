@@ -24,7 +24,9 @@ with the BINARY collation; the database is UTF-8, so key order is UTF-8 byte ord
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import mmap
 import os
 import sqlite3
 import time
@@ -476,6 +478,42 @@ def _group(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
             raise
 
 
+class _Generation:
+    """A counter shared by every process that opens the metadata file (an 8-byte file beside it, mapped in
+    memory): it is incremented after each committed change to users or buckets, under an exclusive ``flock`` so
+    no increment is lost. A process caches users and buckets together with the counter's value read before the
+    lookup, and trusts an entry only while the counter still has that value — so any change acknowledged by any
+    process invalidates every cache before its client hears back, and an unchanged record costs no thread hop."""
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+            self._map = mmap.mmap(fd, 8)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def value(self) -> int:
+        return int.from_bytes(self._map[:8], "little")
+
+    def bump(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            self._map[:8] = ((self.value() + 1) & (2**64 - 1)).to_bytes(8, "little")
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+
+CACHE_ENTRIES = 4096  # users and buckets cached per process, at most (the cache is cleared when full)
+
+
 class SqliteMetaStore(MetaStore):
     """``MetaStore`` on one SQLite file. Open with ``await SqliteMetaStore.open(path)``; close with ``aclose``."""
 
@@ -489,6 +527,8 @@ class SqliteMetaStore(MetaStore):
         self._write_limiter = trio.CapacityLimiter(1)
         self._pending: list[_Job] = []  # write transactions waiting for the next group commit
         self.commits = 0  # group commits run (each one transaction: a figure for tests and benchmarks)
+        self._generation = _Generation(path + "-gen") if path != ":memory:" else None
+        self._cache: dict[tuple[str, str], tuple[int, Any]] = {}  # (kind, name) -> (generation, record)
         self._read_limiter = trio.CapacityLimiter(1) if reader is not None else self._write_limiter
         self._closed = False
 
@@ -530,6 +570,8 @@ class SqliteMetaStore(MetaStore):
                     async with self._read_limiter:
                         await trio.to_thread.run_sync(self._reader.close)
                 await trio.to_thread.run_sync(self._writer.close)
+            if self._generation is not None:
+                self._generation.close()
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` as one write transaction, committed with whatever other writes of this process
@@ -565,6 +607,28 @@ class SqliteMetaStore(MetaStore):
                 raise job.error
         return job.value
 
+    async def _cached(self, kind: str, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` read through the generation-checked cache (see ``_Generation``)."""
+        if self._generation is None:
+            return await self._read(fn)
+        generation = self._generation.value()
+        hit = self._cache.get((kind, name))
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        value = await self._read(fn)
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[(kind, name)] = (generation, value)
+        return value
+
+    async def _changed(self, fn: Callable[..., T], *args: Any) -> T:
+        """A write to users or buckets: committed, then the shared generation moves (every cache drops)."""
+        try:
+            return await self._write(fn, *args)
+        finally:
+            if self._generation is not None:
+                self._generation.bump()
+
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with _unavailable_as_meta_error():
             return await trio.to_thread.run_sync(
@@ -583,24 +647,24 @@ class SqliteMetaStore(MetaStore):
             c.execute(f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?)",
                       (user.id, user.display_name, user.access_key, user.secret_key, user.email))
 
-        await self._write(run)
+        await self._changed(run)
 
     async def delete_user(self, user_id: str) -> bool:
-        return await self._write(lambda c: c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0)
+        return await self._changed(lambda c: c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0)
 
     async def user_by_access_key(self, access_key: str) -> User | None:
         def run(c: sqlite3.Connection) -> User | None:
             row = c.execute(f"SELECT {_USER_COLS} FROM users WHERE access_key = ?", (access_key,)).fetchone()
             return _user(row) if row else None
 
-        return await self._read(run)
+        return await self._cached("key", access_key, run)
 
     async def user_by_id(self, user_id: str) -> User | None:
         def run(c: sqlite3.Connection) -> User | None:
             row = c.execute(f"SELECT {_USER_COLS} FROM users WHERE id = ?", (user_id,)).fetchone()
             return _user(row) if row else None
 
-        return await self._read(run)
+        return await self._cached("user", user_id, run)
 
     async def list_users(self) -> list[User]:
         return await self._read(
@@ -618,14 +682,14 @@ class SqliteMetaStore(MetaStore):
                       (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
                        bucket.id))
 
-        await self._write(run)
+        await self._changed(run)
 
     async def get_bucket(self, name: str) -> Bucket | None:
         def run(c: sqlite3.Connection) -> Bucket | None:
             row = c.execute(f"SELECT {_BUCKET_COLS} FROM buckets WHERE name = ?", (name,)).fetchone()
             return _bucket(row) if row else None
 
-        return await self._read(run)
+        return await self._cached("bucket", name, run)
 
     async def list_buckets(self, owner_id: str | None = None) -> list[Bucket]:
         def run(c: sqlite3.Connection) -> list[Bucket]:
@@ -646,7 +710,7 @@ class SqliteMetaStore(MetaStore):
                          (bucket.acl, bucket.cors, bucket.name, bucket.id)).rowcount == 0:
                 raise NoSuchBucket(bucket.name)
 
-        await self._write(run)
+        await self._changed(run)
 
     async def delete_bucket(self, name: str) -> None:
         def run(c: sqlite3.Connection) -> None:
@@ -661,7 +725,7 @@ class SqliteMetaStore(MetaStore):
             c.execute("DELETE FROM completed_uploads WHERE bucket = ?", (name,))
             c.execute("DELETE FROM buckets WHERE name = ?", (name,))
 
-        await self._write(run)
+        await self._changed(run)
 
     @staticmethod
     def _check_bucket(c: sqlite3.Connection, name: str, bucket_id: str | None) -> None:
