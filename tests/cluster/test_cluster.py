@@ -40,7 +40,9 @@ def three(cluster_factory):
 
 
 def cluster_node(node_factory, zookeeper, cluster_name, name: str = "node", **settings):
-    """A node of the cluster; the nodes of one test share one metadata file, as the nodes of one machine do."""
+    """A node of the cluster; the nodes of one test share one metadata file, as the nodes of one machine do. Every
+    body goes to the agents (``inline_max`` 0): these tests are about the data plane."""
+    settings.setdefault("inline_max", 0)
     return node_factory(name, zk=zookeeper.hosts, cluster=cluster_name, zk_session_timeout=2, metadata="shared",
                         **settings)
 
@@ -140,7 +142,7 @@ def test_zookeeper_restart_while_serving(zk_factory, tmp_path, node_factory, clu
     agents = [SupervisedAgent(tmp_path / f"a{i}", zk.hosts, cluster_name, zone=f"z{i}").start() for i in range(3)]
     try:
         ids = [a.agent_id() for a in agents]
-        node = node_factory("node", zk=zk.hosts, cluster=cluster_name, zk_session_timeout=2)
+        node = node_factory("node", zk=zk.hosts, cluster=cluster_name, zk_session_timeout=2, inline_max=0)
         node.allow_log(r"replica on agent .* (failed|dropped)|connect to agent .* failed|agent .* unreachable|"
                        r"reading the agents from ZooKeeper failed|Connection dropped|Session has expired|"
                        r"cannot connect|Connection refused|competing for leadership")
@@ -292,7 +294,7 @@ def test_agents_and_nodes_register_again_on_a_new_zookeeper(zk_factory, tmp_path
     agents = [SupervisedAgent(tmp_path / f"r{i}", zk.hosts, cluster_name, zone=f"z{i}").start() for i in range(3)]
     try:
         ids = {a.agent_id() for a in agents}
-        node = node_factory("node", zk=zk.hosts, cluster=cluster_name, zk_session_timeout=2)
+        node = node_factory("node", zk=zk.hosts, cluster=cluster_name, zk_session_timeout=2, inline_max=0)
         node.allow_log(r"replica on agent|connect to agent|reading the agents from ZooKeeper failed|Connection|"
                        r"Session has expired|cannot connect|competing for leadership|registration")
         for a in agents:

@@ -226,13 +226,14 @@ def test_graceful_shutdown_finishes_in_flight_upload(node_factory) -> None:
     body = os.urandom(2 << 20)
     headers = sign(node, "PUT", "/bkt/k", {"Content-Length": str(len(body))})
     sock = connect(node, timeout=30)
-    sock.sendall(head_bytes("PUT", "/bkt/k", headers) + body[:1000])
+    sent = (1 << 20) + 1000  # past the first 1 MiB piece: its chunk is being written, so the intent is recorded
+    sock.sendall(head_bytes("PUT", "/bkt/k", headers) + body[:sent])
     deadline = time.monotonic() + 30
     while not upload_begun(node):  # the handler is streaming the body: the SIGTERM finds a request in flight
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.kill(node.pid, signal.SIGTERM)
-    sock.sendall(body[1000:])
+    sock.sendall(body[sent:])
     status, headers_, _ = read_response(sock)
     assert status == 200 and headers_.get("connection") == "close"
     assert node.proc.wait(30) == 0

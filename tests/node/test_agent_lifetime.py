@@ -18,6 +18,12 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 IDLE_SECONDS = 62
 
 
+@pytest.fixture
+def node(node_factory):
+    """Every body on the agent (inline_max 0): these tests follow requests through the agent's restarts."""
+    return node_factory(inline_max=0)
+
+
 def test_idle_node_keeps_its_agent(node_factory) -> None:
     """Idle for over a minute — long past Trio's 10 s worker-thread retirement — the agent is the same process,
     and the node never logged a stop or a restart of it. (The node runs with its default GC interval: the tests'
@@ -98,7 +104,7 @@ def test_client_loop_across_agent_kill9(node_factory, workers: int) -> None:
     """Clients keep writing and reading while the agent is killed, three times: only uploads in flight on the
     agent when it died may fail (at most one per client and kill); reads never do (they resume on a new
     connection), every later request succeeds, and every acknowledged write reads back."""
-    node = node_factory()
+    node = node_factory(inline_max=0)
     s3 = node.client()
     s3.create_bucket(Bucket="loop")
     stop = threading.Event()

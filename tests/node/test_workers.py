@@ -4,6 +4,7 @@ supervisor restarts a crashed worker, stops them all cleanly, and none outlives 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -80,7 +81,7 @@ def test_a_killed_worker_is_replaced_and_requests_go_on(node_factory) -> None:
     replaced = wait_for(lambda: len(workers_of(node)) == 2 and victim.pid not in {w.pid for w in workers_of(node)},
                         what="the killed worker to be replaced")
     assert replaced
-    assert "worker 0 exited with code -9" in node.log_path.read_text()
+    assert re.search(r"worker \d exited with code -9", node.log_path.read_text())
     for i in range(40):
         assert s3.get_object(Bucket="workers", Key=f"k{i}")["Body"].read() == b"x" * i
 

@@ -212,17 +212,18 @@ class DataStore:
                                 size += len(data)
                                 if max_size is not None and size > max_size:
                                     raise (on_too_large() if on_too_large else ValueError("body too large"))
+                                if not intent_added and size > inline_max:
+                                    # not inline: the intent, before any chunk is written
+                                    await self.meta.add_intent(intent)
+                                    intent_added = True
+                                    nursery.start_soon(keep_intent)
                             if len(buf) >= self.piece_size or (not data and buf):
                                 piece = bytes(buf)
                                 buf.clear()
                                 await to_hash.send(piece)
-                                if not data and not intent_added and size <= inline_max:
-                                    inline_body = piece  # the whole body, small: no chunk, no intent
+                                if not intent_added:  # the whole body, small: no chunk, no intent
+                                    inline_body = piece
                                     break
-                                if not intent_added:  # before the first chunk is written
-                                    await self.meta.add_intent(intent)
-                                    intent_added = True
-                                    nursery.start_soon(keep_intent)
                                 await sink.write(piece)
                             if not data:
                                 break
