@@ -30,6 +30,13 @@ def test_precedence_file_env_flags(tmp_path) -> None:
     assert config.users[0].id == "AK" and config.users[0].display_name == "AK"
 
 
+def test_workers_default_to_the_cores(tmp_path) -> None:
+    import os
+
+    assert load_config(None, env={}).effective_workers == len(os.sched_getaffinity(0))
+    assert load_config(None, env={"TRIO_SOS_WORKERS": "3"}).effective_workers == 3
+
+
 @pytest.mark.parametrize("text, env, setting", [
     ('listen = "nope"', {}, "listen"),
     ('chunk_size = "lots"', {}, "chunk_size"),
@@ -38,6 +45,8 @@ def test_precedence_file_env_flags(tmp_path) -> None:
     ("", {"TRIO_SOS_GC_DELAY": "soon"}, "gc_delay"),
     ('[[users]]\naccess_key = "AK"\n', {}, "users[0].secret_key"),
     ("listen = [", {}, "config file"),
+    ('inline_max = "2M"', {}, "inline_max"),
+    ("", {"TRIO_SOS_WORKERS": "many"}, "workers"),
 ])
 def test_bad_settings_name_themselves(tmp_path, text, env, setting) -> None:
     cfg = tmp_path / "c.toml"
