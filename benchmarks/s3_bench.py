@@ -513,7 +513,7 @@ def start_node(base: Path, workers: int | None, cluster: bool):
     def pids() -> list[int]:
         out = tree(node.pid)
         for agent in agents:
-            out += tree(agent.pid)
+            out += tree(agent.proc.pid)
         return out
 
     def stop() -> None:
