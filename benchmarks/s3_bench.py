@@ -134,8 +134,8 @@ class Conn:
 class Signer:
     """SigV4 with UNSIGNED-PAYLOAD, path-style, region us-east-1, the day's signing key cached."""
 
-    def __init__(self, access_key: str, secret_key: str):
-        self.access_key, self.secret = access_key, secret_key
+    def __init__(self, access_key: str, secret_key: str, port: int):
+        self.access_key, self.secret, self.port = access_key, secret_key, port
         self.day = ""
         self.key = b""
 
@@ -162,8 +162,6 @@ class Signer:
                                  f"SignedHeaders={';'.join(names)}, Signature={signature}")
         return canonical_path + ("?" + q if q else ""), hdrs
 
-    port = 0
-
 
 class Target:
     """What a workload talks to: an S3 node (signed requests, buckets) or nginx (plain WebDAV paths)."""
@@ -174,9 +172,7 @@ class Target:
     def signer(self) -> Signer | None:
         if not self.s3:
             return None
-        signer = Signer(TEST_USERS[0]["access_key"], TEST_USERS[0]["secret_key"])
-        signer.port = self.port
-        return signer
+        return Signer(TEST_USERS[0]["access_key"], TEST_USERS[0]["secret_key"], self.port)
 
     def call(self, conn: Conn, signer: Signer | None, method: str, path: str, query: dict[str, str] | None = None,
              body: bytes | memoryview = b"", headers: dict[str, str] | None = None, into: bytearray | None = None):

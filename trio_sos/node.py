@@ -182,6 +182,7 @@ class Node:
                   say: Callable[[str], None] = print) -> None:
         config = self.config
         meta = await open_meta(config)
+        listeners: list[trio.abc.Listener] = []
         try:
             if self.role == "worker":
                 listeners, endpoints = inherited_listeners(config, self.worker_fds)
@@ -243,7 +244,7 @@ class Node:
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
-                for listener in locals().get("listeners", ()):
+                for listener in listeners:
                     await listener.aclose()
                 await meta.aclose()
 

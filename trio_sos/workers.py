@@ -62,10 +62,6 @@ class WorkerPool:
             cmd += ["--worker-agent", self.agent]
         return cmd
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs.values()]
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as starting:  # all at once; each then lives in ``nursery``
@@ -79,12 +75,6 @@ class WorkerPool:
         for proc in self.procs.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.stopping = True
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                proc.kill()
 
     async def _keep(self, index: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         backoff = self.min_backoff
@@ -167,6 +157,3 @@ async def exit_with_parent(on_gone) -> None:
     log.warning("the supervisor is gone: stopping")
     on_gone()
 
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

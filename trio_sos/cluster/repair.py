@@ -25,6 +25,8 @@ import time
 import attrs
 import trio
 
+from ..background import Periodic
+
 from ..agent import AgentConnectionError, AgentError, Status
 from ..agent.protocol import ProtocolError
 from ..data.replicas import ReadTuning, read_chunk
@@ -67,7 +69,10 @@ class Throttle:
             await trio.sleep(self._next - now)
 
 
-class Repairer:
+class Repairer(Periodic):
+    log = log
+    what = "repair"
+
     def __init__(self, meta: MetaStore, fleet: Fleet, *, replicas: int, interval: float = 10.0,
                  dead_grace: float = 300.0, rate: float = 64 << 20, gc_delay: float = 300.0,
                  zk: ZkSession | None = None) -> None:
@@ -82,16 +87,6 @@ class Repairer:
         self.progress = Progress()
         self._absent_since: dict[str, float] = {}
         self.wake = trio.Event()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("repair pass failed")
-            with trio.move_on_after(self.interval):
-                await self.wake.wait()
-            self.wake = trio.Event()
 
     def target(self) -> int:
         """R, or as many as there are writable agents when there are fewer."""

@@ -23,6 +23,8 @@ import time
 import attrs
 import trio
 
+from ..background import Periodic
+
 from ..agent import AgentConnectionError, AgentError, Status
 from ..agent.protocol import ProtocolError
 from ..meta.store import GcEntry, MetaStore, ReplicaReport
@@ -42,7 +44,10 @@ class ScrubStats:
     passes: int = 0
 
 
-class Scrubber:
+class Scrubber(Periodic):
+    log = log
+    what = "scrub"
+
     def __init__(self, meta: MetaStore, fleet: Fleet, *, rate: float = 16 << 20, interval: float = 86400.0,
                  orphan_grace: float = 3600.0, page: int = 500) -> None:
         self.meta = meta
@@ -54,16 +59,6 @@ class Scrubber:
         self.stats = ScrubStats()
         self._orphans: dict[tuple[str, bytes], float] = {}  # (agent, chunk) -> when first seen orphaned
         self.wake = trio.Event()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("scrub pass failed")
-            with trio.move_on_after(self.interval):
-                await self.wake.wait()
-            self.wake = trio.Event()
 
     async def run_once(self) -> None:
         seen: set[tuple[str, bytes]] = set()

@@ -22,6 +22,8 @@ import time
 
 import trio
 
+from ..background import Periodic
+
 from ..agent import AgentConnectionError, AgentError, Status
 from ..meta.store import GcEntry, Intent, MetaStore
 from ..cluster.fleet import Fleet
@@ -32,7 +34,10 @@ log = logging.getLogger("trio_sos.gc")
 COMPLETED_RETENTION = 24 * 3600.0
 
 
-class GarbageCollector:
+class GarbageCollector(Periodic):
+    log = log
+    what = "garbage collection"
+
     def __init__(self, meta: MetaStore, agents: Fleet, *, interval: float = 10.0,
                  intent_grace: float = 3600.0, batch: int = 100, retry: float = 30.0,
                  dead_grace: float = 3600.0) -> None:
@@ -50,16 +55,6 @@ class GarbageCollector:
         self.retry = retry  # seconds before an entry whose agent was unreachable is tried again
         self.dead_grace = dead_grace
         self._absent: dict[str, float] = {}  # agent -> when it was first found gone from the membership
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("garbage collection pass failed")
-            with trio.move_on_after(self.interval):
-                await self.wake.wait()
-            self.wake = trio.Event()
 
     async def run_once(self) -> int:
         """One pass: the due GC queue, then stale intents. Returns the number of chunks deleted."""

@@ -310,6 +310,16 @@ _PART_COLS = "upload_id, number, size, etag, last_modified, manifest, checksums"
 _INTENT_COLS = "intent_id, created, agents, bucket, key, renewed, heartbeat, claimed"
 
 
+def _present(c: sqlite3.Connection, table: str, column: str, ids: list[bytes]) -> set[bytes]:
+    """Which of ``ids`` are in ``table`` (its BLOB key ``column``), asked 500 at a time."""
+    found: set[bytes] = set()
+    for i in range(0, len(ids), 500):
+        batch = ids[i:i + 500]
+        found.update(bytes(r[0]) for r in c.execute(
+            f"SELECT {column} FROM {table} WHERE {column} IN ({', '.join('?' * len(batch))})", batch))
+    return found
+
+
 def _first(row: tuple) -> Any:
     return row[0]
 
@@ -438,6 +448,7 @@ class _Job:
     args: tuple
     taken: bool = False  # in a batch that has started: its outcome is the batch's
     done: trio.Event = attrs.field(factory=trio.Event)  # that batch has committed or rolled back
+    on_commit: Callable[[], None] | None = None  # run (in the worker thread) once the batch has committed
     value: Any = None
     error: BaseException | None = None
 
@@ -456,6 +467,8 @@ def _group(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
             job.value = _tx(conn, "BEGIN IMMEDIATE", job.fn, job.args)
         except Exception as exc:
             job.error = exc
+        else:
+            _committed(jobs)
         return
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -476,6 +489,13 @@ def _group(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
             job.value, job.error = None, exc
         if not isinstance(exc, Exception):
             raise
+        return
+    _committed(jobs)
+
+
+def _committed(jobs: list[_Job]) -> None:
+    for hook in {job.on_commit for job in jobs if job.on_commit is not None and job.error is None}:
+        hook()
 
 
 class _Generation:
@@ -573,13 +593,13 @@ class SqliteMetaStore(MetaStore):
             if self._generation is not None:
                 self._generation.close()
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any, on_commit: Callable[[], None] | None = None) -> T:
         """Run ``fn(conn, *args)`` as one write transaction, committed with whatever other writes of this process
         are waiting (group commit: one COMMIT and one fsync for all of them, each still atomic on its own — see
         ``_group``). The caller whose turn comes first runs the whole batch in a worker thread; the others find
         their outcome there. Cancellation: a write still waiting is withdrawn (nothing changed); one already in a
         running batch is waited for, so the caller learns nothing until it is committed or rolled back."""
-        job = _Job(fn, args)
+        job = _Job(fn, args, on_commit=on_commit)
         self._pending.append(job)
         try:
             while not job.taken:
@@ -622,12 +642,9 @@ class SqliteMetaStore(MetaStore):
         return value
 
     async def _changed(self, fn: Callable[..., T], *args: Any) -> T:
-        """A write to users or buckets: committed, then the shared generation moves (every cache drops)."""
-        try:
-            return await self._write(fn, *args)
-        finally:
-            if self._generation is not None:
-                self._generation.bump()
+        """A write to users or buckets: once committed, the shared generation moves (every process's cache drops
+        what it holds) — in the writer's thread, before any caller of the batch hears back."""
+        return await self._write(fn, *args, on_commit=self._generation.bump if self._generation else None)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with _unavailable_as_meta_error():
@@ -1236,17 +1253,7 @@ class SqliteMetaStore(MetaStore):
         return await self._read(run)
 
     async def referenced(self, chunk_ids: Sequence[bytes]) -> set[bytes]:
-        ids = [bytes(cid) for cid in chunk_ids]
-
-        def run(c: sqlite3.Connection) -> set[bytes]:
-            found: set[bytes] = set()
-            for i in range(0, len(ids), 500):
-                batch = ids[i:i + 500]
-                found.update(bytes(r[0]) for r in c.execute(
-                    f"SELECT chunk_id FROM chunk_index WHERE chunk_id IN ({', '.join('?' * len(batch))})", batch))
-            return found
-
-        return await self._read(run)
+        return await self._read(_present, "chunk_index", "chunk_id", [bytes(cid) for cid in chunk_ids])
 
     async def set_chunk_agents(self, chunk_id: bytes, expected: Sequence[str], agents: Sequence[str]) -> bool:
         def run(c: sqlite3.Connection) -> bool:
@@ -1309,14 +1316,4 @@ class SqliteMetaStore(MetaStore):
         return await self._read(run)
 
     async def open_intents(self, intent_ids: Sequence[bytes]) -> set[bytes]:
-        ids = [bytes(i) for i in intent_ids]
-
-        def run(c: sqlite3.Connection) -> set[bytes]:
-            found: set[bytes] = set()
-            for i in range(0, len(ids), 500):
-                batch = ids[i:i + 500]
-                found.update(bytes(r[0]) for r in c.execute(
-                    f"SELECT intent_id FROM intents WHERE intent_id IN ({', '.join('?' * len(batch))})", batch))
-            return found
-
-        return await self._read(run)
+        return await self._read(_present, "intents", "intent_id", [bytes(i) for i in intent_ids])
