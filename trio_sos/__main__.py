@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from .agent.supervisor import AgentOptions, AgentStartError, AgentSupervisor
+from .workers import WorkerStartError
 from .config import ConfigError, load_config
 from .logs import setup_logging
 
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(inner, ConfigError):
             print(f"trio_sos: {inner}", file=sys.stderr)
             return 2
-        if isinstance(inner, (AgentStartError, FileNotFoundError, ConnectionError)):
+        if isinstance(inner, (AgentStartError, WorkerStartError, FileNotFoundError, ConnectionError)):
             print(f"trio_sos: {inner}", file=sys.stderr)
             return 1
         if isinstance(inner, KeyboardInterrupt):
