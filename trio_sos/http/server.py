@@ -21,6 +21,7 @@ import trio
 log = logging.getLogger("trio_sos.http")
 
 RECEIVE_SIZE = 256 * 1024
+COALESCE_MAX = 64 * 1024  # a response head is sent in one piece with a first body piece up to this size
 
 
 @attrs.frozen
@@ -323,17 +324,32 @@ class _Connection:
         elif isinstance(body, (bytes, bytearray)) and response.status != 304:
             headers.append((b"Content-Length", str(len(body)).encode()))
         # A reason phrase, always: botocore's 100-continue handling reads a status line of three parts.
-        await self._send(h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status)))
+        # The head goes out with the body's first piece when that is small (one send, not two, for most answers).
+        pending: bytes | None = self.h11.send(h11.Response(status_code=response.status, headers=headers,
+                                                           reason=_reason(response.status)))
         if head or response.status == 304:
             pass  # no body, whatever Content-Length says (it describes the GET's body)
         elif isinstance(body, (bytes, bytearray)):
             if body:
-                await self._send(h11.Data(data=body))
+                await self._send_with(pending, self.h11.send(h11.Data(data=body)))
+                pending = None
         else:
             async for piece in body:
                 if piece:
-                    await self._send(h11.Data(data=piece))
-        await self._send(h11.EndOfMessage())
+                    await self._send_with(pending, self.h11.send(h11.Data(data=piece)))
+                    pending = None
+        await self._send_with(pending, self.h11.send(h11.EndOfMessage()) or b"")
+
+    async def _send_with(self, pending: bytes | None, data: bytes) -> None:
+        """Send ``data`` after the bytes still ``pending`` (the response head), together when both are small."""
+        with trio.fail_after(self.limits.send_timeout):
+            if pending:
+                if len(data) <= COALESCE_MAX:
+                    data = pending + data
+                else:
+                    await self.stream.send_all(pending)
+            if data:
+                await self.stream.send_all(data)
 
     async def _respond(self, request: Request, response: Response) -> bool:
         """Send the response; True if the connection can serve another request."""
