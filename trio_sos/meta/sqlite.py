@@ -867,20 +867,21 @@ class SqliteMetaStore(MetaStore):
         return await self._write(run)
 
     async def delete_objects(self, bucket: str, keys: Sequence[str], *, gc_delay: float = 0.0,
-                             bucket_id: str | None = None) -> list[ObjectVersion | None]:
-        def run(c: sqlite3.Connection) -> list[ObjectVersion | None]:
+                             bucket_id: str | None = None) -> list[bool]:
+        def run(c: sqlite3.Connection) -> list[bool]:
             if bucket_id is not None:
                 row = c.execute("SELECT id FROM buckets WHERE name = ?", (bucket,)).fetchone()
                 if row is None or row[0] != bucket_id:
-                    return [None] * len(keys)
-            out: list[ObjectVersion | None] = []
-            not_before = time.time() + gc_delay
-            for key in keys:
-                old = self._get_object(c, bucket, key)
-                if old is not None:
-                    c.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
-                    self._retire(c, old.manifest, (), not_before)
-                out.append(old)
+                    return [False] * len(keys)
+            out: list[bool] = []
+            gone: list[ChunkRef] = []
+            for key in keys:  # only the manifest is read back: nothing else of the record is decoded
+                row = c.execute("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING manifest",
+                                (bucket, key)).fetchone()
+                out.append(row is not None)
+                if row is not None and row[0] != "[]":
+                    gone.extend(_dec_manifest(row[0]))
+            self._retire(c, gone, (), time.time() + gc_delay)  # one GC enqueue for all of them
             return out
 
         return await self._write(run)

@@ -344,10 +344,11 @@ class MetaStore(abc.ABC):
         nothing was there, or when ``bucket_id`` is given and the bucket of that name is another one now)."""
 
     async def delete_objects(self, bucket: str, keys: Sequence[str], *, gc_delay: float = 0.0,
-                             bucket_id: str | None = None) -> list[ObjectVersion | None]:
+                             bucket_id: str | None = None) -> list[bool]:
         """``delete_object`` for each of ``keys``, in order (a key given twice is deleted once, then found gone);
-        a backend may do them as one step. Returns what each deleted."""
-        return [await self.delete_object(bucket, key, gc_delay=gc_delay, bucket_id=bucket_id) for key in keys]
+        a backend may do them as one step. Returns, for each key, whether something was deleted."""
+        return [await self.delete_object(bucket, key, gc_delay=gc_delay, bucket_id=bucket_id) is not None
+                for key in keys]
 
     @abc.abstractmethod
     async def update_object(self, obj: ObjectVersion) -> bool:
