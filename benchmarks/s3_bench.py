@@ -476,8 +476,10 @@ def loopback_rate() -> float:
             out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", "3", "-J"],
                                  capture_output=True, text=True)
             if out.returncode == 0:
-                return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 8 / MiB
-            time.sleep(0.05)  # the server is not listening yet
+                received = json.loads(out.stdout).get("end", {}).get("sum_received")
+                if received:
+                    return received["bits_per_second"] / 8 / MiB
+            time.sleep(0.05)  # the server is not listening yet (or the run reported an error): again
         raise RuntimeError("iperf3 failed")
     finally:
         server.kill()
