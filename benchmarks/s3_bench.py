@@ -184,15 +184,18 @@ class Target:
         return conn.request(method, target, hdrs, body, into)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
+def cpu_by_kind(pids: list[int]) -> dict[str, float]:
+    """CPU seconds of ``pids`` so far, split into the storage agents' ("agent") and the rest ("node")."""
+    out = {"node": 0.0, "agent": 0.0}
     for pid in pids:
         try:
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
+            proc = psutil.Process(pid)
+            t = proc.cpu_times()
+            kind = "agent" if "agent" in proc.name() else "node"
         except psutil.NoSuchProcess:
-            pass
-    return total
+            continue
+        out[kind] += t.user + t.system
+    return out
 
 
 def tree(pid: int) -> list[int]:
@@ -202,8 +205,9 @@ def tree(pid: int) -> list[int]:
 
 class Result:
     def __init__(self, name: str, count: int, nbytes: int, seconds: float, latencies: list[float],
-                 server_cpu: float, client_cpu: float, unit: str):
+                 server_cpu: float, client_cpu: float, unit: str, agent_cpu: float = 0.0):
         self.name, self.count, self.nbytes, self.seconds = name, count, nbytes, seconds
+        self.agent_cpu = agent_cpu
         latencies.sort()
         self.p50 = latencies[len(latencies) // 2] if latencies else 0.0
         self.p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0
@@ -215,10 +219,11 @@ class Result:
             return self.nbytes / MiB / self.seconds
         return self.count / self.seconds
 
-    def cost(self) -> str:
+    def cost(self, cpu: float | None = None) -> str:
+        cpu = self.server_cpu if cpu is None else cpu
         if self.unit == "MiB/s":
-            return f"{self.server_cpu / (self.nbytes / GiB):.2f} s/GiB"
-        per = self.server_cpu / self.count
+            return f"{cpu / (self.nbytes / GiB):.2f} s/GiB"
+        per = cpu / self.count
         return f"{per * 1e6:.0f} µs/key" if self.unit == "keys/s" else f"{per * 1e3:.2f} ms/op"
 
 
@@ -255,7 +260,7 @@ def run(target: Target, name: str, concurrency: int, jobs: list, job: Callable, 
                 conn.sock.close()
 
     pids = target.pids()
-    server0, client0, t0 = cpu_seconds(pids), time.process_time(), time.perf_counter()
+    server0, client0, t0 = cpu_by_kind(pids), time.process_time(), time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
         t.start()
@@ -263,10 +268,12 @@ def run(target: Target, name: str, concurrency: int, jobs: list, job: Callable, 
         t.join()
     seconds = time.perf_counter() - t0
     client = time.process_time() - client0
-    server = cpu_seconds(pids) - server0
+    server1 = cpu_by_kind(pids)
+    server = sum(server1.values()) - sum(server0.values())
     if errors:
         raise RuntimeError(f"{target.name} {name}: {errors[0]!r}") from errors[0]
-    return Result(name, count[0], count[1], seconds, latencies, server, client, unit)
+    return Result(name, count[0], count[1], seconds, latencies, server, client, unit,
+                  agent_cpu=server1["agent"] - server0["agent"])
 
 
 def check(status: int, want: tuple[int, ...], what: str, body: bytes | memoryview = b"") -> None:
@@ -276,7 +283,17 @@ def check(status: int, want: tuple[int, ...], what: str, body: bytes | memoryvie
 
 # -- the workloads --
 
-def workloads(target: Target, scale: float) -> list[Result]:
+LARGE = ("large PUT", "large GET", "ranged GET")
+SMALL = ("small PUT", "small GET", "LIST", "DELETE", "DeleteObjects")
+
+
+def workloads(target: Target, scale: float, only: tuple[str, ...] = ()) -> list[Result]:
+    """The workloads in order; ``only`` (name prefixes) keeps some of them, and the writes those read from."""
+    def wanted(name: str) -> bool:
+        return not only or any(name.lower().startswith(o.lower()) for o in only)
+
+    large = [w for w in LARGE if wanted(w)]
+    small = [w for w in SMALL if wanted(w)]
     large_size = 64 * MiB
     large_count = max(4, int(16 * scale))
     small_count = max(200, int(10000 * scale))
@@ -293,8 +310,9 @@ def workloads(target: Target, scale: float) -> list[Result]:
         status, _, body = t.call(conn, signer, "PUT", f"{bucket}/large/{i}", body=big)
         check(status, (200, 201, 204), "large PUT", body)
 
-    results.append(run(target, "large PUT 64 MiB", 4, list(range(large_count)), put_large, "MiB/s",
-                       lambda _: large_size))
+    if large:
+        results.append(run(target, "large PUT 64 MiB", 4, list(range(large_count)), put_large, "MiB/s",
+                           lambda _: large_size))
 
     def get_large(t, conn, signer, i):
         into = getattr(conn, "into", None)
@@ -305,8 +323,9 @@ def workloads(target: Target, scale: float) -> list[Result]:
         if body != big:
             raise AssertionError(f"large GET {i}: wrong bytes")
 
-    results.append(run(target, "large GET 64 MiB", 4, list(range(large_count)), get_large, "MiB/s",
-                       lambda _: large_size))
+    if wanted("large GET"):
+        results.append(run(target, "large GET 64 MiB", 4, list(range(large_count)), get_large, "MiB/s",
+                           lambda _: large_size))
 
     rng = random.Random(1)
     span = 256 * 1024
@@ -320,9 +339,10 @@ def workloads(target: Target, scale: float) -> list[Result]:
         if body != big[start:start + span]:
             raise AssertionError("ranged GET: wrong bytes")
 
-    results.append(run(target, "ranged GET 256 KiB", 8, ranges, get_range, "MiB/s", lambda _: span))
+    if wanted("ranged GET"):
+        results.append(run(target, "ranged GET 256 KiB", 8, ranges, get_range, "MiB/s", lambda _: span))
 
-    if target.s3:
+    if target.s3 and wanted("multipart"):
         part = 8 * MiB
         total = 256 * MiB if scale >= 1 else 128 * MiB
         uploads = 4
@@ -354,7 +374,8 @@ def workloads(target: Target, scale: float) -> list[Result]:
         status, _, body = t.call(conn, signer, "PUT", f"{bucket}/small/{i:08d}", body=small_body)
         check(status, (200, 201, 204), "small PUT", body)
 
-    results.append(run(target, "small PUT 4 KiB", 32, list(range(small_count)), put_small, "ops/s"))
+    if small:
+        results.append(run(target, "small PUT 4 KiB", 32, list(range(small_count)), put_small, "ops/s"))
 
     def get_small(t, conn, signer, i):
         status, _, body = t.call(conn, signer, "GET", f"{bucket}/small/{i:08d}")
@@ -362,9 +383,10 @@ def workloads(target: Target, scale: float) -> list[Result]:
         if body != small_body:
             raise AssertionError("small GET: wrong bytes")
 
-    results.append(run(target, "small GET 4 KiB", 32, list(range(small_count)), get_small, "ops/s"))
+    if wanted("small GET"):
+        results.append(run(target, "small GET 4 KiB", 32, list(range(small_count)), get_small, "ops/s"))
 
-    if target.s3:
+    if target.s3 and wanted("LIST"):
         rounds = max(2, int(6 * scale))
 
         def list_all(t, conn, signer, _):
@@ -392,9 +414,10 @@ def workloads(target: Target, scale: float) -> list[Result]:
         status, _, body = t.call(conn, signer, "DELETE", f"{bucket}/small/{i:08d}")
         check(status, (204, 200), "DELETE", body)
 
-    results.append(run(target, "DELETE", 32, list(range(half)), delete_one, "ops/s"))
+    if wanted("DELETE"):
+        results.append(run(target, "DELETE", 32, list(range(half)), delete_one, "ops/s"))
 
-    if target.s3:
+    if target.s3 and wanted("DeleteObjects"):
         batches = [list(range(s, min(s + 1000, small_count))) for s in range(half, small_count, 1000)]
 
         def delete_many(t, conn, signer, keys):
@@ -488,9 +511,9 @@ def loopback_rate() -> float:
 
 # -- the systems under test --
 
-def start_node(base: Path, workers: int | None, cluster: bool):
+def start_node(base: Path, workers: int | None, cluster: bool, extra: dict | None = None):
     """The node (and for ``cluster`` a ZooKeeper and three agents, R=3); returns (target, stop)."""
-    settings: dict = {"gc_interval": 5.0}
+    settings: dict = {"gc_interval": 5.0, **(extra or {})}
     if workers is not None:
         settings["workers"] = workers
     stops: list[Callable[[], object]] = []
@@ -539,13 +562,25 @@ def main() -> None:
     parser.add_argument("--cluster", action="store_true", help="3 agents, R=3, through ZooKeeper")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the amount of work (0.2: a quick run)")
     parser.add_argument("--skip-reference", action="store_true", help="no nginx / fio / iperf3")
+    parser.add_argument("--only", action="append", default=[], metavar="WORKLOAD",
+                        help="run only the workloads whose names start with this (and the writes they read), "
+                             "repeatable: e.g. --only 'large GET' --only LIST")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a node setting (e.g. zero_copy_get=false), repeatable")
     args = parser.parse_args()
+    extra: dict = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected NAME=VALUE")
+        extra[name.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     base = Path(tempfile.mkdtemp(prefix="s3-bench-", dir=os.environ.get("BENCH_DIR")))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     print(f"commit {commit}, {os.cpu_count()} cores, {'cluster R=3 (3 agents)' if args.cluster else 'embedded'}, "
-          f"workers {args.workers or 'default'}, scale {args.scale}", flush=True)
+          f"workers {args.workers or 'default'}, scale {args.scale}"
+          + "".join(f", {k}={v}" for k, v in extra.items()), flush=True)
     try:
         reference: dict[str, Result] = {}
         ceiling = None
@@ -556,20 +591,21 @@ def main() -> None:
             proc, port = start_nginx(base / "nginx")
             try:
                 nginx = Target("nginx", port, lambda: tree(proc.pid), False)
-                for r in workloads(nginx, args.scale):
+                for r in workloads(nginx, args.scale, tuple(args.only)):
                     reference[r.name] = r
             finally:
                 proc.terminate()
                 proc.wait()
                 shutil.rmtree(base / "nginx", ignore_errors=True)
-            ceiling = min(reference["large PUT 64 MiB"].rate, disk) / (3 if args.cluster else 1)
-        target, stop = start_node(base, args.workers, args.cluster)
+            if "large PUT 64 MiB" in reference:
+                ceiling = min(reference["large PUT 64 MiB"].rate, disk) / (3 if args.cluster else 1)
+        target, stop = start_node(base, args.workers, args.cluster, extra)
         try:
-            results = workloads(target, args.scale)
+            results = workloads(target, args.scale, tuple(args.only))
         finally:
             stop()
-        header = ("| workload (conc) | trio_sos | p50 | p99 | server cpu | server cores | client cpu | nginx | ratio "
-                  "| target |\n|---|---|---|---|---|---|---|---|---|---|")
+        header = ("| workload (conc) | trio_sos | p50 | p99 | server cpu | of which agents | server cores | client cpu "
+                  "| nginx | ratio | target |\n|---|---|---|---|---|---|---|---|---|---|---|")
         print(header)
         conc = {"large PUT 64 MiB": 4, "large GET 64 MiB": 4, "ranged GET 256 KiB": 8, "small PUT 4 KiB": 32,
                 "small GET 4 KiB": 32, "LIST, 1,000-key pages": 2, "DELETE": 32, "DeleteObjects, 1,000 keys": 2}
@@ -581,7 +617,7 @@ def main() -> None:
                 if r.name == "large PUT 64 MiB" and ceiling:
                     ratio += f" ({r.rate / ceiling:.2f}× ceiling {ceiling:.0f})"
             print(f"| {r.name} ({conc.get(r.name, 4)}) | {r.rate:,.0f} {r.unit} | {r.p50 * 1e3:.1f} ms "
-                  f"| {r.p99 * 1e3:.1f} ms | {r.cost()} | {r.server_cpu / r.seconds:.2f} "
+                  f"| {r.p99 * 1e3:.1f} ms | {r.cost()} | {r.cost(r.agent_cpu)} | {r.server_cpu / r.seconds:.2f} "
                   f"| {r.client_cpu / r.seconds:.2f} cores | {f'{ref.rate:,.0f}' if ref else '–'} | {ratio or '–'} "
                   f"| {TARGETS.get(r.name, '≥ large PUT rate')} |", flush=True)
     finally:

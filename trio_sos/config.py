@@ -48,6 +48,14 @@ def _float(value: Any, name: str) -> float:
     return result
 
 
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ConfigError(f"setting {name}: {value!r} is not true or false")
+
+
 def _int(value: Any, name: str) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"setting {name}: {value!r} is not a whole number")
@@ -104,6 +112,8 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "http_head_timeout": (_float, 30.0),
     "http_body_timeout": (_float, 60.0),
     "agent_wait": (_float, 5.0),
+    # plain-HTTP GETs move chunk bytes agent socket -> client socket in the kernel (splice), not through Python
+    "zero_copy_get": (_bool, True),
     "workers": (_int, 0),  # node processes sharing the listening socket; 0: one per core
     # cluster mode (zk set): no local agent; the agents registered in ZooKeeper under /trio_sos/<cluster>
     "zk": (_opt_str, None),
@@ -145,6 +155,7 @@ class Config:
     http_head_timeout: float = 30.0
     http_body_timeout: float = 60.0
     agent_wait: float = 5.0
+    zero_copy_get: bool = True
     workers: int = 0
     zk: str | None = None
     cluster: str = "default"

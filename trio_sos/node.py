@@ -229,7 +229,7 @@ class Node:
                                      read_tuning=read_tuning, write_tuning=write_tuning, report_bad=report_bad)
                     app = S3App(Services(meta, data, config))
                     limits = Limits(idle_timeout=config.http_idle_timeout, head_timeout=config.http_head_timeout,
-                                    body_timeout=config.http_body_timeout)
+                                    body_timeout=config.http_body_timeout, zero_copy=config.zero_copy_get)
                     self.server = HttpServer(app.handle, limits=limits, render_error=app.render_http_error)
                     await nursery.start(self.server.serve, listeners)
                     if self.role == "worker":

@@ -33,5 +33,7 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
  * SIGKILLs itself here, exactly as kill -9 at that instant would. Unset (always, outside tests) it costs one
  * pointer comparison. Points: commit-begin, commit-fsynced, commit-linked, commit-tmp-removed, commit-durable. */
 void crash_point(const char *name);
+/* Whether the crash point `name` is armed (for fault injection that must act before it crashes). */
+int crash_armed(const char *name);
 
 #endif

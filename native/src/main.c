@@ -195,6 +195,11 @@ static void raise_nofile(void)
     }
 }
 
+int crash_armed(const char *name)
+{
+    return g_cfg.crash_at && !strcmp(g_cfg.crash_at, name);
+}
+
 void crash_point(const char *name)
 {
     if (g_cfg.crash_at && !strcmp(g_cfg.crash_at, name)) {

@@ -246,6 +246,12 @@ static int send_data(struct conn *c, uint64_t req, const struct iovec *segs, int
         if (fl == 0)
             break;
         make_header(h, (uint32_t)fl, OP_DATA, req);
+        if (k > 1 && crash_armed("get-mid-frame")) {
+            /* Fault injection for tests: the agent dies having sent half of a DATA frame. */
+            c->giov[1].iov_len = (c->giov[1].iov_len + 1) / 2;
+            send_all(c, c->giov, 2);
+            crash_point("get-mid-frame");
+        }
         if (send_all(c, c->giov, k) < 0)
             return -1;
     }

@@ -27,6 +27,7 @@ import crc32c as _crc32c
 import trio
 
 from . import protocol as p
+from .direct import DirectConnection, DirectConnectionError, DirectWindow, batch_blocks, blocks_spanned
 from .protocol import AgentError, Op, ProtocolError
 
 log = logging.getLogger("trio_sos.agent.client")
@@ -379,6 +380,7 @@ class AgentPool:
         self.patience = patience
         self.connects = 0
         self.closed = False
+        self._direct: list[DirectConnection] = []  # idle connections for zero-copy GET windows
 
     def _least_busy(self) -> tuple[AgentConnection | None, bool]:
         """The usable connection with the fewest requests in flight, and whether it will do (idle, or pool full)."""
@@ -519,8 +521,71 @@ class AgentPool:
             if not data:
                 break
 
+    async def open_direct(self, chunk_id: bytes, offset: int, length: int) -> DirectWindow | bytes:
+        """The window ``[offset, offset+length)`` for the kernel to move (see :mod:`.direct`): the agent has
+        verified it whole when this returns. ``length`` must span at most :func:`.direct.batch_blocks` blocks.
+
+        When no direct connection can be made, the window is read through the ordinary (copying) path instead,
+        with its patience and backoff, and returned as bytes; b"" is the empty range at the chunk's end."""
+        if self.closed:
+            raise AgentConnectionError("pool is closed")
+        conn = self._direct.pop() if self._direct else None
+        if conn is None:
+            if trio.current_time() < self._retry_at:
+                return await self.get(chunk_id, offset, length)
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    conn = await DirectConnection.connect(self.address)
+            except (OSError, trio.TooSlowError, DirectConnectionError, ProtocolError, AgentError) as exc:
+                log.debug("direct connection to agent %s failed: %r; reading through the pool", self.address, exc)
+                return await self.get(chunk_id, offset, length)
+        if blocks_spanned(offset, length, conn.hello.block_size) > batch_blocks(conn.hello):
+            # this agent verifies fewer blocks at once than the window holds: it could fail midway
+            self._give_direct(conn)
+            return await self.get(chunk_id, offset, length)
+        try:
+            with trio.fail_after(self.timeout):
+                window = await conn.open(chunk_id, offset, length)
+        except AgentError:
+            self._give_direct(conn)
+            raise
+        except trio.TooSlowError:
+            conn.close()
+            raise AgentTimeout(f"no answer from agent {self.address} within {self.timeout}s") from None
+        except DirectConnectionError as exc:
+            # Broken before any byte of the window moved: most likely the agent restarted, and every idle
+            # direct connection is as dead as this one. Drop them all; the copying path reconnects (waiting up
+            # to ``patience`` for the agent to come back) and fails over as usual.
+            conn.close()
+            self._drop_direct()
+            log.debug("direct connection to agent %s broke: %r; reading through the pool", self.address, exc)
+            return await self.get(chunk_id, offset, length)
+        except ProtocolError as exc:
+            conn.close()
+            raise AgentConnectionError(f"direct connection to agent {self.address}: {exc}") from exc
+        except BaseException:
+            conn.close()  # cancelled mid-answer: the framing is lost
+            raise
+        if window is None:
+            self._give_direct(conn)
+            return b""
+        window.on_done = self._give_direct
+        return window
+
+    def _drop_direct(self) -> None:
+        for idle in self._direct:
+            idle.close()
+        self._direct.clear()
+
+    def _give_direct(self, conn: DirectConnection) -> None:
+        if self.closed or conn.broken or len(self._direct) >= self.size:
+            conn.close()
+        else:
+            self._direct.append(conn)
+
     async def aclose(self) -> None:
         self.closed = True
+        self._drop_direct()
         for conn in self._conns:
             await conn.aclose()
         self._conns.clear()

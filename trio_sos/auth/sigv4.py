@@ -262,7 +262,7 @@ def _is_calendar_date(text: str) -> bool:
     if not _SCOPE_DATE_RE.match(text):
         return False
     try:
-        datetime.strptime(text, "%Y%m%d")
+        datetime(int(text[:4]), int(text[4:6]), int(text[6:8]))
     except ValueError:
         return False
     return True
@@ -499,7 +499,7 @@ def _parse_request_time(value: str) -> datetime | None:
 
 
 def _iso_basic(when: datetime) -> str:
-    return when.strftime("%Y%m%dT%H%M%SZ")
+    return f"{when.year:04d}{when.month:02d}{when.day:02d}T{when.hour:02d}{when.minute:02d}{when.second:02d}Z"
 
 
 # --------------------------------------------------------------------------------------------------------------

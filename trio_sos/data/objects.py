@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from ..agent import AgentConnectionError, AgentError
+from ..agent.direct import DirectWindow
 from ..cluster.fleet import Fleet, StorageUnavailable
 from ..meta.store import ChunkRef, GcEntry, Intent, MetaStore
 from .checksums import Hasher, b64, new_hasher
@@ -268,8 +269,9 @@ class DataStore:
             await self._forget(written.intent_id, [(c.chunk_id, c.agents) for c in written.manifest])
 
     async def read(self, manifest: Sequence[ChunkRef], start: int, end: int,
-                   inline: bytes | None = None) -> AsyncIterator[bytes]:
-        """Yield the bytes ``[start, end)`` of the object whose body is ``manifest`` (or ``inline``)."""
+                   inline: bytes | None = None, *, direct: bool = False) -> AsyncIterator[bytes | DirectWindow]:
+        """Yield the bytes ``[start, end)`` of the object whose body is ``manifest`` (or ``inline``); with
+        ``direct``, chunk bytes come as windows for the HTTP layer to splice (see ``replicas.read_chunk``)."""
         if inline is not None:
             if start < end:
                 yield inline[start:end]
@@ -284,12 +286,13 @@ class DataStore:
                 break
             offset = max(start, chunk_start) - chunk_start
             length = min(end, chunk_end) - chunk_start - offset
-            async for piece in self._read_chunk(ref, offset, length):
+            async for piece in self._read_chunk(ref, offset, length, direct):
                 yield piece
 
-    def _read_chunk(self, ref: ChunkRef, offset: int, length: int) -> AsyncIterator[bytes]:
+    def _read_chunk(self, ref: ChunkRef, offset: int, length: int, direct: bool = False
+                    ) -> AsyncIterator[bytes | DirectWindow]:
         return read_chunk(self.fleet, ref, offset, length, zone=self.zone, tuning=self.read_tuning,
-                          report=self.report_bad)
+                          report=self.report_bad, direct=direct)
 
 
 def content_md5_ok(header: str, md5: bytes) -> bool:

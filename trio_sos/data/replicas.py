@@ -14,18 +14,25 @@ low latency), window by window. A window that has not arrived after ``hedge_dela
 too, and the first answer wins: one slow agent costs a read the hedge delay, not its timeout. An error (the
 agent down, the chunk missing or corrupt — the agent checks every block's CRC32C before sending it) moves the read
 to the next replica at the byte it reached; a missing or corrupt replica is reported for repair.
+
+Zero-copy reads (``direct=True``, for plain-HTTP responses): each window is one the agent verifies whole before
+sending any of it (``direct.WINDOW_BLOCKS`` blocks of 64 KiB, aligned), and is yielded as a
+:class:`~trio_sos.agent.direct.DirectWindow` for the HTTP layer to splice from the agent socket to the client
+socket. Hedging and failover work as above up to the first byte of a window; a window whose agent connection breaks
+while it moves sends what it took from the agent and reads the rest of itself the copying way (``_resumer``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import attrs
 import trio
 
 from ..agent import AgentConnectionError, AgentError, AgentTimeout, Status
+from ..agent.direct import DirectWindow, window_end
 from ..agent.protocol import ProtocolError, PutResult
 from ..cluster.fleet import Fleet, StorageUnavailable
 from ..meta.store import ChunkRef
@@ -195,9 +202,22 @@ async def _window(fleet: Fleet, agent: str, chunk_id: bytes, offset: int, length
     return data
 
 
+async def _direct_window(fleet: Fleet, agent: str, chunk_id: bytes, offset: int, length: int
+                         ) -> DirectWindow | bytes:
+    pool = fleet.pool(agent)
+    if pool is None:
+        raise AgentConnectionError(f"agent {agent} is not in the fleet")
+    started = trio.current_time()
+    window = await pool.open_direct(chunk_id, offset, length)
+    fleet.observe(agent, trio.current_time() - started)
+    return window
+
+
 async def read_chunk(fleet: Fleet, ref: ChunkRef, offset: int, length: int, *, zone: str = "",
-                     tuning: ReadTuning | None = None, report: ReportBad | None = None) -> AsyncIterator[bytes]:
-    """Yield the bytes ``[offset, offset+length)`` of the chunk ``ref``, hedged and failing over (see above)."""
+                     tuning: ReadTuning | None = None, report: ReportBad | None = None,
+                     direct: bool = False) -> AsyncIterator[bytes | DirectWindow]:
+    """Yield the bytes ``[offset, offset+length)`` of the chunk ``ref``, hedged and failing over (see above); with
+    ``direct``, windows for the kernel to move (or bytes, where the agent could only be read the copying way)."""
     tuning = tuning or ReadTuning()
     candidates = preference(fleet, ref.agents, zone)
     if not candidates:
@@ -210,8 +230,9 @@ async def read_chunk(fleet: Fleet, ref: ChunkRef, offset: int, length: int, *, z
         usable = [a for a in candidates if failures.get(a, 0) <= tuning.retries]
         if not usable:
             raise StorageUnavailable(f"no replica of chunk {ref.chunk_id.hex()} could be read: {'; '.join(errors)}")
-        want = min(tuning.window, end - pos)
-        winner, data, failed = await _hedged(fleet, usable, ref.chunk_id, pos, want, tuning.hedge_delay)
+        want = window_end(pos, end) - pos if direct else min(tuning.window, end - pos)
+        winner, data, failed = await _hedged(fleet, usable, ref.chunk_id, pos, want, tuning.hedge_delay,
+                                             _direct_window if direct else _window)
         for agent, exc in failed:
             errors.append(f"{agent}: {exc}")
             fleet.failed(agent)
@@ -227,28 +248,44 @@ async def read_chunk(fleet: Fleet, ref: ChunkRef, offset: int, length: int, *, z
             continue
         if not data:
             raise StorageUnavailable(f"chunk {ref.chunk_id.hex()} on {winner} is shorter than its manifest says")
+        if isinstance(data, DirectWindow):
+            data.resume = _resumer(fleet, ref, pos, want, zone, tuning, report)
         pos += len(data)
         yield data
 
 
-async def _hedged(fleet: Fleet, agents: Sequence[str], chunk_id: bytes, offset: int, length: int, delay: float
-                  ) -> tuple[str | None, bytes, list[tuple[str, Exception]]]:
+def _resumer(fleet: Fleet, ref: ChunkRef, pos: int, want: int, zone: str, tuning: ReadTuning,
+             report: ReportBad | None) -> Callable[[int], Awaitable[bytes]]:
+    """The rest of a direct window from ``done`` on, read the copying way (hedged, failing over), for a window
+    whose agent connection broke while it moved."""
+    async def rest(done: int) -> bytes:
+        pieces = [piece async for piece in read_chunk(fleet, ref, pos + done, want - done, zone=zone, tuning=tuning,
+                                                      report=report)]
+        return b"".join(pieces)  # type: ignore[arg-type]  (bytes: the copying path)
+
+    return rest
+
+
+async def _hedged(fleet: Fleet, agents: Sequence[str], chunk_id: bytes, offset: int, length: int, delay: float,
+                  opener: Callable = _window) -> tuple[str | None, bytes | DirectWindow, list[tuple[str, Exception]]]:
     """Ask ``agents[0]`` for a window; if it has not answered after ``delay`` (or failed), ask the next too, and so
     on; the first answer wins and the others are cancelled. Returns (winner, data, [(agent, error)...])."""
     failed: list[tuple[str, Exception]] = []
-    result: list[tuple[str, bytes]] = []
+    result: list[tuple[str, bytes | DirectWindow]] = []
     async with trio.open_nursery() as nursery:
         progress = trio.Event()
 
         async def ask(agent: str) -> None:
             try:
-                data = await _window(fleet, agent, chunk_id, offset, length)
+                data = await opener(fleet, agent, chunk_id, offset, length)
             except (AgentError, AgentConnectionError, ProtocolError) as exc:
                 failed.append((agent, exc))
             else:
                 if not result:
                     result.append((agent, data))
                     nursery.cancel_scope.cancel()
+                elif isinstance(data, DirectWindow):
+                    data.discard()  # a second answer: its bytes will not be read
             progress.set()
 
         for i, agent in enumerate(agents):

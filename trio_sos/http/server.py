@@ -9,6 +9,7 @@ never makes the client send its body.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
@@ -33,6 +34,7 @@ class Limits:
     idle_timeout: float = 75.0  # keep-alive connection with no request
     body_timeout: float = 60.0  # no body bytes for this long while the handler waits for them
     send_timeout: float = 60.0  # a client not reading its response for this long is dropped
+    zero_copy: bool = True  # handlers may yield pieces with ``move_to(socket)`` for plain-TCP clients
     max_connections: int = 4096
 
 
@@ -105,6 +107,11 @@ class Request:
         value = self.header("content-length")
         # h11 has checked it already (ASCII digits); bounded here too, for int()'s sake
         return int(value) if value is not None and value.isascii() and value.isdigit() and len(value) < 20 else None
+
+    @property
+    def zero_copy(self) -> bool:
+        """Whether the response body may be moved by the kernel (plain TCP, splice available, not turned off)."""
+        return self._conn.zero_copy
 
     @property
     def chunked(self) -> bool:
@@ -187,6 +194,7 @@ class _Connection:
             self.remote = f"{host}:{port}"
         except (AttributeError, OSError):
             self.remote = "?"
+        self.zero_copy = limits.zero_copy and hasattr(os, "splice") and isinstance(stream, trio.SocketStream)
 
     async def _send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -335,7 +343,16 @@ class _Connection:
                 pending = None
         else:
             async for piece in body:
-                if piece:
+                if not isinstance(piece, (bytes, bytearray, memoryview)):
+                    # A piece the kernel moves to the socket (``move_to``, e.g. a spliced agent window, offered
+                    # only when ``Request.zero_copy``): h11 only counts its length against Content-Length.
+                    self.h11.send_with_data_passthrough(h11.Data(data=piece))  # type: ignore[arg-type]
+                    with trio.fail_after(self.limits.send_timeout):
+                        if pending:
+                            await self.stream.send_all(pending)
+                            pending = None
+                        await piece.move_to(self.stream.socket)  # type: ignore[attr-defined]
+                elif piece:
                     await self._send_with(pending, self.h11.send(h11.Data(data=piece)))
                     pending = None
         await self._send_with(pending, self.h11.send(h11.EndOfMessage()) or b"")

@@ -442,7 +442,7 @@ def _unavailable_as_meta_error() -> Iterator[None]:
 
 @attrs.define(eq=False)
 class _Job:
-    """One write transaction waiting for (or run in) a group commit."""
+    """One transaction waiting for (or run in) a batch: a write for a group commit, or a read."""
 
     fn: Callable[..., Any]
     args: tuple
@@ -491,6 +491,26 @@ def _group(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
             raise
         return
     _committed(jobs)
+
+
+def _read_group(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+    """Run the read-only ``jobs`` in one transaction (one snapshot, taken after every one of them was asked for):
+    each gets its own value or error."""
+    try:
+        conn.execute("BEGIN")
+        try:
+            for job in jobs:
+                try:
+                    job.value = job.fn(conn, *job.args)
+                except Exception as exc:
+                    job.error = exc
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+    except Exception as exc:
+        for job in jobs:
+            if job.error is None:
+                job.value, job.error = None, exc
 
 
 def _committed(jobs: list[_Job]) -> None:
@@ -546,6 +566,7 @@ class SqliteMetaStore(MetaStore):
         self._reader = reader if reader is not None else writer
         self._write_limiter = trio.CapacityLimiter(1)
         self._pending: list[_Job] = []  # write transactions waiting for the next group commit
+        self._read_pending: list[_Job] = []  # reads waiting for the next read batch
         self.commits = 0  # group commits run (each one transaction: a figure for tests and benchmarks)
         self._generation = _Generation(path + "-gen") if path != ":memory:" else None
         self._cache: dict[tuple[str, str], tuple[int, Any]] = {}  # (kind, name) -> (generation, record)
@@ -600,24 +621,33 @@ class SqliteMetaStore(MetaStore):
         their outcome there. Cancellation: a write still waiting is withdrawn (nothing changed); one already in a
         running batch is waited for, so the caller learns nothing until it is committed or rolled back."""
         job = _Job(fn, args, on_commit=on_commit)
-        self._pending.append(job)
+        return await self._batched(job, self._pending, self._write_limiter, _group, self._writer, count=True)
+
+    async def _batched(self, job: _Job, pending: list[_Job], limiter: trio.CapacityLimiter,
+                       run: Callable[[sqlite3.Connection, list[_Job]], None], conn: sqlite3.Connection,
+                       count: bool = False) -> Any:
+        """Queue ``job`` on ``pending``; the first waiter to get ``limiter`` takes up to MAX_BATCH queued jobs and
+        runs them with ``run`` in one worker-thread call (one thread hop for the batch, not one per job)."""
+        pending.append(job)
         try:
             while not job.taken:
-                async with self._write_limiter:
+                async with limiter:
                     if job.taken:  # a batch before ours ran it
                         break
-                    batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                    batch = pending[:MAX_BATCH]
+                    del pending[:MAX_BATCH]
                     for queued in batch:
                         queued.taken = True
-                    self.commits += 1
+                    if count:
+                        self.commits += 1
                     try:
-                        await trio.to_thread.run_sync(_group, self._writer, batch, abandon_on_cancel=False)
+                        await trio.to_thread.run_sync(run, conn, batch, abandon_on_cancel=False)
                     finally:
                         for queued in batch:
                             queued.done.set()
         except trio.Cancelled:
             if not job.taken:
-                self._pending.remove(job)
+                pending.remove(job)
             else:
                 with trio.CancelScope(shield=True):
                     await job.done.wait()
@@ -647,10 +677,10 @@ class SqliteMetaStore(MetaStore):
         return await self._write(fn, *args, on_commit=self._generation.bump if self._generation else None)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        with _unavailable_as_meta_error():
-            return await trio.to_thread.run_sync(
-                _tx, self._reader, "BEGIN", fn, args, limiter=self._read_limiter, abandon_on_cancel=False
-            )
+        """Run ``fn(conn, *args)`` in a read transaction, together with the other reads of this process that are
+        waiting (``_read_group``): concurrent small reads share one thread hop."""
+        return await self._batched(_Job(fn, args), self._read_pending, self._read_limiter, _read_group,
+                                   self._reader)
 
     # -- users and keys --
 

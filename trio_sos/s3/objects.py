@@ -359,7 +359,8 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}"))
     body: bytes | AsyncIterator[bytes] = b""
     if with_body and end > start:
-        body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline))
+        body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline,
+                                                            direct=ctx.request.zero_copy))
     return Response(status, headers, body, content_length=end - start)
 
 
@@ -388,7 +389,8 @@ async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool) -> Response
                         else f"bytes */{obj.size}"))
     body: bytes | AsyncIterator[bytes] = b""
     if with_body and end > start:
-        body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline))
+        body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline,
+                                                            direct=ctx.request.zero_copy))
     return Response(status, headers, body, content_length=end - start)
 
 
