@@ -177,6 +177,10 @@ class Repairer(Periodic):
                 break
             if agent in sources:
                 final.append(agent)
+        if not final:
+            # No good copy anywhere and none could be made: keep the replicas there are. A corrupt one still serves
+            # its healthy blocks, and a lost agent may come back; dropping the last replica would lose it all.
+            final = list(owner.agents)
         if tuple(final) == owner.agents:
             if len(final) < target:
                 self.progress.chunks_failed += 1
