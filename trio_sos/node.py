@@ -131,6 +131,8 @@ def inherited_listeners(config: Config, spec: str) -> tuple[list[trio.abc.Listen
     endpoints: dict[str, str] = {}
     for item in spec.split(","):
         fd, kind = item.split(":")
+        if kind == "l":
+            continue  # the workers' shared connection counts (workers.Load), not a listener
         sock = trio.socket.from_stdlib_socket(socket.socket(fileno=int(fd)))  # family and type read off the fd
         plain = trio.SocketListener(sock)
         if kind == "s":
@@ -144,6 +146,17 @@ def inherited_listeners(config: Config, spec: str) -> tuple[list[trio.abc.Listen
             listeners.append(plain)
             endpoints.setdefault("http", f"http://{_bound(plain)}")
     return listeners, [endpoints[k] for k in ("http", "https") if k in endpoints]
+
+
+def worker_load(spec: str, count: int, index: int):
+    """A worker's view of the shared connection counts (``workers.Load``), if its supervisor passed them."""
+    from .workers import Load
+
+    for item in spec.split(","):
+        fd, kind = item.split(":")
+        if kind == "l":
+            return Load(int(fd), count, index)
+    return None
 
 
 @attrs.define
@@ -213,7 +226,11 @@ class Node:
                 if self.role == "supervisor":
                     from .workers import WorkerPool
 
-                    self.workers = WorkerPool(config.effective_workers, self.argv, listener_fds(listeners),
+                    from .workers import Load
+
+                    load = Load.create(config.effective_workers)  # kept open for the process: restarts need it
+                    self.workers = WorkerPool(config.effective_workers, self.argv,
+                                              listener_fds(listeners) + f",{load.fd}:l",
                                               agent=self.supervisor.address if self.supervisor else None,
                                               endpoints_per_worker=len(endpoints))
 
@@ -230,7 +247,11 @@ class Node:
                     app = S3App(Services(meta, data, config))
                     limits = Limits(idle_timeout=config.http_idle_timeout, head_timeout=config.http_head_timeout,
                                     body_timeout=config.http_body_timeout, zero_copy=config.zero_copy_get)
-                    self.server = HttpServer(app.handle, limits=limits, render_error=app.render_http_error)
+                    balance = None
+                    if self.role == "worker":
+                        balance = worker_load(self.worker_fds, config.effective_workers, self.worker_index)
+                    self.server = HttpServer(app.handle, limits=limits, render_error=app.render_http_error,
+                                             balance=balance)
                     await nursery.start(self.server.serve, listeners)
                     if self.role == "worker":
                         from .workers import exit_with_parent

@@ -5,8 +5,10 @@ the local agent, runs the singleton background work (GC, repair, scrub; in clust
 leadership as before), and starts N worker processes. Workers inherit the listening sockets (``pass_fds``) and
 accept from them: the kernel hands each new connection to whichever worker is waiting in ``accept``, so a busy
 worker takes fewer and a worker's death loses no queued connection (the queue belongs to the shared socket, not
-to the dead process, as it would with one ``SO_REUSEPORT`` socket per worker). Every worker opens the same
-metadata (SQLite is shared across processes: WAL, ``busy_timeout``) and talks to the same agents.
+to the dead process, as it would with one ``SO_REUSEPORT`` socket per worker). Workers publish their connection
+counts in shared memory (``Load``), and one holding more connections than another lets the other accept first, so
+that a few long connections spread over the workers too. Every worker opens the same metadata (SQLite is shared
+across processes: WAL, ``busy_timeout``) and talks to the same agents.
 
 Lifecycle:
 - Start: each worker writes its ``S3 endpoint:`` lines on its stdout once it serves; the supervisor announces the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import mmap
 import os
 import signal
 import subprocess
@@ -157,3 +160,37 @@ async def exit_with_parent(on_gone) -> None:
     log.warning("the supervisor is gone: stopping")
     on_gone()
 
+
+
+class Load:
+    """The connection count of every worker, in shared memory (a memfd the supervisor makes and every worker
+    inherits: one 8-byte slot per worker). A worker that holds more connections than the least loaded one lets
+    that one take the next connection from the shared accept queue first (``HttpServer``'s ``balance``): with a
+    handful of long keep-alive connections, the workers share them instead of one worker getting them all."""
+
+    SLOT = 8
+
+    def __init__(self, fd: int, count: int, index: int | None = None) -> None:
+        self.fd, self.count, self.index = fd, count, index
+        self._map = mmap.mmap(fd, self.SLOT * count)
+
+    @classmethod
+    def create(cls, count: int) -> Load:
+        fd = os.memfd_create("trio_sos-worker-load", 0)  # not MFD_CLOEXEC: workers inherit it through pass_fds
+        os.ftruncate(fd, cls.SLOT * count)
+        return cls(fd, count)
+
+    def set(self, connections: int) -> None:
+        assert self.index is not None
+        at = self.SLOT * self.index
+        self._map[at:at + self.SLOT] = max(0, connections).to_bytes(self.SLOT, "little")
+
+    def least_other(self) -> int:
+        """The fewest connections any other worker holds."""
+        counts = [int.from_bytes(self._map[i * self.SLOT:(i + 1) * self.SLOT], "little")
+                  for i in range(self.count) if i != self.index]
+        return min(counts, default=1 << 62)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self.fd)

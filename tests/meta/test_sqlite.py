@@ -446,3 +446,16 @@ async def test_a_cancelled_write_in_the_queue_changes_nothing(tmp_path: Path) ->
         assert await db.get_object(bucket, "after") is not None
     finally:
         await db.aclose()
+
+
+async def test_a_listing_reads_only_the_covering_index(db: SqliteMetaStore) -> None:
+    """The seek of a listing is answered from ``objects_listed`` alone: no row (manifest, headers, inline body) is
+    read for a listed key."""
+    plans = [db._reader.execute(
+        "EXPLAIN QUERY PLAN SELECT key, version_id, size, etag, last_modified, owner_id FROM objects "
+        f"WHERE bucket = ? AND key {op} ?{upper} ORDER BY key", args).fetchall()
+        for op, upper, args in ((">=", "", ("b", "")), (">", " AND key < ?", ("b", "a", "b")))]
+    for plan in plans:
+        details = " ".join(row[-1] for row in plan)
+        assert "COVERING INDEX objects_listed" in details, details
+        assert "TEMP B-TREE" not in details, details  # no sort: the index is in key order

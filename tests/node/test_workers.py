@@ -112,3 +112,26 @@ def test_one_worker_is_a_single_process(node_factory) -> None:
     s3.create_bucket(Bucket="one")
     s3.put_object(Bucket="one", Key="k", Body=b"v")
     assert s3.get_object(Bucket="one", Key="k")["Body"].read() == b"v"
+
+
+def test_a_few_long_connections_are_shared_by_the_workers(node_factory) -> None:
+    """Six keep-alive connections opened one after the other end up three on each worker: a worker holding more
+    connections lets the other accept first (left to the kernel's wake-ups alone, an even split of six comes
+    about one time in three)."""
+    node = node_factory(workers=2)
+    workers = workers_of(node)
+    socks = []
+    try:
+        for i in range(6):
+            sock = connect(node, timeout=20)
+            socks.append(sock)
+            path = "/spread" if i == 0 else f"/spread/{i}"
+            body = b"" if i == 0 else b"x"
+            sock.sendall(head_bytes("PUT", path, sign(node, "PUT", path, {"Content-Length": str(len(body))})) + body)
+            assert read_response(sock)[0] == 200
+        ports = {s.getsockname()[1] for s in socks}
+        held = [sum(1 for c in w.net_connections(kind="tcp") if c.raddr and c.raddr.port in ports) for w in workers]
+        assert sorted(held) == [3, 3], held
+    finally:
+        for sock in socks:
+            sock.close()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import cast
+from typing import Protocol, cast
 
 import attrs
 import h11
@@ -23,6 +24,7 @@ log = logging.getLogger("trio_sos.http")
 
 RECEIVE_SIZE = 256 * 1024
 COALESCE_MAX = 64 * 1024  # a response head is sent in one piece with a first body piece up to this size
+BALANCE_DELAY = 0.002  # how long a busier process lets a less busy one take a waiting connection first
 
 
 @attrs.frozen
@@ -406,12 +408,21 @@ class _Connection:
         return True
 
 
+class Balance(Protocol):
+    """The connection counts of the processes that share the listening sockets (``workers.Load``)."""
+
+    def set(self, connections: int) -> None: ...
+
+    def least_other(self) -> int: ...
+
+
 class HttpServer:
     """Serves ``handler`` on the given listeners until cancelled or :meth:`stop` is called."""
 
     def __init__(self, handler: Handler, *, limits: Limits | None = None,
-                 render_error: ErrorRenderer = _plain_error) -> None:
+                 render_error: ErrorRenderer = _plain_error, balance: Balance | None = None) -> None:
         self.handler = handler
+        self.balance = balance  # processes sharing the listening sockets: their connection counts
         self.limits = limits or Limits()
         self.render_error = render_error
         self.stopping = False
@@ -448,7 +459,17 @@ class HttpServer:
                 await listener.aclose()
 
     async def _accept_loop(self, listener: trio.abc.Listener, nursery: trio.Nursery) -> None:
+        plain = getattr(listener, "transport_listener", listener)  # under TLS, the socket is one level down
+        sock = getattr(plain, "socket", None)
         while True:
+            if self.balance is not None and sock is not None:
+                # Processes share this socket: once a connection is waiting, one that holds more connections than
+                # another gives the other a moment to take it, then takes it if it is still there.
+                await trio.lowlevel.wait_readable(sock)
+                if self.connections > self.balance.least_other():
+                    await trio.sleep(BALANCE_DELAY)
+                    if not select.select([sock], [], [], 0)[0]:
+                        continue  # it was taken: wait for the next one, and look at the counts again
             try:
                 stream = await listener.accept()
             except (OSError, trio.ClosedResourceError) as exc:
@@ -464,12 +485,16 @@ class HttpServer:
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         self.connections += 1
+        if self.balance is not None:
+            self.balance.set(self.connections)
         try:
             await _Connection(stream, self.limits, self).run()
         except ClientDisconnected as exc:
             log.info("client gone: %s", exc)
         finally:
             self.connections -= 1
+            if self.balance is not None:
+                self.balance.set(self.connections)
 
     def stop_accepting(self) -> None:
         """Stop taking connections and requests; requests in flight go on, idle connections end."""

@@ -231,7 +231,11 @@ def _schema_5(conn: sqlite3.Connection) -> None:
 # 6: small bodies kept in the object's row (ObjectVersion.inline) instead of as chunks on the agents
 _SCHEMA_6 = ["ALTER TABLE objects ADD COLUMN inline BLOB"]
 
-MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6]
+# 7: listings read a covering index (dense pages of just the listed columns), never the rows with their manifests,
+# headers and inline bodies
+_SCHEMA_7 = ["CREATE INDEX objects_listed ON objects (bucket, key, version_id, size, etag, last_modified, owner_id)"]
+
+MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6, _SCHEMA_7]
 
 
 def schema_version() -> int:

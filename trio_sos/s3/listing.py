@@ -42,10 +42,14 @@ def _max_keys(ctx: Ctx) -> int:
     return min(value, MAX_KEYS)
 
 
+def _same(value: str) -> str:
+    return value
+
+
 def _encoder(ctx: Ctx):
     encoding = ctx.query.get("encoding-type")
     if encoding is None:
-        return lambda s: s
+        return _same
     if encoding != "url":
         raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
                       ArgumentName="encoding-type", ArgumentValue=encoding)
@@ -58,6 +62,7 @@ async def _contents(ctx: Ctx, objs: tuple[ListedObject, ...], enc, owner: bool) 
     names: dict[str, str] = {}
     seconds: dict[int, str] = {}
     out = []
+    plain = enc is _same
     for obj in objs:
         owner_xml = ""
         if owner:
@@ -71,7 +76,8 @@ async def _contents(ctx: Ctx, objs: tuple[ListedObject, ...], enc, owner: bool) 
         stamp = seconds.get(whole)
         if stamp is None:
             stamp = seconds[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        out.append(f"<Contents><Key>{text(enc(obj.key))}</Key><LastModified>{stamp}.{int(ts * 1000) % 1000:03d}Z"
+        key = text(obj.key if plain else enc(obj.key))
+        out.append(f"<Contents><Key>{key}</Key><LastModified>{stamp}.{int(ts * 1000) % 1000:03d}Z"
                    f"</LastModified><ETag>\"{text(obj.etag)}\"</ETag><Size>{obj.size}</Size>{owner_xml}"
                    f"<StorageClass>STANDARD</StorageClass></Contents>")
     return Raw("".join(out))

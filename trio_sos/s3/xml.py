@@ -32,6 +32,8 @@ _NEEDS = re.compile("[\x00-\x08\x0a-\x1f&<>]")
 
 def text(value: str) -> str:
     """``value`` as XML character data."""
+    if _NEEDS.search(value) is None:
+        return value  # the usual case, at half the cost of a substitution that finds nothing
     return _NEEDS.sub(lambda m: _REFERENCES[m.group()], value)
 
 
