@@ -25,6 +25,8 @@ log = logging.getLogger("trio_sos.http")
 RECEIVE_SIZE = 256 * 1024
 COALESCE_MAX = 64 * 1024  # a response head is sent in one piece with a first body piece up to this size
 BALANCE_DELAY = 0.002  # how long a busier process lets a less busy one take a waiting connection first
+BUSY_WINDOW = 5.0  # a connection counts towards a process's load while it was active this recently
+LOAD_REFRESH = 0.5  # how often a process publishes its load as connections fall idle
 
 
 @attrs.frozen
@@ -197,6 +199,7 @@ class _Connection:
         except (AttributeError, OSError):
             self.remote = "?"
         self.zero_copy = limits.zero_copy and hasattr(os, "splice") and isinstance(stream, trio.SocketStream)
+        self.last_active = trio.current_time()  # accepted, or a request started or answered
 
     async def _send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -291,13 +294,17 @@ class _Connection:
             return False
         request = Request(self, event, self.remote)
         self.server.in_flight += 1
+        self.last_active = trio.current_time()
         try:
             response = await self.server.call_handler(request)
         finally:
             self.server.in_flight -= 1
             if self.server.in_flight == 0:
                 self.server.idle.set()
-        return await self._respond(request, response)
+        try:
+            return await self._respond(request, response)
+        finally:
+            self.last_active = trio.current_time()
 
     def _check_head(self, event: h11.Request) -> tuple[int, str] | None:
         # h11 bounds a head that arrives in pieces; one that arrives whole in a single read is measured here.
@@ -422,7 +429,8 @@ class HttpServer:
     def __init__(self, handler: Handler, *, limits: Limits | None = None,
                  render_error: ErrorRenderer = _plain_error, balance: Balance | None = None) -> None:
         self.handler = handler
-        self.balance = balance  # processes sharing the listening sockets: their connection counts
+        self.balance = balance  # processes sharing the listening sockets: their loads
+        self._open: set[_Connection] = set()
         self.limits = limits or Limits()
         self.render_error = render_error
         self.stopping = False
@@ -453,6 +461,8 @@ class HttpServer:
             with self._accepting:
                 for listener in listeners:
                     nursery.start_soon(self._accept_loop, listener, nursery)
+                if self.balance is not None:
+                    nursery.start_soon(self._publish_load)
                 task_status.started()
                 await trio.sleep_forever()
             for listener in listeners:
@@ -463,10 +473,10 @@ class HttpServer:
         sock = getattr(plain, "socket", None)
         while True:
             if self.balance is not None and sock is not None:
-                # Processes share this socket: once a connection is waiting, one that holds more connections than
+                # Processes share this socket: once a connection is waiting, one with more busy connections than
                 # another gives the other a moment to take it, then takes it if it is still there.
                 await trio.lowlevel.wait_readable(sock)
-                if self.connections > self.balance.least_other():
+                if self.load() > self.balance.least_other():
                     await trio.sleep(BALANCE_DELAY)
                     if not select.select([sock], [], [], 0)[0]:
                         continue  # it was taken: wait for the next one, and look at the counts again
@@ -481,20 +491,36 @@ class HttpServer:
             if self.connections >= self.limits.max_connections:
                 await trio.aclose_forcefully(stream)
                 continue
-            nursery.start_soon(self._serve_connection, stream)
+            self.connections += 1
+            conn = _Connection(stream, self.limits, self)
+            self._open.add(conn)
+            if self.balance is not None:
+                self.balance.set(self.load())  # at once: the next accept decision, here or elsewhere, sees it
+            nursery.start_soon(self._serve_connection, conn)
 
-    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
-        self.connections += 1
-        if self.balance is not None:
-            self.balance.set(self.connections)
+    def load(self) -> int:
+        """Connections that are busy: accepted, or with a request started or answered, within BUSY_WINDOW."""
+        since = trio.current_time() - BUSY_WINDOW
+        return sum(1 for conn in self._open if conn.last_active >= since)
+
+    async def _publish_load(self) -> None:
+        """Keep the published load current as connections fall idle (``balance`` only)."""
+        assert self.balance is not None
+        while True:
+            self.balance.set(self.load())
+            await trio.sleep(LOAD_REFRESH)
+
+    async def _serve_connection(self, conn: _Connection) -> None:
+        """Serve one accepted connection (already counted in ``connections``)."""
         try:
-            await _Connection(stream, self.limits, self).run()
+            await conn.run()
         except ClientDisconnected as exc:
             log.info("client gone: %s", exc)
         finally:
             self.connections -= 1
+            self._open.discard(conn)
             if self.balance is not None:
-                self.balance.set(self.connections)
+                self.balance.set(self.load())
 
     def stop_accepting(self) -> None:
         """Stop taking connections and requests; requests in flight go on, idle connections end."""
