@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Literal, overload
 
 import attrs
 import trio
@@ -267,6 +268,14 @@ class DataStore:
             return  # nothing was written
         with trio.CancelScope(shield=True):
             await self._forget(written.intent_id, [(c.chunk_id, c.agents) for c in written.manifest])
+
+    @overload
+    def read(self, manifest: Sequence[ChunkRef], start: int, end: int, inline: bytes | None = None, *,
+             direct: Literal[False] = False) -> AsyncIterator[bytes]: ...
+
+    @overload
+    def read(self, manifest: Sequence[ChunkRef], start: int, end: int, inline: bytes | None = None, *,
+             direct: bool) -> AsyncIterator[bytes | DirectWindow]: ...
 
     async def read(self, manifest: Sequence[ChunkRef], start: int, end: int,
                    inline: bytes | None = None, *, direct: bool = False) -> AsyncIterator[bytes | DirectWindow]:

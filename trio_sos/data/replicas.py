@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Literal, overload
 
 import attrs
 import trio
@@ -213,6 +214,18 @@ async def _direct_window(fleet: Fleet, agent: str, chunk_id: bytes, offset: int,
     return window
 
 
+@overload
+def read_chunk(fleet: Fleet, ref: ChunkRef, offset: int, length: int, *, zone: str = "",
+               tuning: ReadTuning | None = None, report: ReportBad | None = None,
+               direct: Literal[False] = False) -> AsyncIterator[bytes]: ...
+
+
+@overload
+def read_chunk(fleet: Fleet, ref: ChunkRef, offset: int, length: int, *, zone: str = "",
+               tuning: ReadTuning | None = None, report: ReportBad | None = None,
+               direct: bool) -> AsyncIterator[bytes | DirectWindow]: ...
+
+
 async def read_chunk(fleet: Fleet, ref: ChunkRef, offset: int, length: int, *, zone: str = "",
                      tuning: ReadTuning | None = None, report: ReportBad | None = None,
                      direct: bool = False) -> AsyncIterator[bytes | DirectWindow]:
@@ -261,7 +274,7 @@ def _resumer(fleet: Fleet, ref: ChunkRef, pos: int, want: int, zone: str, tuning
     async def rest(done: int) -> bytes:
         pieces = [piece async for piece in read_chunk(fleet, ref, pos + done, want - done, zone=zone, tuning=tuning,
                                                       report=report)]
-        return b"".join(pieces)  # type: ignore[arg-type]  (bytes: the copying path)
+        return b"".join(pieces)
 
     return rest
 

@@ -58,11 +58,19 @@ class HttpError(Exception):
         self.status = status
 
 
+class MovedPiece(Protocol):
+    """A body piece the kernel moves to the client socket itself (``Request.zero_copy``), e.g. a spliced window."""
+
+    def __len__(self) -> int: ...
+
+    async def move_to(self, client: trio.socket.SocketType) -> None: ...
+
+
 @attrs.define(eq=False)
 class Response:
     status: int
     headers: list[tuple[str, str]] = attrs.field(factory=list)
-    body: bytes | AsyncIterable[bytes] = b""
+    body: bytes | AsyncIterable[bytes | MovedPiece] = b""
     content_length: int | None = None  # for a streamed body; a bytes body sets its own
 
     def set_header(self, name: str, value: str) -> None:

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 
 import attrs
 
+from ..agent.direct import DirectWindow
 from ..data.checksums import SUPPORTED, b64, new_hasher
 from ..data.objects import StorageUnavailable, Written
 from ..http.server import Response, http_date
@@ -357,7 +358,7 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
     if selected is not None:
         status = 206
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}"))
-    body: bytes | AsyncIterator[bytes] = b""
+    body: bytes | AsyncIterator[bytes | DirectWindow] = b""
     if with_body and end > start:
         body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline,
                                                             direct=ctx.request.zero_copy))
@@ -387,14 +388,14 @@ async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool) -> Response
         headers.append(("x-amz-mp-parts-count", str(len(obj.parts))))
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}" if end > start
                         else f"bytes */{obj.size}"))
-    body: bytes | AsyncIterator[bytes] = b""
+    body: bytes | AsyncIterator[bytes | DirectWindow] = b""
     if with_body and end > start:
         body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline,
                                                             direct=ctx.request.zero_copy))
     return Response(status, headers, body, content_length=end - start)
 
 
-async def _started(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _started(pieces: AsyncIterator[bytes | DirectWindow]) -> AsyncIterator[bytes | DirectWindow]:
     """Fetch the first piece before the status line goes out: storage that cannot be read at all becomes a 503
     the client can retry, not a 200 cut short."""
     try:
@@ -404,7 +405,7 @@ async def _started(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     except StorageUnavailable as exc:
         raise S3Error("ServiceUnavailable", f"object data unavailable: {exc}") from exc
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes | DirectWindow]:
         yield first
         async for piece in pieces:
             yield piece
