@@ -192,7 +192,9 @@ def test_zookeeper_restart_while_serving(zk_factory, tmp_path, node_factory, clu
                 client.close()
 
         wait_for(lambda: registered() == set(ids[:2]), timeout=60, what="the killed agent's session to expire")
-        wait_for(lambda: f"left ['{ids[2]}']" in node.log_path.read_text(), what="the node to drop it from its map")
+        # it may leave in one snapshot with an agent that re-registered after the restart: "left ['a', 'b']"
+        gone = re.compile(r"left \[[^\]]*'" + ids[2] + "'")
+        wait_for(lambda: gone.search(node.log_path.read_text()) is not None, what="the node to drop it from its map")
     finally:
         for a in agents:
             a.stop()
