@@ -8,6 +8,8 @@ import socket
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trio_sos.agent import AgentError, Status, open_agent_pool
 from trio_sos.agent.direct import PIPES, DirectConnectionError, DirectWindow, window_end
@@ -184,3 +186,27 @@ async def test_an_agent_dying_mid_window_hands_the_rest_to_another_read(agent_fa
         with pytest.RaisesGroup(DirectConnectionError):
             await move(window, len(body))
         dying.start()  # a clean stop at teardown
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(1, 3 * (1 << 20)), data=st.data())
+async def test_any_range_in_windows_is_the_chunks_bytes(agent, size: int, data) -> None:
+    """Property: whatever the chunk's length and the range asked, cutting it into windows as the node does and
+    moving each one gives exactly the chunk's bytes (windows that fit the agent's check batch, never more)."""
+    body = os.urandom(size)
+    start = data.draw(st.integers(0, size - 1), label="start")
+    end = data.draw(st.integers(start + 1, size), label="end")
+    chunk_id = os.urandom(16)
+    async with open_agent_pool(agent.address) as pool:
+        await pool.put(chunk_id, body)
+        pos, out = start, b""
+        while pos < end:
+            want = window_end(pos, end) - pos
+            assert 0 < want <= 16 * BLOCK
+            assert (pos + want) % BLOCK == 0 or pos + want == end  # windows after the first start aligned
+            window = await pool.open_direct(chunk_id, pos, want)
+            assert isinstance(window, DirectWindow)
+            out += await move(window, want)
+            pos += want
+        assert out == body[start:end]
+        await pool.delete(chunk_id)
