@@ -210,3 +210,25 @@ async def test_any_range_in_windows_is_the_chunks_bytes(agent, size: int, data) 
             pos += want
         assert out == body[start:end]
         await pool.delete(chunk_id)
+
+
+async def test_direct_connections_are_bounded(agent) -> None:
+    """However many windows are open at once, a pool holds at most ``direct_max`` direct connections (each one is
+    an agent thread with a 1 MiB buffer): beyond that, windows are read the copying way, through the pool's own
+    bounded connections."""
+    chunk_id, body = os.urandom(16), os.urandom(4 * BLOCK)
+    async with open_agent_pool(agent.address, size=1) as pool:
+        await pool.put(chunk_id, body)
+        assert pool.direct_max == 4
+        windows = [await pool.open_direct(chunk_id, i * BLOCK, BLOCK) for i in range(4)]
+        assert all(isinstance(w, DirectWindow) for w in windows) and pool.direct_in_use == 4
+        assert await pool.open_direct(chunk_id, 0, 10) == body[:10]  # the fifth, copied
+        windows[0].discard()  # given up: its connection is closed, and a place is free again
+        fifth = await pool.open_direct(chunk_id, 0, BLOCK)
+        assert isinstance(fifth, DirectWindow)
+        assert await move(fifth, BLOCK) == body[:BLOCK]
+        del windows[1]  # dropped without a word: collected, its place comes back too
+        assert pool.direct_in_use == 2  # windows[2] and windows[3]; the moved fifth went back idle
+        for i, window in enumerate(windows[1:], start=2):
+            assert await move(window, BLOCK) == body[i * BLOCK:(i + 1) * BLOCK]
+        assert pool.direct_in_use == 0 and len(pool._direct) == 1  # at most ``size`` are kept idle

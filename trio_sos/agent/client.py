@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -381,6 +382,10 @@ class AgentPool:
         self.connects = 0
         self.closed = False
         self._direct: list[DirectConnection] = []  # idle connections for zero-copy GET windows
+        # direct connections serving a window now (weak: one whose window was dropped unmoved is closed by its
+        # collection and leaves the set); at most ``direct_max``, beyond which windows are read the copying way
+        self._direct_busy: weakref.WeakSet[DirectConnection] = weakref.WeakSet()
+        self.direct_max = 4 * size
 
     def _least_busy(self) -> tuple[AgentConnection | None, bool]:
         """The usable connection with the fewest requests in flight, and whether it will do (idle, or pool full)."""
@@ -531,7 +536,7 @@ class AgentPool:
             raise AgentConnectionError("pool is closed")
         conn = self._direct.pop() if self._direct else None
         if conn is None:
-            if trio.current_time() < self._retry_at:
+            if trio.current_time() < self._retry_at or self.direct_in_use >= self.direct_max:
                 return await self.get(chunk_id, offset, length)
             try:
                 with trio.fail_after(self.connect_timeout):
@@ -539,6 +544,7 @@ class AgentPool:
             except (OSError, trio.TooSlowError, DirectConnectionError, ProtocolError, AgentError) as exc:
                 log.debug("direct connection to agent %s failed: %r; reading through the pool", self.address, exc)
                 return await self.get(chunk_id, offset, length)
+        self._direct_busy.add(conn)
         if blocks_spanned(offset, length, conn.hello.block_size) > batch_blocks(conn.hello):
             # this agent verifies fewer blocks at once than the window holds: it could fail midway
             self._give_direct(conn)
@@ -577,7 +583,13 @@ class AgentPool:
             idle.close()
         self._direct.clear()
 
+    @property
+    def direct_in_use(self) -> int:
+        """Direct connections serving a window now."""
+        return sum(1 for conn in self._direct_busy if not conn.broken)
+
     def _give_direct(self, conn: DirectConnection) -> None:
+        self._direct_busy.discard(conn)
         if self.closed or conn.broken or len(self._direct) >= self.size:
             conn.close()
         else:
