@@ -423,6 +423,12 @@ class _Connection:
         return True
 
 
+def _readable_now(sock: trio.socket.SocketType) -> bool:
+    poller = select.poll()  # not select(): a descriptor above FD_SETSIZE is fine here
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class Balance(Protocol):
     """The connection counts of the processes that share the listening sockets (``workers.Load``)."""
 
@@ -486,7 +492,7 @@ class HttpServer:
                 await trio.lowlevel.wait_readable(sock)
                 if self.load() > self.balance.least_other():
                     await trio.sleep(BALANCE_DELAY)
-                    if not select.select([sock], [], [], 0)[0]:
+                    if not _readable_now(sock):
                         continue  # it was taken: wait for the next one, and look at the counts again
             try:
                 stream = await listener.accept()
