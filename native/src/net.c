@@ -26,6 +26,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netdb.h>
@@ -65,8 +66,13 @@ struct stream {
     uint32_t crc;      /* of all data so far */
     uint32_t bcrc;     /* of the current partial block */
     uint32_t bfill;    /* bytes in the current partial block */
+    uint64_t flushed;  /* file bytes whose writeback was started (sync_file_range) */
     char tmpname[96];
 };
+
+/* Writeback of a chunk's file is started every FLUSH_STEP bytes as its data arrives, so that the fsync at
+ * PUT_END finds little left to write: the stream's end waits for the last step, not for the whole chunk. */
+#define FLUSH_STEP (1u << 20)
 
 struct conn {
     int fd;
@@ -479,6 +485,13 @@ static int do_put_data(struct conn *c, struct stream *s, const uint8_t *p, uint3
     if (e < 0) {
         snprintf(msg, sizeof msg, "write: %s", strerror(-e));
         return stream_fail(c, s, errno_status(-e), msg);
+    }
+    uint64_t written = s->received + BLOCK_CRC * (s->received / BLOCK_SIZE);
+    if (written - s->flushed >= FLUSH_STEP) {
+        /* Only starts the writeback; durability is still the fsync's at PUT_END, which reports any error. */
+        if (sync_file_range(s->fd, (off_t)s->flushed, (off_t)(written - s->flushed), SYNC_FILE_RANGE_WRITE) < 0)
+            log_msg(LOG_DEBUG, "sync_file_range failed err=\"%s\"", strerror(errno));
+        s->flushed = written;
     }
     return 0;
 }
