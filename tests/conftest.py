@@ -11,6 +11,19 @@ from tests.procs import AgentProcess, ZooKeeperProcess, zookeeper_installed
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
+def stop_all(processes: list) -> None:
+    """Stop every process a test started, even when stopping one fails (it exited badly, say): the failure is
+    reported after the others are stopped, and none is left running."""
+    errors: list[BaseException] = []
+    for proc in processes:
+        try:
+            proc.stop()
+        except Exception as exc:  # noqa: BLE001  (reported below, once all are stopped)
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
 @pytest.fixture
 def agent_factory(tmp_path: Path) -> Iterator:
     started: list[AgentProcess] = []
@@ -21,8 +34,7 @@ def agent_factory(tmp_path: Path) -> Iterator:
         return agent
 
     yield make
-    for agent in started:
-        agent.stop()
+    stop_all(started)
 
 
 @pytest.fixture
@@ -48,8 +60,7 @@ def node_factory(tmp_path: Path) -> Iterator:
         return node
 
     yield make
-    for node in started:
-        node.stop()
+    stop_all(started)
 
 
 @pytest.fixture
@@ -110,5 +121,4 @@ def cluster_factory(tmp_path: Path, zookeeper, cluster_name) -> Iterator:
         return agent
 
     yield make
-    for agent in started:
-        agent.stop()
+    stop_all(started)
