@@ -91,11 +91,23 @@ async def test_stuck_agent_blocks_the_producer(agent) -> None:
         assert pool.connects == 2
 
 
+async def stopped(pid: int) -> None:
+    """Wait until ``pid`` is really stopped: SIGSTOP takes effect asynchronously, and a thread of the agent could
+    still answer a request sent at once."""
+    with trio.fail_after(10):
+        while True:
+            stat = await trio.Path(f"/proc/{pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "T":
+                return
+            await trio.sleep(0.005)
+
+
 async def test_timeout_drops_connection_then_recovers(agent) -> None:
     async with open_agent_pool(agent.address, timeout=0.5) as pool:
         await pool.ping()
         os.kill(agent.pid, signal.SIGSTOP)
         try:
+            await stopped(agent.pid)
             with pytest.raises(AgentTimeout):
                 await pool.ping()
         finally:

@@ -22,8 +22,13 @@ MiB = 1 << 20
 
 
 def pipes(pid: int) -> int:
-    return sum(1 for fd in os.listdir(f"/proc/{pid}/fd")
-               if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:"))
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:")
+        except FileNotFoundError:
+            pass  # closed since the listing (a connection ending)
+    return count
 
 
 def ranges(size: int, seed: int) -> list[tuple[int, int]]:
