@@ -193,25 +193,17 @@ def preference(fleet: Fleet, agents: Sequence[str], zone: str) -> list[str]:
     return sorted(known, key=key)
 
 
-async def _window(fleet: Fleet, agent: str, chunk_id: bytes, offset: int, length: int) -> bytes:
+async def _window(fleet: Fleet, agent: str, chunk_id: bytes, offset: int, length: int, direct: bool = False
+                  ) -> bytes | DirectWindow:
+    """One window from ``agent``, timed for the fleet's latency figures: bytes, or with ``direct`` a window for
+    the kernel to move (bytes where the agent could only be read the copying way)."""
     pool = fleet.pool(agent)
     if pool is None:
         raise AgentConnectionError(f"agent {agent} is not in the fleet")
     started = trio.current_time()
-    data = await pool.get(chunk_id, offset, length)
+    data = await (pool.open_direct if direct else pool.get)(chunk_id, offset, length)
     fleet.observe(agent, trio.current_time() - started)
     return data
-
-
-async def _direct_window(fleet: Fleet, agent: str, chunk_id: bytes, offset: int, length: int
-                         ) -> DirectWindow | bytes:
-    pool = fleet.pool(agent)
-    if pool is None:
-        raise AgentConnectionError(f"agent {agent} is not in the fleet")
-    started = trio.current_time()
-    window = await pool.open_direct(chunk_id, offset, length)
-    fleet.observe(agent, trio.current_time() - started)
-    return window
 
 
 @overload
@@ -244,8 +236,7 @@ async def read_chunk(fleet: Fleet, ref: ChunkRef, offset: int, length: int, *, z
         if not usable:
             raise StorageUnavailable(f"no replica of chunk {ref.chunk_id.hex()} could be read: {'; '.join(errors)}")
         want = window_end(pos, end) - pos if direct else min(tuning.window, end - pos)
-        winner, data, failed = await _hedged(fleet, usable, ref.chunk_id, pos, want, tuning.hedge_delay,
-                                             _direct_window if direct else _window)
+        winner, data, failed = await _hedged(fleet, usable, ref.chunk_id, pos, want, tuning.hedge_delay, direct)
         for agent, exc in failed:
             errors.append(f"{agent}: {exc}")
             fleet.failed(agent)
@@ -280,7 +271,7 @@ def _resumer(fleet: Fleet, ref: ChunkRef, pos: int, want: int, zone: str, tuning
 
 
 async def _hedged(fleet: Fleet, agents: Sequence[str], chunk_id: bytes, offset: int, length: int, delay: float,
-                  opener: Callable = _window) -> tuple[str | None, bytes | DirectWindow, list[tuple[str, Exception]]]:
+                  direct: bool = False) -> tuple[str | None, bytes | DirectWindow, list[tuple[str, Exception]]]:
     """Ask ``agents[0]`` for a window; if it has not answered after ``delay`` (or failed), ask the next too, and so
     on; the first answer wins and the others are cancelled. Returns (winner, data, [(agent, error)...])."""
     failed: list[tuple[str, Exception]] = []
@@ -290,7 +281,7 @@ async def _hedged(fleet: Fleet, agents: Sequence[str], chunk_id: bytes, offset: 
 
         async def ask(agent: str) -> None:
             try:
-                data = await opener(fleet, agent, chunk_id, offset, length)
+                data = await _window(fleet, agent, chunk_id, offset, length, direct)
             except (AgentError, AgentConnectionError, ProtocolError) as exc:
                 failed.append((agent, exc))
             else:
