@@ -122,3 +122,35 @@ def cluster_factory(tmp_path: Path, zookeeper, cluster_name) -> Iterator:
 
     yield make
     stop_all(started)
+
+
+@pytest.fixture(scope="session")
+def cassandra(tmp_path_factory) -> Iterator:
+    """One real Apache Cassandra 5.0 node for the session (scripts/fetch-cassandra.sh resolves it from Maven
+    Central). Without it the Cassandra tests are skipped — except in CI (or with TRIO_SOS_REQUIRE_CASSANDRA=1),
+    where they fail: they never pass without having run."""
+    from tests.procs import CassandraProcess, cassandra_home, cassandra_required
+
+    home = cassandra_home()
+    if home is None:
+        message = "Cassandra is not fetched (bash scripts/fetch-cassandra.sh; scripts/test.sh runs it)"
+        if cassandra_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    server = CassandraProcess(tmp_path_factory.mktemp("cassandra"), home).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cassandra_session(cassandra) -> Iterator:
+    """A driver session on the session's Cassandra, with the schema created in keyspace ``trio_sos_test``, and
+    the settings to reach it: tests keep apart by bucket names and ids of their own."""
+    from trio_sos.meta.cassandra import CassandraMetaStore, CassandraSettings
+
+    settings = CassandraSettings((cassandra.contact,), keyspace="trio_sos_test")
+    cluster, session = CassandraMetaStore.connect(settings)
+    CassandraMetaStore.create_schema(session, settings)
+    session.set_keyspace(settings.keyspace)
+    yield settings, session
+    cluster.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -513,3 +514,176 @@ class SupervisedAgent:
         check_log_file(self.log_path, self.allowed_log, "supervisor")
         assert code == 0, f"supervisor exited with {code}"
         return code
+
+
+CASSANDRA_VERSION = "5.0.9"
+# the JVM flags of Cassandra 5.0's conf/jvm-server.options and conf/jvm17-server.options that it needs to start on
+# Java 17 (the JPMS exports and opens), then what makes a throwaway test node start fast and small
+CASSANDRA_JVM_FLAGS = [
+    "-ea", "-Xss256k", "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
+    "-XX:G1HeapRegionSize=16m", "-Djdk.attach.allowAttachSelf=true",
+    *[f"--add-exports={m}=ALL-UNNAMED" for m in (
+        "java.base/jdk.internal.misc", "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+        "java.rmi/sun.rmi.registry", "java.rmi/sun.rmi.server", "java.sql/java.sql", "java.base/java.lang.ref",
+        "jdk.unsupported/sun.misc", "jdk.compiler/com.sun.tools.javac.file", "jdk.attach/sun.tools.attach")],
+    *[f"--add-opens={m}=ALL-UNNAMED" for m in (
+        "java.base/java.lang.module", "java.base/jdk.internal.loader", "java.base/jdk.internal.ref",
+        "java.base/jdk.internal.reflect", "java.base/jdk.internal.math", "java.base/jdk.internal.module",
+        "java.base/jdk.internal.util.jar", "jdk.management/com.sun.management.internal", "java.base/sun.nio.ch",
+        "java.base/java.io", "java.base/java.lang.reflect", "jdk.compiler/com.sun.tools.javac",
+        "java.base/java.lang", "java.base/java.util")],
+    "-Dio.netty.tryReflectionSetAccessible=true", "-Dio.netty.allocator.useCacheForAllThreads=true",
+    "-Dio.netty.allocator.maxOrder=11",
+    "-Xms256m", "-Xmx1g", "-XX:TieredStopAtLevel=1", "-Dcassandra-foreground=yes",
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0", "-Dcassandra.ring_delay_ms=1000", "-Dcassandra.skip_sync=true",
+    "-Dcassandra.shutdown_announce_in_ms=0",
+]
+
+
+def cassandra_home() -> Path | None:
+    """Where scripts/fetch-cassandra.sh put Cassandra's jars (None: not fetched)."""
+    home = Path(os.environ.get("TRIO_SOS_CASSANDRA_HOME")
+                or Path.home() / ".cache" / "trio-sos" / f"cassandra-{CASSANDRA_VERSION}")
+    return home if (home / "lib" / ".complete").exists() else None
+
+
+def cassandra_required() -> bool:
+    """In CI (and when asked) a Cassandra that cannot start fails the run instead of skipping its tests."""
+    return os.environ.get("CI", "") not in ("", "0", "false") or bool(os.environ.get("TRIO_SOS_REQUIRE_CASSANDRA"))
+
+
+@attrs.define
+class CassandraProcess:
+    """A real Apache Cassandra 5.0 node on 127.0.0.x, started from the jars scripts/fetch-cassandra.sh resolved
+    from Maven Central, with its data under ``base``. Several of them on 127.0.0.1, .2, .3 make a cluster (the
+    first is the seed; start it first). ``restart`` keeps the ports and the data."""
+
+    base: Path
+    home: Path
+    address: str = "127.0.0.1"
+    seed: str = ""  # "ADDRESS:STORAGE_PORT" of the seed; "" = this node is the seed
+    cluster_name: str = "trio-sos-test"
+    proc: subprocess.Popen | None = None
+    port: int = 0  # CQL
+    storage_port: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "cassandra.log"
+
+    @property
+    def contact(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def _free_port(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind((self.address, 0))
+            return s.getsockname()[1]
+
+    def write_config(self) -> Path:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or self._free_port()
+        self.storage_port = self.storage_port or self._free_port()
+        seed = self.seed or f"{self.address}:{self.storage_port}"
+        d = self.base
+        yaml = f"""cluster_name: {self.cluster_name}
+num_tokens: 1
+allocate_tokens_for_local_replication_factor: 1
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+auto_bootstrap: false
+data_file_directories: [{d}/data]
+commitlog_directory: {d}/commitlog
+saved_caches_directory: {d}/saved_caches
+hints_directory: {d}/hints
+cdc_raw_directory: {d}/cdc_raw
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "{seed}"
+listen_address: {self.address}
+rpc_address: {self.address}
+storage_port: {self.storage_port}
+native_transport_port: {self.port}
+start_native_transport: true
+endpoint_snitch: SimpleSnitch
+concurrent_compactors: 1
+auto_snapshot: false
+read_request_timeout: 10000ms
+range_request_timeout: 10000ms
+write_request_timeout: 10000ms
+counter_write_request_timeout: 10000ms
+cas_contention_timeout: 5000ms
+truncate_request_timeout: 60000ms
+request_timeout: 10000ms
+"""
+        if not self.seed:
+            yaml += "initial_token: 0\n"
+        (d / "cassandra.yaml").write_text(yaml)
+        (d / "logback.xml").write_text(
+            '<configuration><appender name="F" class="ch.qos.logback.core.FileAppender">'
+            f'<file>{d}/system.log</file><encoder><pattern>%-5level [%thread] %date %F:%L - %msg%n</pattern>'
+            '</encoder></appender><root level="INFO"><appender-ref ref="F"/></root></configuration>')
+        return d / "cassandra.yaml"
+
+    def start(self, timeout: float = 120.0, peers: int = 0) -> CassandraProcess:
+        """Start it and wait until a CQL round trip answers (and, with ``peers``, until it sees that many)."""
+        self.write_config()
+        cmd = ["java", *CASSANDRA_JVM_FLAGS, f"-Dcassandra.config=file://{self.base}/cassandra.yaml",
+               f"-Dlogback.configurationFile=file://{self.base}/logback.xml",
+               f"-Dcassandra.storagedir={self.base}", "-cp", f"{self.home}/lib/*",
+               "org.apache.cassandra.service.CassandraDaemon"]
+        if os.geteuid() == 0 and shutil.which("setpriv"):
+            # as root, Cassandra's mlockall pins ~350 MiB more: drop the capability
+            cmd = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", *cmd]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not self.serving(peers):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Cassandra exited with {self.proc.returncode}:\n"
+                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"Cassandra not serving CQL in {timeout}s:\n"
+                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+        return self
+
+    def serving(self, peers: int = 0) -> bool:
+        """A real CQL round trip (the port alone opens before the node can answer)."""
+        from cassandra.cluster import Cluster, ExecutionProfile, EXEC_PROFILE_DEFAULT
+        from cassandra.policies import WhiteListRoundRobinPolicy
+
+        profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([self.address]),
+                                   request_timeout=5)
+        cluster = Cluster([self.address], port=self.port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                          connect_timeout=2, control_connection_timeout=2)
+        try:
+            session = cluster.connect()
+            session.execute("SELECT release_version FROM system.local")
+            if peers:
+                return len(list(session.execute("SELECT peer FROM system.peers_v2"))) >= peers
+            return True
+        except Exception:
+            return False
+        finally:
+            cluster.shutdown()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=30)
+            self.proc = None
+
+    def restart(self, **kw) -> CassandraProcess:
+        self.stop()
+        return self.start(**kw)

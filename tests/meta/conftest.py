@@ -32,8 +32,20 @@ def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend("sqlite", lambda: SqliteMetaStore.open(path))
 
 
+def cassandra_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    from trio_sos.meta.cassandra import CassandraMetaStore
+
+    settings, session = request.getfixturevalue("cassandra_session")
+
+    async def open_store() -> MetaStore:
+        return CassandraMetaStore.on_session(settings, session)
+
+    return Backend("cassandra", open_store)
+
+
 BACKENDS = [
     pytest.param(sqlite_backend, id="sqlite"),
+    pytest.param(cassandra_backend, id="cassandra"),
 ]
 
 

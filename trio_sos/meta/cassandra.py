@@ -1,0 +1,1576 @@
+"""``MetaStore`` on Apache Cassandra (cassandra-driver, protocol v5): the metadata of a cluster of nodes.
+
+Calls run in worker threads (``trio.to_thread``, bounded by a CapacityLimiter): the driver does its own I/O on its
+own thread, each call here blocks one worker thread on its futures, and Trio's event loop never waits on a query.
+Every statement is prepared once per store. Reads and writes are QUORUM (LOCAL_QUORUM with a local datacenter),
+lightweight transactions SERIAL — so a write acknowledged through one node is read and listed through any other.
+
+Cassandra has no transaction across partitions, and a MetaStore step touches several (an object's record, its
+listing entry, the chunk index of its chunks, the GC queue, the upload intent). Each change therefore goes:
+
+1. ``pending_ops`` gets a row naming the record (plain write);
+2. the record partition is changed by one lightweight transaction, conditional on its ``seq`` (so concurrent
+   changes of one key are serialized, and every condition — If-Match, If-None-Match, the bucket's identity — is
+   checked against what is replaced). The record keeps, in ``pending``, what the change still has to write
+   elsewhere: the manifest it replaced, the GC delay, the intent, the upload it completes;
+3. those *follow-ups* are written, each idempotent (derived rows carry the record's ``ts`` as write timestamp, so
+   a late or repeated write never overrides a newer one); then ``done = seq`` and the pending_ops row goes.
+
+A node that dies between 2 and 3 leaves the change applied and its follow-ups owed: the next change of the same
+record writes them first, and ``recover`` (run by the GC leader) writes those older than a grace. An upload's
+intent is marked ``committing`` (lightweight transaction, only if not claimed) before step 2, so the garbage
+collector never claims — and deletes the chunks of — an upload whose manifest may be committed.
+
+The schema is in ``cassandra_schema.py``; why every partition stays bounded is in ``docs/metadata.md``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from .cassandra_schema import SCHEMA_VERSION, TABLES
+from .keys import prefix_successor, walk
+from .sqlite import _dec_manifest, _dec_pairs, _enc_manifest, _enc_pairs, _json
+from .store import (
+    Bucket,
+    BucketAlreadyExists,
+    BucketNotEmpty,
+    ChunkOwner,
+    ChunkRef,
+    CompletedUpload,
+    GcEntry,
+    Intent,
+    IntentLost,
+    ListedObject,
+    ListPage,
+    MetaStore,
+    MetaUnavailable,
+    NoSuchBucket,
+    NoSuchUpload,
+    ObjectListing,
+    ObjectVersion,
+    Part,
+    PreconditionFailed,
+    ReplicaReport,
+    Upload,
+    UploadListing,
+    User,
+    UserExists,
+)
+
+log = logging.getLogger("trio_sos.meta.cassandra")
+
+T = TypeVar("T")
+
+SLOTS = 256  # chunk lists per agent / per replica count: by the chunk id's first byte (random, and their order)
+INTENT_SLOTS = 16
+PENDING_SLOTS = 16
+REPORT_SLOTS = 16
+LWT_RETRIES = 64
+RECOVER_GRACE = 120.0  # seconds a change may take between its record's transaction and its follow-ups
+_HOUR = 3600.0
+_DAY = 86400.0
+
+
+@attrs.frozen
+class CassandraSettings:
+    """How to reach the cluster and what to create. ``hosts``: ``host[:port]`` contact points."""
+
+    hosts: tuple[str, ...]
+    keyspace: str = "trio_sos"
+    port: int = 9042
+    replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"  # used when creating the keyspace
+    local_dc: str | None = None
+    consistency: str = "QUORUM"  # QUORUM or LOCAL_QUORUM (ONE is refused: no read-after-write)
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None  # a CA file: connect over TLS, verifying the servers' certificates
+    request_timeout: float = 12.0
+    threads: int = 64  # worker threads blocked on queries at once, at most
+
+
+def parse_hosts(hosts: str, default_port: int = 9042) -> tuple[list[str], int]:
+    """``"h1,h2:9043"`` -> (["h1", "h2"], port). The driver takes one port for all contact points."""
+    names, ports = [], set()
+    for item in hosts.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if sep and port.isdigit() and "]" not in port:
+            names.append(host.strip("[]"))
+            ports.add(int(port))
+        else:
+            names.append(item.strip("[]"))
+    if not names:
+        raise ValueError("no Cassandra host given")
+    if len(ports) > 1:
+        raise ValueError("every Cassandra contact point must use the same port")
+    return names, ports.pop() if ports else default_port
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _slot(chunk_id: bytes) -> int:
+    return chunk_id[0] if chunk_id else 0
+
+
+def _hash_slot(text: str, n: int) -> int:
+    return zlib.crc32(text.encode("utf-8", "surrogatepass")) % n
+
+
+def _unavailable(exc: Exception) -> MetaUnavailable:
+    return MetaUnavailable(f"Cassandra: {type(exc).__name__}: {exc}")
+
+
+class _Conflict(Exception):
+    """A lightweight transaction lost to a concurrent change: read again and retry."""
+
+
+# -- records --
+
+_OBJ_COLS = ("version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, checksums, "
+             "acl, tags, parts, inline")
+_PART_COLS = "size, etag, last_modified, manifest, checksums"
+_REC_COLS = "seq, ts, op, pending, done, deleted"
+
+
+def _obj_values(o: ObjectVersion) -> tuple:
+    return (o.version_id, o.size, o.etag, o.last_modified, o.owner_id, _enc_manifest(o.manifest), o.content_type,
+            _enc_pairs(o.headers), _enc_pairs(o.user_meta), _enc_pairs(o.checksums), o.acl, _enc_pairs(o.tags),
+            _json(list(o.parts)), o.inline)
+
+
+def _obj_from(bucket: str, key: str, r: Any) -> ObjectVersion:
+    return ObjectVersion(bucket, key, r.version_id, r.size, r.etag, r.last_modified, r.owner_id,
+                         _dec_manifest(r.manifest), r.content_type, _dec_pairs(r.headers), _dec_pairs(r.user_meta),
+                         _dec_pairs(r.checksums), r.acl, _dec_pairs(r.tags), tuple(json.loads(r.parts)), r.inline)
+
+
+def _part_values(p: Part) -> tuple:
+    return (p.size, p.etag, p.last_modified, _enc_manifest(p.manifest), _enc_pairs(p.checksums))
+
+
+def _part_from(upload_id: str, number: int, r: Any) -> Part:
+    return Part(upload_id, number, r.size, r.etag, r.last_modified, _dec_manifest(r.manifest),
+                _dec_pairs(r.checksums))
+
+
+@attrs.frozen
+class _Kind:
+    """A table of mutable records (objects, parts) and how to address one."""
+
+    table: str
+    key_cols: tuple[str, str]
+    cols: str
+
+    def where(self) -> str:
+        return " AND ".join(f"{c} = ?" for c in self.key_cols)
+
+
+_OBJECTS = _Kind("objects", ("bucket", "key"), _OBJ_COLS)
+_PARTS = _Kind("parts", ("upload_id", "number"), _PART_COLS)
+
+
+@attrs.frozen
+class _Change:
+    """What a change makes of a record: the new values (None: deleted) and what its follow-ups need."""
+
+    values: tuple | None
+    manifest: tuple[ChunkRef, ...]  # the new manifest (() when deleted)
+    plan: dict[str, Any]  # JSON: old manifest, not_before, intent, upload to complete...
+    result: Any = None
+
+
+class CassandraMetaStore(MetaStore):
+    """Open with ``await CassandraMetaStore.open(settings)``; close with ``aclose``."""
+
+    def __init__(self, settings: CassandraSettings, cluster: Any, session: Any, *, owns_cluster: bool = True
+                 ) -> None:
+        from cassandra import ConsistencyLevel
+
+        self.settings = settings
+        self._cluster = cluster
+        self._session = session
+        self._owns_cluster = owns_cluster
+        self._prepared: dict[str, Any] = {}
+        self._prepare_lock = threading.Lock()
+        self._cl = getattr(ConsistencyLevel, settings.consistency)
+        self._serial = ConsistencyLevel.LOCAL_SERIAL if settings.consistency.startswith("LOCAL") \
+            else ConsistencyLevel.SERIAL
+        self._limiter = trio.CapacityLimiter(settings.threads)
+        self._closed = False
+        self.schema_version = SCHEMA_VERSION
+
+    # -- lifecycle --
+
+    @classmethod
+    async def open(cls, settings: CassandraSettings) -> CassandraMetaStore:
+        return await trio.to_thread.run_sync(cls._open_sync, settings)
+
+    @classmethod
+    def connect(cls, settings: CassandraSettings) -> tuple[Any, Any]:
+        """A driver cluster and session (not bound to the keyspace yet)."""
+        from cassandra import ConsistencyLevel
+        from cassandra.auth import PlainTextAuthProvider
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.policies import DCAwareRoundRobinPolicy, RoundRobinPolicy, TokenAwarePolicy
+
+        if settings.consistency not in ("QUORUM", "LOCAL_QUORUM", "EACH_QUORUM", "ALL"):
+            raise ValueError(f"cassandra consistency {settings.consistency!r}: QUORUM or LOCAL_QUORUM "
+                             "(a weaker level loses read-after-write)")
+        names, port = parse_hosts(",".join(settings.hosts), settings.port)
+        child = DCAwareRoundRobinPolicy(local_dc=settings.local_dc) if settings.local_dc else RoundRobinPolicy()
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(child),
+            consistency_level=getattr(ConsistencyLevel, settings.consistency),
+            serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL if settings.consistency.startswith("LOCAL")
+            else ConsistencyLevel.SERIAL,
+            request_timeout=settings.request_timeout,
+        )
+        kw: dict[str, Any] = {}
+        if settings.username:
+            kw["auth_provider"] = PlainTextAuthProvider(settings.username, settings.password or "")
+        if settings.tls_ca:
+            context = ssl.create_default_context(cafile=settings.tls_ca)
+            kw["ssl_context"] = context
+        cluster = Cluster(names, port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                          protocol_version=5, connect_timeout=5, control_connection_timeout=5, **kw)
+        try:
+            return cluster, cluster.connect()
+        except BaseException:
+            cluster.shutdown()
+            raise
+
+    @classmethod
+    def _open_sync(cls, settings: CassandraSettings) -> CassandraMetaStore:
+        cluster, session = cls.connect(settings)
+        try:
+            cls.create_schema(session, settings)
+            session.set_keyspace(settings.keyspace)
+        except BaseException:
+            cluster.shutdown()
+            raise
+        return cls(settings, cluster, session)
+
+    @classmethod
+    def on_session(cls, settings: CassandraSettings, session: Any) -> CassandraMetaStore:
+        """A store on an existing session (bound to the keyspace, schema created): tests open many at once."""
+        return cls(settings, None, session, owns_cluster=False)
+
+    @staticmethod
+    def create_schema(session: Any, settings: CassandraSettings) -> None:
+        """The keyspace (with ``settings.replication``) and the tables, if missing; the schema version recorded."""
+        ks = settings.keyspace
+        if not ks.replace("_", "").isalnum():
+            raise ValueError(f"keyspace name {ks!r}: letters, digits and _ only")
+        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {settings.replication}",
+                        timeout=60)
+        for statement in TABLES:
+            session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {ks}."),
+                            timeout=60)
+        rows = list(session.execute(f"SELECT value FROM {ks}.meta_info WHERE name = 'schema_version'"))
+        if rows and int(rows[0].value) > SCHEMA_VERSION:
+            raise RuntimeError(f"keyspace {ks} has schema version {rows[0].value}, newer than this node's "
+                               f"{SCHEMA_VERSION}: upgrade the node")
+        session.execute(f"INSERT INTO {ks}.meta_info (name, value) VALUES ('schema_version', %s)",
+                        (str(SCHEMA_VERSION),))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_cluster and self._cluster is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._cluster.shutdown)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread. Not abandoned on cancellation: a change runs to its end (all or
+        nothing, as the caller sees it), and driver errors become MetaUnavailable."""
+        from cassandra import DriverException
+        from cassandra.cluster import NoHostAvailable
+
+        try:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter, abandon_on_cancel=False)
+        except (DriverException, NoHostAvailable, OSError) as exc:
+            raise _unavailable(exc) from exc
+
+    # -- statements --
+
+    def _stmt(self, cql: str) -> Any:
+        stmt = self._prepared.get(cql)
+        if stmt is None:
+            with self._prepare_lock:
+                stmt = self._prepared.get(cql)
+                if stmt is None:
+                    stmt = self._session.prepare(cql)
+                    if cql.lstrip().upper().startswith(("SELECT", "INSERT", "DELETE")) and " IF " not in cql:
+                        stmt.is_idempotent = True
+                    self._prepared[cql] = stmt
+        return stmt
+
+    def _x(self, cql: str, params: Sequence[Any] = ()) -> Any:
+        return self._session.execute(self._stmt(cql), params)
+
+    def _rows(self, cql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(self._x(cql, params))
+
+    def _one(self, cql: str, params: Sequence[Any] = ()) -> Any:
+        return self._x(cql, params).one()
+
+    def _lwt(self, cql: str, params: Sequence[Any] = ()) -> tuple[bool, Any]:
+        rs = self._x(cql, params)
+        row = rs.one()
+        return bool(rs.was_applied), row
+
+    def _many(self, items: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Statements at once (each on its own; concurrent), their result sets in order."""
+        futures = [self._session.execute_async(self._stmt(cql), params) for cql, params in items]
+        return [f.result() for f in futures]
+
+    # -- users and keys --
+
+    async def create_user(self, user: User) -> None:
+        def run() -> None:
+            applied, _ = self._lwt("INSERT INTO users_by_key (access_key, id) VALUES (?, ?) IF NOT EXISTS",
+                                   (user.access_key, user.id))
+            if not applied:
+                raise UserExists(user.id)
+            applied, _ = self._lwt("INSERT INTO users (id, display_name, access_key, secret_key, email) "
+                                   "VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+                                   (user.id, user.display_name, user.access_key, user.secret_key, user.email))
+            if not applied:
+                self._lwt("DELETE FROM users_by_key WHERE access_key = ? IF id = ?", (user.access_key, user.id))
+                raise UserExists(user.id)
+
+        await self._run(run)
+
+    async def delete_user(self, user_id: str) -> bool:
+        def run() -> bool:
+            row = self._one("SELECT access_key FROM users WHERE id = ?", (user_id,))
+            if row is None:
+                return False
+            applied, _ = self._lwt("DELETE FROM users WHERE id = ? IF EXISTS", (user_id,))
+            self._lwt("DELETE FROM users_by_key WHERE access_key = ? IF id = ?", (row.access_key, user_id))
+            return applied
+
+        return await self._run(run)
+
+    def _user(self, user_id: str) -> User | None:
+        r = self._one("SELECT id, display_name, access_key, secret_key, email FROM users WHERE id = ?", (user_id,))
+        return User(r.id, r.display_name, r.access_key, r.secret_key, r.email) if r else None
+
+    async def user_by_access_key(self, access_key: str) -> User | None:
+        def run() -> User | None:
+            r = self._one("SELECT id FROM users_by_key WHERE access_key = ?", (access_key,))
+            user = self._user(r.id) if r else None
+            return user if user is not None and user.access_key == access_key else None
+
+        return await self._run(run)
+
+    async def user_by_id(self, user_id: str) -> User | None:
+        return await self._run(self._user, user_id)
+
+    async def list_users(self) -> list[User]:
+        def run() -> list[User]:
+            rows = self._rows("SELECT id, display_name, access_key, secret_key, email FROM users")
+            return sorted((User(r.id, r.display_name, r.access_key, r.secret_key, r.email) for r in rows),
+                          key=lambda u: u.id)
+
+        return await self._run(run)
+
+    # -- buckets --
+
+    _BUCKET_SELECT = "SELECT name, owner_id, created, region, acl, cors, id, state FROM buckets"
+
+    @staticmethod
+    def _bucket(r: Any) -> Bucket:
+        return Bucket(r.name, r.owner_id, r.created, r.region, r.acl, r.cors, r.id)
+
+    def _bucket_row(self, name: str) -> Any:
+        return self._one(self._BUCKET_SELECT + " WHERE name = ?", (name,))
+
+    async def create_bucket(self, bucket: Bucket) -> None:
+        def run() -> None:
+            applied, row = self._lwt(
+                "INSERT INTO buckets (name, id, owner_id, created, region, acl, cors, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, '') IF NOT EXISTS",
+                (bucket.name, bucket.id, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors))
+            if not applied:
+                raise BucketAlreadyExists(bucket.name, row.owner_id)
+            # the listing starts as one shard holding every key; shards are named after the bucket's identity
+            self._x("INSERT INTO shards (bucket, lo, shard) VALUES (?, '', ?)", (bucket.name, bucket.id))
+
+        await self._run(run)
+
+    async def get_bucket(self, name: str) -> Bucket | None:
+        def run() -> Bucket | None:
+            r = self._bucket_row(name)
+            return self._bucket(r) if r is not None else None
+
+        return await self._run(run)
+
+    async def list_buckets(self, owner_id: str | None = None) -> list[Bucket]:
+        def run() -> list[Bucket]:
+            rows = self._rows(self._BUCKET_SELECT)
+            found = [self._bucket(r) for r in rows if owner_id is None or r.owner_id == owner_id]
+            return sorted(found, key=lambda b: b.name.encode())
+
+        return await self._run(run)
+
+    async def update_bucket(self, bucket: Bucket) -> None:
+        def run() -> None:
+            applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ? WHERE name = ? IF id = ?",
+                                   (bucket.acl, bucket.cors, bucket.name, bucket.id))
+            if not applied:
+                raise NoSuchBucket(bucket.name)
+
+        await self._run(run)
+
+    async def delete_bucket(self, name: str) -> None:
+        def run() -> None:
+            r = self._bucket_row(name)
+            if r is None:
+                raise NoSuchBucket(name)
+            applied, _ = self._lwt("UPDATE buckets SET state = 'deleting' WHERE name = ? IF id = ?", (name, r.id))
+            if not applied:
+                raise NoSuchBucket(name)
+            # writes that began before the mark re-read the bucket after their listing entry is written (the
+            # fence in _commit_object), so an entry not seen here belongs to a write that will undo itself
+            if self._any_listed(name) or self._pending_in(name):
+                self._lwt("UPDATE buckets SET state = '' WHERE name = ? IF id = ?", (name, r.id))
+                raise BucketNotEmpty(name)
+            for u in self._rows("SELECT upload_id FROM uploads_by_key WHERE bucket = ?", (name,)):
+                try:
+                    self._abort(u.upload_id, time.time())
+                except NoSuchUpload:
+                    pass
+            self._many([("DELETE FROM completed WHERE upload_id = ?", (c.upload_id,))
+                        for c in self._rows("SELECT upload_id FROM completed_by_bucket WHERE bucket = ?", (name,))])
+            self._many([("DELETE FROM completed_by_bucket WHERE bucket = ?", (name,)),
+                        ("DELETE FROM uploads_by_key WHERE bucket = ?", (name,))])
+            for s in self._rows("SELECT shard FROM shards WHERE bucket = ?", (name,)):
+                self._x("DELETE FROM listing WHERE bucket = ? AND shard = ?", (name, s.shard))
+            self._x("DELETE FROM shards WHERE bucket = ?", (name,))
+            self._lwt("DELETE FROM buckets WHERE name = ? IF id = ?", (name, r.id))
+
+        await self._run(run)
+
+    def _any_listed(self, bucket: str) -> bool:
+        for s in self._rows("SELECT shard FROM shards WHERE bucket = ?", (bucket,)):
+            if self._one("SELECT key FROM listing WHERE bucket = ? AND shard = ? LIMIT 1", (bucket, s.shard)):
+                return True
+        return False
+
+    def _pending_in(self, bucket: str) -> bool:
+        """A change of an object of ``bucket`` whose follow-ups (its listing entry) may not be written yet."""
+        results = self._many(("SELECT bucket, tbl FROM pending_ops WHERE slot = ?", (s,))
+                             for s in range(PENDING_SLOTS))
+        return any(r.tbl == "objects" and r.bucket == bucket for rs in results for r in rs)
+
+    # -- the commit protocol (see the module's docstring) --
+
+    def _read_record(self, kind: _Kind, k: tuple) -> Any:
+        return self._one(f"SELECT {kind.cols}, {_REC_COLS} FROM {kind.table} WHERE {kind.where()}", k)
+
+    def _change(self, kind: _Kind, k: tuple, decide: Callable[[Any], _Change | None], *,
+                intent: bytes | None = None, floor_ts: int = 0, fence: Callable[[], bool] | None = None) -> Any:
+        """Apply ``decide(current row or None)`` to record ``k`` of ``kind`` (None: change nothing) as one
+        lightweight transaction, then its follow-ups. Returns the decision's ``result``.
+
+        ``intent``: marked committing before the transaction (IntentLost if it is gone or claimed), unmarked if
+        the decision raises. ``fence``: called after the follow-ups; False means the record's container went away
+        meanwhile (a bucket deleted, an upload completed): the change is undone and the caller raises.
+        """
+        marked = False
+        for _attempt in range(LWT_RETRIES):
+            row = self._read_record(kind, k)
+            if row is not None and row.seq is not None and row.done != row.seq and row.pending:
+                self._follow_up(kind, k, row)  # what the previous change still owed, before it is overwritten
+            try:
+                change = decide(row if row is not None and not row.deleted else None)
+            except BaseException:
+                if marked:
+                    self._unmark_intent(intent)
+                raise
+            if change is None:
+                if marked:
+                    self._unmark_intent(intent)
+                return None
+            if intent is not None and not marked:
+                applied, _ = self._lwt("UPDATE intents SET committing = true WHERE intent_id = ? IF claimed = false",
+                                       (intent,))
+                if not applied:
+                    raise IntentLost(intent.hex())
+                marked = True
+            op = uuid.uuid4().hex
+            old_seq = row.seq if row is not None and row.seq is not None else None
+            seq = (old_seq or 0) + 1
+            ts = max(_now_us(), (row.ts or 0) + 1 if row is not None else 0, floor_ts + 1)
+            plan = dict(change.plan, intent=intent.hex() if intent else "")
+            slot = _hash_slot(op, PENDING_SLOTS)
+            self._x("INSERT INTO pending_ops (slot, op, created, tbl, bucket, key, upload_id, number) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL 864000",
+                    (slot, op, time.time(), kind.table, *self._pending_key(kind, k)))
+            rec = (seq, ts, op, _json(plan))
+            if change.values is None:
+                sets = "deleted = true, manifest = '[]', inline = null, seq = ?, ts = ?, op = ?, pending = ?"
+                params: tuple = rec
+            else:
+                cols = [c.strip() for c in kind.cols.split(",")]
+                sets = ", ".join(f"{c} = ?" for c in cols) + ", deleted = false, seq = ?, ts = ?, op = ?, pending = ?"
+                params = (*change.values, *rec)
+            if old_seq is None:
+                applied, _ = self._lwt(
+                    f"UPDATE {kind.table} SET {sets} WHERE {kind.where()} IF seq = null", (*params, *k))
+            else:
+                applied, _ = self._lwt(
+                    f"UPDATE {kind.table} SET {sets} WHERE {kind.where()} IF seq = ?", (*params, *k, old_seq))
+            if not applied:  # a concurrent change won: back off a random while (up to 50 ms), then again
+                self._x("DELETE FROM pending_ops WHERE slot = ? AND op = ?", (slot, op))
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** _attempt)))
+                continue
+            new_row = self._read_record(kind, k)
+            if new_row is not None and new_row.op == op:
+                self._follow_up(kind, k, new_row)
+                if fence is not None and not fence():
+                    self._undo(kind, k, op)
+                    raise _Fenced()
+            return change.result
+        if marked:
+            self._unmark_intent(intent)
+        raise MetaUnavailable(f"{kind.table} {k}: too many concurrent changes")
+
+    @staticmethod
+    def _pending_key(kind: _Kind, k: tuple) -> tuple:
+        return (k[0], k[1], "", 0) if kind is _OBJECTS else ("", "", k[0], k[1])
+
+    def _unmark_intent(self, intent: bytes | None) -> None:
+        if intent is not None:
+            self._lwt("UPDATE intents SET committing = null WHERE intent_id = ? IF committing = true", (intent,))
+
+    def _undo(self, kind: _Kind, k: tuple, op: str) -> None:
+        """Delete the record if it is still change ``op``'s (a later change stands on its own)."""
+        def decide(row: Any) -> _Change | None:
+            if row is None or row.op != op:
+                return None
+            return _Change(None, (), {"old": row.manifest, "nb": time.time()})
+
+        self._change(kind, k, decide)
+
+    def _follow_up(self, kind: _Kind, k: tuple, row: Any) -> None:
+        """Write what change ``row.op`` owes outside its record (idempotent), then mark it done."""
+        plan = json.loads(row.pending)
+        ts = row.ts
+        new = () if row.deleted else _dec_manifest(row.manifest)
+        old = _dec_manifest(plan.get("old") or "[]")
+        if kind is _OBJECTS:
+            bucket, key = k
+            owner = (bucket, key, "", 0)
+        else:
+            upload = self._one("SELECT bucket, key FROM uploads WHERE upload_id = ?", (k[0],))
+            owner = (upload.bucket if upload else plan.get("bucket", ""), upload.key if upload else
+                     plan.get("key", ""), k[0], k[1])
+        work: list[tuple[str, Sequence[Any]]] = []
+        if kind is _OBJECTS:
+            shard = self._shard_of(bucket, key)
+            if row.deleted:
+                work.append(("DELETE FROM listing USING TIMESTAMP ? WHERE bucket = ? AND shard = ? AND key = ?",
+                             (ts, bucket, shard, key)))
+            else:
+                work.append(("INSERT INTO listing (bucket, shard, key, version_id, size, etag, last_modified, "
+                             "owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                             (bucket, shard, key, row.version_id, row.size, row.etag, row.last_modified,
+                              row.owner_id, ts)))
+        else:
+            if row.deleted:
+                work.append(("DELETE FROM part_numbers USING TIMESTAMP ? WHERE upload_id = ? AND number = ?",
+                             (ts, *k)))
+            else:
+                work.append(("INSERT INTO part_numbers (upload_id, number) VALUES (?, ?) USING TIMESTAMP ?",
+                             (*k, ts)))
+        work += self._index_work(new, old, owner, ts)
+        intent = bytes.fromhex(plan["intent"]) if plan.get("intent") else b""
+        revive = [r.chunk_id for r in new if r.chunk_id[:12] != intent]
+        self._many(work)
+        self._revive(revive)
+        kept = {r.chunk_id for r in new}
+        retired = [r for r in old if r.chunk_id not in kept]
+        self._enqueue([GcEntry(r.chunk_id, r.agents, plan.get("nb", 0.0)) for r in retired])
+        if intent:
+            self._drop_intent(intent)
+        if plan.get("complete"):
+            self._finish_complete(plan["complete"], new)
+        self._many([(f"UPDATE {kind.table} SET done = ? WHERE {kind.where()}", (row.seq, *k))]
+                   + [("DELETE FROM pending_ops WHERE slot = ? AND op = ?", (_hash_slot(row.op, PENDING_SLOTS),
+                                                                            row.op))])
+
+    def _index_work(self, new: Sequence[ChunkRef], old: Sequence[ChunkRef], owner: tuple[str, str, str, int],
+                    ts: int) -> list[tuple[str, Sequence[Any]]]:
+        """The chunk index rows of ``new`` (owned by ``owner``), and the removal of what ``old`` indexed and
+        ``new`` does not, all at write timestamp ``ts``."""
+        bucket, key, upload_id, part = owner
+        work: list[tuple[str, Sequence[Any]]] = []
+        before = {r.chunk_id: r for r in old}
+        for r in new:
+            work.append(("INSERT INTO chunk_index (chunk_id, bucket, key, upload_id, part, size, crc, agents) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                         (r.chunk_id, bucket, key, upload_id, part, r.size, r.crc32c, _json(list(r.agents)), ts)))
+            for a in r.agents:
+                work.append(("INSERT INTO chunks_by_agent (agent_id, slot, chunk_id) VALUES (?, ?, ?) "
+                             "USING TIMESTAMP ?", (a, _slot(r.chunk_id), r.chunk_id, ts)))
+            work.append(("INSERT INTO chunks_by_count (replicas, slot, chunk_id) VALUES (?, ?, ?) USING TIMESTAMP ?",
+                         (len(r.agents), _slot(r.chunk_id), r.chunk_id, ts)))
+            prev = before.get(r.chunk_id)
+            if prev is not None:
+                for a in set(prev.agents) - set(r.agents):
+                    work.append(("DELETE FROM chunks_by_agent USING TIMESTAMP ? WHERE agent_id = ? AND slot = ? "
+                                 "AND chunk_id = ?", (ts, a, _slot(r.chunk_id), r.chunk_id)))
+                if len(prev.agents) != len(r.agents):
+                    work.append(("DELETE FROM chunks_by_count USING TIMESTAMP ? WHERE replicas = ? AND slot = ? "
+                                 "AND chunk_id = ?", (ts, len(prev.agents), _slot(r.chunk_id), r.chunk_id)))
+        kept = {r.chunk_id for r in new}
+        for r in old:
+            if r.chunk_id in kept:
+                continue
+            work.append(("DELETE FROM chunk_index USING TIMESTAMP ? WHERE chunk_id = ?", (ts, r.chunk_id)))
+            for a in r.agents:
+                work.append(("DELETE FROM chunks_by_agent USING TIMESTAMP ? WHERE agent_id = ? AND slot = ? "
+                             "AND chunk_id = ?", (ts, a, _slot(r.chunk_id), r.chunk_id)))
+            work.append(("DELETE FROM chunks_by_count USING TIMESTAMP ? WHERE replicas = ? AND slot = ? "
+                         "AND chunk_id = ?", (ts, len(r.agents), _slot(r.chunk_id), r.chunk_id)))
+        return work
+
+    async def recover(self, older_than: float | None = None) -> int:
+        """Finish the changes whose node died between their record's transaction and their follow-ups (older than
+        ``older_than``, default RECOVER_GRACE ago); an upload intent marked committing by a change that never
+        applied becomes collectable again. Returns how many changes were looked at."""
+        limit = time.time() - RECOVER_GRACE if older_than is None else older_than
+
+        def run() -> int:
+            seen = 0
+            for s in range(PENDING_SLOTS):
+                for p in self._rows("SELECT op, created, tbl, bucket, key, upload_id, number FROM pending_ops "
+                                    "WHERE slot = ?", (s,)):
+                    if p.created >= limit:
+                        continue
+                    seen += 1
+                    kind, k = (_OBJECTS, (p.bucket, p.key)) if p.tbl == "objects" else (_PARTS, (p.upload_id,
+                                                                                             p.number))
+                    row = self._read_record(kind, k)
+                    if row is not None and row.op == p.op and row.done != row.seq:
+                        self._follow_up(kind, k, row)
+                    else:
+                        self._x("DELETE FROM pending_ops WHERE slot = ? AND op = ?", (s, p.op))
+            for intent in self._committing_intents(limit):
+                self._unmark_intent(intent)
+            return seen
+
+        return await self._run(run)
+
+    def _committing_intents(self, older_than: float) -> list[bytes]:
+        """Intents marked committing, not renewed since ``older_than``, whose change no record shows (it never
+        applied; had it applied, its follow-ups would have dropped the intent)."""
+        out = []
+        for intent in self._stale(older_than, 1000, None):
+            if not intent[1].committing:
+                continue
+            r = intent[1]
+            row = self._read_record(_OBJECTS, (r.bucket, r.key)) if r.bucket else None
+            if row is not None and row.pending and json.loads(row.pending).get("intent") == r.intent_id.hex():
+                continue
+            out.append(bytes(r.intent_id))
+        return out
+
+    # -- objects --
+
+    def _shard_of(self, bucket: str, key: str) -> str:
+        r = self._one("SELECT shard FROM shards WHERE bucket = ? AND lo <= ? ORDER BY lo DESC LIMIT 1",
+                      (bucket, key))
+        if r is not None:
+            return r.shard
+        # no shard row: the bucket's first shard, named after its identity (its row may not be written yet)
+        b = self._bucket_row(bucket)
+        return b.id if b is not None else "-"  # the bucket is gone: a shard no listing reads
+
+    def _check_bucket(self, name: str, bucket_id: str | None) -> Any:
+        r = self._bucket_row(name)
+        if r is None or r.state == "deleting" or (bucket_id is not None and r.id != bucket_id):
+            raise NoSuchBucket(name)
+        return r
+
+    def _bucket_fence(self, name: str, bucket_id: str) -> Callable[[], bool]:
+        def fence() -> bool:
+            r = self._bucket_row(name)
+            return r is not None and r.id == bucket_id and r.state != "deleting"
+
+        return fence
+
+    def _commit_object(self, obj: ObjectVersion, *, intent_id: bytes | None, if_match: Sequence[str] | None,
+                       if_none_match: Sequence[str] | None, gc_delay: float, bucket_id: str | None,
+                       extra: dict[str, Any] | None = None, floor_ts: int = 0) -> ObjectVersion | None:
+        b = self._check_bucket(obj.bucket, bucket_id)
+
+        def decide(row: Any) -> _Change:
+            current = row.etag if row is not None else None
+            if if_match is not None and (current is None or ("*" not in if_match and current not in if_match)):
+                raise PreconditionFailed(f"{obj.bucket}/{obj.key} does not match If-Match")
+            if if_none_match is not None and current is not None and ("*" in if_none_match
+                                                                      or current in if_none_match):
+                raise PreconditionFailed(f"{obj.bucket}/{obj.key} matches If-None-Match")
+            old = _obj_from(obj.bucket, obj.key, row) if row is not None else None
+            plan: dict[str, Any] = {"old": row.manifest if row is not None else "[]", "nb": time.time() + gc_delay}
+            if extra:
+                plan.update(extra)
+            return _Change(_obj_values(obj), obj.manifest, plan, old)
+
+        try:
+            return self._change(_OBJECTS, (obj.bucket, obj.key), decide, intent=intent_id, floor_ts=floor_ts,
+                                fence=self._bucket_fence(obj.bucket, b.id))
+        except _Fenced:
+            raise NoSuchBucket(obj.bucket) from None
+
+    async def put_object(
+        self,
+        obj: ObjectVersion,
+        *,
+        intent_id: bytes | None = None,
+        if_match: Sequence[str] | None = None,
+        if_none_match: Sequence[str] | None = None,
+        gc_delay: float = 0.0,
+        bucket_id: str | None = None,
+    ) -> ObjectVersion | None:
+        return await self._run(lambda: self._commit_object(
+            obj, intent_id=bytes(intent_id) if intent_id is not None else None, if_match=if_match,
+            if_none_match=if_none_match, gc_delay=gc_delay, bucket_id=bucket_id))
+
+    async def get_object(self, bucket: str, key: str) -> ObjectVersion | None:
+        def run() -> ObjectVersion | None:
+            row = self._read_record(_OBJECTS, (bucket, key))
+            return _obj_from(bucket, key, row) if row is not None and not row.deleted and row.seq else None
+
+        return await self._run(run)
+
+    def _delete(self, bucket: str, key: str, gc_delay: float) -> ObjectVersion | None:
+        def decide(row: Any) -> _Change | None:
+            if row is None:
+                return None
+            old = _obj_from(bucket, key, row)
+            return _Change(None, (), {"old": row.manifest, "nb": time.time() + gc_delay}, old)
+
+        return self._change(_OBJECTS, (bucket, key), decide)
+
+    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0,
+                            bucket_id: str | None = None) -> ObjectVersion | None:
+        def run() -> ObjectVersion | None:
+            if bucket_id is not None:
+                r = self._bucket_row(bucket)
+                if r is None or r.id != bucket_id:
+                    return None
+            return self._delete(bucket, key, gc_delay)
+
+        return await self._run(run)
+
+    async def delete_objects(self, bucket: str, keys: Sequence[str], *, gc_delay: float = 0.0,
+                             bucket_id: str | None = None) -> list[bool]:
+        """Each key its own change, up to 32 at once (threads of this call's own)."""
+        if bucket_id is not None:
+            r = await self._run(self._bucket_row, bucket)
+            if r is None or r.id != bucket_id:
+                return [False] * len(keys)
+        out: list[bool] = [False] * len(keys)
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        limiter = trio.CapacityLimiter(32)
+
+        async def one(i: int, key: str) -> None:
+            async with limiter:
+                out[i] = await self._run(self._delete, bucket, key, gc_delay) is not None
+
+        async with trio.open_nursery() as nursery:
+            for key, i in first.items():
+                nursery.start_soon(one, i, key)
+        return out
+
+    async def update_object(self, obj: ObjectVersion) -> bool:
+        def decide(row: Any) -> _Change | None:
+            if row is None or (row.version_id, row.etag, row.last_modified) != (obj.version_id, obj.etag,
+                                                                                obj.last_modified):
+                return None
+            current = _obj_from(obj.bucket, obj.key, row)
+            new = attrs.evolve(current, acl=obj.acl, tags=obj.tags)
+            return _Change(_obj_values(new), current.manifest, {"old": row.manifest, "nb": time.time()}, True)
+
+        return bool(await self._run(lambda: self._change(_OBJECTS, (obj.bucket, obj.key), decide)))
+
+    # -- listing --
+
+    def _shards_from(self, bucket: str, start: str) -> Iterator[tuple[str, str, str | None]]:
+        """(lo, shard, hi) of the shards holding keys from ``start`` on, in key order."""
+        r = self._one("SELECT lo, shard FROM shards WHERE bucket = ? AND lo <= ? ORDER BY lo DESC LIMIT 1",
+                      (bucket, start))
+        if r is None:
+            r = self._one("SELECT lo, shard FROM shards WHERE bucket = ? LIMIT 1", (bucket,))
+            if r is None:  # not written yet (see _shard_of): the first shard holds every key
+                b = self._bucket_row(bucket)
+                if b is not None:
+                    yield "", b.id, None
+                return
+        while True:
+            nxt = self._one("SELECT lo, shard FROM shards WHERE bucket = ? AND lo > ? ORDER BY lo LIMIT 1",
+                            (bucket, r.lo))
+            yield r.lo, r.shard, nxt.lo if nxt else None
+            if nxt is None:
+                return
+            r = nxt
+
+    def _listed(self, bucket: str, start: str, inclusive: bool, upper: str | None,
+                reads: list[int]) -> Iterator[Any]:
+        """Listing rows with key >= start (> if not inclusive) and < upper, in key order, read lazily in pages
+        that grow from 32 rows (a walk that only needs one key reads few)."""
+        cols = "key, version_id, size, etag, last_modified, owner_id"
+        for lo, shard, hi in self._shards_from(bucket, start):
+            bound = upper if hi is None else hi if upper is None else min(upper, hi, key=str.encode)
+            low, incl = (start, inclusive) if start.encode() >= lo.encode() else (lo, True)
+            page = 32
+            while True:
+                sql = f"SELECT {cols} FROM listing WHERE bucket = ? AND shard = ? AND key {'>=' if incl else '>'} ?"
+                args: list[Any] = [bucket, shard, low]
+                if bound is not None:
+                    sql += " AND key < ?"
+                    args.append(bound)
+                rows = self._rows(sql + " LIMIT ?", (*args, page))
+                reads[0] += 1
+                yield from rows
+                if len(rows) < page:
+                    break
+                low, incl = rows[-1].key, False
+                page = min(page * 4, 2000)
+            if hi is None or (upper is not None and hi.encode() >= upper.encode()):
+                return
+
+    async def scan_objects(
+        self, bucket: str, *, start: str = "", inclusive: bool = True, prefix: str = "", limit: int = 1000
+    ) -> ListPage:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run() -> ListPage:
+            lower, incl = start, inclusive
+            if prefix and prefix.encode() > start.encode():
+                lower, incl = prefix, True
+            upper = prefix_successor(prefix) if prefix else None
+            keys = []
+            for r in self._listed(bucket, lower, incl, upper, [0]):
+                keys.append(r.key)
+                if len(keys) > limit:
+                    break
+            got = self._many((f"SELECT {_OBJ_COLS}, {_REC_COLS} FROM objects WHERE bucket = ? AND key = ?",
+                              (bucket, key)) for key in keys[:limit])
+            objects = []
+            for key, rs in zip(keys, got):
+                row = rs.one()
+                if row is not None and not row.deleted and row.seq:
+                    objects.append(_obj_from(bucket, key, row))
+            return ListPage(tuple(objects), len(keys) > limit)
+
+        return await self._run(run)
+
+    async def list_objects(
+        self, bucket: str, *, prefix: str = "", delimiter: str = "", marker: str = "", limit: int = 1000
+    ) -> ObjectListing:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run() -> ObjectListing:
+            reads = [0]
+
+            def seek(start: str, inclusive: bool, upper: str | None) -> Iterator[Any]:
+                return self._listed(bucket, start, inclusive, upper, reads)
+
+            page = walk(seek, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit,
+                        key_of=lambda r: r.key)
+            objects = tuple(ListedObject(bucket, r.key, r.version_id, r.size, r.etag, r.last_modified, r.owner_id)
+                            for r in page.items)
+            last = page.last if isinstance(page.last, str) else page.last.key if page.last else ""
+            return ObjectListing(objects, page.prefixes, page.truncated, last, page.read)
+
+        return await self._run(run)
+
+    async def count_objects(self, bucket: str) -> int:
+        def run() -> int:
+            return sum(self._one("SELECT count(*) AS n FROM listing WHERE bucket = ? AND shard = ?",
+                                 (bucket, s.shard)).n
+                       for s in self._rows("SELECT shard FROM shards WHERE bucket = ?", (bucket,)))
+
+        return await self._run(run)
+
+    # -- multipart --
+
+    _UPLOAD_FIELDS = ("bucket, key, upload_id, initiated, owner_id, content_type, headers, user_meta, acl, tags, "
+                      "checksum_algorithm")
+
+    @staticmethod
+    def _upload(r: Any) -> Upload:
+        return Upload(r.bucket, r.key, r.upload_id, r.initiated, r.owner_id, r.content_type, _dec_pairs(r.headers),
+                      _dec_pairs(r.user_meta), r.acl, _dec_pairs(r.tags), r.checksum_algorithm)
+
+    async def create_upload(self, upload: Upload, *, bucket_id: str | None = None) -> None:
+        def run() -> None:
+            b = self._check_bucket(upload.bucket, bucket_id)
+            values = (upload.bucket, upload.key, upload.upload_id, upload.initiated, upload.owner_id,
+                      upload.content_type, _enc_pairs(upload.headers), _enc_pairs(upload.user_meta), upload.acl,
+                      _enc_pairs(upload.tags), upload.checksum_algorithm)
+            marks = ", ".join("?" * 11)
+            self._many([(f"INSERT INTO uploads ({self._UPLOAD_FIELDS}, state) VALUES ({marks}, '')", values),
+                        (f"INSERT INTO uploads_by_key ({self._UPLOAD_FIELDS}) VALUES ({marks})", values)])
+            if not self._bucket_fence(upload.bucket, b.id)():
+                self._drop_upload_rows(upload)
+                raise NoSuchBucket(upload.bucket)
+
+        await self._run(run)
+
+    def _get_upload(self, upload_id: str) -> Any:
+        return self._one(f"SELECT {self._UPLOAD_FIELDS}, state FROM uploads WHERE upload_id = ?", (upload_id,))
+
+    async def get_upload(self, bucket: str, upload_id: str) -> Upload | None:
+        def run() -> Upload | None:
+            r = self._get_upload(upload_id)
+            return self._upload(r) if r is not None and r.bucket == bucket and not r.state else None
+
+        return await self._run(run)
+
+    def _uploads_from(self, bucket: str, start: str, inclusive: bool, upper: str | None,
+                      id_after: tuple[str, str] | None = None) -> Iterator[Upload]:
+        """Uploads of ``bucket`` by (key, initiated, upload_id), keys from ``start`` (inclusive or not) below
+        ``upper``; with ``id_after`` = (key, upload id), that key's uploads only after that id."""
+        cols = self._UPLOAD_FIELDS
+        low, incl = start, inclusive
+        page = 64
+        last: tuple | None = None
+        while True:
+            if last is None:
+                sql = f"SELECT {cols} FROM uploads_by_key WHERE bucket = ? AND key {'>=' if incl else '>'} ?"
+                args: list[Any] = [bucket, low]
+            else:
+                sql = f"SELECT {cols} FROM uploads_by_key WHERE bucket = ? AND (key, initiated, upload_id) > (?, ?, ?)"
+                args = [bucket, *last]
+            if upper is not None:
+                sql += " AND key < ?"
+                args.append(upper)
+            rows = self._rows(sql + " LIMIT ?", (*args, page))
+            for r in rows:
+                if id_after is not None and r.key == id_after[0] and r.upload_id <= id_after[1]:
+                    continue
+                yield self._upload(r)
+            if len(rows) < page:
+                return
+            last = (rows[-1].key, rows[-1].initiated, rows[-1].upload_id)
+            page = min(page * 4, 2000)
+
+    async def list_uploads(
+        self, bucket: str, *, prefix: str = "", key_marker: str = "", upload_id_marker: str = "", limit: int = 1000
+    ) -> tuple[list[Upload], bool]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run() -> tuple[list[Upload], bool]:
+            upper = prefix_successor(prefix) if prefix else None
+            if key_marker and upload_id_marker:
+                start, incl, after = key_marker, True, (key_marker, upload_id_marker)
+            elif key_marker:
+                start, incl, after = key_marker, False, None
+            else:
+                start, incl, after = "", True, None
+            if prefix and prefix.encode() > start.encode():
+                start, incl = prefix, True
+            out: list[Upload] = []
+            for u in self._uploads_from(bucket, start, incl, upper, after):
+                if not u.key.startswith(prefix):
+                    continue
+                out.append(u)
+                if len(out) > limit:
+                    break
+            return out[:limit], len(out) > limit
+
+        return await self._run(run)
+
+    async def list_upload_entries(
+        self, bucket: str, *, prefix: str = "", delimiter: str = "", key_marker: str = "", upload_id_marker: str = "",
+        limit: int = 1000,
+    ) -> UploadListing:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run() -> UploadListing:
+            reads = [0]
+
+            def seek(start: str, inclusive: bool, upper: str | None) -> Iterator[Upload]:
+                reads[0] += 1
+                after = (key_marker, upload_id_marker) if start == key_marker and upload_id_marker else None
+                return self._uploads_from(bucket, start, inclusive, upper, after)
+
+            page = walk(seek, prefix=prefix, delimiter=delimiter, marker=key_marker, limit=limit,
+                        key_of=lambda u: u.key, marker_inclusive=bool(upload_id_marker))
+            last = page.last
+            if isinstance(last, Upload):
+                next_key, next_id = last.key, last.upload_id
+            else:
+                next_key, next_id = (last or ""), ""
+            return UploadListing(page.items, page.prefixes, page.truncated, next_key, next_id, page.read)
+
+        return await self._run(run)
+
+    def _upload_fence(self, upload_id: str) -> Callable[[], bool]:
+        def fence() -> bool:
+            r = self._get_upload(upload_id)
+            return r is not None and not r.state
+
+        return fence
+
+    async def put_part(self, part: Part, *, gc_delay: float = 0.0, intent_id: bytes | None = None) -> Part | None:
+        def run() -> Part | None:
+            upload = self._get_upload(part.upload_id)
+            if upload is None or upload.state:
+                raise NoSuchUpload(part.upload_id)
+
+            def decide(row: Any) -> _Change:
+                old = _part_from(part.upload_id, part.number, row) if row is not None else None
+                return _Change(_part_values(part), part.manifest,
+                               {"old": row.manifest if row is not None else "[]", "nb": time.time() + gc_delay,
+                                "bucket": upload.bucket, "key": upload.key}, old)
+
+            try:
+                return self._change(_PARTS, (part.upload_id, part.number), decide,
+                                    intent=bytes(intent_id) if intent_id is not None else None,
+                                    fence=self._upload_fence(part.upload_id))
+            except _Fenced:
+                raise NoSuchUpload(part.upload_id) from None
+
+        return await self._run(run)
+
+    def _parts(self, upload_id: str, marker: int = 0, limit: int | None = None) -> list[Part]:
+        sql = "SELECT number FROM part_numbers WHERE upload_id = ? AND number > ?"
+        numbers = [r.number for r in self._rows(sql + (" LIMIT ?" if limit else ""),
+                                                (upload_id, marker, limit) if limit else (upload_id, marker))]
+        got = self._many((f"SELECT {_PART_COLS}, {_REC_COLS} FROM parts WHERE upload_id = ? AND number = ?",
+                          (upload_id, n)) for n in numbers)
+        out = []
+        for n, rs in zip(numbers, got):
+            row = rs.one()
+            if row is not None and not row.deleted and row.seq:
+                out.append(_part_from(upload_id, n, row))
+        return out
+
+    async def list_parts(self, upload_id: str, *, marker: int = 0, limit: int = 1000) -> tuple[list[Part], bool]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run() -> tuple[list[Part], bool]:
+            r = self._get_upload(upload_id)
+            if r is None or r.state:
+                raise NoSuchUpload(upload_id)
+            parts = self._parts(upload_id, marker, limit + 1)
+            return parts[:limit], len(parts) > limit
+
+        return await self._run(run)
+
+    def _drop_upload_rows(self, u: Any) -> None:
+        self._many([("DELETE FROM uploads_by_key WHERE bucket = ? AND key = ? AND initiated = ? AND upload_id = ?",
+                     (u.bucket, u.key, u.initiated, u.upload_id)),
+                    ("DELETE FROM uploads WHERE upload_id = ?", (u.upload_id,))])
+
+    def _claim_upload(self, upload_id: str, state: str) -> Any:
+        """Mark the upload completing/aborting (one lightweight transaction: one of several racing wins); from
+        then on a part committed to it is undone by its fence. NoSuchUpload if it is gone or taken."""
+        u = self._get_upload(upload_id)
+        if u is None or u.state:
+            raise NoSuchUpload(upload_id)
+        applied, _ = self._lwt("UPDATE uploads SET state = ? WHERE upload_id = ? IF state = ''", (state, upload_id))
+        if not applied:
+            raise NoSuchUpload(upload_id)
+        return u
+
+    def _retire_parts(self, upload_id: str, keep: Sequence[ChunkRef], not_before: float) -> list[Part]:
+        """Drop every stored part of the upload; chunks ``keep`` does not reference go to the GC queue."""
+        parts = self._parts(upload_id)
+        kept = {r.chunk_id for r in keep}
+        gone = [r for p in parts for r in p.manifest if r.chunk_id not in kept]
+        work: list[tuple[str, Sequence[Any]]] = []
+        ts = _now_us()
+        for p in parts:
+            work += self._index_work((), [r for r in p.manifest if r.chunk_id not in kept], ("", "", "", 0), ts)
+        self._many(work)
+        self._enqueue([GcEntry(r.chunk_id, r.agents, not_before) for r in gone])
+        self._many([("DELETE FROM parts WHERE upload_id = ? AND number = ?", (upload_id, p.number)) for p in parts]
+                   + [("DELETE FROM part_numbers WHERE upload_id = ?", (upload_id,))])
+        return parts
+
+    def _parts_floor_ts(self, upload_id: str) -> int:
+        numbers = [r.number for r in self._rows("SELECT number FROM part_numbers WHERE upload_id = ?", (upload_id,))]
+        got = self._many(("SELECT ts FROM parts WHERE upload_id = ? AND number = ?", (upload_id, n))
+                         for n in numbers)
+        return max((rs.one().ts or 0 for rs in got if rs.one() is not None), default=0)
+
+    async def complete_upload(
+        self, upload_id: str, obj: ObjectVersion, used_parts: Sequence[int], *, gc_delay: float = 0.0
+    ) -> ObjectVersion | None:
+        def run() -> ObjectVersion | None:
+            u = self._get_upload(upload_id)
+            if u is None or u.state or (u.bucket, u.key) != (obj.bucket, obj.key):
+                raise NoSuchUpload(upload_id)
+            self._claim_upload(upload_id, "completing")
+            complete = {"upload_id": upload_id, "algo": u.checksum_algorithm, "initiated": u.initiated,
+                        "nb": time.time() + gc_delay}
+            try:
+                return self._commit_object(obj, intent_id=None, if_match=None, if_none_match=None,
+                                           gc_delay=gc_delay, bucket_id=None, extra={"complete": complete},
+                                           floor_ts=self._parts_floor_ts(upload_id))
+            except BaseException:
+                self._lwt("UPDATE uploads SET state = '' WHERE upload_id = ? IF state = 'completing'", (upload_id,))
+                raise
+
+        return await self._run(run)
+
+    def _finish_complete(self, c: dict[str, Any], manifest: Sequence[ChunkRef]) -> None:
+        """Follow-up of a completion: the parts go (their chunks the object does not use to GC), the upload goes,
+        the completion's answer is recorded for retries."""
+        upload_id = c["upload_id"]
+        u = self._get_upload(upload_id)
+        if u is None:  # already finished (a repeated follow-up)
+            return
+        row = self._read_record(_OBJECTS, (u.bucket, u.key))
+        self._retire_parts(upload_id, manifest, c["nb"])
+        now = time.time()
+        day = int(now // _DAY)
+        etag = row.etag if row is not None else ""
+        sums = row.checksums if row is not None else "[]"
+        self._many([
+            ("INSERT INTO completed (upload_id, bucket, key, etag, completed, checksums, checksum_algorithm) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?)", (upload_id, u.bucket, u.key, etag, now, sums, c["algo"])),
+            ("INSERT INTO completed_by_day (day, completed, upload_id) VALUES (?, ?, ?)", (day, now, upload_id)),
+            ("INSERT INTO completed_days (one, day) VALUES (0, ?)", (day,)),
+            ("INSERT INTO completed_by_bucket (bucket, upload_id) VALUES (?, ?)", (u.bucket, upload_id)),
+        ])
+        self._drop_upload_rows(u)
+
+    async def completed_upload(self, bucket: str, upload_id: str) -> CompletedUpload | None:
+        def run() -> CompletedUpload | None:
+            r = self._one("SELECT upload_id, bucket, key, etag, completed, checksums, checksum_algorithm "
+                          "FROM completed WHERE upload_id = ?", (upload_id,))
+            if r is None or r.bucket != bucket:
+                return None
+            return CompletedUpload(r.upload_id, r.bucket, r.key, r.etag, r.completed, _dec_pairs(r.checksums),
+                                   r.checksum_algorithm)
+
+        return await self._run(run)
+
+    async def prune_completed(self, older_than: float) -> int:
+        def run() -> int:
+            pruned = 0
+            last_day = int(older_than // _DAY)
+            for d in self._rows("SELECT day FROM completed_days WHERE one = 0 AND day <= ?", (last_day,)):
+                rows = self._rows("SELECT completed, upload_id FROM completed_by_day WHERE day = ? AND completed < ?",
+                                  (d.day, older_than))
+                done = self._many(("SELECT bucket FROM completed WHERE upload_id = ?", (r.upload_id,)) for r in rows)
+                work: list[tuple[str, Sequence[Any]]] = []
+                for r, rs in zip(rows, done):
+                    c = rs.one()
+                    if c is not None:
+                        pruned += 1
+                        work += [("DELETE FROM completed WHERE upload_id = ?", (r.upload_id,)),
+                                 ("DELETE FROM completed_by_bucket WHERE bucket = ? AND upload_id = ?",
+                                  (c.bucket, r.upload_id))]
+                    work.append(("DELETE FROM completed_by_day WHERE day = ? AND completed = ? AND upload_id = ?",
+                                 (d.day, r.completed, r.upload_id)))
+                self._many(work)
+                if d.day < last_day:
+                    self._x("DELETE FROM completed_days WHERE one = 0 AND day = ?", (d.day,))
+            return pruned
+
+        return await self._run(run)
+
+    def _abort(self, upload_id: str, not_before: float) -> None:
+        u = self._claim_upload(upload_id, "aborting")
+        self._retire_parts(upload_id, (), not_before)
+        self._drop_upload_rows(u)
+
+    async def abort_upload(self, upload_id: str, *, gc_delay: float = 0.0) -> None:
+        await self._run(self._abort, upload_id, time.time() + gc_delay)
+
+    # -- upload intents --
+
+    _INTENT_COLS = "intent_id, created, agents, bucket, key, renewed, heartbeat, claimed, committing"
+
+    @staticmethod
+    def _intent(r: Any) -> Intent:
+        return Intent(bytes(r.intent_id), r.created, tuple(json.loads(r.agents)), r.bucket, r.key, r.renewed,
+                      r.heartbeat, bool(r.claimed))
+
+    def _intent_row(self, intent_id: bytes) -> Any:
+        return self._one(f"SELECT {self._INTENT_COLS} FROM intents WHERE intent_id = ?", (intent_id,))
+
+    @staticmethod
+    def _islot(intent_id: bytes) -> int:
+        return intent_id[0] % INTENT_SLOTS if intent_id else 0
+
+    async def add_intent(self, intent: Intent) -> None:
+        i = bytes(intent.intent_id)
+
+        def run() -> None:
+            self._many([
+                (f"INSERT INTO intents ({self._INTENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, null)",
+                 (i, intent.created, _json(list(intent.agents)), intent.bucket, intent.key, intent.renewed,
+                  intent.heartbeat, intent.claimed)),
+                ("INSERT INTO intents_by_renewed (slot, renewed, intent_id) VALUES (?, ?, ?)",
+                 (self._islot(i), intent.renewed, i)),
+            ])
+
+        await self._run(run)
+
+    def _move_renewed(self, intent_id: bytes, old: float, new: float) -> None:
+        s = self._islot(intent_id)
+        self._many([("INSERT INTO intents_by_renewed (slot, renewed, intent_id) VALUES (?, ?, ?)", (s, new, intent_id)),
+                    ("DELETE FROM intents_by_renewed WHERE slot = ? AND renewed = ? AND intent_id = ?",
+                     (s, old, intent_id))])
+
+    async def renew_intent(self, intent_id: bytes, now: float) -> bool:
+        i = bytes(intent_id)
+
+        def run() -> bool:
+            for _ in range(LWT_RETRIES):
+                r = self._intent_row(i)
+                if r is None or r.claimed:
+                    return False
+                applied, _ = self._lwt("UPDATE intents SET heartbeat = ?, renewed = ? WHERE intent_id = ? "
+                                       "IF claimed = false AND heartbeat = ?", (r.heartbeat + 1, now, i, r.heartbeat))
+                if applied:
+                    if now != r.renewed:
+                        self._move_renewed(i, r.renewed, now)
+                    return True
+            raise MetaUnavailable("intent renewal: too many concurrent changes")
+
+        return await self._run(run)
+
+    async def claim_intent(self, intent_id: bytes, heartbeat: int) -> bool:
+        i = bytes(intent_id)
+
+        def run() -> bool:
+            r = self._intent_row(i)
+            if r is None:
+                return False
+            if r.claimed:
+                return True
+            if r.heartbeat != heartbeat or r.committing:
+                return False
+            applied, now = self._lwt("UPDATE intents SET claimed = true, renewed = -1 WHERE intent_id = ? "
+                                     "IF heartbeat = ? AND claimed = false AND committing = null", (i, heartbeat))
+            if applied:
+                self._move_renewed(i, r.renewed, -1.0)
+                return True
+            return bool(now is not None and getattr(now, "claimed", False))
+
+        return await self._run(run)
+
+    def _drop_intent(self, intent_id: bytes) -> None:
+        r = self._intent_row(intent_id)
+        if r is None:
+            return
+        self._many([("DELETE FROM intents WHERE intent_id = ?", (intent_id,)),
+                    ("DELETE FROM intents_by_renewed WHERE slot = ? AND renewed = ? AND intent_id = ?",
+                     (self._islot(intent_id), r.renewed, intent_id))])
+
+    async def drop_intent(self, intent_id: bytes) -> None:
+        await self._run(self._drop_intent, bytes(intent_id))
+
+    def _stale(self, older_than: float, limit: int, after: tuple[float, bytes] | None) -> list[tuple[tuple, Any]]:
+        """Intents renewed before ``older_than`` by (renewed, intent_id) after ``after``: the 16 slots' index
+        partitions merged, each index row checked against its intent (a stale index row is skipped)."""
+        def slot_rows(s: int) -> Iterator[tuple[float, bytes]]:
+            cursor = after
+            page = max(8, min(limit, 500))
+            while True:
+                if cursor is None:
+                    rows = self._rows("SELECT renewed, intent_id FROM intents_by_renewed WHERE slot = ? AND "
+                                      "renewed < ? LIMIT ?", (s, older_than, page))
+                else:
+                    rows = self._rows("SELECT renewed, intent_id FROM intents_by_renewed WHERE slot = ? AND "
+                                      "(renewed, intent_id) > (?, ?) AND renewed < ? LIMIT ?",
+                                      (s, cursor[0], bytes(cursor[1]), older_than, page))
+                for r in rows:
+                    yield (r.renewed, bytes(r.intent_id))
+                if len(rows) < page:
+                    return
+                cursor = (rows[-1].renewed, bytes(rows[-1].intent_id))
+
+        out: list[tuple[tuple, Any]] = []
+        for renewed, i in heapq.merge(*(slot_rows(s) for s in range(INTENT_SLOTS))):
+            r = self._intent_row(i)
+            if r is None or r.renewed != renewed:
+                continue
+            out.append(((renewed, i), r))
+            if len(out) >= limit:
+                break
+        return out
+
+    async def stale_intents(self, older_than: float, limit: int = 100,
+                            after: tuple[float, bytes] | None = None) -> list[Intent]:
+        return await self._run(lambda: [self._intent(r) for _, r in self._stale(older_than, limit, after)])
+
+    async def open_intents(self, intent_ids: Sequence[bytes]) -> set[bytes]:
+        def run() -> set[bytes]:
+            ids = [bytes(i) for i in intent_ids]
+            got = self._many(("SELECT intent_id FROM intents WHERE intent_id = ?", (i,)) for i in ids)
+            return {i for i, rs in zip(ids, got) if rs.one() is not None}
+
+        return await self._run(run)
+
+    # -- GC queue --
+
+    def _gc_rows(self, chunk_ids: Sequence[bytes]) -> dict[bytes, Any]:
+        got = self._many(("SELECT chunk_id, agents, not_before, hour FROM gc WHERE chunk_id = ?", (c,))
+                         for c in chunk_ids)
+        return {bytes(r.chunk_id): r for rs in got for r in rs}
+
+    def _enqueue(self, entries: Sequence[GcEntry]) -> None:
+        """Idempotent per chunk: a repeated chunk keeps one entry, with the later not_before and every agent."""
+        if not entries:
+            return
+        merged: dict[bytes, GcEntry] = {}
+        for e in entries:
+            prev = merged.get(bytes(e.chunk_id))
+            if prev is not None:
+                e = GcEntry(e.chunk_id, prev.agents + tuple(a for a in e.agents if a not in prev.agents),
+                            max(prev.not_before, e.not_before))
+            merged[bytes(e.chunk_id)] = e
+        existing = self._gc_rows(list(merged))
+        work: list[tuple[str, Sequence[Any]]] = []
+        for cid, e in merged.items():
+            agents, nb = list(e.agents), e.not_before
+            old = existing.get(cid)
+            if old is not None:
+                agents = json.loads(old.agents) + [a for a in agents if a not in json.loads(old.agents)]
+                nb = max(nb, old.not_before)
+                work.append(("DELETE FROM gc_by_time WHERE hour = ? AND not_before = ? AND chunk_id = ?",
+                             (old.hour, old.not_before, cid)))
+            work += self._gc_put(cid, agents, nb)
+        self._many(work)
+
+    @staticmethod
+    def _gc_put(cid: bytes, agents: list[str], not_before: float) -> list[tuple[str, Sequence[Any]]]:
+        hour = int(not_before // _HOUR)
+        a = _json(agents)
+        return [("INSERT INTO gc (chunk_id, agents, not_before, hour) VALUES (?, ?, ?, ?)", (cid, a, not_before, hour)),
+                ("INSERT INTO gc_by_time (hour, not_before, chunk_id, agents) VALUES (?, ?, ?, ?)",
+                 (hour, not_before, cid, a)),
+                ("INSERT INTO gc_hours (one, hour) VALUES (0, ?)", (hour,))]
+
+    def _revive(self, chunk_ids: Sequence[bytes]) -> None:
+        """Committed manifests reference these chunks: out of the GC queue with them."""
+        self._gc_delete(list(self._gc_rows(chunk_ids).values()))
+
+    def _gc_delete(self, rows: Sequence[Any]) -> None:
+        self._many([q for r in rows for q in (
+            ("DELETE FROM gc WHERE chunk_id = ?", (bytes(r.chunk_id),)),
+            ("DELETE FROM gc_by_time WHERE hour = ? AND not_before = ? AND chunk_id = ?",
+             (r.hour, r.not_before, bytes(r.chunk_id))))])
+
+    async def enqueue_gc(self, entries: Sequence[GcEntry]) -> None:
+        entries = list(entries)
+        if entries:
+            await self._run(self._enqueue, entries)
+
+    async def due_gc(self, now: float, limit: int = 100) -> list[GcEntry]:
+        def run() -> list[GcEntry]:
+            out: list[GcEntry] = []
+            hours = [r.hour for r in self._rows("SELECT hour FROM gc_hours WHERE one = 0 AND hour <= ?",
+                                                (int(now // _HOUR),))]
+            current = int(time.time() // _HOUR)
+            for hour in hours:
+                rows = self._rows("SELECT not_before, chunk_id, agents FROM gc_by_time WHERE hour = ? AND "
+                                  "not_before <= ? LIMIT ?", (hour, now, limit - len(out)))
+                out += [GcEntry(bytes(r.chunk_id), tuple(json.loads(r.agents)), r.not_before) for r in rows]
+                if not rows and hour < current - 1 and not self._one(
+                        "SELECT chunk_id FROM gc_by_time WHERE hour = ? LIMIT 1", (hour,)):
+                    self._x("DELETE FROM gc_hours WHERE one = 0 AND hour = ?", (hour,))
+                if len(out) >= limit:
+                    break
+            return out
+
+        return await self._run(run)
+
+    async def done_gc(self, chunk_ids: Sequence[bytes]) -> None:
+        ids = [bytes(c) for c in chunk_ids]
+        if ids:
+            await self._run(lambda: self._gc_delete(list(self._gc_rows(ids).values())))
+
+    async def update_gc(self, entry: GcEntry) -> None:
+        def run() -> None:
+            cid = bytes(entry.chunk_id)
+            old = self._gc_rows([cid]).get(cid)
+            if old is None:
+                return
+            self._gc_delete([old])
+            if entry.agents:
+                self._many(self._gc_put(cid, list(entry.agents), entry.not_before))
+
+        await self._run(run)
+
+    # -- the chunk index --
+
+    def _owners(self, chunk_ids: Sequence[bytes]) -> list[ChunkOwner]:
+        got = self._many(("SELECT chunk_id, bucket, key, upload_id, part, size, crc, agents FROM chunk_index "
+                          "WHERE chunk_id = ?", (c,)) for c in chunk_ids)
+        out = []
+        for rs in got:
+            r = rs.one()
+            if r is not None:
+                out.append(ChunkOwner(bytes(r.chunk_id), r.bucket, r.key, r.size, r.crc, tuple(json.loads(r.agents)),
+                                      r.upload_id, r.part))
+        return out
+
+    async def chunk_owner(self, chunk_id: bytes) -> ChunkOwner | None:
+        def run() -> ChunkOwner | None:
+            found = self._owners([bytes(chunk_id)])
+            return found[0] if found else None
+
+        return await self._run(run)
+
+    def _slot_scan(self, partitions: Callable[[int], list[tuple]], table_cols: str, after: bytes | None,
+                   limit: int) -> list[bytes]:
+        """Chunk ids above ``after`` from the slots' partitions (``partitions(slot)``: the partition keys of
+        that slot), slot by slot in order — which is chunk id order — merging the partitions of one slot."""
+        out: list[bytes] = []
+        first = _slot(after) if after else 0
+        for s in range(first, SLOTS):
+            keys = partitions(s)
+            if after and s == first:
+                got = self._many((f"SELECT chunk_id FROM {table_cols} AND chunk_id > ? LIMIT ?", (*k, after,
+                                                                                                  limit - len(out)))
+                                 for k in keys)
+            else:
+                got = self._many((f"SELECT chunk_id FROM {table_cols} LIMIT ?", (*k, limit - len(out))) for k in keys)
+            ids = sorted({bytes(r.chunk_id) for rs in got for r in rs})
+            out += ids[:limit - len(out)]
+            if len(out) >= limit:
+                break
+        return out
+
+    async def chunks_on_agent(self, agent_id: str, *, after: bytes | None = None, limit: int = 1000
+                              ) -> list[ChunkOwner]:
+        def run() -> list[ChunkOwner]:
+            ids = self._slot_scan(lambda s: [(agent_id, s)],
+                                  "chunks_by_agent WHERE agent_id = ? AND slot = ?", after, limit)
+            return [o for o in self._owners(ids) if agent_id in o.agents]
+
+        return await self._run(run)
+
+    async def count_chunks_on_agent(self, agent_id: str) -> int:
+        def run() -> int:
+            got = self._many(("SELECT count(*) AS n FROM chunks_by_agent WHERE agent_id = ? AND slot = ?",
+                              (agent_id, s)) for s in range(SLOTS))
+            return sum(rs.one().n for rs in got)
+
+        return await self._run(run)
+
+    async def under_replicated(self, replicas: int, *, after: bytes | None = None, limit: int = 1000
+                               ) -> list[ChunkOwner]:
+        def run() -> list[ChunkOwner]:
+            ids = self._slot_scan(lambda s: [(n, s) for n in range(replicas)],
+                                  "chunks_by_count WHERE replicas = ? AND slot = ?", after, limit)
+            return [o for o in self._owners(ids) if len(o.agents) < replicas]
+
+        return await self._run(run)
+
+    async def referenced(self, chunk_ids: Sequence[bytes]) -> set[bytes]:
+        return await self._run(lambda: {o.chunk_id for o in self._owners([bytes(c) for c in chunk_ids])})
+
+    async def set_chunk_agents(self, chunk_id: bytes, expected: Sequence[str], agents: Sequence[str]) -> bool:
+        cid = bytes(chunk_id)
+
+        def run() -> bool:
+            found = self._owners([cid])
+            if not found or found[0].agents != tuple(expected):
+                return False
+            owner = found[0]
+
+            def decide(row: Any) -> _Change | None:
+                if row is None:
+                    return None
+                manifest = list(_dec_manifest(row.manifest))
+                hits = [i for i, ref in enumerate(manifest) if ref.chunk_id == cid]
+                if not hits or manifest[hits[0]].agents != tuple(expected):
+                    return None
+                for i in hits:
+                    manifest[i] = attrs.evolve(manifest[i], agents=tuple(agents))
+                if owner.upload_id:
+                    current = _part_from(owner.upload_id, owner.part, row)
+                    values = _part_values(attrs.evolve(current, manifest=tuple(manifest)))
+                else:
+                    current = _obj_from(owner.bucket, owner.key, row)
+                    values = _obj_values(attrs.evolve(current, manifest=tuple(manifest)))
+                return _Change(values, tuple(manifest), {"old": row.manifest, "nb": time.time(),
+                                                         "bucket": owner.bucket, "key": owner.key}, True)
+
+            if owner.upload_id:
+                return bool(self._change(_PARTS, (owner.upload_id, owner.part), decide))
+            return bool(self._change(_OBJECTS, (owner.bucket, owner.key), decide))
+
+        return await self._run(run)
+
+    # -- replica reports --
+
+    async def report_replica(self, report: ReplicaReport) -> None:
+        cid = bytes(report.chunk_id)
+        await self._run(self._x, "INSERT INTO replica_reports (slot, chunk_id, agent_id, reason, reported) "
+                        "VALUES (?, ?, ?, ?, ?)", (_slot(cid) % REPORT_SLOTS, cid, report.agent_id, report.reason,
+                                                   report.reported))
+
+    async def replica_reports(self, limit: int = 100) -> list[ReplicaReport]:
+        def run() -> list[ReplicaReport]:
+            got = self._many(("SELECT chunk_id, agent_id, reason, reported FROM replica_reports WHERE slot = ? "
+                              "LIMIT 10000", (s,)) for s in range(REPORT_SLOTS))
+            reports = [ReplicaReport(bytes(r.chunk_id), r.agent_id, r.reason, r.reported) for rs in got for r in rs]
+            return sorted(reports, key=lambda r: r.reported)[:limit]
+
+        return await self._run(run)
+
+    async def drop_replica_report(self, chunk_id: bytes, agent_id: str) -> None:
+        cid = bytes(chunk_id)
+        await self._run(self._x, "DELETE FROM replica_reports WHERE slot = ? AND chunk_id = ? AND agent_id = ?",
+                        (_slot(cid) % REPORT_SLOTS, cid, agent_id))
+
+    async def indexed_agents(self) -> set[str]:
+        def run() -> set[str]:
+            # one row per (agent, slot) partition, whatever they hold; an emptied partition may still be listed
+            # until compaction, so each candidate is checked for a live row
+            candidates = {r.agent_id for r in self._rows("SELECT DISTINCT agent_id, slot FROM chunks_by_agent")}
+            found = set()
+            for agent in candidates:
+                got = self._many(("SELECT chunk_id FROM chunks_by_agent WHERE agent_id = ? AND slot = ? LIMIT 1",
+                                  (agent, s)) for s in range(SLOTS))
+                if any(rs.one() is not None for rs in got):
+                    found.add(agent)
+            return found
+
+        return await self._run(run)
+
+
+class _Fenced(Exception):
+    """A change landed after its container (bucket, upload) went away, and was undone."""

@@ -1,0 +1,76 @@
+"""The Cassandra schema of the metadata (``trio_sos/meta/cassandra.py``), one CQL statement per entry.
+
+Every partition stays bounded whatever a bucket holds (the reasoning, and the bound of each table, is in
+``docs/metadata.md``):
+
+- an object's record is a partition of its own (bucket, key), so a GET is one partition read;
+- a bucket's key index (``listing``) is spread over *shards*, key ranges listed in ``shards``; a page reads the
+  shard that holds its marker and the ones after it, in key order;
+- per-agent and per-replica-count chunk lists are split 256 ways by the first byte of the chunk id (random), which
+  is also their order, so a scan walks the 256 slots in order;
+- the GC queue is split by hour of ``not_before``, intents by a slot of their id.
+
+``SCHEMA_VERSION`` is recorded in ``meta_info``; a migration appends statements (never edits released ones).
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# columns every mutable record (an object, a part) carries for the commit protocol of cassandra.py:
+#   seq      incremented by every change (the lightweight transaction compares it)
+#   ts       the change's write timestamp (µs) for the derived rows: listing entry, chunk index
+#   op       the change's id; pending: what the change still has to do outside the partition (JSON); done: the
+#            seq whose follow-ups are all written
+_RECORD = "seq bigint, ts bigint, op text, pending text, done bigint"
+
+TABLES = [
+    "CREATE TABLE IF NOT EXISTS meta_info (name text PRIMARY KEY, value text)",
+    """CREATE TABLE IF NOT EXISTS users (id text PRIMARY KEY, display_name text, access_key text, secret_key text,
+        email text)""",
+    "CREATE TABLE IF NOT EXISTS users_by_key (access_key text PRIMARY KEY, id text)",
+    """CREATE TABLE IF NOT EXISTS buckets (name text PRIMARY KEY, id text, owner_id text, created double,
+        region text, acl text, cors text, state text)""",
+    # the key ranges of a bucket's listing: shard ``shard`` holds the keys from ``lo`` up to the next row's lo
+    "CREATE TABLE IF NOT EXISTS shards (bucket text, lo text, shard text, PRIMARY KEY (bucket, lo))",
+    f"""CREATE TABLE IF NOT EXISTS objects (bucket text, key text, version_id text, size bigint, etag text,
+        last_modified double, owner_id text, manifest text, content_type text, headers text, user_meta text,
+        checksums text, acl text, tags text, parts text, inline blob, deleted boolean, {_RECORD},
+        PRIMARY KEY ((bucket, key)))""",
+    """CREATE TABLE IF NOT EXISTS listing (bucket text, shard text, key text, version_id text, size bigint,
+        etag text, last_modified double, owner_id text, PRIMARY KEY ((bucket, shard), key))""",
+    # changes whose follow-ups may not be written yet (a node died in between): recover() finishes them
+    """CREATE TABLE IF NOT EXISTS pending_ops (slot int, op text, created double, tbl text, bucket text, key text,
+        upload_id text, number int, PRIMARY KEY (slot, op))""",
+    """CREATE TABLE IF NOT EXISTS uploads (upload_id text PRIMARY KEY, bucket text, key text, initiated double,
+        owner_id text, content_type text, headers text, user_meta text, acl text, tags text,
+        checksum_algorithm text, state text)""",
+    """CREATE TABLE IF NOT EXISTS uploads_by_key (bucket text, key text, initiated double, upload_id text,
+        owner_id text, content_type text, headers text, user_meta text, acl text, tags text,
+        checksum_algorithm text, PRIMARY KEY (bucket, key, initiated, upload_id))""",
+    f"""CREATE TABLE IF NOT EXISTS parts (upload_id text, number int, size bigint, etag text, last_modified double,
+        manifest text, checksums text, deleted boolean, {_RECORD}, PRIMARY KEY ((upload_id, number)))""",
+    "CREATE TABLE IF NOT EXISTS part_numbers (upload_id text, number int, PRIMARY KEY (upload_id, number))",
+    """CREATE TABLE IF NOT EXISTS completed (upload_id text PRIMARY KEY, bucket text, key text, etag text,
+        completed double, checksums text, checksum_algorithm text)""",
+    """CREATE TABLE IF NOT EXISTS completed_by_day (day bigint, completed double, upload_id text,
+        PRIMARY KEY (day, completed, upload_id))""",
+    "CREATE TABLE IF NOT EXISTS completed_days (one int, day bigint, PRIMARY KEY (one, day))",
+    "CREATE TABLE IF NOT EXISTS completed_by_bucket (bucket text, upload_id text, PRIMARY KEY (bucket, upload_id))",
+    """CREATE TABLE IF NOT EXISTS intents (intent_id blob PRIMARY KEY, created double, agents text, bucket text,
+        key text, renewed double, heartbeat bigint, claimed boolean, committing boolean)""",
+    """CREATE TABLE IF NOT EXISTS intents_by_renewed (slot int, renewed double, intent_id blob,
+        PRIMARY KEY (slot, renewed, intent_id))""",
+    "CREATE TABLE IF NOT EXISTS gc (chunk_id blob PRIMARY KEY, agents text, not_before double, hour bigint)",
+    """CREATE TABLE IF NOT EXISTS gc_by_time (hour bigint, not_before double, chunk_id blob, agents text,
+        PRIMARY KEY (hour, not_before, chunk_id))""",
+    "CREATE TABLE IF NOT EXISTS gc_hours (one int, hour bigint, PRIMARY KEY (one, hour))",
+    """CREATE TABLE IF NOT EXISTS chunk_index (chunk_id blob PRIMARY KEY, bucket text, key text, upload_id text,
+        part int, size bigint, crc bigint, agents text)""",
+    """CREATE TABLE IF NOT EXISTS chunks_by_agent (agent_id text, slot int, chunk_id blob,
+        PRIMARY KEY ((agent_id, slot), chunk_id))""",
+    """CREATE TABLE IF NOT EXISTS chunks_by_count (replicas int, slot int, chunk_id blob,
+        PRIMARY KEY ((replicas, slot), chunk_id))""",
+    """CREATE TABLE IF NOT EXISTS replica_reports (slot int, chunk_id blob, agent_id text, reason text,
+        reported double, PRIMARY KEY (slot, chunk_id, agent_id))""",
+]
