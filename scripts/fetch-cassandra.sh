@@ -37,7 +37,7 @@ cat > "$HOME_DIR/pom.xml" <<POM
 </project>
 POM
 rm -rf "$HOME_DIR/lib"
-(cd "$HOME_DIR" && mvn -B -q -Dmaven.repo.local="$HOME_DIR/m2" dependency:copy-dependencies \
+(cd "$HOME_DIR" && mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$HOME_DIR/m2" dependency:copy-dependencies \
    -DincludeScope=runtime -DoutputDirectory="$HOME_DIR/lib" >&2)
 touch "$HOME_DIR/lib/.complete"
 echo "$HOME_DIR"

@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
 def _node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML configuration file")
     parser.add_argument("--data-dir", type=Path, help="where data and metadata live (default ./trio_sos-data)")
+    parser.add_argument("--cassandra", help="Cassandra HOSTS (host[:port],...): the metadata lives there, shared by "
+                                            "every node of a cluster (default: SQLite in the data dir)")
+    parser.add_argument("--keyspace", dest="cassandra_keyspace", help="Cassandra keyspace (default: trio_sos)")
 
 
 async def _serve(config, args: argparse.Namespace, argv: list[str]) -> None:
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in ("serve", "user"):
             overrides = {name: getattr(args, name, None)
                          for name in ("data_dir", "listen", "tls_cert", "tls_key", "tls_listen", "zk", "cluster",
-                                      "zone")}
+                                      "zone", "cassandra", "cassandra_keyspace")}
             config = load_config(args.config, overrides=overrides)
             if args.command == "serve":
                 trio.run(_serve, config, args, list(sys.argv[1:] if argv is None else argv))

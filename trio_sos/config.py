@@ -4,6 +4,7 @@ line. Every bad setting is one ``ConfigError`` line naming the setting."""
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,6 +98,16 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "base_domain": (_opt_str, None),
     # the SQLite metadata file (default DATA_DIR/meta.sqlite3); the nodes of one machine may share one
     "metadata": (_opt_str, None),
+    # Cassandra metadata (a cluster of nodes): contact points HOST[:PORT],...; unset = the SQLite file above
+    "cassandra": (_opt_str, None),
+    "cassandra_keyspace": (_str, "trio_sos"),
+    # CQL replication map used when the keyspace is created (an existing keyspace is left as it is)
+    "cassandra_replication": (_str, "{'class': 'SimpleStrategy', 'replication_factor': 3}"),
+    "cassandra_local_dc": (_opt_str, None),
+    "cassandra_consistency": (_str, "QUORUM"),  # QUORUM or LOCAL_QUORUM (with cassandra_local_dc)
+    "cassandra_username": (_opt_str, None),
+    "cassandra_password": (_opt_str, None),
+    "cassandra_tls_ca": (_opt_str, None),  # CA file: connect to Cassandra over TLS, verifying its certificate
     "chunk_size": (_size, 8 << 20),
     # bodies up to this size live in the metadata record (durable with it), not on the agents; 0: never
     "inline_max": (_size, 16 << 10),
@@ -141,6 +152,14 @@ class Config:
     region: str = "us-east-1"
     base_domain: str | None = None
     metadata: str | None = None
+    cassandra: str | None = None
+    cassandra_keyspace: str = "trio_sos"
+    cassandra_replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 3}"
+    cassandra_local_dc: str | None = None
+    cassandra_consistency: str = "QUORUM"
+    cassandra_username: str | None = None
+    cassandra_password: str | None = None
+    cassandra_tls_ca: str | None = None
     chunk_size: int = 8 << 20
     inline_max: int = 16 << 10
     gc_delay: float = 300.0
@@ -255,4 +274,18 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
         raise ConfigError("setting chunk_size: must be between 64K and agent_max_chunk")
     if values["inline_max"] > 1 << 20:
         raise ConfigError("setting inline_max: must be at most 1M (bodies above it go to the agents)")
+    if values["cassandra_consistency"] not in ("QUORUM", "LOCAL_QUORUM"):
+        raise ConfigError("setting cassandra_consistency: QUORUM or LOCAL_QUORUM (a weaker level loses "
+                          "read-after-write)")
+    if values["cassandra_consistency"] == "LOCAL_QUORUM" and not values["cassandra_local_dc"]:
+        raise ConfigError("setting cassandra_consistency: LOCAL_QUORUM needs cassandra_local_dc")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,47}", values["cassandra_keyspace"]):
+        raise ConfigError("setting cassandra_keyspace: a letter, then letters, digits or _ (at most 48)")
+    if values["cassandra"]:
+        from .meta.cassandra import parse_hosts
+
+        try:
+            parse_hosts(values["cassandra"])
+        except ValueError as exc:
+            raise ConfigError(f"setting cassandra: {exc}") from None
     return Config(**values, users=users)

@@ -54,6 +54,16 @@ def meta_path(config: Config) -> Path:
 
 
 async def open_meta(config: Config) -> MetaStore:
+    """The metadata store: Cassandra when ``cassandra`` is set (the nodes of a cluster share it), else the SQLite
+    file of ``meta_path``."""
+    if config.cassandra:
+        from .meta.cassandra import CassandraMetaStore, CassandraSettings, parse_hosts
+
+        hosts, port = parse_hosts(config.cassandra)
+        return await CassandraMetaStore.open(CassandraSettings(
+            tuple(hosts), keyspace=config.cassandra_keyspace, port=port, replication=config.cassandra_replication,
+            local_dc=config.cassandra_local_dc, consistency=config.cassandra_consistency,
+            username=config.cassandra_username, password=config.cassandra_password, tls_ca=config.cassandra_tls_ca))
     config.data_dir.mkdir(parents=True, exist_ok=True)
     path = meta_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ class GarbageCollector(Periodic):
         # patience (agent_wait) while the agent is down.
         self._unreachable = set()
         deleted = 0
+        await self.meta.recover()  # changes a dead node left half-done (a backend without any: nothing to do)
         now = time.time()
         while True:
             due = await self.meta.due_gc(now, self.batch)

@@ -884,7 +884,7 @@ class CassandraMetaStore(MetaStore):
             got = self._many((f"SELECT {_OBJ_COLS}, {_REC_COLS} FROM objects WHERE bucket = ? AND key = ?",
                               (bucket, key)) for key in keys[:limit])
             objects = []
-            for key, rs in zip(keys, got):
+            for key, rs in zip(keys[:limit], got, strict=True):
                 row = rs.one()
                 if row is not None and not row.deleted and row.seq:
                     objects.append(_obj_from(bucket, key, row))
@@ -1072,7 +1072,7 @@ class CassandraMetaStore(MetaStore):
         got = self._many((f"SELECT {_PART_COLS}, {_REC_COLS} FROM parts WHERE upload_id = ? AND number = ?",
                           (upload_id, n)) for n in numbers)
         out = []
-        for n, rs in zip(numbers, got):
+        for n, rs in zip(numbers, got, strict=True):
             row = rs.one()
             if row is not None and not row.deleted and row.seq:
                 out.append(_part_from(upload_id, n, row))
@@ -1190,7 +1190,7 @@ class CassandraMetaStore(MetaStore):
                                   (d.day, older_than))
                 done = self._many(("SELECT bucket FROM completed WHERE upload_id = ?", (r.upload_id,)) for r in rows)
                 work: list[tuple[str, Sequence[Any]]] = []
-                for r, rs in zip(rows, done):
+                for r, rs in zip(rows, done, strict=True):
                     c = rs.one()
                     if c is not None:
                         pruned += 1
@@ -1337,7 +1337,7 @@ class CassandraMetaStore(MetaStore):
         def run() -> set[bytes]:
             ids = [bytes(i) for i in intent_ids]
             got = self._many(("SELECT intent_id FROM intents WHERE intent_id = ?", (i,)) for i in ids)
-            return {i for i, rs in zip(ids, got) if rs.one() is not None}
+            return {i for i, rs in zip(ids, got, strict=True) if rs.one() is not None}
 
         return await self._run(run)
 
@@ -1455,17 +1455,21 @@ class CassandraMetaStore(MetaStore):
     def _slot_scan(self, partitions: Callable[[int], list[tuple]], table_cols: str, after: bytes | None,
                    limit: int) -> list[bytes]:
         """Chunk ids above ``after`` from the slots' partitions (``partitions(slot)``: the partition keys of
-        that slot), slot by slot in order — which is chunk id order — merging the partitions of one slot."""
+        that slot), in chunk id order — which is slot order, so slots are read 32 at a time (concurrently) until
+        ``limit`` ids are found, the partitions of one slot merged."""
         out: list[bytes] = []
         first = _slot(after) if after else 0
-        for s in range(first, SLOTS):
-            keys = partitions(s)
-            if after and s == first:
-                got = self._many((f"SELECT chunk_id FROM {table_cols} AND chunk_id > ? LIMIT ?", (*k, after,
-                                                                                                  limit - len(out)))
-                                 for k in keys)
-            else:
-                got = self._many((f"SELECT chunk_id FROM {table_cols} LIMIT ?", (*k, limit - len(out))) for k in keys)
+        for group in range(first, SLOTS, 32):
+            want = limit - len(out)
+            queries: list[tuple[int, str, tuple]] = []
+            for s in range(group, min(group + 32, SLOTS)):
+                for k in partitions(s):
+                    if after and s == first:
+                        queries.append((s, f"SELECT chunk_id FROM {table_cols} AND chunk_id > ? LIMIT ?",
+                                        (*k, after, want)))
+                    else:
+                        queries.append((s, f"SELECT chunk_id FROM {table_cols} LIMIT ?", (*k, want)))
+            got = self._many((q, p) for _, q, p in queries)
             ids = sorted({bytes(r.chunk_id) for rs in got for r in rs})
             out += ids[:limit - len(out)]
             if len(out) >= limit:
@@ -1520,11 +1524,11 @@ class CassandraMetaStore(MetaStore):
                 for i in hits:
                     manifest[i] = attrs.evolve(manifest[i], agents=tuple(agents))
                 if owner.upload_id:
-                    current = _part_from(owner.upload_id, owner.part, row)
-                    values = _part_values(attrs.evolve(current, manifest=tuple(manifest)))
+                    part = _part_from(owner.upload_id, owner.part, row)
+                    values = _part_values(attrs.evolve(part, manifest=tuple(manifest)))
                 else:
-                    current = _obj_from(owner.bucket, owner.key, row)
-                    values = _obj_values(attrs.evolve(current, manifest=tuple(manifest)))
+                    obj = _obj_from(owner.bucket, owner.key, row)
+                    values = _obj_values(attrs.evolve(obj, manifest=tuple(manifest)))
                 return _Change(values, tuple(manifest), {"old": row.manifest, "nb": time.time(),
                                                          "bucket": owner.bucket, "key": owner.key}, True)
 

@@ -515,6 +515,12 @@ class MetaStore(abc.ABC):
     async def indexed_agents(self) -> set[str]:
         """Every agent some indexed chunk has a replica on (repair notices agents that are gone from these)."""
 
+    async def recover(self, older_than: float | None = None) -> int:
+        """Finish what changes interrupted by a dead node left undone, for a backend whose steps are not single
+        transactions (Cassandra; see ``cassandra.py``). Run by the garbage collector, once per pass; returns
+        how many such changes it looked at. SQLite's steps are transactions: nothing to do."""
+        return 0
+
     @abc.abstractmethod
     async def open_intents(self, intent_ids: Sequence[bytes]) -> set[bytes]:
         """Which of these upload intents exist (uploads in progress, or crashed and not yet collected)."""

@@ -1,0 +1,133 @@
+"""Many nodes, one cluster: S3 nodes sharing one real Cassandra (the metadata) and one ZooKeeper (the agents), and
+interchangeable — a client may send each request to another node."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from botocore.exceptions import ClientError
+
+KEYSPACE = "trio_sos_nodes"  # shared by the tests of this module; each uses bucket names of its own
+
+
+def fresh(stem: str) -> str:
+    return f"{stem}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def nodes(cassandra_session, cluster_factory, node_factory, zookeeper, cluster_name):
+    """Two nodes on one Cassandra and one ZooKeeper, with two agents of the cluster (R = 2)."""
+    cluster_factory("a1", zone="z1").agent_id()
+    cluster_factory("a2", zone="z2").agent_id()
+    settings, _ = cassandra_session
+    common = dict(zk=zookeeper.hosts, cluster=cluster_name, zk_session_timeout=2, replicas=2,
+                  cassandra=settings.hosts[0], cassandra_keyspace=KEYSPACE,
+                  cassandra_replication="{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    one = node_factory("n1", **common)
+    two = node_factory("n2", **common)
+    return one, two
+
+
+def test_read_and_list_after_write_across_nodes(nodes, cassandra_session) -> None:
+    one, two = nodes
+    a, b = one.client(), two.client()
+    bucket = fresh("raw")
+    a.create_bucket(Bucket=bucket)
+    # the metadata is in Cassandra, not in a file of either node
+    _, session = cassandra_session
+    assert list(session.execute(f"SELECT name FROM {KEYSPACE}.buckets WHERE name = %s", (bucket,)))
+    assert not list(one.data_dir.glob("*.sqlite3")) and not list(two.data_dir.glob("*.sqlite3"))
+    b.head_bucket(Bucket=bucket)  # the bucket made through node 1 is there through node 2 at once
+    bodies = {f"dir{i % 3}/k{i}": os.urandom(100 + i * 1000) for i in range(30)}  # inline and chunked bodies
+    for i, (key, body) in enumerate(bodies.items()):
+        writer, reader = (a, b) if i % 2 == 0 else (b, a)
+        writer.put_object(Bucket=bucket, Key=key, Body=body)
+        assert reader.get_object(Bucket=bucket, Key=key)["Body"].read() == body  # read after write
+        listed = [o["Key"] for o in reader.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]]
+        assert listed == [key]  # list after write
+    for client in (a, b):
+        page = client.list_objects_v2(Bucket=bucket, Delimiter="/")
+        assert [p["Prefix"] for p in page["CommonPrefixes"]] == ["dir0/", "dir1/", "dir2/"]
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, MaxKeys=1000)["Contents"]]
+        assert keys == sorted(bodies)
+    # overwrite through one node, delete through the other: both see the latest at once
+    a.put_object(Bucket=bucket, Key="dir0/k0", Body=b"second")
+    assert b.get_object(Bucket=bucket, Key="dir0/k0")["Body"].read() == b"second"
+    b.delete_object(Bucket=bucket, Key="dir0/k0")
+    with pytest.raises(ClientError) as err:
+        a.get_object(Bucket=bucket, Key="dir0/k0")
+    assert err.value.response["Error"]["Code"] == "NoSuchKey"
+    assert "dir0/k0" not in [o["Key"] for o in a.list_objects_v2(Bucket=bucket)["Contents"]]
+
+
+def _race(calls) -> list:
+    """Run the calls at the same moment (a barrier), each in its own thread; their outcomes: a response or the
+    ClientError it raised."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        try:
+            return call()
+        except ClientError as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_create_bucket_race_across_nodes_has_one_winner(nodes) -> None:
+    one, two = nodes
+    alice, bob = one.client(0), two.client(1)
+    for _ in range(5):
+        name = fresh("race")
+        outcomes = _race([lambda: alice.create_bucket(Bucket=name), lambda: bob.create_bucket(Bucket=name)])
+        won = [o for o in outcomes if not isinstance(o, ClientError)]
+        lost = [o for o in outcomes if isinstance(o, ClientError)]
+        assert len(won) == 1 and len(lost) == 1, outcomes
+        assert lost[0].response["Error"]["Code"] == "BucketAlreadyExists"
+        winner = alice if outcomes[0] is won[0] else bob
+        winner.delete_bucket(Bucket=name)
+
+
+def test_if_none_match_race_across_nodes_has_one_winner(nodes) -> None:
+    one, two = nodes
+    a, b = one.client(), two.client()
+    bucket = fresh("inm")
+    a.create_bucket(Bucket=bucket)
+    for i in range(5):
+        key = f"once-{i}"
+        bodies = [os.urandom(64) for _ in range(4)]
+        clients = [a, b, a, b]
+        outcomes = _race([lambda c=c, body=body: c.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+                          for c, body in zip(clients, bodies, strict=True)])
+        won = [i for i, o in enumerate(outcomes) if not isinstance(o, ClientError)]
+        assert len(won) == 1, outcomes
+        for o in outcomes:
+            if isinstance(o, ClientError):
+                assert o.response["ResponseMetadata"]["HTTPStatusCode"] in (409, 412), o.response
+        for c in (a, b):  # the winner's body, through both nodes
+            assert c.get_object(Bucket=bucket, Key=key)["Body"].read() == bodies[won[0]]
+
+
+def test_concurrent_writes_of_one_key_from_both_nodes_leave_one_latest(nodes) -> None:
+    one, two = nodes
+    a, b = one.client(), two.client()
+    bucket = fresh("hot")
+    a.create_bucket(Bucket=bucket)
+    bodies = [os.urandom(2000 + i) for i in range(12)]
+    clients = [a, b] * 6
+    outcomes = _race([lambda c=c, body=body: c.put_object(Bucket=bucket, Key="hot", Body=body)
+                      for c, body in zip(clients, bodies, strict=True)])
+    assert not [o for o in outcomes if isinstance(o, ClientError)]
+    latest = a.get_object(Bucket=bucket, Key="hot")["Body"].read()
+    assert latest in bodies
+    assert b.get_object(Bucket=bucket, Key="hot")["Body"].read() == latest
+    for c in (a, b):  # listed once, with the latest one's size and ETag
+        (entry,) = c.list_objects_v2(Bucket=bucket)["Contents"]
+        assert entry["Size"] == len(latest)
+        assert entry["ETag"] == a.head_object(Bucket=bucket, Key="hot")["ETag"]
