@@ -85,7 +85,8 @@ def test_create_bucket_race_across_nodes_has_one_winner(nodes) -> None:
     alice, bob = one.client(0), two.client(1)
     for _ in range(5):
         name = fresh("race")
-        outcomes = _race([lambda: alice.create_bucket(Bucket=name), lambda: bob.create_bucket(Bucket=name)])
+        outcomes = _race([lambda n=name: alice.create_bucket(Bucket=n),
+                          lambda n=name: bob.create_bucket(Bucket=n)])
         won = [o for o in outcomes if not isinstance(o, ClientError)]
         lost = [o for o in outcomes if isinstance(o, ClientError)]
         assert len(won) == 1 and len(lost) == 1, outcomes
@@ -103,7 +104,8 @@ def test_if_none_match_race_across_nodes_has_one_winner(nodes) -> None:
         key = f"once-{i}"
         bodies = [os.urandom(64) for _ in range(4)]
         clients = [a, b, a, b]
-        outcomes = _race([lambda c=c, body=body: c.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+        outcomes = _race([lambda c=c, body=body, k=key: c.put_object(Bucket=bucket, Key=k, Body=body,
+                                                                      IfNoneMatch="*")
                           for c, body in zip(clients, bodies, strict=True)])
         won = [i for i, o in enumerate(outcomes) if not isinstance(o, ClientError)]
         assert len(won) == 1, outcomes

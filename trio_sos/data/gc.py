@@ -62,7 +62,7 @@ class GarbageCollector(Periodic):
         # patience (agent_wait) while the agent is down.
         self._unreachable = set()
         deleted = 0
-        await self.meta.recover()  # changes a dead node left half-done (a backend without any: nothing to do)
+        await self.meta.maintain()  # the backend's upkeep (Cassandra: half-done changes, shard splits)
         now = time.time()
         while True:
             due = await self.meta.due_gc(now, self.batch)

@@ -100,6 +100,7 @@ class CassandraSettings:
     tls_ca: str | None = None  # a CA file: connect over TLS, verifying the servers' certificates
     request_timeout: float = 12.0
     threads: int = 64  # worker threads blocked on queries at once, at most
+    shard_rows: int = 50_000  # a listing shard holding more keys than this is split in two by maintain()
 
 
 def parse_hosts(hosts: str, default_port: int = 9042) -> tuple[list[str], int]:
@@ -464,16 +465,19 @@ class CassandraMetaStore(MetaStore):
                         for c in self._rows("SELECT upload_id FROM completed_by_bucket WHERE bucket = ?", (name,))])
             self._many([("DELETE FROM completed_by_bucket WHERE bucket = ?", (name,)),
                         ("DELETE FROM uploads_by_key WHERE bucket = ?", (name,))])
-            for s in self._rows("SELECT shard FROM shards WHERE bucket = ?", (name,)):
-                self._x("DELETE FROM listing WHERE bucket = ? AND shard = ?", (name, s.shard))
+            for s in self._rows("SELECT shard, split_to FROM shards WHERE bucket = ?", (name,)):
+                for shard in {s.shard, s.split_to} - {None}:
+                    self._many([("DELETE FROM listing WHERE bucket = ? AND shard = ?", (name, shard)),
+                                ("DELETE FROM shard_rows WHERE bucket = ? AND shard = ?", (name, shard))])
             self._x("DELETE FROM shards WHERE bucket = ?", (name,))
             self._lwt("DELETE FROM buckets WHERE name = ? IF id = ?", (name, r.id))
 
         await self._run(run)
 
     def _any_listed(self, bucket: str) -> bool:
-        for s in self._rows("SELECT shard FROM shards WHERE bucket = ?", (bucket,)):
-            if self._one("SELECT key FROM listing WHERE bucket = ? AND shard = ? LIMIT 1", (bucket, s.shard)):
+        for lo, shard, hi in self._shard_ranges(bucket):
+            sql, bounds = self._range_cql("SELECT key FROM listing", lo, hi)
+            if self._one(sql + " LIMIT 1", (bucket, shard, *bounds)):
                 return True
         return False
 
@@ -569,7 +573,7 @@ class CassandraMetaStore(MetaStore):
         def decide(row: Any) -> _Change | None:
             if row is None or row.op != op:
                 return None
-            return _Change(None, (), {"old": row.manifest, "nb": time.time()})
+            return _Change(None, (), {"old": row.manifest, "nb": time.time(), "count": -1})
 
         self._change(kind, k, decide)
 
@@ -588,16 +592,8 @@ class CassandraMetaStore(MetaStore):
                      plan.get("key", ""), k[0], k[1])
         work: list[tuple[str, Sequence[Any]]] = []
         if kind is _OBJECTS:
-            shard = self._shard_of(bucket, key)
-            if row.deleted:
-                work.append(("DELETE FROM listing USING TIMESTAMP ? WHERE bucket = ? AND shard = ? AND key = ?",
-                             (ts, bucket, shard, key)))
-            else:
-                work.append(("INSERT INTO listing (bucket, shard, key, version_id, size, etag, last_modified, "
-                             "owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-                             (bucket, shard, key, row.version_id, row.size, row.etag, row.last_modified,
-                              row.owner_id, ts)))
-        else:
+            self._write_listing(bucket, key, row, plan)
+        if kind is _PARTS:
             if row.deleted:
                 work.append(("DELETE FROM part_numbers USING TIMESTAMP ? WHERE upload_id = ? AND number = ?",
                              (ts, *k)))
@@ -656,6 +652,12 @@ class CassandraMetaStore(MetaStore):
                          "AND chunk_id = ?", (ts, len(r.agents), _slot(r.chunk_id), r.chunk_id)))
         return work
 
+    async def maintain(self) -> int:
+        """The GC leader's pass over the store: ``recover`` what dead nodes left half-done, then split the shards
+        that grew past ``settings.shard_rows`` keys. Returns the number of changes recovered and splits made."""
+        recovered = await self.recover()
+        return recovered + await self._run(self.split_shards, self.settings.shard_rows)
+
     async def recover(self, older_than: float | None = None) -> int:
         """Finish the changes whose node died between their record's transaction and their follow-ups (older than
         ``older_than``, default RECOVER_GRACE ago); an upload intent marked committing by a change that never
@@ -699,14 +701,134 @@ class CassandraMetaStore(MetaStore):
 
     # -- objects --
 
-    def _shard_of(self, bucket: str, key: str) -> str:
-        r = self._one("SELECT shard FROM shards WHERE bucket = ? AND lo <= ? ORDER BY lo DESC LIMIT 1",
-                      (bucket, key))
-        if r is not None:
-            return r.shard
-        # no shard row: the bucket's first shard, named after its identity (its row may not be written yet)
-        b = self._bucket_row(bucket)
-        return b.id if b is not None else "-"  # the bucket is gone: a shard no listing reads
+    def _shard_row(self, bucket: str, key: str) -> Any:
+        """The shards row whose range holds ``key`` (None: the bucket has none, or is gone)."""
+        return self._one("SELECT lo, shard, split_at, split_to FROM shards WHERE bucket = ? AND lo <= ? "
+                         "ORDER BY lo DESC LIMIT 1", (bucket, key))
+
+    def _targets(self, bucket: str, key: str) -> set[str]:
+        """The shards a listing entry for ``key`` must be in now: the one whose range holds it, and, while that
+        one is being split at or below ``key``, the shard its upper part is being copied to."""
+        r = self._shard_row(bucket, key)
+        if r is None:
+            # no shard row: the bucket's first shard, named after its identity (its row may not be written yet)
+            b = self._bucket_row(bucket)
+            return {b.id if b is not None else "-"}  # "-": the bucket is gone, a shard no listing reads
+        out = {r.shard}
+        if r.split_at is not None and key.encode() >= r.split_at.encode():
+            out.add(r.split_to)
+        return out
+
+    def _write_listing(self, bucket: str, key: str, row: Any, plan: dict[str, Any]) -> None:
+        """The listing entry of a change (or its removal), at the record's timestamp, in every shard it must be
+        in. The fence against a split running at the same time: after writing, the shards row is read again,
+        and a shard that appeared meanwhile (a split began, or finished) gets the entry too. A split copies
+        what it finds once its mark is written, so an entry is either found by its copy or written here."""
+        ts = row.ts
+        written: set[str] = set()
+        for _ in range(8):
+            todo = self._targets(bucket, key) - written
+            if not todo:
+                break
+            work: list[tuple[str, Sequence[Any]]] = []
+            for shard in todo:
+                if row.deleted:
+                    work.append(("DELETE FROM listing USING TIMESTAMP ? WHERE bucket = ? AND shard = ? AND key = ?",
+                                 (ts, bucket, shard, key)))
+                else:
+                    work.append(("INSERT INTO listing (bucket, shard, key, version_id, size, etag, last_modified, "
+                                 "owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                                 (bucket, shard, key, row.version_id, row.size, row.etag, row.last_modified,
+                                  row.owner_id, ts)))
+            self._many(work)
+            if not written and plan.get("count"):  # a key added or removed: the shard's size moves
+                self._x("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
+                        (plan["count"], bucket, min(todo)))
+            written |= todo
+
+    def _shard_ranges(self, bucket: str) -> list[tuple[str, str, str | None]]:
+        """Every shard of the bucket as (lo, shard, hi)."""
+        rows = self._rows("SELECT lo, shard FROM shards WHERE bucket = ?", (bucket,))
+        if not rows:
+            b = self._bucket_row(bucket)
+            return [("", b.id, None)] if b is not None else []
+        return [(r.lo, r.shard, rows[i + 1].lo if i + 1 < len(rows) else None) for i, r in enumerate(rows)]
+
+    def _range_cql(self, select: str, lo: str, hi: str | None) -> tuple[str, tuple]:
+        sql = select + " WHERE bucket = ? AND shard = ? AND key >= ?"
+        return (sql + " AND key < ?", (lo, hi)) if hi is not None else (sql, (lo,))
+
+    # -- shard splits (run by the GC leader through maintain) --
+
+    def split_shards(self, max_rows: int) -> int:
+        """Split every shard that holds more than ``max_rows`` keys (by its counter) in two halves, and finish
+        splits a dead maintainer left. Returns how many splits were made."""
+        splits = 0
+        for r in self._rows("SELECT bucket, shard, n FROM shard_rows"):
+            if r.n > max_rows and self._split(r.bucket, r.shard):
+                splits += 1
+        for b in {r.bucket for r in self._rows("SELECT bucket, lo, split_at FROM shards") if r.split_at is not None}:
+            for row in self._rows("SELECT lo, shard, split_at, split_to FROM shards WHERE bucket = ?", (b,)):
+                if row.split_at is not None:
+                    self._finish_split(b, row)
+        return splits
+
+    def _split(self, bucket: str, shard: str) -> bool:
+        ranges = {s: (lo, hi) for lo, s, hi in self._shard_ranges(bucket)}
+        if shard not in ranges:
+            return False
+        lo, hi = ranges[shard]
+        sql, bounds = self._range_cql("SELECT key FROM listing", lo, hi)
+        keys = [r.key for r in self._rows(sql, (bucket, shard, *bounds))]
+        # the counter is approximate: set it to what the shard holds, and split only if it is really too big
+        self._x("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
+                (len(keys) - self._count(bucket, shard), bucket, shard))
+        if len(keys) < 2:
+            return False
+        middle = keys[len(keys) // 2]
+        applied, _ = self._lwt("UPDATE shards SET split_at = ?, split_to = ? WHERE bucket = ? AND lo = ? "
+                               "IF split_at = null", (middle, uuid.uuid4().hex, bucket, lo))
+        if not applied:
+            return False
+        row = self._one("SELECT lo, shard, split_at, split_to FROM shards WHERE bucket = ? AND lo = ?", (bucket, lo))
+        self._finish_split(bucket, row)
+        return True
+
+    def _count(self, bucket: str, shard: str) -> int:
+        r = self._one("SELECT n FROM shard_rows WHERE bucket = ? AND shard = ?", (bucket, shard))
+        return r.n if r is not None and r.n is not None else 0
+
+    def _finish_split(self, bucket: str, row: Any) -> None:
+        """Copy the shard's keys from ``split_at`` on to ``split_to`` (each entry at its own write timestamp, so a
+        newer write or removal by a fenced writer wins), then make the new shard own them, then drop them from
+        the old one. Idempotent: a dead maintainer's split is finished by the next."""
+        ranges = {s: (lo, hi) for lo, s, hi in self._shard_ranges(bucket)}
+        _, hi = ranges.get(row.shard, (row.lo, None))
+        cols = "key, version_id, size, etag, last_modified, owner_id"
+        sql, bounds = self._range_cql(f"SELECT {cols}, WRITETIME(etag) AS wt FROM listing", row.split_at, hi)
+        moved = self._rows(sql, (bucket, row.shard, *bounds))
+        for i in range(0, len(moved), 200):
+            self._many(("INSERT INTO listing (bucket, shard, key, version_id, size, etag, last_modified, owner_id) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                        (bucket, row.split_to, m.key, m.version_id, m.size, m.etag, m.last_modified, m.owner_id,
+                         m.wt)) for m in moved[i:i + 200])
+        from cassandra.query import BatchStatement
+
+        flip = BatchStatement()  # one partition: both rows change together
+        flip.add(self._stmt("INSERT INTO shards (bucket, lo, shard) VALUES (?, ?, ?)"),
+                 (bucket, row.split_at, row.split_to))
+        flip.add(self._stmt("UPDATE shards SET split_at = null, split_to = null WHERE bucket = ? AND lo = ?"),
+                 (bucket, row.lo))
+        self._session.execute(flip)
+        if hi is None:
+            self._x("DELETE FROM listing WHERE bucket = ? AND shard = ? AND key >= ?", (bucket, row.shard,
+                                                                                       row.split_at))
+        else:
+            self._x("DELETE FROM listing WHERE bucket = ? AND shard = ? AND key >= ? AND key < ?",
+                    (bucket, row.shard, row.split_at, hi))
+        self._many([("UPDATE shard_rows SET n = n - ? WHERE bucket = ? AND shard = ?", (len(moved), bucket, row.shard)),
+                    ("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
+                     (len(moved), bucket, row.split_to))])
 
     def _check_bucket(self, name: str, bucket_id: str | None) -> Any:
         r = self._bucket_row(name)
@@ -734,7 +856,8 @@ class CassandraMetaStore(MetaStore):
                                                                       or current in if_none_match):
                 raise PreconditionFailed(f"{obj.bucket}/{obj.key} matches If-None-Match")
             old = _obj_from(obj.bucket, obj.key, row) if row is not None else None
-            plan: dict[str, Any] = {"old": row.manifest if row is not None else "[]", "nb": time.time() + gc_delay}
+            plan: dict[str, Any] = {"old": row.manifest if row is not None else "[]", "nb": time.time() + gc_delay,
+                                    "count": 1 if row is None else 0}
             if extra:
                 plan.update(extra)
             return _Change(_obj_values(obj), obj.manifest, plan, old)
@@ -771,7 +894,7 @@ class CassandraMetaStore(MetaStore):
             if row is None:
                 return None
             old = _obj_from(bucket, key, row)
-            return _Change(None, (), {"old": row.manifest, "nb": time.time() + gc_delay}, old)
+            return _Change(None, (), {"old": row.manifest, "nb": time.time() + gc_delay, "count": -1}, old)
 
         return self._change(_OBJECTS, (bucket, key), decide)
 
@@ -915,9 +1038,11 @@ class CassandraMetaStore(MetaStore):
 
     async def count_objects(self, bucket: str) -> int:
         def run() -> int:
-            return sum(self._one("SELECT count(*) AS n FROM listing WHERE bucket = ? AND shard = ?",
-                                 (bucket, s.shard)).n
-                       for s in self._rows("SELECT shard FROM shards WHERE bucket = ?", (bucket,)))
+            total = 0
+            for lo, shard, hi in self._shard_ranges(bucket):
+                sql, bounds = self._range_cql("SELECT count(*) AS n FROM listing", lo, hi)
+                total += self._one(sql, (bucket, shard, *bounds)).n
+            return total
 
         return await self._run(run)
 

@@ -31,8 +31,12 @@ TABLES = [
     "CREATE TABLE IF NOT EXISTS users_by_key (access_key text PRIMARY KEY, id text)",
     """CREATE TABLE IF NOT EXISTS buckets (name text PRIMARY KEY, id text, owner_id text, created double,
         region text, acl text, cors text, state text)""",
-    # the key ranges of a bucket's listing: shard ``shard`` holds the keys from ``lo`` up to the next row's lo
-    "CREATE TABLE IF NOT EXISTS shards (bucket text, lo text, shard text, PRIMARY KEY (bucket, lo))",
+    # the key ranges of a bucket's listing: shard ``shard`` holds the keys from ``lo`` up to the next row's lo;
+    # while it is being split at ``split_at``, its keys from there on are copied to shard ``split_to``
+    """CREATE TABLE IF NOT EXISTS shards (bucket text, lo text, shard text, split_at text, split_to text,
+        PRIMARY KEY (bucket, lo))""",
+    # about how many keys each shard holds (counted by the changes; a trigger for splits, not an exact figure)
+    "CREATE TABLE IF NOT EXISTS shard_rows (bucket text, shard text, n counter, PRIMARY KEY ((bucket, shard)))",
     f"""CREATE TABLE IF NOT EXISTS objects (bucket text, key text, version_id text, size bigint, etag text,
         last_modified double, owner_id text, manifest text, content_type text, headers text, user_meta text,
         checksums text, acl text, tags text, parts text, inline blob, deleted boolean, {_RECORD},

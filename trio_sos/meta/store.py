@@ -515,10 +515,11 @@ class MetaStore(abc.ABC):
     async def indexed_agents(self) -> set[str]:
         """Every agent some indexed chunk has a replica on (repair notices agents that are gone from these)."""
 
-    async def recover(self, older_than: float | None = None) -> int:
-        """Finish what changes interrupted by a dead node left undone, for a backend whose steps are not single
-        transactions (Cassandra; see ``cassandra.py``). Run by the garbage collector, once per pass; returns
-        how many such changes it looked at. SQLite's steps are transactions: nothing to do."""
+    async def maintain(self) -> int:
+        """The backend's own upkeep, run by the garbage collector (one node of a cluster) once per pass: for
+        Cassandra, finishing what changes interrupted by a dead node left undone and splitting listing shards
+        that grew too big (see ``cassandra.py``). Returns how much it did. SQLite's steps are transactions and
+        its index needs no splitting: nothing to do."""
         return 0
 
     @abc.abstractmethod

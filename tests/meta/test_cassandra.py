@@ -1,0 +1,243 @@
+"""What only the Cassandra backend has: listing shards that split as they grow (while writers and readers go on),
+the recovery of changes a dead node left half-done, and its settings. On the session's real Cassandra node."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+
+import attrs
+import pytest
+import trio
+
+from trio_sos.meta.cassandra import CassandraMetaStore, CassandraSettings, parse_hosts
+from trio_sos.meta.store import Bucket, ChunkRef, Intent, ObjectVersion
+
+OWNER = "owner-1"
+
+
+@pytest.fixture
+def small_shards(cassandra_session) -> CassandraMetaStore:
+    settings, session = cassandra_session
+    return CassandraMetaStore.on_session(attrs.evolve(settings, shard_rows=16), session)
+
+
+def version(bucket: str, key: str, *, manifest: tuple[ChunkRef, ...] = ()) -> ObjectVersion:
+    return ObjectVersion(bucket, key, "null", 10, uuid.uuid4().hex, time.time(), OWNER, manifest=manifest)
+
+
+def chunk() -> ChunkRef:
+    return ChunkRef(uuid.uuid4().bytes, 10, 0, ("a1", "a2"))
+
+
+async def new_bucket(store) -> str:
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    await store.create_bucket(Bucket(name, OWNER, time.time()))
+    return name
+
+
+def listing_partitions(session, bucket: str) -> Counter:
+    """Rows per listing partition of ``bucket`` as Cassandra holds them (the shards in the map and any other)."""
+    shards = {r.shard for r in session.execute("SELECT shard FROM shards WHERE bucket = %s", (bucket,))}
+    return Counter({s: session.execute("SELECT count(*) FROM listing WHERE bucket = %s AND shard = %s",
+                                       (bucket, s)).one()[0] for s in shards})
+
+
+async def test_shards_split_while_writers_and_listers_go_on(small_shards, cassandra_session) -> None:
+    store = small_shards
+    _, session = cassandra_session
+    bucket = await new_bucket(store)
+    model: dict[str, str] = {}
+    rnd = random.Random(7)
+    keys = [f"{rnd.choice('abcdef')}/{rnd.randrange(10_000):05d}" for _ in range(400)]
+    writing = True
+    # slow writers: up to 30 ms between finding a key's shard and writing its entry, so that splits begin and end
+    # in between (what the fence in _write_listing is for)
+    lookup = store._targets
+
+    def slow_lookup(bucket: str, key: str) -> set[str]:
+        found = lookup(bucket, key)
+        time.sleep(random.uniform(0, 0.03))
+        return found
+
+    store._targets = slow_lookup  # type: ignore[method-assign]
+
+    async def writer(w: int) -> None:
+        for key in keys[w::8]:
+            obj = version(bucket, key)
+            await store.put_object(obj)
+            model[key] = obj.etag
+            if rnd.random() < 0.15:  # some go again
+                await store.delete_object(bucket, key)
+                model.pop(key, None)
+
+    splits_meanwhile = 0
+
+    async def splitter() -> None:
+        nonlocal splits_meanwhile
+        while writing:
+            splits_meanwhile += await trio.to_thread.run_sync(store.split_shards, store.settings.shard_rows)
+            await trio.sleep(0)
+
+    async def lister() -> None:  # pages stay in key order, each key once, while shards split under them
+        while writing:
+            page = await store.list_objects(bucket, limit=1000)
+            listed = [o.key for o in page.objects]
+            assert listed == sorted(set(listed), key=str.encode)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(splitter)
+        nursery.start_soon(lister)
+        async with trio.open_nursery() as writers:
+            for w in range(8):
+                writers.start_soon(writer, w)
+        writing = False
+    assert splits_meanwhile >= 2, splits_meanwhile
+    # finish splitting: every shard ends at most shard_rows keys
+    while await trio.to_thread.run_sync(store.split_shards, store.settings.shard_rows):
+        pass
+    expected = sorted(model, key=str.encode)
+    listed, marker = [], ""
+    while True:  # pages of 7 across shard boundaries
+        page = await store.list_objects(bucket, marker=marker, limit=7)
+        listed += [(o.key, o.etag) for o in page.objects]
+        if not page.truncated:
+            break
+        marker = page.last
+    assert listed == [(k, model[k]) for k in expected]
+    assert await store.count_objects(bucket) == len(model)
+    shards = listing_partitions(session, bucket)
+    assert len(shards) > len(model) // 16  # it did split
+    assert max(shards.values()) <= 16
+    # a delimiter page reads about what it returns, whatever the shards: one seek per common prefix
+    page = await store.list_objects(bucket, delimiter="/", limit=1000)
+    assert list(page.prefixes) == sorted({k.split("/")[0] + "/" for k in model})
+    assert page.rows_read <= 2 * len(page.prefixes) + 2
+    # and a prefix inside one letter reads only its keys
+    under = [k for k in expected if k.startswith("c/")]
+    page = await store.list_objects(bucket, prefix="c/", limit=1000)
+    assert [o.key for o in page.objects] == under
+    assert page.rows_read <= len(under) + 1
+
+
+@pytest.mark.parametrize("change", ["put", "overwrite", "delete"])
+async def test_a_write_that_found_its_shard_before_a_split_lands_in_the_new_shard(small_shards, change) -> None:
+    """The worst schedule, made to happen: a writer finds the shard of its key, then a whole split of that shard
+    runs (mark, copy, flip, the old range dropped), then the writer writes. The fence sends the entry (or its
+    removal) to the shard that owns the key now."""
+    store = small_shards
+    bucket = await new_bucket(store)
+    keys = [f"k{i:03d}" for i in range(40)]
+    for key in keys:
+        await store.put_object(version(bucket, key))
+    target = "k039" if change != "put" else "k0395"  # in the upper half: the part that moves
+    found, go = threading.Event(), threading.Event()
+    lookup = store._targets
+
+    def paused_lookup(bucket_: str, key: str) -> set[str]:
+        shards = lookup(bucket_, key)
+        if key == target and not go.is_set():
+            found.set()
+            go.wait(30)
+        return shards
+
+    store._targets = paused_lookup  # type: ignore[method-assign]
+    obj = version(bucket, target)
+
+    async def write() -> None:
+        if change == "delete":
+            await store.delete_object(bucket, target)
+        else:
+            await store.put_object(obj)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        await trio.to_thread.run_sync(found.wait, 30)
+        assert await trio.to_thread.run_sync(store.split_shards, 16) >= 1  # the split runs to its end meanwhile
+        go.set()
+    listed = {o.key: o.etag for o in (await store.list_objects(bucket, limit=1000)).objects}
+    if change == "delete":
+        assert target not in listed
+    else:
+        assert listed[target] == obj.etag
+    assert len(listed) == len(keys) - (change == "delete") + (change == "put")
+
+
+async def test_a_change_cut_short_after_its_record_is_recovered(cassandra_session) -> None:
+    """A node dies between an object's record transaction and its follow-ups (listing entry, chunk index, GC of
+    the replaced chunks, the intent's drop): ``recover`` writes them, and the GC never claims the intent."""
+    settings, session = cassandra_session
+    store = CassandraMetaStore.on_session(settings, session)
+    bucket = await new_bucket(store)
+    old = version(bucket, "k", manifest=(chunk(),))
+    await store.put_object(old)
+    intent_id = uuid.uuid4().bytes[:12]
+    await store.add_intent(Intent(intent_id, time.time(), ("a1", "a2"), bucket, "k"))
+    new = version(bucket, "k", manifest=(ChunkRef(intent_id + b"\0\0\0\0", 10, 0, ("a1", "a2")),))
+
+    class NodeDied(BaseException):
+        pass
+
+    real = store._follow_up
+
+    def die(*args):
+        raise NodeDied
+
+    store._follow_up = die  # type: ignore[method-assign]
+    with pytest.raises(NodeDied):
+        await store.put_object(new, intent_id=intent_id)
+    store._follow_up = real  # type: ignore[method-assign]
+
+    assert await store.get_object(bucket, "k") == new  # the record is committed...
+    page = await store.list_objects(bucket)
+    assert [o.etag for o in page.objects] == [old.etag]  # ...its follow-ups are not
+    assert not await store.claim_intent(intent_id, 0)  # committing: the GC cannot take its chunks
+    assert await store.recover(older_than=time.time() + 1) >= 1
+    page = await store.list_objects(bucket)
+    assert [o.etag for o in page.objects] == [new.etag]
+    assert (await store.chunk_owner(new.manifest[0].chunk_id)).key == "k"
+    assert await store.chunk_owner(old.manifest[0].chunk_id) is None
+    assert old.manifest[0].chunk_id in {e.chunk_id for e in await store.due_gc(time.time() + 10, 100_000)}
+    assert intent_id not in await store.open_intents([intent_id])
+    assert await store.recover(older_than=time.time() + 1) == 0  # nothing left
+
+
+async def test_an_intent_whose_commit_never_applied_becomes_collectable(cassandra_session) -> None:
+    settings, session = cassandra_session
+    store = CassandraMetaStore.on_session(settings, session)
+    bucket = await new_bucket(store)
+    intent_id = uuid.uuid4().bytes[:12]
+    await store.add_intent(Intent(intent_id, time.time() - 10, ("a1",), bucket, "never"))
+
+    class NodeDied(BaseException):
+        pass
+
+    original = store._lwt  # the node dies after marking the intent, before the record's transaction
+
+    def lwt(cql, params=()):
+        if cql.startswith("UPDATE objects"):
+            raise NodeDied
+        return original(cql, params)
+
+    store._lwt = lwt  # type: ignore[method-assign]
+    with pytest.raises(NodeDied):
+        await store.put_object(version(bucket, "never"), intent_id=intent_id)
+    store._lwt = original  # type: ignore[method-assign]
+    assert not await store.claim_intent(intent_id, 0)
+    await store.recover(older_than=time.time() + 1)
+    assert await store.get_object(bucket, "never") is None
+    assert await store.claim_intent(intent_id, 0)  # the GC may collect its chunks now
+
+
+def test_settings() -> None:
+    assert parse_hosts("h1, h2:9043,h3:9043") == (["h1", "h2", "h3"], 9043)
+    assert parse_hosts("[::1]:9042") == (["::1"], 9042)
+    with pytest.raises(ValueError):
+        parse_hosts("h1:1,h2:2")
+    with pytest.raises(ValueError):
+        parse_hosts(" , ")
+    with pytest.raises(ValueError, match="weaker level"):
+        CassandraMetaStore.connect(CassandraSettings(("127.0.0.1",), consistency="ONE"))
