@@ -80,7 +80,6 @@ async def test_shards_split_while_writers_and_listers_go_on(small_shards, cassan
         nonlocal splits_meanwhile
         while writing:
             splits_meanwhile += await trio.to_thread.run_sync(store.split_shards, store.settings.shard_rows)
-            await trio.sleep(0)
 
     async def lister() -> None:  # pages stay in key order, each key once, while shards split under them
         while writing:
@@ -241,3 +240,24 @@ def test_settings() -> None:
         parse_hosts(" , ")
     with pytest.raises(ValueError, match="weaker level"):
         CassandraMetaStore.connect(CassandraSettings(("127.0.0.1",), consistency="ONE"))
+
+
+async def test_under_replicated_beyond_the_tracked_counts(cassandra_session) -> None:
+    """chunks_by_count indexes only chunks with fewer than 3 replicas; a cluster with R = 5 is answered by walking
+    the agents' chunk lists, with the same result and order."""
+    settings, session = cassandra_session
+    store = CassandraMetaStore.on_session(settings, session)
+    bucket = await new_bucket(store)
+    agents = tuple(f"r5-{uuid.uuid4().hex[:6]}-{i}" for i in range(5))
+    refs = [ChunkRef(uuid.uuid4().bytes, 10, 0, agents[:n]) for n in (1, 2, 3, 4, 5, 3, 5)]
+    await store.put_object(version(bucket, "k", manifest=tuple(refs)))
+    mine = {r.chunk_id for r in refs}
+    for replicas in (2, 3, 4, 5, 6):
+        found, after = [], None
+        while True:
+            page = await store.under_replicated(replicas, after=after, limit=2)
+            found += [o.chunk_id for o in page if o.chunk_id in mine]
+            if len(page) < 2:
+                break
+            after = page[-1].chunk_id
+        assert found == sorted(r.chunk_id for r in refs if len(r.agents) < replicas), replicas

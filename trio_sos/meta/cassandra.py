@@ -81,8 +81,11 @@ PENDING_SLOTS = 16
 REPORT_SLOTS = 16
 LWT_RETRIES = 64
 RECOVER_GRACE = 120.0  # seconds a change may take between its record's transaction and its follow-ups
+GC_SLOTS = 16  # GC queue partitions per minute
+COMPLETED_SLOTS = 16  # completed-upload records per hour
+TRACKED_REPLICAS = 3  # chunks_by_count holds chunks with fewer replicas than this (the usual R); see under_replicated
+_MINUTE = 60.0
 _HOUR = 3600.0
-_DAY = 86400.0
 
 
 @attrs.frozen
@@ -630,14 +633,15 @@ class CassandraMetaStore(MetaStore):
             for a in r.agents:
                 work.append(("INSERT INTO chunks_by_agent (agent_id, slot, chunk_id) VALUES (?, ?, ?) "
                              "USING TIMESTAMP ?", (a, _slot(r.chunk_id), r.chunk_id, ts)))
-            work.append(("INSERT INTO chunks_by_count (replicas, slot, chunk_id) VALUES (?, ?, ?) USING TIMESTAMP ?",
-                         (len(r.agents), _slot(r.chunk_id), r.chunk_id, ts)))
+            if len(r.agents) < TRACKED_REPLICAS:
+                work.append(("INSERT INTO chunks_by_count (replicas, slot, chunk_id) VALUES (?, ?, ?) "
+                             "USING TIMESTAMP ?", (len(r.agents), _slot(r.chunk_id), r.chunk_id, ts)))
             prev = before.get(r.chunk_id)
             if prev is not None:
                 for a in set(prev.agents) - set(r.agents):
                     work.append(("DELETE FROM chunks_by_agent USING TIMESTAMP ? WHERE agent_id = ? AND slot = ? "
                                  "AND chunk_id = ?", (ts, a, _slot(r.chunk_id), r.chunk_id)))
-                if len(prev.agents) != len(r.agents):
+                if len(prev.agents) != len(r.agents) and len(prev.agents) < TRACKED_REPLICAS:
                     work.append(("DELETE FROM chunks_by_count USING TIMESTAMP ? WHERE replicas = ? AND slot = ? "
                                  "AND chunk_id = ?", (ts, len(prev.agents), _slot(r.chunk_id), r.chunk_id)))
         kept = {r.chunk_id for r in new}
@@ -648,8 +652,9 @@ class CassandraMetaStore(MetaStore):
             for a in r.agents:
                 work.append(("DELETE FROM chunks_by_agent USING TIMESTAMP ? WHERE agent_id = ? AND slot = ? "
                              "AND chunk_id = ?", (ts, a, _slot(r.chunk_id), r.chunk_id)))
-            work.append(("DELETE FROM chunks_by_count USING TIMESTAMP ? WHERE replicas = ? AND slot = ? "
-                         "AND chunk_id = ?", (ts, len(r.agents), _slot(r.chunk_id), r.chunk_id)))
+            if len(r.agents) < TRACKED_REPLICAS:
+                work.append(("DELETE FROM chunks_by_count USING TIMESTAMP ? WHERE replicas = ? AND slot = ? "
+                             "AND chunk_id = ?", (ts, len(r.agents), _slot(r.chunk_id), r.chunk_id)))
         return work
 
     async def maintain(self) -> int:
@@ -1283,14 +1288,15 @@ class CassandraMetaStore(MetaStore):
         row = self._read_record(_OBJECTS, (u.bucket, u.key))
         self._retire_parts(upload_id, manifest, c["nb"])
         now = time.time()
-        day = int(now // _DAY)
+        tb = int(now // _HOUR)
         etag = row.etag if row is not None else ""
         sums = row.checksums if row is not None else "[]"
         self._many([
             ("INSERT INTO completed (upload_id, bucket, key, etag, completed, checksums, checksum_algorithm) "
              "VALUES (?, ?, ?, ?, ?, ?, ?)", (upload_id, u.bucket, u.key, etag, now, sums, c["algo"])),
-            ("INSERT INTO completed_by_day (day, completed, upload_id) VALUES (?, ?, ?)", (day, now, upload_id)),
-            ("INSERT INTO completed_days (one, day) VALUES (0, ?)", (day,)),
+            ("INSERT INTO completed_by_time (tb, slot, completed, upload_id) VALUES (?, ?, ?, ?)",
+             (tb, _hash_slot(upload_id, COMPLETED_SLOTS), now, upload_id)),
+            ("INSERT INTO completed_tbs (one, tb) VALUES (0, ?)", (tb,)),
             ("INSERT INTO completed_by_bucket (bucket, upload_id) VALUES (?, ?)", (u.bucket, upload_id)),
         ])
         self._drop_upload_rows(u)
@@ -1309,10 +1315,11 @@ class CassandraMetaStore(MetaStore):
     async def prune_completed(self, older_than: float) -> int:
         def run() -> int:
             pruned = 0
-            last_day = int(older_than // _DAY)
-            for d in self._rows("SELECT day FROM completed_days WHERE one = 0 AND day <= ?", (last_day,)):
-                rows = self._rows("SELECT completed, upload_id FROM completed_by_day WHERE day = ? AND completed < ?",
-                                  (d.day, older_than))
+            last = int(older_than // _HOUR)
+            for t in self._rows("SELECT tb FROM completed_tbs WHERE one = 0 AND tb <= ?", (last,)):
+                got = self._many(("SELECT slot, completed, upload_id FROM completed_by_time WHERE tb = ? AND slot = ? "
+                                  "AND completed < ?", (t.tb, s, older_than)) for s in range(COMPLETED_SLOTS))
+                rows = [r for rs in got for r in rs]
                 done = self._many(("SELECT bucket FROM completed WHERE upload_id = ?", (r.upload_id,)) for r in rows)
                 work: list[tuple[str, Sequence[Any]]] = []
                 for r, rs in zip(rows, done, strict=True):
@@ -1322,11 +1329,11 @@ class CassandraMetaStore(MetaStore):
                         work += [("DELETE FROM completed WHERE upload_id = ?", (r.upload_id,)),
                                  ("DELETE FROM completed_by_bucket WHERE bucket = ? AND upload_id = ?",
                                   (c.bucket, r.upload_id))]
-                    work.append(("DELETE FROM completed_by_day WHERE day = ? AND completed = ? AND upload_id = ?",
-                                 (d.day, r.completed, r.upload_id)))
+                    work.append(("DELETE FROM completed_by_time WHERE tb = ? AND slot = ? AND completed = ? AND "
+                                 "upload_id = ?", (t.tb, r.slot, r.completed, r.upload_id)))
                 self._many(work)
-                if d.day < last_day:
-                    self._x("DELETE FROM completed_days WHERE one = 0 AND day = ?", (d.day,))
+                if t.tb < last:
+                    self._x("DELETE FROM completed_tbs WHERE one = 0 AND tb = ?", (t.tb,))
             return pruned
 
         return await self._run(run)
@@ -1469,9 +1476,13 @@ class CassandraMetaStore(MetaStore):
     # -- GC queue --
 
     def _gc_rows(self, chunk_ids: Sequence[bytes]) -> dict[bytes, Any]:
-        got = self._many(("SELECT chunk_id, agents, not_before, hour FROM gc WHERE chunk_id = ?", (c,))
+        got = self._many(("SELECT chunk_id, agents, not_before, tb FROM gc WHERE chunk_id = ?", (c,))
                          for c in chunk_ids)
         return {bytes(r.chunk_id): r for rs in got for r in rs}
+
+    @staticmethod
+    def _gslot(chunk_id: bytes) -> int:
+        return _slot(chunk_id) % GC_SLOTS
 
     def _enqueue(self, entries: Sequence[GcEntry]) -> None:
         """Idempotent per chunk: a repeated chunk keeps one entry, with the later not_before and every agent."""
@@ -1492,19 +1503,18 @@ class CassandraMetaStore(MetaStore):
             if old is not None:
                 agents = json.loads(old.agents) + [a for a in agents if a not in json.loads(old.agents)]
                 nb = max(nb, old.not_before)
-                work.append(("DELETE FROM gc_by_time WHERE hour = ? AND not_before = ? AND chunk_id = ?",
-                             (old.hour, old.not_before, cid)))
+                work.append(("DELETE FROM gc_by_time WHERE tb = ? AND slot = ? AND not_before = ? AND chunk_id = ?",
+                             (old.tb, self._gslot(cid), old.not_before, cid)))
             work += self._gc_put(cid, agents, nb)
         self._many(work)
 
-    @staticmethod
-    def _gc_put(cid: bytes, agents: list[str], not_before: float) -> list[tuple[str, Sequence[Any]]]:
-        hour = int(not_before // _HOUR)
+    def _gc_put(self, cid: bytes, agents: list[str], not_before: float) -> list[tuple[str, Sequence[Any]]]:
+        tb = int(not_before // _MINUTE)
         a = _json(agents)
-        return [("INSERT INTO gc (chunk_id, agents, not_before, hour) VALUES (?, ?, ?, ?)", (cid, a, not_before, hour)),
-                ("INSERT INTO gc_by_time (hour, not_before, chunk_id, agents) VALUES (?, ?, ?, ?)",
-                 (hour, not_before, cid, a)),
-                ("INSERT INTO gc_hours (one, hour) VALUES (0, ?)", (hour,))]
+        return [("INSERT INTO gc (chunk_id, agents, not_before, tb) VALUES (?, ?, ?, ?)", (cid, a, not_before, tb)),
+                ("INSERT INTO gc_by_time (tb, slot, not_before, chunk_id, agents) VALUES (?, ?, ?, ?, ?)",
+                 (tb, self._gslot(cid), not_before, cid, a)),
+                ("INSERT INTO gc_tbs (one, tb) VALUES (0, ?)", (tb,))]
 
     def _revive(self, chunk_ids: Sequence[bytes]) -> None:
         """Committed manifests reference these chunks: out of the GC queue with them."""
@@ -1513,8 +1523,8 @@ class CassandraMetaStore(MetaStore):
     def _gc_delete(self, rows: Sequence[Any]) -> None:
         self._many([q for r in rows for q in (
             ("DELETE FROM gc WHERE chunk_id = ?", (bytes(r.chunk_id),)),
-            ("DELETE FROM gc_by_time WHERE hour = ? AND not_before = ? AND chunk_id = ?",
-             (r.hour, r.not_before, bytes(r.chunk_id))))])
+            ("DELETE FROM gc_by_time WHERE tb = ? AND slot = ? AND not_before = ? AND chunk_id = ?",
+             (r.tb, self._gslot(bytes(r.chunk_id)), r.not_before, bytes(r.chunk_id))))])
 
     async def enqueue_gc(self, entries: Sequence[GcEntry]) -> None:
         entries = list(entries)
@@ -1522,18 +1532,24 @@ class CassandraMetaStore(MetaStore):
             await self._run(self._enqueue, entries)
 
     async def due_gc(self, now: float, limit: int = 100) -> list[GcEntry]:
+        """Minute by minute, oldest first; a minute's slots merged by not_before. A minute found empty well in
+        the past is dropped from gc_tbs (entries are queued at or after the present, give or take clock skew)."""
         def run() -> list[GcEntry]:
             out: list[GcEntry] = []
-            hours = [r.hour for r in self._rows("SELECT hour FROM gc_hours WHERE one = 0 AND hour <= ?",
-                                                (int(now // _HOUR),))]
-            current = int(time.time() // _HOUR)
-            for hour in hours:
-                rows = self._rows("SELECT not_before, chunk_id, agents FROM gc_by_time WHERE hour = ? AND "
-                                  "not_before <= ? LIMIT ?", (hour, now, limit - len(out)))
-                out += [GcEntry(bytes(r.chunk_id), tuple(json.loads(r.agents)), r.not_before) for r in rows]
-                if not rows and hour < current - 1 and not self._one(
-                        "SELECT chunk_id FROM gc_by_time WHERE hour = ? LIMIT 1", (hour,)):
-                    self._x("DELETE FROM gc_hours WHERE one = 0 AND hour = ?", (hour,))
+            tbs = [r.tb for r in self._rows("SELECT tb FROM gc_tbs WHERE one = 0 AND tb <= ?",
+                                            (int(now // _MINUTE),))]
+            stale = int(time.time() // _MINUTE) - 60
+            for tb in tbs:
+                got = self._many(("SELECT not_before, chunk_id, agents FROM gc_by_time WHERE tb = ? AND slot = ? "
+                                  "AND not_before <= ? LIMIT ?", (tb, s, now, limit - len(out)))
+                                 for s in range(GC_SLOTS))
+                rows = sorted((r for rs in got for r in rs), key=lambda r: (r.not_before, bytes(r.chunk_id)))
+                out += [GcEntry(bytes(r.chunk_id), tuple(json.loads(r.agents)), r.not_before)
+                        for r in rows[:limit - len(out)]]
+                if not rows and tb < stale and not any(rs.one() for rs in self._many(
+                        ("SELECT chunk_id FROM gc_by_time WHERE tb = ? AND slot = ? LIMIT 1", (tb, s))
+                        for s in range(GC_SLOTS))):
+                    self._x("DELETE FROM gc_tbs WHERE one = 0 AND tb = ?", (tb,))
                 if len(out) >= limit:
                     break
             return out
@@ -1620,10 +1636,25 @@ class CassandraMetaStore(MetaStore):
 
     async def under_replicated(self, replicas: int, *, after: bytes | None = None, limit: int = 1000
                                ) -> list[ChunkOwner]:
+        """From chunks_by_count when ``replicas`` <= TRACKED_REPLICAS (the counts below it are indexed); above it
+        (a cluster with R > 3) every agent's chunk list is walked, slot by slot in chunk id order, which reads
+        every replica once over a whole scan instead of only the chunks short of replicas."""
         def run() -> list[ChunkOwner]:
-            ids = self._slot_scan(lambda s: [(n, s) for n in range(replicas)],
-                                  "chunks_by_count WHERE replicas = ? AND slot = ?", after, limit)
-            return [o for o in self._owners(ids) if len(o.agents) < replicas]
+            if replicas <= TRACKED_REPLICAS:
+                ids = self._slot_scan(lambda s: [(n, s) for n in range(replicas)],
+                                      "chunks_by_count WHERE replicas = ? AND slot = ?", after, limit)
+                return [o for o in self._owners(ids) if len(o.agents) < replicas]
+            agents = sorted(self._indexed_agents())
+            found: list[ChunkOwner] = []
+            cursor = after
+            while len(found) < limit:
+                ids = self._slot_scan(lambda s: [(a, s) for a in agents],
+                                      "chunks_by_agent WHERE agent_id = ? AND slot = ?", cursor, 1000)
+                if not ids:
+                    break
+                found += [o for o in self._owners(ids) if len(o.agents) < replicas]
+                cursor = ids[-1]
+            return found[:limit]
 
         return await self._run(run)
 
@@ -1686,19 +1717,19 @@ class CassandraMetaStore(MetaStore):
                         (_slot(cid) % REPORT_SLOTS, cid, agent_id))
 
     async def indexed_agents(self) -> set[str]:
-        def run() -> set[str]:
-            # one row per (agent, slot) partition, whatever they hold; an emptied partition may still be listed
-            # until compaction, so each candidate is checked for a live row
-            candidates = {r.agent_id for r in self._rows("SELECT DISTINCT agent_id, slot FROM chunks_by_agent")}
-            found = set()
-            for agent in candidates:
-                got = self._many(("SELECT chunk_id FROM chunks_by_agent WHERE agent_id = ? AND slot = ? LIMIT 1",
-                                  (agent, s)) for s in range(SLOTS))
-                if any(rs.one() is not None for rs in got):
-                    found.add(agent)
-            return found
+        return await self._run(self._indexed_agents)
 
-        return await self._run(run)
+    def _indexed_agents(self) -> set[str]:
+        """Agents with a live row in some chunks_by_agent partition: one row per (agent, slot) partition is
+        listed, whatever it holds (an emptied one may be listed until compaction), so each is checked."""
+        candidates = {r.agent_id for r in self._rows("SELECT DISTINCT agent_id, slot FROM chunks_by_agent")}
+        found = set()
+        for agent in candidates:
+            got = self._many(("SELECT chunk_id FROM chunks_by_agent WHERE agent_id = ? AND slot = ? LIMIT 1",
+                              (agent, s)) for s in range(SLOTS))
+            if any(rs.one() is not None for rs in got):
+                found.add(agent)
+        return found
 
 
 class _Fenced(Exception):
