@@ -47,6 +47,9 @@ def test_workers_default_to_the_cores(tmp_path) -> None:
     ("listen = [", {}, "config file"),
     ('inline_max = "2M"', {}, "inline_max"),
     ("", {"TRIO_SOS_WORKERS": "many"}, "workers"),
+    ('cassandra = "h1:9042,h2:9043"', {}, "cassandra"),
+    ('cassandra = "h1"\ncassandra_consistency = "ONE"', {}, "cassandra_consistency"),
+    ('cassandra_keyspace = "no-dashes"', {}, "cassandra_keyspace"),
 ])
 def test_bad_settings_name_themselves(tmp_path, text, env, setting) -> None:
     cfg = tmp_path / "c.toml"
@@ -56,6 +59,18 @@ def test_bad_settings_name_themselves(tmp_path, text, env, setting) -> None:
     assert setting in str(info.value) and "\n" not in str(info.value)
     done = run_cli("serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d"), env=env)
     assert done.returncode == 2 and setting in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_cassandra_is_one_clear_line(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = run_cli("serve", "--cassandra", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"), "--workers", "1",
+                   "--listen", "127.0.0.1:0")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("trio_sos: cannot reach Cassandra at 127.0.0.1")
 
 
 def test_user_commands_and_first_start_admin(tmp_path) -> None:

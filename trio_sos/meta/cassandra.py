@@ -263,7 +263,14 @@ class CassandraMetaStore(MetaStore):
 
     @classmethod
     def _open_sync(cls, settings: CassandraSettings) -> CassandraMetaStore:
-        cluster, session = cls.connect(settings)
+        from cassandra import DriverException
+        from cassandra.cluster import NoHostAvailable
+
+        try:
+            cluster, session = cls.connect(settings)
+        except (NoHostAvailable, DriverException, OSError) as exc:
+            raise ConnectionError(f"cannot reach Cassandra at {','.join(settings.hosts)} (port "
+                                  f"{settings.port}): {exc}") from exc
         try:
             cls.create_schema(session, settings)
             session.set_keyspace(settings.keyspace)
