@@ -182,7 +182,7 @@ async def test_a_change_cut_short_after_its_record_is_recovered(cassandra_sessio
 
     real = store._follow_up
 
-    def die(*args):
+    def die(*args, **kw):
         raise NodeDied
 
     store._follow_up = die  # type: ignore[method-assign]

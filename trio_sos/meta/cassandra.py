@@ -34,6 +34,7 @@ import ssl
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -140,6 +141,9 @@ def _hash_slot(text: str, n: int) -> int:
 
 def _unavailable(exc: Exception) -> MetaUnavailable:
     return MetaUnavailable(f"Cassandra: {type(exc).__name__}: {exc}")
+
+
+_UNREAD = object()  # _change: the record is to be read
 
 
 class _Conflict(Exception):
@@ -503,17 +507,20 @@ class CassandraMetaStore(MetaStore):
         return self._one(f"SELECT {kind.cols}, {_REC_COLS} FROM {kind.table} WHERE {kind.where()}", k)
 
     def _change(self, kind: _Kind, k: tuple, decide: Callable[[Any], _Change | None], *,
-                intent: bytes | None = None, floor_ts: int = 0, fence: Callable[[], bool] | None = None) -> Any:
+                intent: bytes | None = None, floor_ts: int = 0,
+                fence: tuple[str, tuple, Callable[[Any], bool]] | None = None,
+                first: Any = _UNREAD) -> Any:
         """Apply ``decide(current row or None)`` to record ``k`` of ``kind`` (None: change nothing) as one
         lightweight transaction, then its follow-ups. Returns the decision's ``result``.
 
         ``intent``: marked committing before the transaction (IntentLost if it is gone or claimed), unmarked if
-        the decision raises. ``fence``: called after the follow-ups; False means the record's container went away
-        meanwhile (a bucket deleted, an upload completed): the change is undone and the caller raises.
+        the decision raises. ``fence``: (query, params, ok): read with the follow-ups' last step; ``ok(row)`` False
+        means the record's container went away meanwhile (a bucket deleted, an upload completed): the change is
+        undone and the caller raises. ``first``: the record, read already (with the caller's own reads).
         """
         marked = False
         for _attempt in range(LWT_RETRIES):
-            row = self._read_record(kind, k)
+            row = self._read_record(kind, k) if first is _UNREAD or _attempt else first
             if row is not None and row.seq is not None and row.done != row.seq and row.pending:
                 self._follow_up(kind, k, row)  # what the previous change still owed, before it is overwritten
             try:
@@ -559,12 +566,19 @@ class CassandraMetaStore(MetaStore):
                 self._x("DELETE FROM pending_ops WHERE slot = ? AND op = ?", (slot, op))
                 time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** _attempt)))
                 continue
-            new_row = self._read_record(kind, k)
-            if new_row is not None and new_row.op == op:
-                self._follow_up(kind, k, new_row)
-                if fence is not None and not fence():
-                    self._undo(kind, k, op)
-                    raise _Fenced()
+            # the record as the transaction wrote it (no read back: it applied, so this is what it holds)
+            cols = [c.strip() for c in kind.cols.split(",")]
+            fields: dict[str, Any] = dict.fromkeys(cols)
+            if change.values is not None:
+                fields.update(zip(cols, change.values, strict=True))
+            else:
+                fields.update(manifest="[]")
+            new_row = SimpleNamespace(**fields, seq=seq, ts=ts, op=op, pending=rec[3], done=None,
+                                      deleted=change.values is None)
+            fenced = self._follow_up(kind, k, new_row, fence=fence[:2] if fence else None)
+            if fence is not None and not fence[2](fenced):
+                self._undo(kind, k, op)
+                raise _Fenced()
             return change.result
         if marked:
             self._unmark_intent(intent)
@@ -587,8 +601,9 @@ class CassandraMetaStore(MetaStore):
 
         self._change(kind, k, decide)
 
-    def _follow_up(self, kind: _Kind, k: tuple, row: Any) -> None:
-        """Write what change ``row.op`` owes outside its record (idempotent), then mark it done."""
+    def _follow_up(self, kind: _Kind, k: tuple, row: Any, fence: tuple[str, tuple] | None = None) -> Any:
+        """Write what change ``row.op`` owes outside its record (idempotent), then mark it done; ``fence``: a
+        read made with that last step, after everything else (its row is returned)."""
         plan = json.loads(row.pending)
         ts = row.ts
         new = () if row.deleted else _dec_manifest(row.manifest)
@@ -601,8 +616,7 @@ class CassandraMetaStore(MetaStore):
             owner = (upload.bucket if upload else plan.get("bucket", ""), upload.key if upload else
                      plan.get("key", ""), k[0], k[1])
         work: list[tuple[str, Sequence[Any]]] = []
-        if kind is _OBJECTS:
-            self._write_listing(bucket, key, row, plan)
+        listing_row = row if kind is _OBJECTS else None
         if kind is _PARTS:
             if row.deleted:
                 work.append(("DELETE FROM part_numbers USING TIMESTAMP ? WHERE upload_id = ? AND number = ?",
@@ -613,7 +627,10 @@ class CassandraMetaStore(MetaStore):
         work += self._index_work(new, old, owner, ts)
         intent = bytes.fromhex(plan["intent"]) if plan.get("intent") else b""
         revive = [r.chunk_id for r in new if r.chunk_id[:12] != intent]
-        self._many(work)
+        if listing_row is not None:
+            self._write_listing(k[0], k[1], listing_row, plan, extra=work)
+        else:
+            self._many(work)
         self._revive(revive)
         kept = {r.chunk_id for r in new}
         retired = [r for r in old if r.chunk_id not in kept]
@@ -622,9 +639,10 @@ class CassandraMetaStore(MetaStore):
             self._drop_intent(intent)
         if plan.get("complete"):
             self._finish_complete(plan["complete"], new)
-        self._many([(f"UPDATE {kind.table} SET done = ? WHERE {kind.where()}", (row.seq, *k))]
-                   + [("DELETE FROM pending_ops WHERE slot = ? AND op = ?", (_hash_slot(row.op, PENDING_SLOTS),
-                                                                            row.op))])
+        last = self._many([(f"UPDATE {kind.table} SET done = ? WHERE {kind.where()}", (row.seq, *k)),
+                           ("DELETE FROM pending_ops WHERE slot = ? AND op = ?",
+                            (_hash_slot(row.op, PENDING_SLOTS), row.op))] + ([fence] if fence else []))
+        return last[2].one() if fence else None
 
     def _index_work(self, new: Sequence[ChunkRef], old: Sequence[ChunkRef], owner: tuple[str, str, str, int],
                     ts: int) -> list[tuple[str, Sequence[Any]]]:
@@ -731,11 +749,13 @@ class CassandraMetaStore(MetaStore):
             out.add(r.split_to)
         return out
 
-    def _write_listing(self, bucket: str, key: str, row: Any, plan: dict[str, Any]) -> None:
+    def _write_listing(self, bucket: str, key: str, row: Any, plan: dict[str, Any],
+                       extra: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
         """The listing entry of a change (or its removal), at the record's timestamp, in every shard it must be
         in. The fence against a split running at the same time: after writing, the shards row is read again,
         and a shard that appeared meanwhile (a split began, or finished) gets the entry too. A split copies
-        what it finds once its mark is written, so an entry is either found by its copy or written here."""
+        what it finds once its mark is written, so an entry is either found by its copy or written here.
+        ``extra``: statements sent with the first write (the change's other follow-ups)."""
         ts = row.ts
         written: set[str] = set()
         for _ in range(8):
@@ -752,10 +772,12 @@ class CassandraMetaStore(MetaStore):
                                  "owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
                                  (bucket, shard, key, row.version_id, row.size, row.etag, row.last_modified,
                                   row.owner_id, ts)))
+            if not written:
+                work += extra
+                if plan.get("count"):  # a key added or removed: the shard's size moves
+                    work.append(("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
+                                 (plan["count"], bucket, min(todo))))
             self._many(work)
-            if not written and plan.get("count"):  # a key added or removed: the shard's size moves
-                self._x("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
-                        (plan["count"], bucket, min(todo)))
             written |= todo
 
     def _shard_ranges(self, bucket: str) -> list[tuple[str, str, str | None]]:
@@ -848,17 +870,23 @@ class CassandraMetaStore(MetaStore):
             raise NoSuchBucket(name)
         return r
 
-    def _bucket_fence(self, name: str, bucket_id: str) -> Callable[[], bool]:
-        def fence() -> bool:
-            r = self._bucket_row(name)
+    def _bucket_fence(self, name: str, bucket_id: str) -> tuple[str, tuple, Callable[[Any], bool]]:
+        """The fence of a write into bucket ``bucket_id``: still there, still that bucket, not being deleted."""
+        def ok(r: Any) -> bool:
             return r is not None and r.id == bucket_id and r.state != "deleting"
 
-        return fence
+        return self._BUCKET_SELECT + " WHERE name = ?", (name,), ok
 
     def _commit_object(self, obj: ObjectVersion, *, intent_id: bytes | None, if_match: Sequence[str] | None,
                        if_none_match: Sequence[str] | None, gc_delay: float, bucket_id: str | None,
                        extra: dict[str, Any] | None = None, floor_ts: int = 0) -> ObjectVersion | None:
-        b = self._check_bucket(obj.bucket, bucket_id)
+        # the bucket and the record, read together
+        got = self._many([(self._BUCKET_SELECT + " WHERE name = ?", (obj.bucket,)),
+                          (f"SELECT {_OBJECTS.cols}, {_REC_COLS} FROM objects WHERE {_OBJECTS.where()}",
+                           (obj.bucket, obj.key))])
+        b = got[0].one()
+        if b is None or b.state == "deleting" or (bucket_id is not None and b.id != bucket_id):
+            raise NoSuchBucket(obj.bucket)
 
         def decide(row: Any) -> _Change:
             current = row.etag if row is not None else None
@@ -876,7 +904,7 @@ class CassandraMetaStore(MetaStore):
 
         try:
             return self._change(_OBJECTS, (obj.bucket, obj.key), decide, intent=intent_id, floor_ts=floor_ts,
-                                fence=self._bucket_fence(obj.bucket, b.id))
+                                fence=self._bucket_fence(obj.bucket, b.id), first=got[1].one())
         except _Fenced:
             raise NoSuchBucket(obj.bucket) from None
 
@@ -1077,7 +1105,8 @@ class CassandraMetaStore(MetaStore):
             marks = ", ".join("?" * 11)
             self._many([(f"INSERT INTO uploads ({self._UPLOAD_FIELDS}, state) VALUES ({marks}, '')", values),
                         (f"INSERT INTO uploads_by_key ({self._UPLOAD_FIELDS}) VALUES ({marks})", values)])
-            if not self._bucket_fence(upload.bucket, b.id)():
+            query, params, ok = self._bucket_fence(upload.bucket, b.id)
+            if not ok(self._one(query, params)):
                 self._drop_upload_rows(upload)
                 raise NoSuchBucket(upload.bucket)
 
@@ -1174,12 +1203,12 @@ class CassandraMetaStore(MetaStore):
 
         return await self._run(run)
 
-    def _upload_fence(self, upload_id: str) -> Callable[[], bool]:
-        def fence() -> bool:
-            r = self._get_upload(upload_id)
+    def _upload_fence(self, upload_id: str) -> tuple[str, tuple, Callable[[Any], bool]]:
+        """The fence of a part: its upload still there and neither completing nor aborting."""
+        def ok(r: Any) -> bool:
             return r is not None and not r.state
 
-        return fence
+        return f"SELECT {self._UPLOAD_FIELDS}, state FROM uploads WHERE upload_id = ?", (upload_id,), ok
 
     async def put_part(self, part: Part, *, gc_delay: float = 0.0, intent_id: bytes | None = None) -> Part | None:
         def run() -> Part | None:
