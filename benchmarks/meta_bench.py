@@ -15,6 +15,8 @@ benchmarks/partition_model.py. Figures only: nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
+import bisect
+import random
 import statistics
 import sys
 import tempfile
@@ -85,21 +87,52 @@ async def ops_bench(name: str, store: MetaStore, n: int, concurrency: int) -> No
               f"p99 {pct(lat, .99) * 1000:7.2f} ms", flush=True)
 
 
-async def partitions_bench(store, session, sizes: list[int], concurrency: int) -> None:
+async def partitions_bench(store, session, sizes: list[int], concurrency: int, bulk: bool) -> None:
     from trio_sos.meta.cassandra import CassandraMetaStore
 
     assert isinstance(store, CassandraMetaStore)
     for size in sizes:
-        await one_size(store, session, size, concurrency)
+        await one_size(store, session, size, concurrency, bulk)
 
 
-async def one_size(store, session, size: int, concurrency: int) -> None:
+def bulk_load(store, bucket: str, keys: list[str], step: int) -> int:
+    """Listing entries written straight into the shards the map names (no object records: only the listing's
+    shape is measured), ``step`` keys at a time with a maintainer pass after each, as a bucket grows. Returns the
+    splits made."""
+    splits = 0
+    for i in range(0, len(keys), step):
+        batch = keys[i:i + step]
+        counts: dict[str, int] = {}
+        # a put looks its key's shard up; bulk loading reads the shard map once per batch instead
+        ranges = store._shard_ranges(bucket)
+        los = [r[0].encode() for r in ranges]
+        work = []
+        for key in batch:
+            lo_i = bisect.bisect_right(los, key.encode()) - 1
+            shard = ranges[lo_i][1]
+            counts[shard] = counts.get(shard, 0) + 1
+            work.append(("INSERT INTO listing (bucket, shard, key, version_id, size, etag, last_modified, owner_id) "
+                         "VALUES (?, ?, ?, 'null', 100, ?, ?, 'bench')", (bucket, shard, key, uuid.uuid4().hex,
+                                                                         time.time())))
+        for j in range(0, len(work), 256):
+            store._many(work[j:j + 256])
+        store._many(("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?", (n, bucket, shard))
+                    for shard, n in counts.items())
+        while True:
+            made = store.split_shards(store.settings.shard_rows)
+            splits += made
+            if not made:
+                break
+    return splits
+
+
+async def one_size(store, session, size: int, concurrency: int, bulk: bool) -> None:
     bucket = f"scale-{size}-{uuid.uuid4().hex[:6]}"
     await store.create_bucket(Bucket(bucket, "bench", time.time()))
     prefixes = max(1, size // 100)
     keys = [f"p{(i * 7919) % prefixes:06d}/{i:09d}" for i in range(size)]  # spread over the key space
     splits = 0
-    done = False
+    done = bulk
 
     async def maintainer() -> None:
         nonlocal splits
@@ -114,7 +147,12 @@ async def one_size(store, session, size: int, concurrency: int) -> None:
         async def put(i: int) -> None:
             await store.put_object(obj(bucket, keys[i]))
 
-        await timed(size, concurrency, put)
+        if bulk:
+            order = keys[:]
+            random.Random(size).shuffle(order)
+            splits += await trio.to_thread.run_sync(bulk_load, store, bucket, order, 20_000)
+        else:
+            await timed(size, concurrency, put)
         done = True
     while await trio.to_thread.run_sync(store.split_shards, store.settings.shard_rows):
         splits += 1
@@ -152,7 +190,8 @@ async def one_size(store, session, size: int, concurrency: int) -> None:
             delim.append((counts["listing"], counts["shards"], len(page.prefixes) + len(page.objects)))
     finally:
         store._rows, store._one = real
-    print(f"  {size:>10,} keys: written in {wrote:6.1f} s ({size / wrote:,.0f}/s), {len(shards):,} shards "
+    how = "loaded" if bulk else "written"
+    print(f"  {size:>10,} keys: {how} in {wrote:6.1f} s ({size / wrote:,.0f}/s), {len(shards):,} shards "
           f"({splits} splits), listing partition rows max {max(rows):,} mean {statistics.mean(rows):,.0f}; "
           f"page of 1,000: listing reads max {max(p[0] for p in plain)}, shard-map reads max "
           f"{max(p[1] for p in plain)}; delimiter page of {max(d[2] for d in delim):,} prefixes: listing reads "
@@ -166,6 +205,9 @@ async def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--shard-rows", type=int, default=50_000)
     ap.add_argument("--cassandra", help="HOST:PORT of a running Cassandra (default: start one)")
+    ap.add_argument("--bulk", action="store_true", help="load the --sizes buckets' listings directly (not through "
+                    "puts: only their shape and listing cost are measured), so 10^6 keys take minutes")
+    ap.add_argument("--skip-ops", action="store_true", help="only the listing-shard measurement")
     args = ap.parse_args()
     from trio_sos.meta.cassandra import CassandraMetaStore, CassandraSettings, parse_hosts
 
@@ -183,23 +225,25 @@ async def main() -> None:
         await trio.to_thread.run_sync(server.start)
         contact = server.contact
     try:
-        print(f"metadata ops, {args.ops:,} keys, concurrency {args.concurrency} (list: 2), one store instance")
-        sqlite = await SqliteMetaStore.open(tmp / "meta.sqlite3")
-        try:
-            await ops_bench("sqlite", sqlite, args.ops, args.concurrency)
-        finally:
-            await sqlite.aclose()
+        if not args.skip_ops:
+            print(f"metadata ops, {args.ops:,} keys, concurrency {args.concurrency} (list: 2), one store instance")
+            sqlite = await SqliteMetaStore.open(tmp / "meta.sqlite3")
+            try:
+                await ops_bench("sqlite", sqlite, args.ops, args.concurrency)
+            finally:
+                await sqlite.aclose()
         hosts, port = parse_hosts(contact)
         settings = CassandraSettings(tuple(hosts), port=port, keyspace=f"bench_{uuid.uuid4().hex[:8]}",
                                      shard_rows=args.shard_rows)
         cassandra = await CassandraMetaStore.open(settings)
         try:
-            await ops_bench("cassandra", cassandra, args.ops, args.concurrency)
+            if not args.skip_ops:
+                await ops_bench("cassandra", cassandra, args.ops, args.concurrency)
             sizes = [int(s) for s in args.sizes.split(",") if s]
             if sizes:
                 print(f"listing shards on Cassandra (shard_rows {args.shard_rows:,}; writes at concurrency "
                       f"{args.concurrency})")
-                await partitions_bench(cassandra, cassandra._session, sizes, args.concurrency)
+                await partitions_bench(cassandra, cassandra._session, sizes, args.concurrency, args.bulk)
         finally:
             await cassandra.aclose()
     finally:

@@ -563,9 +563,12 @@ class CassandraProcess:
     address: str = "127.0.0.1"
     seed: str = ""  # "ADDRESS:STORAGE_PORT" of the seed; "" = this node is the seed
     cluster_name: str = "trio-sos-test"
+    extra_yaml: str = ""  # more cassandra.yaml lines (e.g. an authenticator)
     proc: subprocess.Popen | None = None
     port: int = 0  # CQL
     storage_port: int = 0
+    auth: tuple[str, str] | None = None  # credentials for the readiness query
+    tls_ca: str | None = None  # the readiness query over TLS, verifying against this CA
 
     @property
     def log_path(self) -> Path:
@@ -622,6 +625,7 @@ request_timeout: 10000ms
 """
         if not self.seed:
             yaml += "initial_token: 0\n"
+        yaml += self.extra_yaml
         (d / "cassandra.yaml").write_text(yaml)
         (d / "logback.xml").write_text(
             '<configuration><appender name="F" class="ch.qos.logback.core.FileAppender">'
@@ -634,7 +638,8 @@ request_timeout: 10000ms
         self.write_config()
         cmd = ["java", *CASSANDRA_JVM_FLAGS, f"-Dcassandra.config=file://{self.base}/cassandra.yaml",
                f"-Dlogback.configurationFile=file://{self.base}/logback.xml",
-               f"-Dcassandra.storagedir={self.base}", "-cp", f"{self.home}/lib/*",
+               f"-Dcassandra.storagedir={self.base}", "-Dcassandra.superuser_setup_delay_ms=0",
+               "-cp", f"{self.home}/lib/*",
                "org.apache.cassandra.service.CassandraDaemon"]
         if os.geteuid() == 0 and shutil.which("setpriv"):
             # as root, Cassandra's mlockall pins ~350 MiB more: drop the capability
@@ -660,8 +665,17 @@ request_timeout: 10000ms
 
         profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([self.address]),
                                    request_timeout=5)
+        kw = {}
+        if self.auth:
+            from cassandra.auth import PlainTextAuthProvider
+
+            kw["auth_provider"] = PlainTextAuthProvider(*self.auth)
+        if self.tls_ca:
+            import ssl
+
+            kw["ssl_context"] = ssl.create_default_context(cafile=self.tls_ca)
         cluster = Cluster([self.address], port=self.port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                          connect_timeout=2, control_connection_timeout=2)
+                          connect_timeout=2, control_connection_timeout=2, **kw)
         try:
             session = cluster.connect()
             session.execute("SELECT release_version FROM system.local")

@@ -133,3 +133,80 @@ def test_concurrent_writes_of_one_key_from_both_nodes_leave_one_latest(nodes) ->
         (entry,) = c.list_objects_v2(Bucket=bucket)["Contents"]
         assert entry["Size"] == len(latest)
         assert entry["ETag"] == a.head_object(Bucket=bucket, Key="hot")["ETag"]
+
+
+def test_node_with_cassandra_password_authentication(tmp_path, node_factory) -> None:
+    """A Cassandra that requires a login: the node logs in with cassandra_username/password; a wrong password is
+    one clear line at start, not a node that serves errors."""
+    from tests.procs import CassandraProcess, cassandra_home, cassandra_required
+
+    home = cassandra_home()
+    if home is None:
+        if cassandra_required():
+            pytest.fail("Cassandra is not fetched")
+        pytest.skip("Cassandra is not fetched (bash scripts/fetch-cassandra.sh)")
+    server = CassandraProcess(tmp_path / "cass-auth", home, extra_yaml="authenticator: PasswordAuthenticator\n",
+                              auth=("cassandra", "cassandra"))
+    server.start()
+    try:
+        node = node_factory("n-auth", cassandra=server.contact, cassandra_keyspace="authed",
+                            cassandra_replication="{'class': 'SimpleStrategy', 'replication_factor': 1}",
+                            cassandra_username="cassandra", cassandra_password="cassandra")
+        s3 = node.client()
+        s3.create_bucket(Bucket="authed")
+        s3.put_object(Bucket="authed", Key="k", Body=b"behind a login")
+        assert s3.get_object(Bucket="authed", Key="k")["Body"].read() == b"behind a login"
+        node.stop()
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "trio_sos", "serve", "--cassandra", server.contact,
+                               "--data-dir", str(tmp_path / "d"), "--workers", "1", "--listen", "127.0.0.1:0"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "TRIO_SOS_CASSANDRA_USERNAME": "cassandra",
+                                   "TRIO_SOS_CASSANDRA_PASSWORD": "wrong"})
+        assert done.returncode == 1
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("trio_sos: cannot reach Cassandra") and "auth" in last.lower(), last
+    finally:
+        server.stop()
+
+
+def test_node_with_cassandra_over_tls(tmp_path, node_factory) -> None:
+    """A Cassandra that only speaks TLS to clients: the node connects with cassandra_tls_ca and verifies the
+    server's certificate; without the CA it does not start (one clear line)."""
+    from tests.procs import CassandraProcess, cassandra_home, cassandra_required, make_certificate
+
+    home = cassandra_home()
+    if home is None:
+        if cassandra_required():
+            pytest.fail("Cassandra is not fetched")
+        pytest.skip("Cassandra is not fetched (bash scripts/fetch-cassandra.sh)")
+    (tmp_path / "tls").mkdir()
+    crt, key = make_certificate(tmp_path / "tls")
+    pem = tmp_path / "tls" / "keystore.pem"  # Cassandra's PEM keystore: the private key, then the certificate
+    pem.write_text(key.read_text() + crt.read_text())
+    yaml = ("client_encryption_options:\n  enabled: true\n  optional: false\n  ssl_context_factory:\n"
+            "    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory\n"
+            f"  keystore: {pem}\n")
+    server = CassandraProcess(tmp_path / "cass-tls", home, extra_yaml=yaml, tls_ca=str(crt))
+    server.start()
+    try:
+        node = node_factory("n-tls", cassandra=server.contact, cassandra_keyspace="tls",
+                            cassandra_replication="{'class': 'SimpleStrategy', 'replication_factor': 1}",
+                            cassandra_tls_ca=str(crt))
+        s3 = node.client()
+        s3.create_bucket(Bucket="over-tls")
+        s3.put_object(Bucket="over-tls", Key="k", Body=b"encrypted on the way to the metadata")
+        assert s3.get_object(Bucket="over-tls", Key="k")["Body"].read() == b"encrypted on the way to the metadata"
+        node.stop()  # before its Cassandra
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "trio_sos", "serve", "--cassandra", server.contact,
+                               "--data-dir", str(tmp_path / "d"), "--workers", "1", "--listen", "127.0.0.1:0"],
+                              capture_output=True, text=True, timeout=90)
+        assert done.returncode == 1
+        assert done.stderr.strip().splitlines()[-1].startswith("trio_sos: cannot reach Cassandra"), done.stderr[-500:]
+    finally:
+        server.stop()

@@ -25,7 +25,7 @@ import trio
 from ..background import Periodic
 
 from ..agent import AgentConnectionError, AgentError, Status
-from ..meta.store import GcEntry, Intent, MetaStore
+from ..meta.store import GcEntry, Intent, MetaStore, MetaUnavailable
 from ..cluster.fleet import Fleet
 
 log = logging.getLogger("trio_sos.gc")
@@ -62,7 +62,10 @@ class GarbageCollector(Periodic):
         # patience (agent_wait) while the agent is down.
         self._unreachable = set()
         deleted = 0
-        await self.meta.maintain()  # the backend's upkeep (Cassandra: half-done changes, shard splits)
+        try:
+            await self.meta.maintain()  # the backend's upkeep (Cassandra: half-done changes, shard splits)
+        except MetaUnavailable as exc:  # the metadata is down: so is the rest of this pass (tried again next one)
+            log.warning("metadata upkeep failed: %s", exc)
         now = time.time()
         while True:
             due = await self.meta.due_gc(now, self.batch)
