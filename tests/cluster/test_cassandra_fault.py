@@ -35,7 +35,10 @@ def cassandra3(tmp_path):
                                     storage_port=seed.storage_port)
             nodes.append(node)
             node.start(timeout=180, peers=i - 1)
-        assert seed.serving(peers=2)
+        deadline = time.monotonic() + 120
+        while not all(n.serving(peers=2) for n in nodes):  # every node sees the two others (gossip settles)
+            assert time.monotonic() < deadline, "the 3-node Cassandra did not form"
+            time.sleep(0.5)
         yield nodes
     finally:
         for node in nodes:
@@ -50,6 +53,16 @@ def test_a_cassandra_node_killed_under_traffic(cassandra3, cluster_factory, node
     common = dict(zk=zookeeper.hosts, cluster=cluster_name, zk_session_timeout=2, replicas=2,
                   cassandra=f"127.0.0.1:{port},127.0.0.2:{port},127.0.0.3:{port}", cassandra_keyspace="fault",
                   cassandra_replication="{'class': 'SimpleStrategy', 'replication_factor': 3}")
+    # the schema first (on three nodes each table waits for their agreement: longer than a node's start-up wait)
+    from trio_sos.meta.cassandra import CassandraMetaStore, CassandraSettings
+
+    settings = CassandraSettings(("127.0.0.1", "127.0.0.2", "127.0.0.3"), port=port, keyspace="fault",
+                                 replication=common["cassandra_replication"])
+    cluster, session = CassandraMetaStore.connect(settings)
+    try:
+        CassandraMetaStore.create_schema(session, settings)
+    finally:
+        cluster.shutdown()
     s3_nodes = [node_factory("n1", **common), node_factory("n2", **common)]
     for n in s3_nodes:
         n.allow_log(r"Cassandra|cassandra|Host .* (down|up)|Connection|SlowDown|MetaUnavailable")

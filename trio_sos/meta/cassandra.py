@@ -229,7 +229,9 @@ class CassandraMetaStore(MetaStore):
 
     @classmethod
     async def open(cls, settings: CassandraSettings) -> CassandraMetaStore:
-        return await trio.to_thread.run_sync(cls._open_sync, settings)
+        """Connect, and create what is missing of the schema. Cancellable (a node stopped while Cassandra is slow
+        to answer stops at once): the thread is abandoned, and its connection goes with the process."""
+        return await trio.to_thread.run_sync(cls._open_sync, settings, abandon_on_cancel=True)
 
     @classmethod
     def connect(cls, settings: CassandraSettings) -> tuple[Any, Any]:
@@ -294,11 +296,16 @@ class CassandraMetaStore(MetaStore):
         ks = settings.keyspace
         if not ks.replace("_", "").isalnum():
             raise ValueError(f"keyspace name {ks!r}: letters, digits and _ only")
-        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {settings.replication}",
-                        timeout=60)
-        for statement in TABLES:
-            session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {ks}."),
+        present = {r.table_name for r in session.execute(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (ks,))}
+        if not present:
+            session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {settings.replication}",
                             timeout=60)
+        for statement in TABLES:  # only what is missing: a schema change waits for every node to agree on it
+            name = statement.split("CREATE TABLE IF NOT EXISTS ", 1)[1].split(" ", 1)[0]
+            if name not in present:
+                session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {ks}."),
+                                timeout=60)
         rows = list(session.execute(f"SELECT value FROM {ks}.meta_info WHERE name = 'schema_version'"))
         if rows and int(rows[0].value) > SCHEMA_VERSION:
             raise RuntimeError(f"keyspace {ks} has schema version {rows[0].value}, newer than this node's "
@@ -334,7 +341,10 @@ class CassandraMetaStore(MetaStore):
                 stmt = self._prepared.get(cql)
                 if stmt is None:
                     stmt = self._session.prepare(cql)
-                    if cql.lstrip().upper().startswith(("SELECT", "INSERT", "DELETE")) and " IF " not in cql:
+                    # the driver may retry these on another node after a connection error: no condition, no
+                    # counter (an UPDATE without either sets values, as an INSERT does)
+                    if (cql.lstrip().upper().startswith(("SELECT", "INSERT", "DELETE", "UPDATE"))
+                            and " IF " not in cql and "= n +" not in cql and "= n -" not in cql):
                         stmt.is_idempotent = True
                     self._prepared[cql] = stmt
         return stmt
@@ -352,6 +362,28 @@ class CassandraMetaStore(MetaStore):
         rs = self._x(cql, params)
         row = rs.one()
         return bool(rs.was_applied), row
+
+    def _record_lwt(self, kind: _Kind, k: tuple, cql: str, params: Sequence[Any], op: str) -> bool:
+        """The record's transaction. When its outcome is unknown (the coordinator timed out, or died with it in
+        flight), a SERIAL read of the record settles it — it finishes or supersedes any Paxos round left open — and
+        the record says whether it is change ``op``'s."""
+        from cassandra import OperationTimedOut, WriteTimeout
+        from cassandra.connection import ConnectionException
+        from cassandra.query import SimpleStatement
+
+        try:
+            return self._lwt(cql, params)[0]
+        except (WriteTimeout, OperationTimedOut, ConnectionException) as exc:
+            log.warning("%s %s: outcome of the transaction unknown (%s): reading it back", kind.table, k, exc)
+        read = SimpleStatement(f"SELECT op FROM {kind.table} WHERE {kind.where()}".replace("?", "%s"),
+                               consistency_level=self._serial)
+        for _ in range(3):
+            try:
+                row = self._session.execute(read, k).one()
+                return row is not None and row.op == op
+            except (WriteTimeout, OperationTimedOut, ConnectionException):
+                time.sleep(0.2)
+        raise MetaUnavailable(f"{kind.table} {k}: the outcome of a change is unknown; retry")
 
     def _many(self, items: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Statements at once (each on its own; concurrent), their result sets in order."""
@@ -557,11 +589,11 @@ class CassandraMetaStore(MetaStore):
                 sets = ", ".join(f"{c} = ?" for c in cols) + ", deleted = false, seq = ?, ts = ?, op = ?, pending = ?"
                 params = (*change.values, *rec)
             if old_seq is None:
-                applied, _ = self._lwt(
-                    f"UPDATE {kind.table} SET {sets} WHERE {kind.where()} IF seq = null", (*params, *k))
+                cql, args = f"UPDATE {kind.table} SET {sets} WHERE {kind.where()} IF seq = null", (*params, *k)
             else:
-                applied, _ = self._lwt(
-                    f"UPDATE {kind.table} SET {sets} WHERE {kind.where()} IF seq = ?", (*params, *k, old_seq))
+                cql, args = (f"UPDATE {kind.table} SET {sets} WHERE {kind.where()} IF seq = ?",
+                             (*params, *k, old_seq))
+            applied = self._record_lwt(kind, k, cql, args, op)
             if not applied:  # a concurrent change won: back off a random while (up to 50 ms), then again
                 self._x("DELETE FROM pending_ops WHERE slot = ? AND op = ?", (slot, op))
                 time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** _attempt)))
@@ -775,10 +807,18 @@ class CassandraMetaStore(MetaStore):
             if not written:
                 work += extra
                 if plan.get("count"):  # a key added or removed: the shard's size moves
-                    work.append(("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
-                                 (plan["count"], bucket, min(todo))))
+                    self._count_async(bucket, min(todo), plan["count"])
             self._many(work)
             written |= todo
+
+    def _count_async(self, bucket: str, shard: str, delta: int) -> None:
+        """Move a shard's key counter, not waiting for it: the counter only triggers splits (the splitter counts
+        for real, and samples shards whose counter fell behind), and a counter write — which goes through one
+        replica first — can time out while a Cassandra node is down but not yet known to be: no request waits
+        on it or fails for it."""
+        future = self._session.execute_async(
+            self._stmt("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?"), (delta, bucket, shard))
+        future.add_errback(lambda exc: log.debug("shard counter %s/%s not moved: %s", bucket, shard, exc))
 
     def _shard_ranges(self, bucket: str) -> list[tuple[str, str, str | None]]:
         """Every shard of the bucket as (lo, shard, hi)."""
@@ -798,8 +838,14 @@ class CassandraMetaStore(MetaStore):
         """Split every shard that holds more than ``max_rows`` keys (by its counter) in two halves, and finish
         splits a dead maintainer left. Returns how many splits were made."""
         splits = 0
-        for r in self._rows("SELECT bucket, shard, n FROM shard_rows"):
-            if r.n > max_rows and self._split(r.bucket, r.shard):
+        counted = self._rows("SELECT bucket, shard, n FROM shard_rows")
+        for r in counted:
+            if r.n > max_rows and self._split(r.bucket, r.shard, max_rows):
+                splits += 1
+        # counters are best effort: one shard per pass, picked at random, is counted for real (and split if big)
+        if counted:
+            r = random.choice(counted)
+            if r.n <= max_rows and self._split(r.bucket, r.shard, max_rows):
                 splits += 1
         for b in {r.bucket for r in self._rows("SELECT bucket, lo, split_at FROM shards") if r.split_at is not None}:
             for row in self._rows("SELECT lo, shard, split_at, split_to FROM shards WHERE bucket = ?", (b,)):
@@ -807,7 +853,7 @@ class CassandraMetaStore(MetaStore):
                     self._finish_split(b, row)
         return splits
 
-    def _split(self, bucket: str, shard: str) -> bool:
+    def _split(self, bucket: str, shard: str, max_rows: int = 0) -> bool:
         ranges = {s: (lo, hi) for lo, s, hi in self._shard_ranges(bucket)}
         if shard not in ranges:
             return False
@@ -817,7 +863,7 @@ class CassandraMetaStore(MetaStore):
         # the counter is approximate: set it to what the shard holds, and split only if it is really too big
         self._x("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
                 (len(keys) - self._count(bucket, shard), bucket, shard))
-        if len(keys) < 2:
+        if len(keys) < 2 or len(keys) <= max_rows:
             return False
         middle = keys[len(keys) // 2]
         applied, _ = self._lwt("UPDATE shards SET split_at = ?, split_to = ? WHERE bucket = ? AND lo = ? "
