@@ -20,7 +20,8 @@ def fresh(stem: str) -> str:
 
 @pytest.fixture
 def nodes(cassandra_session, cluster_factory, node_factory, zookeeper, cluster_name):
-    """Two nodes on one Cassandra and one ZooKeeper, with two agents of the cluster (R = 2)."""
+    """Two nodes on one Cassandra and one ZooKeeper, with two agents of the cluster (R = 2); one at QUORUM, the
+    other at LOCAL_QUORUM in its datacenter."""
     cluster_factory("a1", zone="z1").agent_id()
     cluster_factory("a2", zone="z2").agent_id()
     settings, _ = cassandra_session
@@ -28,7 +29,8 @@ def nodes(cassandra_session, cluster_factory, node_factory, zookeeper, cluster_n
                   cassandra=settings.hosts[0], cassandra_keyspace=KEYSPACE,
                   cassandra_replication="{'class': 'SimpleStrategy', 'replication_factor': 1}")
     one = node_factory("n1", **common)
-    two = node_factory("n2", **common)
+    # the other node asks the local datacenter first, at LOCAL_QUORUM (SimpleSnitch's one datacenter)
+    two = node_factory("n2", **common, cassandra_local_dc="datacenter1", cassandra_consistency="LOCAL_QUORUM")
     return one, two
 
 

@@ -261,3 +261,33 @@ async def test_under_replicated_beyond_the_tracked_counts(cassandra_session) -> 
                 break
             after = page[-1].chunk_id
         assert found == sorted(r.chunk_id for r in refs if len(r.agents) < replicas), replicas
+
+
+@pytest.mark.parametrize("applied", [True, False])
+async def test_a_transaction_of_unknown_outcome_is_read_back(cassandra_session, applied) -> None:
+    """The coordinator times out on the record's transaction (it may or may not have applied): a SERIAL read says
+    which, so an If-None-Match: * put that did apply is not refused as a conflict with itself, and one that did not
+    is tried again."""
+    from cassandra import WriteTimeout
+
+    settings, session = cassandra_session
+    store = CassandraMetaStore.on_session(settings, session)
+    bucket = await new_bucket(store)
+    original = store._lwt
+    timed_out = []
+
+    def lwt(cql, params=()):
+        if cql.startswith("UPDATE objects") and not timed_out:
+            timed_out.append(cql)
+            if applied:
+                original(cql, params)
+            raise WriteTimeout("timed out", consistency=None, required_responses=2, received_responses=1,
+                               write_type=5)  # CAS
+        return original(cql, params)
+
+    store._lwt = lwt  # type: ignore[method-assign]
+    obj = version(bucket, "once")
+    assert await store.put_object(obj, if_none_match=("*",)) is None
+    assert timed_out
+    assert await store.get_object(bucket, "once") == obj
+    assert [o.etag for o in (await store.list_objects(bucket)).objects] == [obj.etag]

@@ -369,17 +369,15 @@ class CassandraMetaStore(MetaStore):
         the record says whether it is change ``op``'s."""
         from cassandra import OperationTimedOut, WriteTimeout
         from cassandra.connection import ConnectionException
-        from cassandra.query import SimpleStatement
-
         try:
             return self._lwt(cql, params)[0]
         except (WriteTimeout, OperationTimedOut, ConnectionException) as exc:
             log.warning("%s %s: outcome of the transaction unknown (%s): reading it back", kind.table, k, exc)
-        read = SimpleStatement(f"SELECT op FROM {kind.table} WHERE {kind.where()}".replace("?", "%s"),
-                               consistency_level=self._serial)
+        read = self._stmt(f"SELECT op FROM {kind.table} WHERE {kind.where()}").bind(k)
+        read.consistency_level = self._serial
         for _ in range(3):
             try:
-                row = self._session.execute(read, k).one()
+                row = self._session.execute(read).one()
                 return row is not None and row.op == op
             except (WriteTimeout, OperationTimedOut, ConnectionException):
                 time.sleep(0.2)
