@@ -212,3 +212,27 @@ def test_node_with_cassandra_over_tls(tmp_path, node_factory) -> None:
         assert done.stderr.strip().splitlines()[-1].startswith("trio_sos: cannot reach Cassandra"), done.stderr[-500:]
     finally:
         server.stop()
+
+
+def test_multipart_upload_spread_over_both_nodes(nodes) -> None:
+    """Create on one node, parts through both, list and complete on the other: the upload's state is shared."""
+    one, two = nodes
+    a, b = one.client(), two.client()
+    bucket = fresh("mpu")
+    a.create_bucket(Bucket=bucket)
+    upload = a.create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
+    assert [u["UploadId"] for u in b.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [upload]
+    parts = [os.urandom(5 << 20) for _ in range(3)] + [os.urandom(1000)]
+    etags = []
+    for n, body in enumerate(parts, 1):
+        client = a if n % 2 else b
+        etags.append(client.upload_part(Bucket=bucket, Key="big", UploadId=upload, PartNumber=n, Body=body)["ETag"])
+    listed = a.list_parts(Bucket=bucket, Key="big", UploadId=upload)["Parts"]
+    assert [(p["PartNumber"], p["ETag"]) for p in listed] == list(enumerate(etags, 1))
+    b.complete_multipart_upload(Bucket=bucket, Key="big", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+    assert a.get_object(Bucket=bucket, Key="big")["Body"].read() == b"".join(parts)
+    assert b.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    # a copy through one node, read through the other
+    a.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "big"})
+    assert b.get_object(Bucket=bucket, Key="copy", Range="bytes=0-99")["Body"].read() == parts[0][:100]

@@ -26,6 +26,7 @@ The schema is in ``cassandra_schema.py``; why every partition stays bounded is i
 
 from __future__ import annotations
 
+import collections
 import heapq
 import json
 import logging
@@ -81,6 +82,7 @@ INTENT_SLOTS = 16
 PENDING_SLOTS = 16
 REPORT_SLOTS = 16
 LWT_RETRIES = 64
+MANY_IN_FLIGHT = 256  # statements of one call in flight at once, at most
 RECOVER_GRACE = 120.0  # seconds a change may take between its record's transaction and its follow-ups
 GC_SLOTS = 16  # GC queue partitions per minute
 COMPLETED_SLOTS = 16  # completed-upload records per hour
@@ -384,9 +386,16 @@ class CassandraMetaStore(MetaStore):
         raise MetaUnavailable(f"{kind.table} {k}: the outcome of a change is unknown; retry")
 
     def _many(self, items: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """Statements at once (each on its own; concurrent), their result sets in order."""
-        futures = [self._session.execute_async(self._stmt(cql), params) for cql, params in items]
-        return [f.result() for f in futures]
+        """Statements concurrently (each on its own), at most MANY_IN_FLIGHT at a time — a 10,000-part upload's
+        chunk index is tens of thousands of statements — and their result sets in order."""
+        results: list[Any] = []
+        window: collections.deque[Any] = collections.deque()
+        for cql, params in items:
+            if len(window) >= MANY_IN_FLIGHT:
+                results.append(window.popleft().result())
+            window.append(self._session.execute_async(self._stmt(cql), params))
+        results += [f.result() for f in window]
+        return results
 
     # -- users and keys --
 
@@ -641,10 +650,11 @@ class CassandraMetaStore(MetaStore):
         if kind is _OBJECTS:
             bucket, key = k
             owner = (bucket, key, "", 0)
+        elif plan.get("bucket"):  # a part's change names its upload's bucket and key
+            owner = (plan["bucket"], plan.get("key", ""), k[0], k[1])
         else:
             upload = self._one("SELECT bucket, key FROM uploads WHERE upload_id = ?", (k[0],))
-            owner = (upload.bucket if upload else plan.get("bucket", ""), upload.key if upload else
-                     plan.get("key", ""), k[0], k[1])
+            owner = (upload.bucket if upload else "", upload.key if upload else "", k[0], k[1])
         work: list[tuple[str, Sequence[Any]]] = []
         listing_row = row if kind is _OBJECTS else None
         if kind is _PARTS:
