@@ -1,11 +1,13 @@
 """A whole trio_sos cluster on one machine: ZooKeeper, three storage agents in two zones, two S3 nodes.
 
-    python examples/local_cluster.py [--dir DIR] [--port 9000]
+    python examples/local_cluster.py [--dir DIR] [--port 9000] [--cassandra HOST:PORT [--keyspace K]]
 
 Needs Debian's ``zookeeper`` package (its jar starts a throwaway ZooKeeper here; no system service is used) and the
 project installed (``pip install .``). Starts everything on 127.0.0.1, prints the S3 endpoints and the admin key
 pair, and stops everything it started on ^C (or SIGTERM). The data stays in ``--dir`` (a temporary directory by
-default, removed at the end). See docs/cluster.md for the same on several machines.
+default, removed at the end). The two nodes share one SQLite metadata file — or, with ``--cassandra``, the
+metadata in that (running) Cassandra, as the nodes of several machines do. See docs/cluster.md for the same on
+several machines.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, help="where everything keeps its data (default: a temporary dir)")
     parser.add_argument("--port", type=int, default=9000, help="the first node's S3 port (the second: +1)")
+    parser.add_argument("--cassandra", help="HOST:PORT of a running Cassandra: the nodes keep the metadata there")
+    parser.add_argument("--keyspace", default="trio_sos_example", help="its keyspace (default: trio_sos_example)")
     args = parser.parse_args()
     if not os.path.exists("/usr/share/java/zookeeper.jar"):
         sys.exit("ZooKeeper's jar is missing: apt-get install zookeeper")
@@ -89,15 +93,20 @@ def main() -> None:
                          log)
             agent_id = wait_line(log, r"agent ([0-9a-f]{32}) registered at (\S+)", proc)
             print(f"agent      {agent_id[1]} at {agent_id[2]} (zone {zone})")
-        meta = base / "meta.sqlite3"  # the two nodes of one machine share one metadata file
+        if args.cassandra:  # the metadata in Cassandra (one replica: a single test node)
+            metadata = (f'cassandra = "{args.cassandra}"\ncassandra_keyspace = "{args.keyspace}"\n'
+                        "cassandra_replication = \"{'class': 'SimpleStrategy', 'replication_factor': 1}\"\n")
+        else:  # the two nodes of one machine share one metadata file
+            metadata = f'metadata = "{base / "meta.sqlite3"}"\n'
         for i in range(2):
             log = base / f"node{i}.log"
             config = base / f"node{i}.toml"
-            config.write_text(f'zk = "{zk}"\ncluster = "example"\nmetadata = "{meta}"\n')
+            config.write_text(f'zk = "{zk}"\ncluster = "example"\n' + metadata)
             proc = spawn([sys.executable, "-m", "trio_sos", "serve", "--config", str(config), "--data-dir",
                           str(base / f"node{i}"), "--listen", f"127.0.0.1:{args.port + i}"], base / f"node{i}.out")
             endpoint = wait_line(base / f"node{i}.out", r"S3 endpoint: (\S+)", proc)
-            print(f"S3 node    {endpoint[1]}")
+            print(f"S3 node    {endpoint[1]}" + (f" (metadata in Cassandra {args.cassandra})" if args.cassandra
+                                                  else ""))
         keys = (base / "node0.out").read_text() + (base / "node1.out").read_text()
         access = re.search(r"access key: (\S+)", keys)
         secret = re.search(r"secret key: (\S+)", keys)

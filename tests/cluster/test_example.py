@@ -21,12 +21,17 @@ from tests.procs import _free_port, zookeeper_installed
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "local_cluster.py"
 
 
-def test_local_cluster_example(tmp_path) -> None:
+@pytest.mark.parametrize("metadata", ["sqlite", "cassandra"])
+def test_local_cluster_example(tmp_path, request, metadata) -> None:
     if not zookeeper_installed():
         pytest.skip("ZooKeeper is not installed (Debian package zookeeper)")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--dir", str(tmp_path / "cluster"), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    extra = []
+    if metadata == "cassandra":
+        cassandra = request.getfixturevalue("cassandra")
+        extra = ["--cassandra", cassandra.contact, "--keyspace", f"example_{port}"]
+    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--dir", str(tmp_path / "cluster"), "--port", str(port),
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         out = b""
         deadline = time.monotonic() + 120
@@ -38,6 +43,7 @@ def test_local_cluster_example(tmp_path) -> None:
                 out += proc.stdout.read1(65536)  # type: ignore[union-attr]
         text = out.decode()
         assert text.count("agent      ") == 3 and text.count("S3 node    ") == 2
+        assert (text.count("metadata in Cassandra") == 2) == (metadata == "cassandra")
         access, secret = re.search(r"admin key pair: (\S+) (\S+)", text).groups()  # type: ignore[union-attr]
         endpoints = re.findall(r"S3 node    (\S+)", text)
         kids = psutil.Process(proc.pid).children(recursive=True)
