@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from trio_sos.meta.cassandra import CassandraMetaStore, CassandraSettings, parse_hosts
-from trio_sos.meta.store import Bucket, ChunkRef, Intent, ObjectVersion
+from trio_sos.meta.store import Bucket, ChunkRef, Intent, ObjectVersion, Upload
 
 OWNER = "owner-1"
 
@@ -65,6 +65,8 @@ async def test_shards_split_while_writers_and_listers_go_on(small_shards, cassan
 
     store._targets = slow_lookup  # type: ignore[method-assign]
 
+    uploads: dict[str, str] = {}  # upload id -> key
+
     async def writer(w: int) -> None:
         for key in keys[w::8]:
             obj = version(bucket, key)
@@ -73,6 +75,13 @@ async def test_shards_split_while_writers_and_listers_go_on(small_shards, cassan
             if rnd.random() < 0.15:  # some go again
                 await store.delete_object(bucket, key)
                 model.pop(key, None)
+            if rnd.random() < 0.3:  # uploads in progress live in the same shards
+                upload = Upload(bucket, key + "~mpu", uuid.uuid4().hex, time.time(), OWNER)
+                await store.create_upload(upload)
+                uploads[upload.upload_id] = upload.key
+                if rnd.random() < 0.3:
+                    await store.abort_upload(upload.upload_id)
+                    del uploads[upload.upload_id]
 
     splits_meanwhile = 0
 
@@ -108,7 +117,19 @@ async def test_shards_split_while_writers_and_listers_go_on(small_shards, cassan
         marker = page.last
     assert listed == [(k, model[k]) for k in expected]
     assert await store.count_objects(bucket) == len(model)
+    listed_uploads, key_marker, id_marker = [], "", ""
+    while True:  # ListMultipartUploads pages of 5 across shard boundaries
+        page = await store.list_upload_entries(bucket, key_marker=key_marker, upload_id_marker=id_marker, limit=5)
+        listed_uploads += [(u.key, u.upload_id) for u in page.uploads]
+        if not page.truncated:
+            break
+        key_marker, id_marker = page.next_key_marker, page.next_upload_id_marker
+    assert sorted(listed_uploads, key=lambda e: e[0].encode()) == listed_uploads
+    assert sorted(listed_uploads) == sorted((k, u) for u, k in uploads.items())
     shards = listing_partitions(session, bucket)
+    upload_rows = Counter({s: session.execute("SELECT count(*) FROM uploads_by_key WHERE bucket = %s AND shard = %s",
+                                              (bucket, s)).one()[0] for s in shards})
+    assert max((shards + upload_rows).values()) <= 16  # a shard's listing entries and uploads together
     assert len(shards) > len(model) // 16  # it did split
     assert max(shards.values()) <= 16
     # a delimiter page reads about what it returns, whatever the shards: one seek per common prefix
@@ -122,7 +143,7 @@ async def test_shards_split_while_writers_and_listers_go_on(small_shards, cassan
     assert page.rows_read <= len(under) + 1
 
 
-@pytest.mark.parametrize("change", ["put", "overwrite", "delete"])
+@pytest.mark.parametrize("change", ["put", "overwrite", "delete", "create upload", "abort upload"])
 async def test_a_write_that_found_its_shard_before_a_split_lands_in_the_new_shard(small_shards, change) -> None:
     """The worst schedule, made to happen: a writer finds the shard of its key, then a whole split of that shard
     runs (mark, copy, flip, the old range dropped), then the writer writes. The fence sends the entry (or its
@@ -132,7 +153,10 @@ async def test_a_write_that_found_its_shard_before_a_split_lands_in_the_new_shar
     keys = [f"k{i:03d}" for i in range(40)]
     for key in keys:
         await store.put_object(version(bucket, key))
-    target = "k039" if change != "put" else "k0395"  # in the upper half: the part that moves
+    target = "k039" if change not in ("put", "create upload") else "k0395"  # in the upper half: the part that moves
+    upload = Upload(bucket, target, uuid.uuid4().hex, time.time(), OWNER)
+    if change == "abort upload":
+        await store.create_upload(upload)
     found, go = threading.Event(), threading.Event()
     lookup = store._targets
 
@@ -149,6 +173,10 @@ async def test_a_write_that_found_its_shard_before_a_split_lands_in_the_new_shar
     async def write() -> None:
         if change == "delete":
             await store.delete_object(bucket, target)
+        elif change == "create upload":
+            await store.create_upload(upload)
+        elif change == "abort upload":
+            await store.abort_upload(upload.upload_id)
         else:
             await store.put_object(obj)
 
@@ -157,6 +185,10 @@ async def test_a_write_that_found_its_shard_before_a_split_lands_in_the_new_shar
         await trio.to_thread.run_sync(found.wait, 30)
         assert await trio.to_thread.run_sync(store.split_shards, 16) >= 1  # the split runs to its end meanwhile
         go.set()
+    uploads = [u.upload_id for u in (await store.list_uploads(bucket))[0]]
+    assert uploads == ([upload.upload_id] if change == "create upload" else [])
+    if change.endswith("upload"):
+        return
     listed = {o.key: o.etag for o in (await store.list_objects(bucket, limit=1000)).objects}
     if change == "delete":
         assert target not in listed

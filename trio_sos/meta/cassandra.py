@@ -81,7 +81,7 @@ SLOTS = 256  # chunk lists per agent / per replica count: by the chunk id's firs
 INTENT_SLOTS = 16
 PENDING_SLOTS = 16
 REPORT_SLOTS = 16
-LWT_RETRIES = 64
+LWT_RETRIES = 100  # a change losing its transaction this many times to concurrent ones fails (503)
 MANY_IN_FLIGHT = 256  # statements of one call in flight at once, at most
 RECOVER_GRACE = 120.0  # seconds a change may take between its record's transaction and its follow-ups
 GC_SLOTS = 16  # GC queue partitions per minute
@@ -509,18 +509,18 @@ class CassandraMetaStore(MetaStore):
             if self._any_listed(name) or self._pending_in(name):
                 self._lwt("UPDATE buckets SET state = '' WHERE name = ? IF id = ?", (name, r.id))
                 raise BucketNotEmpty(name)
-            for u in self._rows("SELECT upload_id FROM uploads_by_key WHERE bucket = ?", (name,)):
+            for u in list(self._uploads_from(name, "", True, None)):
                 try:
                     self._abort(u.upload_id, time.time())
                 except NoSuchUpload:
                     pass
             self._many([("DELETE FROM completed WHERE upload_id = ?", (c.upload_id,))
                         for c in self._rows("SELECT upload_id FROM completed_by_bucket WHERE bucket = ?", (name,))])
-            self._many([("DELETE FROM completed_by_bucket WHERE bucket = ?", (name,)),
-                        ("DELETE FROM uploads_by_key WHERE bucket = ?", (name,))])
+            self._x("DELETE FROM completed_by_bucket WHERE bucket = ?", (name,))
             for s in self._rows("SELECT shard, split_to FROM shards WHERE bucket = ?", (name,)):
                 for shard in {s.shard, s.split_to} - {None}:
                     self._many([("DELETE FROM listing WHERE bucket = ? AND shard = ?", (name, shard)),
+                                ("DELETE FROM uploads_by_key WHERE bucket = ? AND shard = ?", (name, shard)),
                                 ("DELETE FROM shard_rows WHERE bucket = ? AND shard = ?", (name, shard))])
             self._x("DELETE FROM shards WHERE bucket = ?", (name,))
             self._lwt("DELETE FROM buckets WHERE name = ? IF id = ?", (name, r.id))
@@ -601,9 +601,9 @@ class CassandraMetaStore(MetaStore):
                 cql, args = (f"UPDATE {kind.table} SET {sets} WHERE {kind.where()} IF seq = ?",
                              (*params, *k, old_seq))
             applied = self._record_lwt(kind, k, cql, args, op)
-            if not applied:  # a concurrent change won: back off a random while (up to 50 ms), then again
+            if not applied:  # a concurrent change won: back off a random while (up to 200 ms), then again
                 self._x("DELETE FROM pending_ops WHERE slot = ? AND op = ?", (slot, op))
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** _attempt)))
+                time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** _attempt)))
                 continue
             # the record as the transaction wrote it (no read back: it applied, so this is what it holds)
             cols = [c.strip() for c in kind.cols.split(",")]
@@ -792,30 +792,37 @@ class CassandraMetaStore(MetaStore):
     def _write_listing(self, bucket: str, key: str, row: Any, plan: dict[str, Any],
                        extra: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
         """The listing entry of a change (or its removal), at the record's timestamp, in every shard it must be
-        in. The fence against a split running at the same time: after writing, the shards row is read again,
-        and a shard that appeared meanwhile (a split began, or finished) gets the entry too. A split copies
-        what it finds once its mark is written, so an entry is either found by its copy or written here.
-        ``extra``: statements sent with the first write (the change's other follow-ups)."""
+        in (``_write_sharded``). ``extra``: statements sent with the first write (the change's other
+        follow-ups)."""
         ts = row.ts
+
+        def statements(shard: str) -> list[tuple[str, Sequence[Any]]]:
+            if row.deleted:
+                return [("DELETE FROM listing USING TIMESTAMP ? WHERE bucket = ? AND shard = ? AND key = ?",
+                         (ts, bucket, shard, key))]
+            return [("INSERT INTO listing (bucket, shard, key, version_id, size, etag, last_modified, owner_id) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                     (bucket, shard, key, row.version_id, row.size, row.etag, row.last_modified, row.owner_id, ts))]
+
+        self._write_sharded(bucket, key, statements, plan.get("count", 0), extra)
+
+    def _write_sharded(self, bucket: str, key: str, statements: Callable[[str], list[tuple[str, Sequence[Any]]]],
+                       count: int, extra: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
+        """A row of a key-range-sharded table (the listing, the uploads in progress) written — or removed — in
+        every shard it must be in, with the fence against a split running at the same time: after writing, the
+        shards row is read again, and a shard that appeared meanwhile (a split began, or finished) gets the write
+        too. A split copies what it finds once its mark is written, so a row is either found by its copy or
+        written here. ``count``: how the shard's key counter moves (+1 a key added, -1 removed)."""
         written: set[str] = set()
         for _ in range(8):
             todo = self._targets(bucket, key) - written
             if not todo:
                 break
-            work: list[tuple[str, Sequence[Any]]] = []
-            for shard in todo:
-                if row.deleted:
-                    work.append(("DELETE FROM listing USING TIMESTAMP ? WHERE bucket = ? AND shard = ? AND key = ?",
-                                 (ts, bucket, shard, key)))
-                else:
-                    work.append(("INSERT INTO listing (bucket, shard, key, version_id, size, etag, last_modified, "
-                                 "owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-                                 (bucket, shard, key, row.version_id, row.size, row.etag, row.last_modified,
-                                  row.owner_id, ts)))
+            work = [q for shard in sorted(todo) for q in statements(shard)]
             if not written:
                 work += extra
-                if plan.get("count"):  # a key added or removed: the shard's size moves
-                    self._count_async(bucket, min(todo), plan["count"])
+                if count:  # a key added or removed: the shard's size moves
+                    self._count_async(bucket, min(todo), count)
             self._many(work)
             written |= todo
 
@@ -866,8 +873,11 @@ class CassandraMetaStore(MetaStore):
         if shard not in ranges:
             return False
         lo, hi = ranges[shard]
-        sql, bounds = self._range_cql("SELECT key FROM listing", lo, hi)
-        keys = [r.key for r in self._rows(sql, (bucket, shard, *bounds))]
+        keys = []
+        for table in ("listing", "uploads_by_key"):  # both live in the shard's key range
+            sql, bounds = self._range_cql(f"SELECT key FROM {table}", lo, hi)
+            keys += [r.key for r in self._rows(sql, (bucket, shard, *bounds))]
+        keys.sort(key=str.encode)
         # the counter is approximate: set it to what the shard holds, and split only if it is really too big
         self._x("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
                 (len(keys) - self._count(bucket, shard), bucket, shard))
@@ -887,9 +897,10 @@ class CassandraMetaStore(MetaStore):
         return r.n if r is not None and r.n is not None else 0
 
     def _finish_split(self, bucket: str, row: Any) -> None:
-        """Copy the shard's keys from ``split_at`` on to ``split_to`` (each entry at its own write timestamp, so a
-        newer write or removal by a fenced writer wins), then make the new shard own them, then drop them from
-        the old one. Idempotent: a dead maintainer's split is finished by the next."""
+        """Copy the shard's rows from ``split_at`` on — listing entries and uploads in progress — to ``split_to``
+        (each at its own write timestamp, so a newer write or removal by a fenced writer wins), then make the new
+        shard own them, then drop them from the old one. Idempotent: a dead maintainer's split is finished by the
+        next."""
         ranges = {s: (lo, hi) for lo, s, hi in self._shard_ranges(bucket)}
         _, hi = ranges.get(row.shard, (row.lo, None))
         cols = "key, version_id, size, etag, last_modified, owner_id"
@@ -900,6 +911,16 @@ class CassandraMetaStore(MetaStore):
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
                         (bucket, row.split_to, m.key, m.version_id, m.size, m.etag, m.last_modified, m.owner_id,
                          m.wt)) for m in moved[i:i + 200])
+        ucols = ("key, initiated, upload_id, owner_id, content_type, headers, user_meta, acl, tags, "
+                 "checksum_algorithm")
+        sql, bounds = self._range_cql(f"SELECT {ucols}, WRITETIME(owner_id) AS wt FROM uploads_by_key",
+                                      row.split_at, hi)
+        uploads = self._rows(sql, (bucket, row.shard, *bounds))
+        self._many((f"INSERT INTO uploads_by_key (bucket, shard, {ucols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "USING TIMESTAMP ?", (bucket, row.split_to, u.key, u.initiated, u.upload_id, u.owner_id,
+                                          u.content_type, u.headers, u.user_meta, u.acl, u.tags,
+                                          u.checksum_algorithm, u.wt)) for u in uploads)
+        moved = list(moved) + list(uploads)
         from cassandra.query import BatchStatement
 
         flip = BatchStatement()  # one partition: both rows change together
@@ -908,12 +929,13 @@ class CassandraMetaStore(MetaStore):
         flip.add(self._stmt("UPDATE shards SET split_at = null, split_to = null WHERE bucket = ? AND lo = ?"),
                  (bucket, row.lo))
         self._session.execute(flip)
-        if hi is None:
-            self._x("DELETE FROM listing WHERE bucket = ? AND shard = ? AND key >= ?", (bucket, row.shard,
-                                                                                       row.split_at))
-        else:
-            self._x("DELETE FROM listing WHERE bucket = ? AND shard = ? AND key >= ? AND key < ?",
-                    (bucket, row.shard, row.split_at, hi))
+        for table in ("listing", "uploads_by_key"):
+            if hi is None:
+                self._x(f"DELETE FROM {table} WHERE bucket = ? AND shard = ? AND key >= ?",
+                        (bucket, row.shard, row.split_at))
+            else:
+                self._x(f"DELETE FROM {table} WHERE bucket = ? AND shard = ? AND key >= ? AND key < ?",
+                        (bucket, row.shard, row.split_at, hi))
         self._many([("UPDATE shard_rows SET n = n - ? WHERE bucket = ? AND shard = ?", (len(moved), bucket, row.shard)),
                     ("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
                      (len(moved), bucket, row.split_to))])
@@ -1157,8 +1179,11 @@ class CassandraMetaStore(MetaStore):
                       upload.content_type, _enc_pairs(upload.headers), _enc_pairs(upload.user_meta), upload.acl,
                       _enc_pairs(upload.tags), upload.checksum_algorithm)
             marks = ", ".join("?" * 11)
-            self._many([(f"INSERT INTO uploads ({self._UPLOAD_FIELDS}, state) VALUES ({marks}, '')", values),
-                        (f"INSERT INTO uploads_by_key ({self._UPLOAD_FIELDS}) VALUES ({marks})", values)])
+            self._x(f"INSERT INTO uploads ({self._UPLOAD_FIELDS}, state) VALUES ({marks}, '')", values)
+            ts = self._upload_ts(upload.initiated)
+            self._write_sharded(upload.bucket, upload.key, lambda shard: [(
+                f"INSERT INTO uploads_by_key (shard, {self._UPLOAD_FIELDS}) VALUES (?, {marks}) USING TIMESTAMP ?",
+                (shard, *values, ts))], 1)
             query, params, ok = self._bucket_fence(upload.bucket, b.id)
             if not ok(self._one(query, params)):
                 self._drop_upload_rows(upload)
@@ -1181,28 +1206,33 @@ class CassandraMetaStore(MetaStore):
         """Uploads of ``bucket`` by (key, initiated, upload_id), keys from ``start`` (inclusive or not) below
         ``upper``; with ``id_after`` = (key, upload id), that key's uploads only after that id."""
         cols = self._UPLOAD_FIELDS
-        low, incl = start, inclusive
-        page = 64
-        last: tuple | None = None
-        while True:
-            if last is None:
-                sql = f"SELECT {cols} FROM uploads_by_key WHERE bucket = ? AND key {'>=' if incl else '>'} ?"
-                args: list[Any] = [bucket, low]
-            else:
-                sql = f"SELECT {cols} FROM uploads_by_key WHERE bucket = ? AND (key, initiated, upload_id) > (?, ?, ?)"
-                args = [bucket, *last]
-            if upper is not None:
-                sql += " AND key < ?"
-                args.append(upper)
-            rows = self._rows(sql + " LIMIT ?", (*args, page))
-            for r in rows:
-                if id_after is not None and r.key == id_after[0] and r.upload_id <= id_after[1]:
-                    continue
-                yield self._upload(r)
-            if len(rows) < page:
+        for lo, shard, hi in self._shards_from(bucket, start):
+            bound = upper if hi is None else hi if upper is None else min(upper, hi, key=str.encode)
+            low, incl = (start, inclusive) if start.encode() >= lo.encode() else (lo, True)
+            page = 64
+            last: tuple | None = None
+            while True:
+                where = "WHERE bucket = ? AND shard = ? AND "
+                if last is None:
+                    sql = f"SELECT {cols} FROM uploads_by_key {where}key {'>=' if incl else '>'} ?"
+                    args: list[Any] = [bucket, shard, low]
+                else:
+                    sql = f"SELECT {cols} FROM uploads_by_key {where}(key, initiated, upload_id) > (?, ?, ?)"
+                    args = [bucket, shard, *last]
+                if bound is not None:
+                    sql += " AND key < ?"
+                    args.append(bound)
+                rows = self._rows(sql + " LIMIT ?", (*args, page))
+                for r in rows:
+                    if id_after is not None and r.key == id_after[0] and r.upload_id <= id_after[1]:
+                        continue
+                    yield self._upload(r)
+                if len(rows) < page:
+                    break
+                last = (rows[-1].key, rows[-1].initiated, rows[-1].upload_id)
+                page = min(page * 4, 2000)
+            if hi is None or (upper is not None and hi.encode() >= upper.encode()):
                 return
-            last = (rows[-1].key, rows[-1].initiated, rows[-1].upload_id)
-            page = min(page * 4, 2000)
 
     async def list_uploads(
         self, bucket: str, *, prefix: str = "", key_marker: str = "", upload_id_marker: str = "", limit: int = 1000
@@ -1311,10 +1341,18 @@ class CassandraMetaStore(MetaStore):
 
         return await self._run(run)
 
+    @staticmethod
+    def _upload_ts(initiated: float) -> int:
+        """The write timestamp of an upload's row in uploads_by_key; its removal is written at this + 1, so the
+        removal wins over the row (and over a split's copy of it) whatever the nodes' clocks say."""
+        return int(initiated * 1_000_000)
+
     def _drop_upload_rows(self, u: Any) -> None:
-        self._many([("DELETE FROM uploads_by_key WHERE bucket = ? AND key = ? AND initiated = ? AND upload_id = ?",
-                     (u.bucket, u.key, u.initiated, u.upload_id)),
-                    ("DELETE FROM uploads WHERE upload_id = ?", (u.upload_id,))])
+        ts = self._upload_ts(u.initiated) + 1
+        self._write_sharded(u.bucket, u.key, lambda shard: [(
+            "DELETE FROM uploads_by_key USING TIMESTAMP ? WHERE bucket = ? AND shard = ? AND key = ? AND "
+            "initiated = ? AND upload_id = ?", (ts, u.bucket, shard, u.key, u.initiated, u.upload_id))], -1)
+        self._x("DELETE FROM uploads WHERE upload_id = ?", (u.upload_id,))
 
     def _claim_upload(self, upload_id: str, state: str) -> Any:
         """Mark the upload completing/aborting (one lightweight transaction: one of several racing wins); from

@@ -49,9 +49,10 @@ TABLES = [
     """CREATE TABLE IF NOT EXISTS uploads (upload_id text PRIMARY KEY, bucket text, key text, initiated double,
         owner_id text, content_type text, headers text, user_meta text, acl text, tags text,
         checksum_algorithm text, state text)""",
-    """CREATE TABLE IF NOT EXISTS uploads_by_key (bucket text, key text, initiated double, upload_id text,
-        owner_id text, content_type text, headers text, user_meta text, acl text, tags text,
-        checksum_algorithm text, PRIMARY KEY (bucket, key, initiated, upload_id))""",
+    # a bucket's uploads in progress, in key order, in the same key-range shards as its listing (split with it)
+    """CREATE TABLE IF NOT EXISTS uploads_by_key (bucket text, shard text, key text, initiated double,
+        upload_id text, owner_id text, content_type text, headers text, user_meta text, acl text, tags text,
+        checksum_algorithm text, PRIMARY KEY ((bucket, shard), key, initiated, upload_id))""",
     f"""CREATE TABLE IF NOT EXISTS parts (upload_id text, number int, size bigint, etag text, last_modified double,
         manifest text, checksums text, deleted boolean, {_RECORD}, PRIMARY KEY ((upload_id, number)))""",
     "CREATE TABLE IF NOT EXISTS part_numbers (upload_id text, number int, PRIMARY KEY (upload_id, number))",
