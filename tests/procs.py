@@ -359,8 +359,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _JavaServer:
+    """kill9 and stop of a test server that is one process in ``self.proc`` (ZooKeeper, Cassandra)."""
+
+    proc: subprocess.Popen | None
+    stop_timeout: float = 20.0
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=self.stop_timeout)
+            self.proc = None
+
+
 @attrs.define
-class ZooKeeperProcess:
+class ZooKeeperProcess(_JavaServer):
     """A real ZooKeeper (Debian's package) on 127.0.0.1, standalone, with its own data dir; ``restart`` keeps both
     the port and the data (so sessions and znodes survive, as they would a ZooKeeper restart)."""
 
@@ -418,16 +436,6 @@ class ZooKeeperProcess:
         except OSError:
             return False
 
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=20)
-            self.proc = None
 
     def restart(self) -> ZooKeeperProcess:
         self.stop()
@@ -553,7 +561,7 @@ def cassandra_required() -> bool:
 
 
 @attrs.define
-class CassandraProcess:
+class CassandraProcess(_JavaServer):
     """A real Apache Cassandra 5.0 node on 127.0.0.x, started from the jars scripts/fetch-cassandra.sh resolved
     from Maven Central, with its data under ``base``. Several of them on 127.0.0.1, .2, .3 make a cluster (the
     first is the seed; start it first). ``restart`` keeps the ports and the data."""
@@ -568,6 +576,7 @@ class CassandraProcess:
     port: int = 0  # CQL
     storage_port: int = 0
     auth: tuple[str, str] | None = None  # credentials for the readiness query
+    stop_timeout: float = 30.0
     tls_ca: str | None = None  # the readiness query over TLS, verifying against this CA
 
     @property
@@ -687,16 +696,6 @@ request_timeout: 10000ms
         finally:
             cluster.shutdown()
 
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=30)
-            self.proc = None
 
     def restart(self, **kw) -> CassandraProcess:
         self.stop()

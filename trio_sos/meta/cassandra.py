@@ -148,10 +148,6 @@ def _unavailable(exc: Exception) -> MetaUnavailable:
 _UNREAD = object()  # _change: the record is to be read
 
 
-class _Conflict(Exception):
-    """A lightweight transaction lost to a concurrent change: read again and retry."""
-
-
 # -- records --
 
 _OBJ_COLS = ("version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, checksums, "
@@ -1079,8 +1075,7 @@ class CassandraMetaStore(MetaStore):
                 return
             r = nxt
 
-    def _listed(self, bucket: str, start: str, inclusive: bool, upper: str | None,
-                reads: list[int]) -> Iterator[Any]:
+    def _listed(self, bucket: str, start: str, inclusive: bool, upper: str | None) -> Iterator[Any]:
         """Listing rows with key >= start (> if not inclusive) and < upper, in key order, read lazily in pages
         that grow from 32 rows (a walk that only needs one key reads few)."""
         cols = "key, version_id, size, etag, last_modified, owner_id"
@@ -1095,7 +1090,6 @@ class CassandraMetaStore(MetaStore):
                     sql += " AND key < ?"
                     args.append(bound)
                 rows = self._rows(sql + " LIMIT ?", (*args, page))
-                reads[0] += 1
                 yield from rows
                 if len(rows) < page:
                     break
@@ -1116,7 +1110,7 @@ class CassandraMetaStore(MetaStore):
                 lower, incl = prefix, True
             upper = prefix_successor(prefix) if prefix else None
             keys = []
-            for r in self._listed(bucket, lower, incl, upper, [0]):
+            for r in self._listed(bucket, lower, incl, upper):
                 keys.append(r.key)
                 if len(keys) > limit:
                     break
@@ -1138,10 +1132,8 @@ class CassandraMetaStore(MetaStore):
             raise ValueError("limit must be >= 0")
 
         def run() -> ObjectListing:
-            reads = [0]
-
             def seek(start: str, inclusive: bool, upper: str | None) -> Iterator[Any]:
-                return self._listed(bucket, start, inclusive, upper, reads)
+                return self._listed(bucket, start, inclusive, upper)
 
             page = walk(seek, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit,
                         key_of=lambda r: r.key)
@@ -1269,10 +1261,7 @@ class CassandraMetaStore(MetaStore):
             raise ValueError("limit must be >= 0")
 
         def run() -> UploadListing:
-            reads = [0]
-
             def seek(start: str, inclusive: bool, upper: str | None) -> Iterator[Upload]:
-                reads[0] += 1
                 after = (key_marker, upload_id_marker) if start == key_marker and upload_id_marker else None
                 return self._uploads_from(bucket, start, inclusive, upper, after)
 
