@@ -3,7 +3,7 @@
 # bookworm, as root): the C toolchain and isa-l that build the agent, clang and its sanitizer runtime for the
 # AddressSanitizer/UBSan build, openssl (test certificates), ZooKeeper (the tests start their own on loopback;
 # the package starts no service), and the real S3 clients the tests drive (AWS CLI,
-# s3cmd, rclone, the Docker registry and skopeo from Debian; boto3 1.34.x in a venv of its own). The MinIO SDK and
+# s3cmd, rclone, the Docker registry and skopeo from Debian; Chromium and ChromeDriver for the dashboard test; boto3 1.34.x in a venv of its own). The MinIO SDK and
 # the other PyPI pieces are the project's `test` extras. `scripts/test.sh` runs this first.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -15,6 +15,7 @@ fi
 
 need=()
 for pkg in build-essential libisal-dev clang libclang-rt-14-dev openssl awscli s3cmd rclone docker-registry skopeo \
+           chromium chromium-driver \
            zookeeper; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

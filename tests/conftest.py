@@ -9,6 +9,8 @@ import pytest
 from tests.procs import AgentProcess, ZooKeeperProcess, zookeeper_installed
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# every node a test starts (they inherit this) gets its admin listener on a free port, not the default 9001
+os.environ.setdefault("TRIO_SOS_ADMIN_LISTEN", "127.0.0.1:0")
 
 
 def stop_all(processes: list) -> None:

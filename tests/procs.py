@@ -206,6 +206,7 @@ class NodeProcess:
     stdout_lines: list = attrs.field(factory=list)
     endpoints: list = attrs.field(factory=list)
     allowed_log: list = attrs.field(factory=list)  # patterns of problem lines this test expects (allow_log)
+    admin_endpoint: str = ""  # the admin listener (tests set TRIO_SOS_ADMIN_LISTEN=127.0.0.1:0: a free port)
 
     def allow_log(self, pattern: str) -> None:
         """Declare that a log line matching ``pattern`` (a regex) is expected by this test, not a failure."""
@@ -258,6 +259,8 @@ class NodeProcess:
                 line, buf = buf.split(b"\n", 1)
                 text = line.decode(errors="replace")
                 self.stdout_lines.append(text)
+                if text.startswith("Admin endpoint: "):
+                    self.admin_endpoint = text.split(": ", 1)[1].strip()
                 if text.startswith("S3 endpoint: "):
                     self.endpoints.append(text.split(": ", 1)[1].strip())
                     if len(self.endpoints) == (2 if self.settings.get("tls_listen") else 1):

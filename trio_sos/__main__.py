@@ -1,4 +1,4 @@
-"""Command line: ``python -m trio_sos serve | user | agent | cluster``."""
+"""Command line: ``python -m trio_sos serve | user | agent | cluster | admin``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate (chain): serve HTTPS")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-listen", help="HOST:PORT for HTTPS beside plain HTTP on --listen")
+    serve.add_argument("--admin-listen", help="HOST:PORT of the admin listener: WebSocket admin API, dashboard, "
+                                              "/metrics, /health, /ready (default 127.0.0.1:9001; off: none)")
     serve.add_argument("--zk", help="ZooKeeper HOSTS: serve a cluster's agents instead of running a local one")
     serve.add_argument("--cluster", help="cluster name, its path in ZooKeeper (default: default)")
     serve.add_argument("--zone", help="this node's zone: its reads prefer replicas there")
@@ -88,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("undrain", "take an agent back into placement")):
         p = cluster_sub.add_parser(verb, help=text)
         p.add_argument("agent_id", help="the agent's id (hex), as `cluster agents` shows it")
+    from .admin.client import add_parser
+
+    add_parser(sub)
     return parser
 
 
@@ -246,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
+        if args.command == "admin":
+            from .admin.client import main as admin_main
+
+            return admin_main(args)
         if args.command == "agent":
             trio.run(_run_agent, args)
         elif args.command == "cluster":
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in ("serve", "user"):
             overrides = {name: getattr(args, name, None)
                          for name in ("data_dir", "listen", "tls_cert", "tls_key", "tls_listen", "zk", "cluster",
-                                      "zone", "cassandra", "cassandra_keyspace")}
+                                      "zone", "cassandra", "cassandra_keyspace", "admin_listen", "workers")}
             config = load_config(args.config, overrides=overrides)
             if args.command == "serve":
                 trio.run(_serve, config, args, list(sys.argv[1:] if argv is None else argv))

@@ -90,6 +90,23 @@ def _opt_str(value: Any, name: str) -> str | None:
     return None if value in (None, "") else _str(value, name)
 
 
+def _optional_listen(value: Any, name: str) -> str | None:
+    """HOST:PORT, or ``off`` (or empty): no such listener."""
+    if value in (None, "") or (isinstance(value, str) and value.strip().lower() in ("off", "none")):
+        return None
+    return _listen(value, name)
+
+
+def _names(value: Any, name: str) -> tuple[str, ...]:
+    """A list of names: a TOML array of strings, or a comma-separated string (environment variables)."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")]
+        return tuple(item for item in items if item)
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ConfigError(f"setting {name}: {value!r} is not a list of names")
+
+
 # setting name -> (converter, default)
 SETTINGS: dict[str, tuple[Any, Any]] = {
     "listen": (_listen, "127.0.0.1:9000"),
@@ -142,6 +159,12 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "scrub_rate": (_size, 16 << 20),  # bytes verified per second, at most; 0 turns scrubbing off
     "scrub_interval": (_float, 86400.0),
     "orphan_grace": (_float, 3600.0),
+    # operating the node (trio_sos/admin): the admin listener (WebSocket admin API, dashboard, /metrics, /health,
+    # /ready; never S3), the users it lets in, an optional bearer token for /metrics, the slow-request threshold
+    "admin_listen": (_optional_listen, "127.0.0.1:9001"),
+    "admin_users": (_names, ("admin",)),
+    "metrics_token": (_opt_str, None),
+    "slow_request_ms": (_float, 1000.0),
 }
 
 
@@ -190,6 +213,10 @@ class Config:
     scrub_rate: int = 16 << 20
     scrub_interval: float = 86400.0
     orphan_grace: float = 3600.0
+    admin_listen: str | None = "127.0.0.1:9001"
+    admin_users: tuple[str, ...] = ("admin",)
+    metrics_token: str | None = None
+    slow_request_ms: float = 1000.0
     users: tuple[UserConfig, ...] = ()
 
     @property

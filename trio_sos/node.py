@@ -16,7 +16,7 @@ import string
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -192,6 +192,10 @@ class Node:
     membership: Any = None
     node_id: str = ""
     leaderships: dict = attrs.field(factory=dict)
+    meta: Any = None
+    fleet: Fleet | None = None
+    admin_endpoint: str | None = None
+    admin: Any = None  # the admin pieces (trio_sos.admin.Admin): events, control, monitor, listener
     _scope: trio.CancelScope | None = None
 
     def stop(self) -> None:
@@ -204,14 +208,22 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
                   say: Callable[[str], None] = print) -> None:
         config = self.config
-        meta = await open_meta(config)
+        from .admin.metrics import TimedMeta
+
+        raw_meta = await open_meta(config)
+        meta = self.meta = cast(MetaStore, TimedMeta(raw_meta))
         listeners: list[trio.abc.Listener] = []
+        admin_listeners: list[trio.abc.Listener] = []
         try:
             if self.role == "worker":
                 listeners, endpoints = inherited_listeners(config, self.worker_fds)
             else:
                 await ensure_admin(meta, config, say)
                 listeners, endpoints = await open_listeners(config)
+                if config.admin_listen:
+                    from .admin.setup import open_admin_listeners
+
+                    admin_listeners, self.admin_endpoint = await open_admin_listeners(config)
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 write_tuning = WriteTuning(lag_timeout=config.replica_lag_timeout)
@@ -231,8 +243,14 @@ class Node:
                     if self.repairer is not None:
                         self.repairer.wake.set()
 
+                self.fleet = fleet
                 if self.role != "worker":
                     self._start_background(nursery, meta, fleet, leads)
+                    from .admin.setup import Admin
+
+                    self.admin = Admin(self)
+                    if admin_listeners:
+                        await nursery.start(self.admin.run, admin_listeners)
                 if self.role == "supervisor":
                     from .workers import WorkerPool
 
@@ -242,7 +260,9 @@ class Node:
                     self.workers = WorkerPool(config.effective_workers, self.argv,
                                               listener_fds(listeners) + f",{load.fd}:l",
                                               agent=self.supervisor.address if self.supervisor else None,
-                                              endpoints_per_worker=len(endpoints))
+                                              endpoints_per_worker=len(endpoints),
+                                              env=self.admin.worker_env(), on_line=self.admin.hub.publish_line,
+                                              on_exit=self.admin.worker_exited)
 
                     async def keep_workers(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                         await self.workers.run(task_status=task_status)
@@ -260,14 +280,28 @@ class Node:
                     balance = None
                     if self.role == "worker":
                         balance = worker_load(self.worker_fds, config.effective_workers, self.worker_index)
+                    from .admin.observe import RequestObserver
+
+                    if self.role == "worker":
+                        from .admin.events import EventPipe
+
+                        pipe = EventPipe()
+                        nursery.start_soon(pipe.run)
+                        observer = RequestObserver(pipe, slow_ms=config.slow_request_ms)
+                    else:
+                        observer = RequestObserver(self.admin.hub, slow_ms=config.slow_request_ms)
                     self.server = HttpServer(app.handle, limits=limits, render_error=app.render_http_error,
-                                             balance=balance)
+                                             balance=balance, observer=observer)
                     await nursery.start(self.server.serve, listeners)
                     if self.role == "worker":
                         from .workers import exit_with_parent
 
                         nursery.start_soon(exit_with_parent, self.stop)
                 self.endpoint = endpoints[0]
+                if self.admin_endpoint:
+                    log.info("admin endpoint %s (WebSocket /ws, dashboard /, /metrics, /health, /ready)",
+                             self.admin_endpoint)
+                    say(f"Admin endpoint: {self.admin_endpoint}")
                 for endpoint in endpoints:
                     if self.role != "worker":
                         log.info("S3 endpoint %s, data dir %s, %s", endpoint, config.data_dir, where)
@@ -275,8 +309,10 @@ class Node:
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
-                for listener in listeners:
+                for listener in listeners + admin_listeners:
                     await listener.aclose()
+                if self.admin is not None:
+                    self.admin.close()
                 await meta.aclose()
 
     def _start_background(self, nursery: trio.Nursery, meta: MetaStore, fleet: Fleet, leads) -> None:
@@ -305,7 +341,7 @@ class Node:
                                                           session_timeout=config.zk_session_timeout).run)
             fleet = Fleet(nursery, replicas=config.effective_replicas, write_quorum=config.write_quorum or None,
                           pool_options=dict(size=8, patience=0.5, min_backoff=0.05, max_backoff=1.0))
-            await nursery.start(ZkMembership(zk, fleet.apply).run)
+            await nursery.start(ZkMembership(zk, fleet.apply, on_removed=fleet.set_removed).run)
             return fleet, f"worker {self.worker_index}, cluster {config.cluster!r}"
         assert self.worker_agent is not None
         pool = AgentPool(nursery, self.worker_agent, size=8, patience=config.agent_wait, min_backoff=0.02,
@@ -344,12 +380,12 @@ class Node:
         # several replicas: a request turns to another rather than wait long for one agent to come back
         fleet = Fleet(nursery, replicas=config.effective_replicas, write_quorum=config.write_quorum or None,
                       pool_options=dict(size=8, patience=0.5, min_backoff=0.05, max_backoff=1.0))
-        membership = ZkMembership(zk, fleet.apply)
+        membership = ZkMembership(zk, fleet.apply, on_removed=fleet.set_removed)
         await nursery.start(membership.run)
         self.membership = membership
         node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.node_id = node_id
-        record = {"endpoint": endpoint, "version": __version__, "zone": config.zone}
+        record = {"endpoint": endpoint, "version": __version__, "zone": config.zone, "admin": self.admin_endpoint}
         await zk.register_ephemeral(zk.path("nodes", node_id), record)
         nursery.start_soon(zk.keep_ephemeral, zk.path("nodes", node_id), record)
         self.leaderships: dict[str, Leadership] = {}

@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
@@ -50,6 +50,9 @@ class WorkerPool:
     fds: str  # the listening sockets the workers inherit, as node.listener_fds writes them
     agent: str | None  # embedded mode: the local agent's address
     endpoints_per_worker: int = 1
+    env: dict[str, str] | None = None  # the workers' environment (None: this process's)
+    on_line: Callable[[bytes], None] | None = None  # each line a serving worker writes on its stdout
+    on_exit: Callable[[int], None] | None = None  # a worker process (its pid) ended
     start_timeout: float = 60.0
     min_backoff: float = 0.1
     max_backoff: float = 10.0
@@ -100,7 +103,7 @@ class WorkerPool:
         proc = await trio.lowlevel.open_process(
             self.command(index), pass_fds=tuple(int(item.split(":")[0]) for item in self.fds.split(",")),
             stdin=subprocess.PIPE,  # never written: its end-of-file tells the worker this process is gone
-            stdout=subprocess.PIPE)
+            stdout=subprocess.PIPE, env=self.env)
         self.procs[index] = proc
         try:
             assert proc.stdout is not None
@@ -126,7 +129,7 @@ class WorkerPool:
             if task_status is not None:
                 task_status.started()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_drain, proc.stdout)
+                nursery.start_soon(_lines, proc.stdout, self.on_line, buf)
                 code = await proc.wait()
                 nursery.cancel_scope.cancel()
             return code
@@ -142,11 +145,29 @@ class WorkerPool:
                 for stream in (proc.stdin, proc.stdout):
                     if stream is not None:
                         await stream.aclose()
+                if self.on_exit is not None:
+                    self.on_exit(proc.pid)
 
 
-async def _drain(stream: trio.abc.ReceiveStream) -> None:
-    while await stream.receive_some(65536):
-        pass
+MAX_LINE = 64 * 1024
+
+
+async def _lines(stream: trio.abc.ReceiveStream, on_line: Callable[[bytes], None] | None, buf: bytes) -> None:
+    """Read a worker's stdout to its end (it must never block on a full pipe), handing each line to ``on_line``;
+    a line longer than MAX_LINE is skipped."""
+    skipping = False
+    while data := await stream.receive_some(65536):
+        buf += data
+        while True:
+            end = buf.find(b"\n")
+            if end < 0:
+                break
+            line, buf = buf[:end], buf[end + 1:]
+            if not skipping and on_line is not None:
+                on_line(line)
+            skipping = False
+        if len(buf) > MAX_LINE:
+            buf, skipping = b"", True
 
 
 async def exit_with_parent(on_gone) -> None:

@@ -891,8 +891,10 @@ def verify_presigned(
     key_cache: SigningKeyCache,
     max_skew: timedelta = MAX_SKEW,
     expected_region: str | None = None,
+    service: str = SERVICE,
 ) -> Verified:
-    """Verify the signature of a presigned URL (SigV4 query-string authentication), as S3 does.
+    """Verify the signature of a presigned URL (SigV4 query-string authentication), as S3 does (``service``: the
+    credential scope's service, ``s3`` unless another endpoint, such as the admin listener, verifies).
 
     The canonical request is the one of `verify_header_auth`, with the query string as received (every
     parameter but X-Amz-Signature, the X-Amz-* ones included) and the payload hash ``UNSIGNED-PAYLOAD`` unless
@@ -917,9 +919,9 @@ def verify_presigned(
     if "authorization" in grouped:
         raise _one_mechanism_error(grouped)
 
-    if parsed.service != SERVICE:
+    if parsed.service != service:
         raise _query_error(
-            _CREDENTIAL_ERROR + f'incorrect service "{parsed.service}". This endpoint belongs to "{SERVICE}".'
+            _CREDENTIAL_ERROR + f'incorrect service "{parsed.service}". This endpoint belongs to "{service}".'
         )
     if expected_region is not None and parsed.region != expected_region:
         raise _query_error(

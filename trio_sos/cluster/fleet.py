@@ -33,6 +33,7 @@ class Fleet:
         self.map = PlacementMap({}, groups=groups)
         self.changed = trio.Event()
         self.latency: dict[str, float] = {}  # seconds per read window, smoothed
+        self.removed: set[str] = set()  # agents an operator removed (ZooKeeper ``removed/``): lost at once
         self._failed_at: dict[str, float] = {}
 
     @property
@@ -43,6 +44,9 @@ class Fleet:
         """Acknowledgements a chunk written to ``replicas`` agents needs: the setting, or a majority."""
         quorum = self._write_quorum if self._write_quorum is not None else replicas // 2 + 1
         return max(1, min(quorum, replicas))
+
+    def set_removed(self, removed: set[str]) -> None:
+        self.removed = set(removed)
 
     def apply(self, snapshot: Mapping[str, AgentInfo]) -> None:
         """A new membership snapshot: pools for new agents (and for agents that moved), the old pools of agents

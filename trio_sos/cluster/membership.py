@@ -33,7 +33,8 @@ def parse_record(name: str, data: bytes, draining: bool) -> AgentInfo | None:
         rec = json.loads(data)
         info = AgentInfo(str(rec["agent_id"]), str(rec["address"]), zone=str(rec.get("zone", "")),
                          capacity=int(rec.get("capacity", 0)), used=int(rec.get("used", 0)),
-                         state=DRAINING if draining else ACTIVE, protocol=int(rec.get("protocol", 1)))
+                         state=DRAINING if draining else ACTIVE, protocol=int(rec.get("protocol", 1)),
+                         version=str(rec.get("version", "")))
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring the unreadable registration of agent %s: %r", name, exc)
         return None
@@ -47,9 +48,12 @@ class ZkMembership:
     """Watches ``agents/`` and ``draining/``; publishes a snapshot whenever it changes, re-reading on every watch
     event and every ``refresh`` seconds (usage figures change without a watch event)."""
 
-    def __init__(self, zk: ZkSession, on_change: Callable[[Snapshot], None], *, refresh: float = 2.0) -> None:
+    def __init__(self, zk: ZkSession, on_change: Callable[[Snapshot], None], *, refresh: float = 2.0,
+                 on_removed: Callable[[set[str]], None] | None = None) -> None:
         self.zk = zk
         self.on_change = on_change
+        self.on_removed = on_removed
+        self.removed: set[str] = set()
         self.refresh = refresh
         self.snapshot: Snapshot = {}
         self.updates = 0
@@ -59,8 +63,8 @@ class ZkMembership:
         self._poke.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.zk.watch_children(self.zk.path("agents"), self._poked)
-        self.zk.watch_children(self.zk.path("draining"), self._poked)
+        for path in ("agents", "draining", "removed"):
+            self.zk.watch_children(self.zk.path(path), self._poked)
         await self._read()
         task_status.started()
         watched_in = self.zk.session_id
@@ -68,8 +72,8 @@ class ZkMembership:
             if self.zk.state == CONNECTED and self.zk.session_id != watched_in:
                 # a new session: watches of a ZooKeeper that came back empty are gone with its nodes
                 watched_in = self.zk.session_id
-                self.zk.watch_children(self.zk.path("agents"), self._poked)
-                self.zk.watch_children(self.zk.path("draining"), self._poked)
+                for path in ("agents", "draining", "removed"):
+                    self.zk.watch_children(self.zk.path(path), self._poked)
             with trio.move_on_after(self.refresh):
                 await self._poke.wait()
             self._poke = trio.Event()
@@ -91,8 +95,18 @@ class ZkMembership:
             draining = set(await self.zk.call(self.zk.client.get_children, self.zk.path("draining")))
         except NoNodeError:
             draining = set()
+        try:
+            removed = set(await self.zk.call(self.zk.client.get_children, self.zk.path("removed")))
+        except NoNodeError:
+            removed = set()
+        if removed != self.removed:
+            self.removed = removed
+            if self.on_removed is not None:
+                self.on_removed(removed)
         snapshot: Snapshot = {}
         for name, data in records.items():
+            if name in removed:
+                continue  # removed by an operator: neither placed on nor read from
             info = parse_record(name, data, name in draining)
             if info is not None:
                 snapshot[name] = info

@@ -39,6 +39,7 @@ class AgentInfo:
     used: int = 0
     state: str = ACTIVE  # active | draining: a draining agent gets no new chunks but is still read
     protocol: int = 1
+    version: str = ""  # trio_sos version of the agent's supervisor, as it registered
 
     @property
     def writable(self) -> bool:

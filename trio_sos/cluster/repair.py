@@ -4,7 +4,8 @@ write left a chunk short of R, or an operator drains an agent.
 One pass (run by the leader of ``repair``) works from the chunk index:
 
 1. replicas reported bad (by readers, by the scrubber);
-2. chunks on agents that have been absent from the membership for ``dead_grace`` seconds (lost);
+2. chunks on agents that have been absent from the membership for ``dead_grace`` seconds, or that an operator
+   removed (lost);
 3. chunks on draining agents (moved off them);
 4. chunks with fewer than R replicas (writes that met only their quorum).
 
@@ -72,6 +73,7 @@ class Throttle:
 class Repairer(Periodic):
     log = log
     what = "repair"
+    name = "repair"
 
     def __init__(self, meta: MetaStore, fleet: Fleet, *, replicas: int, interval: float = 10.0,
                  dead_grace: float = 300.0, rate: float = 64 << 20, gc_delay: float = 300.0,
@@ -104,7 +106,9 @@ class Repairer(Periodic):
                 self._absent_since.setdefault(agent, now)
         for agent in [a for a in self._absent_since if a not in indexed]:
             del self._absent_since[agent]
-        return {a for a, since in self._absent_since.items() if now - since >= self.dead_grace}
+        # an agent an operator removed is lost at once: no dead_grace wait
+        return {a for a, since in self._absent_since.items()
+                if now - since >= self.dead_grace or a in self.fleet.removed}
 
     async def run_once(self) -> int:
         """One pass; returns the number of chunks it repaired."""
@@ -114,6 +118,7 @@ class Repairer(Periodic):
         reports = await self.meta.replica_reports(1000)
         self.progress.chunks_left = len(reports) + sum([await self.meta.count_chunks_on_agent(a)
                                                         for a in lost | draining])
+        self.left = self.progress.chunks_left
         for report in reports:
             owner = await self.meta.chunk_owner(report.chunk_id)
             if owner is not None and report.agent_id in owner.agents:
@@ -154,6 +159,7 @@ class Repairer(Periodic):
 
     async def _fix(self, owner: ChunkOwner, *, bad: set[str], lost: set[str]) -> bool:
         """Bring one chunk to R good replicas; True if it is (or already was) there."""
+        await self.checkpoint()
         agents = self.fleet.agents
         keep = [a for a in owner.agents if a in agents and agents[a].writable and a not in bad]
         leaving = [a for a in owner.agents if a not in keep]
@@ -184,6 +190,9 @@ class Repairer(Periodic):
         if tuple(final) == owner.agents:
             if len(final) < target:
                 self.progress.chunks_failed += 1
+                self.failed += 1
+                self.found(chunk=owner.chunk_id.hex(), agent=None,
+                           reason=f"could not be repaired: {len(final)} of {target} replicas")
             return len(final) >= target
         if not await self.meta.set_chunk_agents(owner.chunk_id, owner.agents, final):
             # the chunk changed meanwhile (overwritten, deleted, repaired by another pass): the copies are garbage
@@ -196,6 +205,9 @@ class Repairer(Periodic):
         self.progress.chunks_done += 1
         self.progress.bytes_done += owner.size * len(copies)
         self.progress.chunks_left = max(0, self.progress.chunks_left - 1)
+        self.done += 1
+        self.bytes += owner.size * len(copies)
+        self.left = self.progress.chunks_left
         self._log_progress()
         return len(final) >= target
 

@@ -47,6 +47,7 @@ class ScrubStats:
 class Scrubber(Periodic):
     log = log
     what = "scrub"
+    name = "scrub"
 
     def __init__(self, meta: MetaStore, fleet: Fleet, *, rate: float = 16 << 20, interval: float = 86400.0,
                  orphan_grace: float = 3600.0, page: int = 500) -> None:
@@ -62,7 +63,9 @@ class Scrubber(Periodic):
 
     async def run_once(self) -> None:
         seen: set[tuple[str, bytes]] = set()
-        for agent in sorted(self.fleet.known()):
+        agents = sorted(self.fleet.known())
+        self.left = sum([await self.meta.count_chunks_on_agent(a) for a in agents])
+        for agent in agents:
             try:
                 await self._scrub_agent(agent, seen)
             except (AgentConnectionError, AgentError, ProtocolError) as exc:
@@ -120,7 +123,12 @@ class Scrubber(Periodic):
             await self._report(cid, agent, "missing")
 
     async def _verify(self, agent: str, pool, cid: bytes, length: int) -> None:
+        await self.checkpoint()
         await self.throttle.take(length)
+        self.done += 1
+        self.bytes += length
+        if self.left:
+            self.left -= 1
         try:
             stat = await pool.stat(cid, verify=True)
         except AgentError as exc:
@@ -143,6 +151,7 @@ class Scrubber(Periodic):
         else:
             self.stats.missing += 1
         log.warning("scrub: chunk %s on agent %s is %s; reported for repair", cid.hex(), agent, reason)
+        self.found(chunk=cid.hex(), agent=agent, reason=reason)
         await self.meta.report_replica(ReplicaReport(cid, agent, reason, time.time()))
 
     async def _orphan(self, agent: str, cid: bytes, seen: set[tuple[str, bytes]], *, elsewhere: bool) -> None:

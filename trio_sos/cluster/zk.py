@@ -83,7 +83,7 @@ class ZkSession:
                 await trio.to_thread.run_sync(self._close)
 
     async def _ensure_paths(self) -> None:
-        for path in ("agents", "draining", "nodes", "leaders"):
+        for path in ("agents", "draining", "removed", "nodes", "leaders", "control", "progress"):
             await self.call(self.client.ensure_path, f"{self.root}/{path}")
 
     def _close(self) -> None:

@@ -37,6 +37,7 @@ COMPLETED_RETENTION = 24 * 3600.0
 class GarbageCollector(Periodic):
     log = log
     what = "garbage collection"
+    name = "gc"
 
     def __init__(self, meta: MetaStore, agents: Fleet, *, interval: float = 10.0,
                  intent_grace: float = 3600.0, batch: int = 100, retry: float = 30.0,
@@ -73,10 +74,12 @@ class GarbageCollector(Periodic):
                 break
             done: list[bytes] = []
             for entry in due:
+                await self.checkpoint()
                 left = await self._delete_everywhere(entry.chunk_id, entry.agents)
                 if not left:
                     done.append(entry.chunk_id)
                     deleted += 1
+                    self.done += 1
                 else:  # the agents still to delete from, tried again later; the queue moves on meanwhile
                     await self.meta.update_gc(GcEntry(entry.chunk_id, left, time.time() + self.retry))
             await self.meta.done_gc(done)
@@ -102,7 +105,7 @@ class GarbageCollector(Periodic):
             pool = self.agents.pool(agent)
             if pool is None:
                 since = self._absent.setdefault(agent, trio.current_time())
-                if trio.current_time() - since < self.dead_grace:
+                if trio.current_time() - since < self.dead_grace and agent not in self.agents.removed:
                     left.append(agent)
                 continue
             self._absent.pop(agent, None)
@@ -166,6 +169,7 @@ class GarbageCollector(Periodic):
                         if await self._delete_everywhere(cid, (agent,)):
                             return deleted  # keep the (claimed) intent: the next pass retries
                         deleted += 1
+                        self.done += 1
                     if len(mine) < len(page.entries) or not page.more or not page.entries:
                         break
                     page = await pool.list_page(page.entries[-1][0], 1000)

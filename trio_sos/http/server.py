@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import select
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import attrs
 import h11
@@ -72,6 +73,7 @@ class Response:
     headers: list[tuple[str, str]] = attrs.field(factory=list)
     body: bytes | AsyncIterable[bytes | MovedPiece] = b""
     content_length: int | None = None  # for a streamed body; a bytes body sets its own
+    note: Any = None  # what the handler tells the server's observer about the request (the access log's fields)
 
     def set_header(self, name: str, value: str) -> None:
         lname = name.lower()
@@ -208,6 +210,8 @@ class _Connection:
             self.remote = "?"
         self.zero_copy = limits.zero_copy and hasattr(os, "splice") and isinstance(stream, trio.SocketStream)
         self.last_active = trio.current_time()  # accepted, or a request started or answered
+        self.sent = 0  # body bytes of the current response sent so far
+        self.sent_all = False  # the current response went out whole
 
     async def _send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -303,16 +307,24 @@ class _Connection:
         request = Request(self, event, self.remote)
         self.server.in_flight += 1
         self.last_active = trio.current_time()
+        started = time.perf_counter()
         try:
             response = await self.server.call_handler(request)
         finally:
             self.server.in_flight -= 1
             if self.server.in_flight == 0:
                 self.server.idle.set()
+        self.sent = 0
+        completed = False
         try:
-            return await self._respond(request, response)
+            keep = await self._respond(request, response)
+            completed = self.sent_all
+            return keep
         finally:
             self.last_active = trio.current_time()
+            observer = self.server.observer
+            if observer is not None:
+                observer.request_done(request, response, self.sent, time.perf_counter() - started, completed)
 
     def _check_head(self, event: h11.Request) -> tuple[int, str] | None:
         # h11 bounds a head that arrives in pieces; one that arrives whole in a single read is measured here.
@@ -352,11 +364,13 @@ class _Connection:
         # The head goes out with the body's first piece when that is small (one send, not two, for most answers).
         pending: bytes | None = self.h11.send(h11.Response(status_code=response.status, headers=headers,
                                                            reason=_reason(response.status)))
+        self.sent_all = False
         if head or response.status == 304:
             pass  # no body, whatever Content-Length says (it describes the GET's body)
         elif isinstance(body, (bytes, bytearray)):
             if body:
                 await self._send_with(pending, self.h11.send(h11.Data(data=body)))
+                self.sent += len(body)
                 pending = None
         else:
             async for piece in body:
@@ -369,10 +383,13 @@ class _Connection:
                             await self.stream.send_all(pending)
                             pending = None
                         await piece.move_to(self.stream.socket)  # type: ignore[attr-defined]
+                    self.sent += len(piece)
                 elif piece:
                     await self._send_with(pending, self.h11.send(h11.Data(data=piece)))
+                    self.sent += len(piece)
                     pending = None
         await self._send_with(pending, self.h11.send(h11.EndOfMessage()) or b"")
+        self.sent_all = True
 
     async def _send_with(self, pending: bytes | None, data: bytes) -> None:
         """Send ``data`` after the bytes still ``pending`` (the response head), together when both are small."""
@@ -429,6 +446,16 @@ def _readable_now(sock: trio.socket.SocketType) -> bool:
     return bool(poller.poll(0))
 
 
+class Observer(Protocol):
+    """Told of every connection opened or closed and of every request once its response is sent (or aborted):
+    metrics and the access log."""
+
+    def connection(self, delta: int) -> None: ...
+
+    def request_done(self, request: Request, response: Response, sent: int, seconds: float,
+                     completed: bool) -> None: ...
+
+
 class Balance(Protocol):
     """The connection counts of the processes that share the listening sockets (``workers.Load``)."""
 
@@ -441,8 +468,10 @@ class HttpServer:
     """Serves ``handler`` on the given listeners until cancelled or :meth:`stop` is called."""
 
     def __init__(self, handler: Handler, *, limits: Limits | None = None,
-                 render_error: ErrorRenderer = _plain_error, balance: Balance | None = None) -> None:
+                 render_error: ErrorRenderer = _plain_error, balance: Balance | None = None,
+                 observer: Observer | None = None) -> None:
         self.handler = handler
+        self.observer = observer
         self.balance = balance  # processes sharing the listening sockets: their loads
         self._open: set[_Connection] = set()
         self.limits = limits or Limits()
@@ -506,6 +535,8 @@ class HttpServer:
                 await trio.aclose_forcefully(stream)
                 continue
             self.connections += 1
+            if self.observer is not None:
+                self.observer.connection(1)
             conn = _Connection(stream, self.limits, self)
             self._open.add(conn)
             if self.balance is not None:
@@ -532,6 +563,8 @@ class HttpServer:
             log.info("client gone: %s", exc)
         finally:
             self.connections -= 1
+            if self.observer is not None:
+                self.observer.connection(-1)
             self._open.discard(conn)
             if self.balance is not None:
                 self.balance.set(self.load())

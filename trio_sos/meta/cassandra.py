@@ -1154,6 +1154,21 @@ class CassandraMetaStore(MetaStore):
 
         return await self._run(run)
 
+    async def bucket_usage(self, bucket: str) -> tuple[int, int]:
+        def run() -> tuple[int, int]:
+            objects = size = 0
+            for lo, shard, hi in self._shard_ranges(bucket):  # one bounded query per shard (<= shard_rows rows)
+                sql, bounds = self._range_cql("SELECT count(*) AS n, sum(size) AS s FROM listing", lo, hi)
+                row = self._one(sql, (bucket, shard, *bounds))
+                objects += row.n
+                size += row.s or 0
+            return objects, size
+
+        return await self._run(run)
+
+    async def ping(self) -> None:
+        await self._run(self._one, "SELECT value FROM meta_info WHERE name = 'schema_version'")
+
     # -- multipart --
 
     _UPLOAD_FIELDS = ("bucket, key, upload_id, initiated, owner_id, content_type, headers, user_meta, acl, tags, "

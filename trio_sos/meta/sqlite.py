@@ -985,6 +985,17 @@ class SqliteMetaStore(MetaStore):
             lambda c: c.execute("SELECT count(*) FROM objects WHERE bucket = ?", (bucket,)).fetchone()[0]
         )
 
+    async def bucket_usage(self, bucket: str) -> tuple[int, int]:
+        def run(c: sqlite3.Connection) -> tuple[int, int]:
+            n, size = c.execute("SELECT count(*), coalesce(sum(size), 0) FROM objects WHERE bucket = ?",
+                                (bucket,)).fetchone()
+            return int(n), int(size)
+
+        return await self._read(run)
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1 FROM users LIMIT 1").fetchall())
+
     # -- multipart --
 
     async def create_upload(self, upload: Upload, *, bucket_id: str | None = None) -> None:

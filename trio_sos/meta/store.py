@@ -373,6 +373,15 @@ class MetaStore(abc.ABC):
     @abc.abstractmethod
     async def count_objects(self, bucket: str) -> int: ...
 
+    @abc.abstractmethod
+    async def bucket_usage(self, bucket: str) -> tuple[int, int]:
+        """(objects, bytes) of the bucket, counted from its listing: the cost grows with the bucket (an admin
+        figure, not for the request path)."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Reach the store as a write would (raises MetaUnavailable if it cannot): the node's /ready."""
+
     # -- multipart --
     @abc.abstractmethod
     async def create_upload(self, upload: Upload, *, bucket_id: str | None = None) -> None:

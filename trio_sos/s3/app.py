@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -170,7 +169,6 @@ class S3App:
         self.key_cache = sigv4.SigningKeyCache()
 
     async def handle(self, request: Request) -> Response:
-        started = time.monotonic()
         request_id = os.urandom(8).hex().upper()
         ctx = Ctx(request, request_id, self.services)
         try:
@@ -200,8 +198,9 @@ class S3App:
                 response.headers += await cors.response_headers(ctx)
             except (S3Error, MetaUnavailable):
                 pass  # no CORS headers: the browser refuses the answer, which is all a failure here can mean
-        log.info("request %s %s %s %s -> %d (%.1f ms)", request_id, ctx.operation or "-", request.method,
-                 request.target, response.status, (time.monotonic() - started) * 1000)
+        # for the access log and the metrics, written once the response is sent (trio_sos.admin.observe)
+        response.note = (request_id, ctx.user.id if ctx.user is not None else None, ctx.operation or "-",
+                         ctx.bucket)
         return response
 
     def error_response(self, exc: S3Error, ctx: Ctx) -> Response:

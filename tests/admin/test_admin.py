@@ -1,0 +1,351 @@
+"""The admin listener of a real node (embedded: SQLite and its local agent): authentication before the upgrade,
+the JSON protocol and its errors, floods and a subscriber that never reads, every operation through the CLI,
+/metrics moving with traffic, /health and /ready, the access log, and the background workers steered."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+import trio_websocket
+from botocore.exceptions import ClientError
+
+from tests.admin.helpers import (ADMIN, OTHER, admin_settings, cli, cli_json, http_get, metric, metrics, old_date,
+                                 session, signed_url)
+from trio_sos.admin.client import presign
+
+
+@pytest.fixture
+def admin_node(node_factory):
+    return node_factory(**admin_settings())
+
+
+def test_health_ready_dashboard_and_no_s3(admin_node) -> None:
+    status, _, body = http_get(admin_node, "/health")
+    assert (status, body) == (200, b"ok\n")
+    status, _, body = http_get(admin_node, "/ready")
+    ready = json.loads(body)
+    assert status == 200 and ready["ready"] is True and ready["metadata"] == "ok"
+    assert ready["agents"] == {"writable_healthy": 1, "write_quorum": 1}
+    status, headers, body = http_get(admin_node, "/")
+    assert status == 200 and b"<html" in body.lower()
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert http_get(admin_node, "/app.js")[0] == 200
+    # never S3, never a file outside the dashboard's directory
+    for path in ("/bucket/key", "/..%2f..%2fetc%2fpasswd", "/../config.py", "/static/../server.py", "/.hidden"):
+        assert http_get(admin_node, path)[0] == 404, path
+    host, port = urlsplit(admin_node.admin_endpoint).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("PUT", "/bucket", body=b"x")
+    assert conn.getresponse().status == 405
+    conn.close()
+    assert http_get(admin_node, "/ws")[0] == 400  # not an upgrade
+
+
+async def _refused(url: str) -> tuple[int, dict]:
+    with trio.fail_after(20):
+        with pytest.raises(trio_websocket.ConnectionRejected) as info:
+            async with trio_websocket.open_websocket_url(url, connect_timeout=10):
+                pass
+    return info.value.status_code, json.loads(info.value.body)["error"]
+
+
+async def test_only_administrators_get_in(admin_node) -> None:
+    endpoint = admin_node.admin_endpoint
+    ws_url = endpoint.replace("http://", "ws://") + "/ws"
+    assert (await _refused(ws_url))[0] == 401  # not signed
+    status, error = await _refused(presign(endpoint, ADMIN["access_key"], "not-the-secret-key"))
+    assert (status, error["code"]) == (401, "SignatureDoesNotMatch")
+    status, error = await _refused(presign(endpoint, "AKIDNOBODY0000000000", "whatever-secret"))
+    assert (status, error["code"]) == (401, "InvalidAccessKeyId")
+    status, error = await _refused(signed_url(admin_node, OTHER))  # a good signature, but bob is no administrator
+    assert (status, error["code"]) == (403, "NotAdministrator")
+    status, error = await _refused(signed_url(admin_node, now=old_date(), expires=60))
+    assert (status, error["code"]) == (401, "AccessDenied") and "expired" in error["message"]
+    assert (await _refused(signed_url(admin_node, expires=3600)))[0] == 401  # longer than 300 s
+    # an S3 presigned URL (service s3) is not an admin credential, even for the same user and path
+    status, error = await _refused(signed_url(admin_node, service="s3"))
+    assert (status, error["code"]) == (401, "AuthorizationQueryParametersError")
+    # a signed URL whose query was changed after signing
+    assert (await _refused(signed_url(admin_node).replace("X-Amz-Expires=60", "X-Amz-Expires=61")))[0] == 401
+    async with session(admin_node) as s:
+        assert (await s.ok("ping"))["pong"] is True
+
+
+async def test_malformed_and_oversized_messages(admin_node) -> None:
+    async with session(admin_node) as s:
+        for raw, code in [("not json", "bad_message"), ("[1, 2]", "bad_message"), ('{"id": 1}', "bad_message"),
+                          ('{"id": [1], "op": "ping"}', "bad_message"), ('{"id": 2, "op": "no.such"}', "unknown_op"),
+                          ('{"id": 3, "op": "agents.drain", "args": {"agent": "zz"}}', "bad_args"),
+                          ('{"id": 4, "op": "ping", "args": [1]}', "bad_args"),
+                          ('{"id": 5, "op": "subscribe", "args": {"topics": ["nope"]}}', "bad_args"),
+                          ('{"id": 6, "op": "users.create", "args": {"id": ""}}', "bad_args"),
+                          ('{"id": 7, "op": "buckets.usage", "args": {"bucket": "none-such"}}', "no_such_bucket"),
+                          ('{"id": 8, "op": "users.delete", "args": {"id": "nobody"}}', "no_such_user"),
+                          ('{"id": 9, "op": "agents.drain", "args": {"agent": "' + "ab" * 16 + '"}}', "not_cluster")]:
+            await s.ws.send_message(raw)
+            with trio.fail_after(10):
+                reply = json.loads(await s.ws.get_message())
+            assert reply["ok"] is False and reply["error"]["code"] == code, (raw, reply)
+        await s.ws.send_message(b"\x00binary")
+        with trio.fail_after(10):
+            assert json.loads(await s.ws.get_message())["error"]["code"] == "bad_message"
+        assert (await s.ok("ping"))["pong"] is True  # the session survives all of that
+        await s.ws.send_message("x" * (100 * 1024))  # above the 64 KiB message limit
+        with trio.fail_after(10):
+            with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                await s.ws.get_message()
+        assert info.value.reason.code == 1009
+    async with session(admin_node) as s:  # the node serves new sessions after that
+        assert (await s.ok("ping"))["pong"] is True
+
+
+async def test_a_flood_of_requests_is_answered_in_order(admin_node) -> None:
+    s3 = admin_node.client()
+    async with session(admin_node) as s:
+        n = 3000
+        with trio.fail_after(120):
+            for i in range(n):  # all sent before any reply is read
+                await s.ws.send_message(json.dumps({"id": f"r{i}", "op": "ping"}))
+            for i in range(n):
+                reply = json.loads(await s.ws.get_message())
+                assert reply["id"] == f"r{i}" and reply["ok"], reply
+    s3.create_bucket(Bucket="after-flood")  # S3 was never held up
+    assert s3.head_bucket(Bucket="after-flood")["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+async def _stalled_session(node, nursery, topics):
+    """A session whose client does not read: a socket with a tiny receive buffer, and trio-websocket's queue of
+    one message."""
+    url = urlsplit(signed_url(node))
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((url.hostname, url.port))
+    ws = await trio_websocket.wrap_client_stream(nursery, trio.SocketStream(sock), url.netloc,
+                                                 f"{url.path}?{url.query}", message_queue_size=1)
+    await ws.send_message(json.dumps({"id": 1, "op": "subscribe", "args": {"topics": topics}}))
+    return ws
+
+
+async def test_a_subscriber_that_never_reads_loses_events_not_memory(node_factory) -> None:
+    import psutil
+
+    node = node_factory(**admin_settings(slow_request_ms=0))  # every S3 request is an event
+    host, port = urlsplit(node.endpoint).netloc.split(":")
+    requests = 4000
+    async with trio.open_nursery() as nursery, session(node) as reader:
+        await reader.ok("subscribe", {"topics": ["requests"]})
+        stalled = await _stalled_session(node, nursery, ["requests"])
+        rss_before = psutil.Process(node.pid).memory_info().rss
+
+        def traffic() -> None:
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            for i in range(requests):
+                conn.request("GET", f"/no-such-bucket-{i % 7}")
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 404
+            conn.close()
+
+        await trio.to_thread.run_sync(traffic)
+        # the subscriber that reads gets the events (its own queue may have dropped some too)
+        seen = 0
+        with trio.fail_after(60):
+            while seen < 50:
+                message = json.loads(await reader.ws.get_message())
+                seen += message.get("event") == "request.slow"
+        rss_after = psutil.Process(node.pid).memory_info().rss
+        assert rss_after - rss_before < 32 << 20, (rss_before, rss_after)
+        samples = metrics(node)
+        dropped = metric(samples, "trio_sos_admin_events_dropped_total")
+        assert dropped > 0
+        # the stalled one reads at last: its subscription reply, some events, then a notice of how many it lost
+        with trio.fail_after(60):
+            first = json.loads(await stalled.get_message())
+            assert first["ok"] is True
+            counted = 0
+            while True:
+                message = json.loads(await stalled.get_message())
+                if message.get("event") == "dropped":
+                    counted = message["data"]["count"]
+                    break
+        assert 0 < counted <= dropped
+        await stalled.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def test_users_through_the_cli(admin_node) -> None:
+    out = cli(admin_node, "users", "create", "carol", "--display-name", "Carol").stdout
+    access = re.search(r"access key: (\S+)", out).group(1)
+    secret = re.search(r"secret key: (\S+)", out).group(1)
+    import boto3
+
+    carol = boto3.client("s3", endpoint_url=admin_node.endpoint, region_name="us-east-1",
+                         aws_access_key_id=access, aws_secret_access_key=secret)
+    carol.create_bucket(Bucket="carols")
+    listed = cli_json(admin_node, "users", "list")["users"]
+    by_id = {u["id"]: u for u in listed}
+    assert by_id["carol"]["access_key"] == access and by_id["carol"]["admin"] is False
+    assert by_id["alice"]["admin"] is True and by_id["alice"]["source"] == "config"
+    assert all("secret_key" not in u for u in listed)
+    assert "carol" in cli(admin_node, "users", "list").stdout
+    again = cli(admin_node, "users", "create", "carol", check=False)
+    assert again.returncode == 1 and "user_exists" in again.stderr
+    cli(admin_node, "users", "delete", "carol")
+    with pytest.raises(ClientError) as info:
+        carol.list_buckets()
+    assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    gone = cli(admin_node, "users", "delete", "carol", check=False)
+    assert gone.returncode == 1 and "no_such_user" in gone.stderr
+    refused = cli(admin_node, "users", "list", user=OTHER, check=False)
+    assert refused.returncode == 1 and "NotAdministrator" in refused.stderr
+
+
+def test_bucket_usage_config_and_version(admin_node) -> None:
+    s3 = admin_node.client()
+    s3.create_bucket(Bucket="used")
+    sizes = [0, 1, 5000, 70_000, 300_000]
+    for i, size in enumerate(sizes):
+        s3.put_object(Bucket="used", Key=f"k{i}", Body=os.urandom(size))
+    assert cli_json(admin_node, "usage", "used") == {"bucket": "used", "objects": 5, "bytes": sum(sizes)}
+    s3.delete_object(Bucket="used", Key="k4")
+    assert cli(admin_node, "usage", "used").stdout.startswith("used: 4 objects")
+    assert cli_json(admin_node, "usage", "used")["bytes"] == sum(sizes[:4])
+    assert [b["name"] for b in cli_json(admin_node, "buckets")["buckets"]] == ["used"]
+    config = cli_json(admin_node, "config")
+    assert config["admin_users"] == [ADMIN["id"]]
+    assert {u["secret_key"] for u in config["users"]} == {"***"}
+    assert ADMIN["secret_key"] not in json.dumps(config)
+    assert cli_json(admin_node, "version")["version"]
+
+
+def test_metrics_move_with_traffic_and_the_access_log(admin_node) -> None:
+    s3 = admin_node.client()
+    s3.create_bucket(Bucket="counted")
+    before = metrics(admin_node)
+    for i in range(5):
+        s3.put_object(Bucket="counted", Key=f"k{i}", Body=b"x" * 1000)
+    for i in range(3):
+        assert s3.get_object(Bucket="counted", Key=f"k{i}")["Body"].read() == b"x" * 1000
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket="counted", Key="missing")
+    after = metrics(admin_node)
+
+    def moved(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert moved("trio_sos_s3_requests_total", operation="PutObject", status="200") == 5
+    assert moved("trio_sos_s3_requests_total", operation="GetObject", status="200") == 3
+    assert moved("trio_sos_s3_requests_total", operation="GetObject", status="404") == 1
+    assert moved("trio_sos_s3_request_duration_seconds_count", operation="PutObject") == 5
+    assert moved("trio_sos_s3_request_duration_seconds_bucket", operation="PutObject", le="+Inf") == 5
+    assert moved("trio_sos_s3_received_bytes_total") >= 5000
+    assert moved("trio_sos_s3_sent_bytes_total") >= 3000
+    assert moved("trio_sos_metadata_operation_duration_seconds_count", method="put_object") == 5
+    assert metric(after, "trio_sos_agent_up") == 1
+    assert metric(after, "trio_sos_agent_capacity_bytes") >= 0
+    assert metric(after, "trio_sos_info", role="single") == 1
+    assert metric(after, "process_resident_memory_bytes") > 0
+    assert metric(after, "trio_sos_background_passes_total", worker="gc") >= 1
+    labels = {dict(ls).get("operation") for (n, ls) in after if n == "trio_sos_s3_requests_total"}
+    assert labels <= {"CreateBucket", "PutObject", "GetObject", "ListBuckets", "HeadBucket", "-"}  # bounded
+    log = admin_node.log_path.read_text()
+    lines = re.findall(r"trio_sos\.access access id=\S+ remote=\S+ user=alice op=PutObject bucket=counted "
+                       r"method=PUT path=/counted/k\d status=200 in=1000 out=0 ms=[\d.]+\n", log)
+    assert len(lines) == 5, log[-2000:]
+
+
+def test_metrics_token(node_factory) -> None:
+    node = node_factory(**admin_settings(metrics_token="s3cr3t-token"))
+    assert http_get(node, "/metrics")[0] == 401
+    assert http_get(node, "/metrics", {"Authorization": "Bearer wrong"})[0] == 401
+    status, _, body = http_get(node, "/metrics", {"Authorization": "Bearer s3cr3t-token"})
+    assert status == 200 and b"trio_sos_info" in body
+    assert http_get(node, "/health")[0] == 200  # probes need no token
+
+
+async def test_scrub_is_started_paused_resumed_cancelled_and_watched(node_factory) -> None:
+    # 8 chunks of 64 KiB verified at 128 KiB/s: a pass of about 4 s, long enough to steer
+    node = node_factory(**admin_settings(scrub_rate="128K", scrub_interval=3600, inline_max=0))
+    s3 = node.client()
+    s3.create_bucket(Bucket="scrubbed")
+    for i in range(8):
+        s3.put_object(Bucket="scrubbed", Key=f"k{i}", Body=os.urandom(64 * 1024))
+    async with session(node) as s:
+        await s.ok("subscribe", {"topics": ["progress"]})
+        started = await s.ok("scrub.start")
+        assert started["worker"] == "scrub"
+
+        def scrub(state=None, **more):
+            def match(e):
+                d = e["data"]
+                return (e["event"] == "progress" and d["worker"] == "scrub" and (state is None or d["state"] == state)
+                        and all(f(d) for f in more.values()))
+            return match
+
+        running = (await s.event(scrub("running", some=lambda d: d["done"] >= 1)))["data"]
+        assert running["unit"] == "chunks" and running["left"] is not None and running["left"] < 8
+        paused = await s.ok("scrub.pause")
+        assert paused["state"] == "paused" and paused["paused"] is True
+        held = (await s.ok("scrub.status"))["done"]
+        resumed = await s.ok("scrub.resume")
+        assert resumed["state"] == "running"
+        await s.event(scrub("running", more=lambda d: d["done"] > held))
+        cancelled = await s.ok("scrub.cancel")
+        assert cancelled["worker"] == "scrub"
+        idle = (await s.event(scrub("idle", passes=lambda d: d["passes"] > running["passes"])))["data"]
+        assert idle["done"] < 8  # abandoned before the end
+    # the CLI runs a whole pass and shows its progress until it ends
+    done = cli(node, "scrub", "--watch")
+    last = done.stdout.strip().splitlines()[-1]
+    assert re.match(r"scrub\s+idle\s+\[#+\] 8 of 8 chunks", last), done.stdout
+    status = cli_json(node, "scrub", "status")
+    assert status["findings"] == 0 and status["done"] == 8 and status["left"] == 0
+
+
+async def test_workers_count_into_one_figure_and_send_their_events(node_factory) -> None:
+    node = node_factory(**admin_settings(workers=2, slow_request_ms=0))
+    s3 = node.client()
+    before = metrics(node)
+    async with session(node) as s:
+        await s.ok("subscribe", {"topics": ["requests", "stats"]})
+        s3.create_bucket(Bucket="spread")
+        for i in range(20):
+            s3.put_object(Bucket="spread", Key=f"k{i}", Body=b"y" * 10)
+        event = await s.event(lambda e: e["event"] == "request.slow" and e["data"]["operation"] == "PutObject")
+        assert event["data"]["user"] == "alice" and event["data"]["bucket"] == "spread"
+        stats = await s.event(lambda e: e["event"] == "stats" and e["data"]["requests_total"] >= 21)
+        assert stats["data"]["requests_per_s"] >= 0
+    after = metrics(node)
+    assert (metric(after, "trio_sos_s3_requests_total", operation="PutObject")
+            - metric(before, "trio_sos_s3_requests_total", operation="PutObject")) == 20
+    workers = {dict(ls)["worker"] for (n, ls) in after if n == "trio_sos_worker_cpu_seconds_total"}
+    assert workers == {"0", "1"}
+    assert metric(after, "trio_sos_info", role="supervisor") == 1
+    ready = json.loads(http_get(node, "/ready")[2])
+    assert ready["workers"] == {"running": 2, "configured": 2}
+
+
+def test_admin_listener_off_and_in_use(node_factory, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TRIO_SOS_ADMIN_LISTEN", "off")  # the node inherits it (the environment beats the file)
+    node = node_factory()
+    assert node.admin_endpoint == ""
+    assert not any("Admin endpoint" in line for line in node.stdout_lines)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("TRIO_SOS_ADMIN_LISTEN")
+    done = subprocess.run([sys.executable, "-m", "trio_sos", "serve", "--data-dir", str(tmp_path / "d"),
+                           "--listen", "127.0.0.1:0", "--workers", "1", "--admin-listen",
+                           f"127.0.0.1:{busy.getsockname()[1]}"], capture_output=True, text=True, timeout=60)
+    busy.close()
+    assert done.returncode == 2 and "setting admin_listen: cannot listen on" in done.stderr, done.stderr

@@ -1,0 +1,134 @@
+"""The admin pieces of a node (single process, or the supervisor of ``serve --workers``), put together: the event
+hub, worker control, the monitor, the metrics registry, and the admin listener."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import ssl
+import tempfile
+from typing import Any
+
+import trio
+
+from ..config import Config, ConfigError
+from . import metrics
+from .control import Control
+from .events import EventHub
+from .monitor import Monitor
+from .ops import AdminOps
+from .server import AdminServer
+
+log = logging.getLogger("trio_sos.admin")
+
+
+async def open_admin_listeners(config: Config) -> tuple[list[trio.abc.Listener], str]:
+    """The admin listener (TLS when the node has a certificate) and its URL."""
+    from ..node import _bound, _tcp_listeners
+
+    assert config.admin_listen is not None
+    plain = await _tcp_listeners(config.admin_listen, "admin_listen")
+    if config.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"setting tls_cert: cannot load {config.tls_cert} / {config.tls_key}: {exc}") from None
+        return [trio.SSLListener(lst, tls, https_compatible=True) for lst in plain], f"https://{_bound(plain[0])}"
+    return list(plain), f"http://{_bound(plain[0])}"
+
+
+class Admin:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.hub = EventHub()
+        self.control = Control(node)
+        # serve --workers: the workers count their requests into files here, which /metrics adds up
+        self.multiproc_dir = tempfile.mkdtemp(prefix="trio_sos-metrics-") if node.role == "supervisor" else None
+        self.monitor = Monitor(node, self.hub, self.control)
+        self.registry = metrics.scrape_registry(node, self.monitor, self.multiproc_dir)
+        self.monitor.registry = self.registry
+        for worker in self.control.workers().values():
+            worker.on_finding = self._finding
+        self.ops = AdminOps(node, self.control, self.monitor)
+
+    def _finding(self, finding: dict) -> None:
+        self.hub.publish("finding", finding)
+
+    def worker_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.multiproc_dir:
+            env[metrics.MULTIPROC_ENV] = self.multiproc_dir
+        return env
+
+    def worker_exited(self, pid: int) -> None:
+        if self.multiproc_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, self.multiproc_dir)  # its live gauges (connections) go
+
+    def close(self) -> None:
+        if self.multiproc_dir:
+            shutil.rmtree(self.multiproc_dir, ignore_errors=True)
+
+    async def ready(self) -> tuple[bool, dict]:
+        """Whether this node can serve writes: the metadata answers, enough healthy agents accept writes for a
+        write quorum, and (``--workers``) a worker serves."""
+        node = self.node
+        why: dict[str, Any] = {}
+        ok = True
+        with trio.move_on_after(2.0) as scope:
+            try:
+                await node.meta.ping()
+                why["metadata"] = "ok"
+            except Exception as exc:
+                why["metadata"] = f"unavailable: {exc}"
+                ok = False
+        if scope.cancelled_caught:
+            why["metadata"] = "no answer within 2s"
+            ok = False
+        fleet = node.fleet
+        usable = [a for a, info in fleet.agents.items() if info.writable
+                  and (self.monitor.health.get(a) is None or self.monitor.health[a].ok)]
+        replicas = max(1, min(fleet.replicas, len(usable))) if usable else fleet.replicas
+        quorum = fleet.write_quorum(fleet.replicas)
+        why["agents"] = {"writable_healthy": len(usable), "write_quorum": quorum}
+        if len(usable) < quorum or not usable:
+            ok = False
+        del replicas
+        if node.workers is not None:
+            serving = sum(1 for p in node.workers.procs.values() if p.returncode is None)
+            why["workers"] = {"running": serving, "configured": node.workers.count}
+            if serving == 0:
+                ok = False
+        if node.zk is not None:
+            why["zookeeper"] = node.zk.state
+        return ok, why
+
+    def render_metrics(self) -> bytes:
+        return metrics.render(self.registry)
+
+    def _sessions(self, n: int) -> None:
+        self.monitor.admin_sessions = n
+
+    async def run(self, listeners: list[trio.abc.Listener], *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        node = self.node
+
+        async def users(access_key: str) -> Any:
+            from ..meta.store import User
+
+            for u in node.config.users:
+                if u.access_key == access_key:
+                    return User(u.id, u.display_name, u.access_key, u.secret_key, u.email)
+            return await node.meta.user_by_access_key(access_key)
+
+        server = AdminServer(self.ops, self.hub, users=users, admins=node.config.admin_users,
+                             render_metrics=self.render_metrics, ready=self.ready,
+                             metrics_token=node.config.metrics_token, on_sessions=self._sessions)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.control.run)
+            nursery.start_soon(self.monitor.run)
+            await nursery.start(server.serve, listeners)
+            task_status.started()
