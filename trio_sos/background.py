@@ -31,6 +31,7 @@ class Periodic:
     pass_started: float | None = None
     last_pass: float | None = None
     done = 0
+    done_total = 0  # units done since the worker started in this process (every pass)
     left: int | None = None
     bytes = 0
     failed = 0
@@ -57,6 +58,7 @@ class Periodic:
                 finally:
                     self._pass_scope = None
                     self.running = False
+                    self.done_total += self.done
                     self.last_pass = time.time()
                     self.passes_run += 1
             if scope.cancelled_caught:
@@ -109,6 +111,7 @@ class Periodic:
         state = "paused" if self.paused else "running" if self.running else "idle"
         return {"state": state, "paused": self.paused, "passes": self.passes_run, "pass_started": self.pass_started,
                 "last_pass": self.last_pass, "done": self.done, "left": self.left, "unit": self.unit,
+                "done_total": self.done_total + (self.done if self.running else 0),
                 "bytes": self.bytes, "failed": self.failed, "findings": self.findings,
                 "rate": round(rate, 3) if rate is not None else None,
                 "eta_s": round(eta, 1) if eta is not None else None}

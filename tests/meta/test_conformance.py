@@ -214,6 +214,22 @@ async def test_object_round_trip(store: MetaStore) -> None:
     assert await store.count_objects(bucket) == 1
 
 
+async def test_bucket_usage_follows_puts_overwrites_and_deletes(store: MetaStore) -> None:
+    bucket, neighbour = await new_bucket(store), await new_bucket(store)
+    assert await store.bucket_usage(bucket) == (0, 0)
+    sizes = {f"k{i}": size for i, size in enumerate([0, 1, 100, 5 << 30])}  # a 5 GiB object counts in full
+    for key, size in sizes.items():
+        await store.put_object(version(bucket, key, manifest=(), size=size))
+    await store.put_object(version(neighbour, "k0", manifest=(), size=7))
+    assert await store.bucket_usage(bucket) == (4, sum(sizes.values()))
+    await store.put_object(version(bucket, "k2", manifest=(), size=10))  # an overwrite replaces the size
+    assert await store.bucket_usage(bucket) == (4, sum(sizes.values()) - 100 + 10)
+    await store.delete_object(bucket, "k3")
+    assert await store.bucket_usage(bucket) == (3, 11)
+    assert await store.bucket_usage(neighbour) == (1, 7)
+    await store.ping()  # reachable
+
+
 async def test_put_object_replaces_and_queues_gc(store: MetaStore) -> None:
     bucket = await new_bucket(store)
     first = version(bucket, "k", manifest=chunks(3, ("x1", "x2")))

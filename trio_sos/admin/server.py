@@ -123,7 +123,7 @@ class AdminServer:
                     if type(event) is h11.Data:
                         body += len(event.data)
                         if body > MAX_HEAD:
-                            await self._send(conn, stream, 413, {"error": "request body too large"}, close=True)
+                            await self._send(conn, stream, 413, _err("TooLarge", "request body too large"), close=True)
                             return
                         continue
                     break
@@ -140,7 +140,7 @@ class AdminServer:
                     return
                 conn.start_next_cycle()
         except (h11.RemoteProtocolError, h11.LocalProtocolError) as exc:
-            await self._send(conn, stream, 400, {"error": f"bad request: {exc}"}, close=True)
+            await self._send(conn, stream, 400, _err("BadRequest", f"bad request: {exc}"), close=True)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
             log.debug("admin connection ended: %r", exc)
         finally:
@@ -180,7 +180,7 @@ class AdminServer:
     async def _http(self, conn: h11.Connection, stream: trio.abc.Stream, request: h11.Request, path: str) -> bool:
         method = request.method.decode("ascii", "replace")
         if method not in ("GET", "HEAD"):
-            await self._send(conn, stream, 405, {"error": "method not allowed"}, headers=[("Allow", "GET, HEAD")])
+            await self._send(conn, stream, 405, _err("MethodNotAllowed", "the admin listener answers GET and HEAD"), headers=[("Allow", "GET, HEAD")])
             return True
         head = method == "HEAD"
         if path == "/health":
@@ -190,7 +190,7 @@ class AdminServer:
             await self._send(conn, stream, 200 if ok else 503, {"ready": ok, **why}, head=head)
         elif path == "/metrics":
             if self.metrics_token and not _bearer_ok(request, self.metrics_token):
-                await self._send(conn, stream, 401, {"error": "a bearer token is required"},
+                await self._send(conn, stream, 401, _err("Unauthorized", "a bearer token is required"),
                                  headers=[("WWW-Authenticate", 'Bearer realm="trio_sos metrics"')])
                 return True
             from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -199,7 +199,7 @@ class AdminServer:
         else:
             static = _static(path)
             if static is None:
-                await self._send(conn, stream, 404, {"error": "not found"}, head=head)
+                await self._send(conn, stream, 404, _err("NotFound", "not found (the admin listener never serves S3)"), head=head)
             else:
                 data, ctype = static
                 await self._send(conn, stream, 200, data, content_type=ctype, head=head,
@@ -214,20 +214,18 @@ class AdminServer:
         headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in request.headers]
         upgrade = any(n == "upgrade" and v.strip().lower() == "websocket" for n, v in headers)
         if request.method != b"GET" or not upgrade:
-            await self._send(conn, stream, 400, {"error": {"code": "NotWebSocket",
-                                                           "message": "/ws takes a WebSocket upgrade (GET)"}},
+            await self._send(conn, stream, 400, _err("NotWebSocket", "/ws takes a WebSocket upgrade (GET)"),
                              close=True)
             return
         refused = await self._authenticate(target, query, headers)
         if isinstance(refused, tuple):
             status, code, message = refused
             log.info("admin: refused a WebSocket session (%s: %s)", code, message)
-            await self._send(conn, stream, status, {"error": {"code": code, "message": message}}, close=True)
+            await self._send(conn, stream, status, _err(code, message), close=True)
             return
         user = refused
         if self.sessions >= MAX_SESSIONS:
-            await self._send(conn, stream, 503, {"error": {"code": "TooManySessions",
-                                                           "message": f"at most {MAX_SESSIONS} admin sessions"}},
+            await self._send(conn, stream, 503, _err("TooManySessions", f"at most {MAX_SESSIONS} admin sessions"),
                              close=True)
             return
         # hand the connection to trio-websocket: it reads the handshake again (replayed), then the frames
@@ -310,6 +308,10 @@ class AdminServer:
                 await ws.send_message(json.dumps(message, default=str))
         except trio_websocket.ConnectionClosed:
             pass
+
+
+def _err(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
 
 
 def _bearer_ok(request: h11.Request, token: str) -> bool:
