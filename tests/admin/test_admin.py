@@ -349,3 +349,26 @@ def test_admin_listener_off_and_in_use(node_factory, tmp_path, monkeypatch) -> N
                            f"127.0.0.1:{busy.getsockname()[1]}"], capture_output=True, text=True, timeout=60)
     busy.close()
     assert done.returncode == 2 and "setting admin_listen: cannot listen on" in done.stderr, done.stderr
+
+
+async def test_scrub_findings_reach_subscribers(node_factory) -> None:
+    from tests.s3.test_inline import chunk_files
+
+    node = node_factory(**admin_settings(scrub_rate="1G", scrub_interval=3600, inline_max=0, repair_interval=3600))
+    node.allow_log(r"is corrupt; reported for repair|chunk .* corrupt|CRC|block .* does not match")
+    s3 = node.client()
+    s3.create_bucket(Bucket="rotten")
+    s3.put_object(Bucket="rotten", Key="k", Body=os.urandom(200_000))
+    [path] = chunk_files(node)
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0x40  # one bit of the first block
+    path.write_bytes(bytes(data))
+    async with session(node) as s:
+        await s.ok("subscribe", {"topics": ["findings"]})
+        await s.ok("scrub.start")
+        finding = await s.event(lambda e: e["event"] == "finding")
+        assert finding["data"]["worker"] == "scrub" and finding["data"]["reason"] == "corrupt"
+        assert finding["data"]["chunk"] == path.name  # chunk files are named by the chunk id in hex
+        assert (await s.ok("scrub.status"))["findings"] == 1
+    samples = metrics(node)
+    assert metric(samples, "trio_sos_scrub_findings_total", reason="corrupt") == 1

@@ -160,3 +160,15 @@ async def test_an_agent_that_dies_is_reported(cluster) -> None:
     rows = agent_rows(nodes[1])
     assert victim_id not in rows
     assert json.loads(cli(nodes[1], "--json", "status").stdout)["under_replicated"] is not None
+
+
+async def test_nodes_joining_and_leaving_are_events(cluster, node_factory, zookeeper, cluster_name) -> None:
+    agents, nodes = cluster
+    async with session(nodes[0]) as s:
+        await s.ok("subscribe", {"topics": ["nodes"]})
+        third = cluster_node(node_factory, zookeeper, cluster_name, name="n2", **admin_settings(**FAST))
+        joined = await s.event(lambda e: e["event"] == "node.joined" and e["data"]["endpoint"] == third.endpoint)
+        assert joined["data"]["admin"] == third.admin_endpoint and joined["data"]["self"] is False
+        third.stop()
+        left = await s.event(lambda e: e["event"] == "node.left")
+        assert left["data"]["node"] == joined["data"]["id"]

@@ -8,6 +8,7 @@ Authentication happens before the upgrade (``docs/admin-protocol.md``): a SigV4 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mimetypes
@@ -33,6 +34,7 @@ ADMIN_SERVICE = "trio-sos-admin"
 MAX_EXPIRES = 300
 MAX_MESSAGE = 64 * 1024
 MAX_SESSIONS = 64
+MAX_CONNECTIONS = 256  # open connections of the admin listener (sessions included); more are closed at once
 MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0
@@ -82,6 +84,7 @@ class AdminServer:
         self.metrics_token = metrics_token
         self.on_sessions = on_sessions
         self.sessions = 0
+        self.connections = 0
         self.key_cache = sigv4.SigningKeyCache(64)
 
     async def serve(self, listeners: list[trio.abc.Listener], *,
@@ -101,6 +104,10 @@ class AdminServer:
                 log.warning("admin: accept failed: %r", exc)
                 await trio.sleep(0.1)
                 continue
+            if self.connections >= MAX_CONNECTIONS:
+                await trio.aclose_forcefully(stream)
+                continue
+            self.connections += 1
             nursery.start_soon(self._connection, stream)
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
@@ -108,7 +115,8 @@ class AdminServer:
         if isinstance(transport, trio.SocketStream):
             # what the kernel holds for a subscriber that does not read stays small: past it, events are dropped
             # (counted) in the node's bounded queue rather than buffered
-            transport.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            with contextlib.suppress(OSError):
+                transport.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         try:
             while True:
@@ -144,6 +152,7 @@ class AdminServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
             log.debug("admin connection ended: %r", exc)
         finally:
+            self.connections -= 1
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
