@@ -1,13 +1,14 @@
 """A whole trio_sos cluster on one machine: ZooKeeper, three storage agents in two zones, two S3 nodes.
 
-    python examples/local_cluster.py [--dir DIR] [--port 9000] [--cassandra HOST:PORT [--keyspace K]]
+    python examples/local_cluster.py [--dir DIR] [--port 9000] [--admin-port 9100]
+                                     [--cassandra HOST:PORT [--keyspace K]]
 
 Needs Debian's ``zookeeper`` package (its jar starts a throwaway ZooKeeper here; no system service is used) and the
-project installed (``pip install .``). Starts everything on 127.0.0.1, prints the S3 endpoints and the admin key
-pair, and stops everything it started on ^C (or SIGTERM). The data stays in ``--dir`` (a temporary directory by
-default, removed at the end). The two nodes share one SQLite metadata file — or, with ``--cassandra``, the
-metadata in that (running) Cassandra, as the nodes of several machines do. See docs/cluster.md for the same on
-several machines.
+project installed (``pip install .``). Starts everything on 127.0.0.1, prints the S3 endpoints, the nodes' admin
+listeners (admin API, dashboard, /metrics) and the admin key pair that opens them, and stops everything it started
+on ^C (or SIGTERM). The data stays in ``--dir`` (a temporary directory by default, removed at the end). The two
+nodes share one SQLite metadata file — or, with ``--cassandra``, the metadata in that (running) Cassandra, as the
+nodes of several machines do. See docs/cluster.md for the same on several machines.
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, help="where everything keeps its data (default: a temporary dir)")
     parser.add_argument("--port", type=int, default=9000, help="the first node's S3 port (the second: +1)")
+    parser.add_argument("--admin-port", type=int, help="the first node's admin port (the second: +1; default: --port "
+                                                       "+ 100)")
     parser.add_argument("--cassandra", help="HOST:PORT of a running Cassandra: the nodes keep the metadata there")
     parser.add_argument("--keyspace", default="trio_sos_example", help="its keyspace (default: trio_sos_example)")
     args = parser.parse_args()
+    admin_port = args.admin_port or args.port + 100
     if not os.path.exists("/usr/share/java/zookeeper.jar"):
         sys.exit("ZooKeeper's jar is missing: apt-get install zookeeper")
     base = args.dir or Path(tempfile.mkdtemp(prefix="trio-sos-cluster-"))
@@ -103,16 +107,19 @@ def main() -> None:
             config = base / f"node{i}.toml"
             config.write_text(f'zk = "{zk}"\ncluster = "example"\n' + metadata)
             proc = spawn([sys.executable, "-m", "trio_sos", "serve", "--config", str(config), "--data-dir",
-                          str(base / f"node{i}"), "--listen", f"127.0.0.1:{args.port + i}"], base / f"node{i}.out")
+                          str(base / f"node{i}"), "--listen", f"127.0.0.1:{args.port + i}", "--admin-listen",
+                          f"127.0.0.1:{admin_port + i}"], base / f"node{i}.out")
             endpoint = wait_line(base / f"node{i}.out", r"S3 endpoint: (\S+)", proc)
-            print(f"S3 node    {endpoint[1]}" + (f" (metadata in Cassandra {args.cassandra})" if args.cassandra
-                                                  else ""))
+            admin = wait_line(base / f"node{i}.out", r"Admin endpoint: (\S+)", proc)
+            print(f"S3 node    {endpoint[1]}  admin {admin[1]}" + (f" (metadata in Cassandra {args.cassandra})"
+                                                                   if args.cassandra else ""))
         keys = (base / "node0.out").read_text() + (base / "node1.out").read_text()
         access = re.search(r"access key: (\S+)", keys)
         secret = re.search(r"secret key: (\S+)", keys)
         if access and secret:
             print(f"\nadmin key pair: {access[1]} {secret[1]}")
-        print(f"\nlogs and data in {base}; `python -m trio_sos cluster --zk {zk} --cluster example agents`")
+        print(f"\nlogs and data in {base}; `python -m trio_sos admin --endpoint http://127.0.0.1:{admin_port} "
+              "--access-key ... --secret-key ... status`")
         print("^C stops everything")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(p.poll() is None for p in procs):

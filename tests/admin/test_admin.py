@@ -256,7 +256,7 @@ def test_metrics_move_with_traffic_and_the_access_log(admin_node) -> None:
     labels = {dict(ls).get("operation") for (n, ls) in after if n == "trio_sos_s3_requests_total"}
     assert labels <= {"CreateBucket", "PutObject", "GetObject", "ListBuckets", "HeadBucket", "-"}  # bounded
     log = admin_node.log_path.read_text()
-    lines = re.findall(r"trio_sos\.access access id=\S+ remote=\S+ user=alice op=PutObject bucket=counted "
+    lines = re.findall(r"trio_sos\.access access id=\S+ remote=\S+ user=alice auth=sigv4 op=PutObject bucket=counted "
                        r"method=PUT path=/counted/k\d status=200 in=1000 out=0 ms=[\d.]+\n", log)
     assert len(lines) == 5, log[-2000:]
 
@@ -372,3 +372,54 @@ async def test_scrub_findings_reach_subscribers(node_factory) -> None:
         assert (await s.ok("scrub.status"))["findings"] == 1
     samples = metrics(node)
     assert metric(samples, "trio_sos_scrub_findings_total", reason="corrupt") == 1
+
+
+async def test_every_operation_over_a_raw_session(admin_node) -> None:
+    s3 = admin_node.client()
+    s3.create_bucket(Bucket="raw")
+    s3.put_object(Bucket="raw", Key="k", Body=b"12345")
+    async with session(admin_node) as s:
+        assert (await s.ok("version"))["version"]
+        assert (await s.ok("config"))["listen"]
+        status = await s.ok("status")
+        assert status["node"]["mode"] == "embedded" and len(status["agents"]) == 1
+        [agent] = (await s.ok("agents.list"))["agents"]
+        assert agent["state"] == "active" and agent["id"] == status["agents"][0]["id"]
+        for verb in ("drain", "undrain", "remove"):  # one local agent: nothing to steer
+            reply = await s.call(f"agents.{verb}", {"agent": agent["id"]})
+            assert reply["error"]["code"] == "not_cluster"
+        for worker in ("gc", "repair", "scrub"):
+            for action in ("status", "pause", "resume", "start", "cancel"):
+                p = await s.ok(f"{worker}.{action}")
+                assert p["worker"] == worker and p["unit"] == "chunks"
+                assert p["paused"] is (action == "pause")
+        assert [b["name"] for b in (await s.ok("buckets.list"))["buckets"]] == ["raw"]
+        assert await s.ok("buckets.usage", {"bucket": "raw"}) == {"bucket": "raw", "objects": 1, "bytes": 5}
+        created = await s.ok("users.create", {"id": "dave", "secret_key": "dave-secret-key"})
+        assert created["secret_key"] == "dave-secret-key" and created["admin"] is False
+        assert "dave" in {u["id"] for u in (await s.ok("users.list"))["users"]}
+        assert (await s.call("users.create", {"id": "dave2", "secret_key": "short"}))["error"]["code"] == "bad_args"
+        assert (await s.call("users.delete", {"id": "alice"}))["error"]["code"] == "bad_args"  # from the config
+        assert await s.ok("users.delete", {"id": "dave"}) == {"id": "dave", "deleted": True}
+        assert (await s.ok("subscribe", {"topics": ["agents", "stats"]}))["topics"] == ["agents", "stats"]
+        assert (await s.ok("unsubscribe", {"topics": ["stats"]}))["topics"] == ["agents"]
+        assert (await s.ok("unsubscribe", {"topics": ["*"]}))["topics"] == []
+    assert "gc" in cli(admin_node, "gc").stdout
+
+
+def test_admin_listener_with_tls(node_factory, tmp_path) -> None:
+    from tests.procs import make_certificate
+
+    crt, key = make_certificate(tmp_path)
+    node = node_factory(**admin_settings(tls_cert=str(crt), tls_key=str(key)))
+    assert node.admin_endpoint.startswith("https://127.0.0.1:")
+    status = cli_json(node, "--cafile", str(crt), "status")
+    assert status["node"]["admin"] == node.admin_endpoint
+    refused = cli(node, "status", check=False)  # the certificate is not trusted without --cafile
+    assert refused.returncode == 1
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(crt))
+    with urllib.request.urlopen(node.admin_endpoint + "/health", context=context, timeout=30) as response:
+        assert response.read() == b"ok\n"

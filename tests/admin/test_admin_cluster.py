@@ -122,7 +122,8 @@ async def test_repair_is_steered_from_the_node_that_does_not_lead_it(cluster) ->
     def leader() -> str | None:
         return cli_json(nodes[0], "status")["leaders"].get("repair")
 
-    wait_for(lambda: leader() is not None, what="a repair leader")
+    wait_for(lambda: leader() is not None and len(cli_json(nodes[0], "status")["nodes"]) == 2,
+             what="a repair leader, and both nodes listed")
     status = cli_json(nodes[0], "status")
     lead_id = status["leaders"]["repair"]
     ids = {n["endpoint"]: n["id"] for n in status["nodes"]}
@@ -159,7 +160,12 @@ async def test_an_agent_that_dies_is_reported(cluster) -> None:
             await s.event(lambda e: e["event"] == "agent.left" and e["data"]["agent"] == victim_id)
     rows = agent_rows(nodes[1])
     assert victim_id not in rows
-    assert json.loads(cli(nodes[1], "--json", "status").stdout)["under_replicated"] is not None
+    # the node that leads repair counts the chunks short of R (the other says null)
+    def counted_once() -> bool:
+        counts = [json.loads(cli(n, "--json", "status").stdout)["under_replicated"] for n in nodes]
+        return sum(c is not None for c in counts) == 1
+
+    wait_for(counted_once, what="the repair leader's count of chunks short of R")
 
 
 async def test_nodes_joining_and_leaving_are_events(cluster, node_factory, zookeeper, cluster_name) -> None:
@@ -172,3 +178,23 @@ async def test_nodes_joining_and_leaving_are_events(cluster, node_factory, zooke
         third.stop()
         left = await s.event(lambda e: e["event"] == "node.left")
         assert left["data"]["node"] == joined["data"]["id"]
+
+
+async def test_a_leader_change_is_an_event(cluster) -> None:
+    agents, nodes = cluster
+    def ready() -> bool:
+        status = cli_json(nodes[0], "status")
+        return status["leaders"].get("gc") is not None and len(status["nodes"]) == 2
+
+    wait_for(ready, what="both nodes listed, and a gc leader")
+    status = cli_json(nodes[0], "status")
+    ids = {n["endpoint"]: n["id"] for n in status["nodes"]}
+    leader = next(n for n in nodes if ids.get(n.endpoint) == status["leaders"]["gc"])
+    other = next(n for n in nodes if n is not leader)
+    async with session(other) as s:
+        await s.ok("subscribe", {"topics": ["leaders"]})
+        leader.stop()
+        event = await s.event(lambda e: e["event"] == "leader.changed" and e["data"]["worker"] == "gc"
+                              and e["data"]["leader"] == ids[other.endpoint])
+        assert event["data"]["leader"] == ids[other.endpoint]
+    assert "gc" in cli_json(other, "status")["node"]["leads"]

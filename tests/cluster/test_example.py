@@ -3,6 +3,7 @@ left running once it is stopped."""
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import signal
@@ -31,7 +32,7 @@ def test_local_cluster_example(tmp_path, request, metadata) -> None:
         cassandra = request.getfixturevalue("cassandra")
         extra = ["--cassandra", cassandra.contact, "--keyspace", f"example_{port}"]
     proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--dir", str(tmp_path / "cluster"), "--port", str(port),
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                             "--admin-port", str(_free_port()), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         out = b""
         deadline = time.monotonic() + 120
@@ -51,6 +52,13 @@ def test_local_cluster_example(tmp_path, request, metadata) -> None:
         clients = [boto3.client("s3", endpoint_url=e, region_name="us-east-1", aws_access_key_id=access,
                                 aws_secret_access_key=secret, config=Config(s3={"addressing_style": "path"}))
                    for e in endpoints]
+        admins = re.findall(r"S3 node    \S+  admin (\S+)", text)
+        assert len(admins) == 2
+        status = subprocess.run([sys.executable, "-m", "trio_sos", "admin", "--endpoint", admins[1], "--access-key",
+                                 access, "--secret-key", secret, "--json", "status"], capture_output=True, text=True,
+                                timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert len(json.loads(status.stdout)["agents"]) == 3
         clients[0].create_bucket(Bucket="example")
         clients[0].put_object(Bucket="example", Key="k", Body=b"through the first node")
         assert clients[1].get_object(Bucket="example", Key="k")["Body"].read() == b"through the first node"

@@ -31,6 +31,6 @@ def test_a_500_has_its_access_log_line_and_request_id(node) -> None:
     assert re.search(rf"ERROR trio_sos\.s3 request {request_id} GetObject GET /broken/k failed with an internal error",
                      log), log[-3000:]
     # the access log's line of that request: one line per request, with its id, user, operation, status
-    assert re.search(rf"INFO trio_sos\.access access id={request_id} remote=127\.0\.0\.1:\d+ user=alice "
+    assert re.search(rf"INFO trio_sos\.access access id={request_id} remote=127\.0\.0\.1:\d+ user=alice auth=sigv4 "
                      rf"op=GetObject bucket=broken method=GET path=/broken/k status=500 in=0 out=\d+ ms=", log), \
         log[-3000:]

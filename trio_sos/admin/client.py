@@ -238,10 +238,10 @@ async def _worker(client: AdminClient, worker: str, action: str, watch: bool, ou
         out.progress(p)
         seen_running = seen_running or p.get("state") == "running"
         if (p.get("passes") or 0) > passes and p.get("state") in ("idle", "standby"):
-            out.progress(p, final=True)
+            out.finish(p)
             return 0
         if not seen_running and action in ("pause", "cancel", "status") and p.get("state") != "running":
-            out.progress(p, final=True)
+            out.finish(p)
             return 0
         if time.monotonic() > deadline:
             return 1
@@ -305,9 +305,10 @@ class _Output:
               f"admin {n['admin']}, up {n['uptime_s']:.0f}s")
         traffic = n.get("traffic") or {}
         if traffic:
+            latency = traffic.get("latency_ms")
             print(f"traffic: {traffic.get('requests_per_s')} req/s, {traffic.get('errors_per_s')} errors/s, in "
                   f"{_bytes(traffic.get('bytes_in_per_s'))}/s, out {_bytes(traffic.get('bytes_out_per_s'))}/s, "
-                  f"latency {traffic.get('latency_ms')} ms, {traffic.get('connections')} connections")
+                  f"latency {'-' if latency is None else f'{latency} ms'}, {traffic.get('connections')} connections")
         print(f"\nnodes ({len(s['nodes'])}):")
         self.table(s, s["nodes"], [("node", "id"), ("endpoint", "endpoint"), ("admin", "admin"),
                                    ("version", "version"), ("zone", "zone"), ("self", "self")])
@@ -334,6 +335,12 @@ class _Output:
                 self._bar = False
             else:
                 print(text, flush=True)
+
+    def finish(self, p: dict) -> None:
+        """The last line of a watch: on a terminal, the bar's line made final (elsewhere every update was printed
+        as a line already, the last one included)."""
+        if self.tty:
+            self.progress(p, final=True)
 
     def event(self, e: dict) -> None:
         if self.json:

@@ -20,6 +20,8 @@ log = logging.getLogger("trio_sos.admin")
 
 PROBE_INTERVAL = 2.0
 PROBE_TIMEOUT = 2.0
+PROBES_PER_SECOND = 50
+PROBES_IN_FLIGHT = 16
 STATS_INTERVAL = 2.0
 UNDER_REPLICATED_CAP = 10_000
 
@@ -65,16 +67,25 @@ class Monitor:
     # -- agents --
 
     async def _probe_loop(self) -> None:
+        limiter = trio.CapacityLimiter(PROBES_IN_FLIGHT)
         while True:
             fleet = self.node.fleet
+            started = trio.current_time()
+            agents = list(fleet.agents)
+
+            async def probe(agent_id: str, pool: Any) -> None:
+                async with limiter:
+                    await self._probe(agent_id, pool)
+
             async with trio.open_nursery() as nursery:
-                for agent_id in list(fleet.agents):
+                for agent_id in agents:
                     pool = fleet.pool(agent_id)
                     if pool is not None:
-                        nursery.start_soon(self._probe, agent_id, pool)
+                        nursery.start_soon(probe, agent_id, pool)
             for gone in set(self.health) - set(fleet.agents):
                 del self.health[gone]
-            await trio.sleep(PROBE_INTERVAL)
+            # every PROBE_INTERVAL, or slower in a large cluster: at most PROBES_PER_SECOND from this node
+            await trio.sleep_until(started + max(PROBE_INTERVAL, len(agents) / PROBES_PER_SECOND))
 
     async def _probe(self, agent_id: str, pool: Any) -> None:
         started = time.perf_counter()
@@ -211,9 +222,15 @@ class Monitor:
             await trio.sleep(1.0)
 
     async def _replicas_loop(self) -> None:
+        """Chunks short of R, counted every 10 s by the node that leads repair (the others report None)."""
         node = self.node
+        counted_at: float | None = None
         while True:
-            if node.repairer is not None and node.meta is not None:
+            lead = node.leaderships.get("repair")
+            leading = node.repairer is not None and node.meta is not None and (lead is None or lead.leading)
+            if not leading:
+                self.under_replicated, counted_at = None, None
+            elif counted_at is None or trio.current_time() - counted_at >= 10.0:
                 try:
                     target = node.repairer.target()
                     total, after = 0, None
@@ -223,10 +240,10 @@ class Monitor:
                         if len(page) < 1000:
                             break
                         after = page[-1].chunk_id
-                    self.under_replicated = total
+                    self.under_replicated, counted_at = total, trio.current_time()
                 except Exception as exc:
                     log.debug("admin: counting under-replicated chunks failed: %r", exc)
-            await trio.sleep(10.0)
+            await trio.sleep(1.0)
 
     # -- traffic --
 

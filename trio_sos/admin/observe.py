@@ -30,13 +30,13 @@ class RequestObserver:
         metrics.CONNECTIONS.inc(delta)
 
     def request_done(self, request: Any, response: Any, sent: int, seconds: float, completed: bool) -> None:
-        request_id, user, operation, bucket = response.note or ("-", None, "-", None)
+        request_id, user, operation, bucket, auth = response.note or ("-", None, "-", None, "-")
         status = response.status
         metrics.observe_request(operation, status, seconds, request.body_received, sent)
         # the path only: a presigned URL's query holds a signature that must not end up in logs
         access_log.info(
-            "access id=%s remote=%s user=%s op=%s bucket=%s method=%s path=%s status=%d in=%d out=%d ms=%.1f%s",
-            request_id, request.remote, _value(user), operation, _value(bucket), request.method,
+            "access id=%s remote=%s user=%s auth=%s op=%s bucket=%s method=%s path=%s status=%d in=%d out=%d "
+            "ms=%.1f%s", request_id, request.remote, _value(user), auth, operation, _value(bucket), request.method,
             _value(request.path), status, request.body_received, sent, seconds * 1000,
             "" if completed else " aborted=1")
         if self.events is not None and (status >= 500 or seconds >= self.slow or not completed):

@@ -189,7 +189,8 @@ class AdminServer:
     async def _http(self, conn: h11.Connection, stream: trio.abc.Stream, request: h11.Request, path: str) -> bool:
         method = request.method.decode("ascii", "replace")
         if method not in ("GET", "HEAD"):
-            await self._send(conn, stream, 405, _err("MethodNotAllowed", "the admin listener answers GET and HEAD"), headers=[("Allow", "GET, HEAD")])
+            await self._send(conn, stream, 405, _err("MethodNotAllowed", "the admin listener answers GET and HEAD"),
+                             headers=[("Allow", "GET, HEAD")])
             return True
         head = method == "HEAD"
         if path == "/health":
@@ -208,7 +209,8 @@ class AdminServer:
         else:
             static = _static(path)
             if static is None:
-                await self._send(conn, stream, 404, _err("NotFound", "not found (the admin listener never serves S3)"), head=head)
+                await self._send(conn, stream, 404, _err("NotFound", "not found (the admin listener never serves S3)"),
+                                 head=head)
             else:
                 data, ctype = static
                 await self._send(conn, stream, 200, data, content_type=ctype, head=head,

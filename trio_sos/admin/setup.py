@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import ssl
-import tempfile
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -39,13 +39,27 @@ async def open_admin_listeners(config: Config) -> tuple[list[trio.abc.Listener],
     return list(plain), f"http://{_bound(plain[0])}"
 
 
+def _metrics_dir(data_dir: Path) -> str:
+    """DATA_DIR/run/metrics-<pid>, new; those of supervisors that died without cleaning up (kill -9) go."""
+    run = data_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    for old in run.glob("metrics-*"):
+        pid = old.name.removeprefix("metrics-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    path = run / f"metrics-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    return str(path)
+
+
 class Admin:
     def __init__(self, node: Any) -> None:
         self.node = node
         self.hub = EventHub()
         self.control = Control(node)
         # serve --workers: the workers count their requests into files here, which /metrics adds up
-        self.multiproc_dir = tempfile.mkdtemp(prefix="trio_sos-metrics-") if node.role == "supervisor" else None
+        self.multiproc_dir = _metrics_dir(node.config.data_dir) if node.role == "supervisor" else None
         self.monitor = Monitor(node, self.hub, self.control)
         self.registry = metrics.scrape_registry(node, self.monitor, self.multiproc_dir)
         self.monitor.registry = self.registry

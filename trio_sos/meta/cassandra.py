@@ -845,17 +845,17 @@ class CassandraMetaStore(MetaStore):
 
     # -- shard splits (run by the GC leader through maintain) --
 
-    def split_shards(self, max_rows: int) -> int:
+    def split_shards(self, max_rows: int, *, recount_all: bool = False) -> int:
         """Split every shard that holds more than ``max_rows`` keys (by its counter) in two halves, and finish
-        splits a dead maintainer left. Returns how many splits were made."""
+        splits a dead maintainer left. Returns how many splits were made. ``recount_all``: count every shard for
+        real, not one at random (a full check, whose cost is every shard's rows)."""
         splits = 0
         counted = self._rows("SELECT bucket, shard, n FROM shard_rows")
         for r in counted:
             if r.n > max_rows and self._split(r.bucket, r.shard, max_rows):
                 splits += 1
         # counters are best effort: one shard per pass, picked at random, is counted for real (and split if big)
-        if counted:
-            r = random.choice(counted)
+        for r in (counted if recount_all else random.sample(counted, min(1, len(counted)))):
             if r.n <= max_rows and self._split(r.bucket, r.shard, max_rows):
                 splits += 1
         for b in {r.bucket for r in self._rows("SELECT bucket, lo, split_at FROM shards") if r.split_at is not None}:

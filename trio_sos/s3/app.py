@@ -200,7 +200,7 @@ class S3App:
                 pass  # no CORS headers: the browser refuses the answer, which is all a failure here can mean
         # for the access log and the metrics, written once the response is sent (trio_sos.admin.observe)
         response.note = (request_id, ctx.user.id if ctx.user is not None else None, ctx.operation or "-",
-                         ctx.bucket)
+                         ctx.bucket, ctx.auth)
         return response
 
     def error_response(self, exc: S3Error, ctx: Ctx) -> Response:
@@ -230,6 +230,7 @@ class S3App:
         if name == "PreflightCors":  # browsers send preflights without credentials
             return await cors.preflight(ctx)
         if name == "PostObject":  # authenticated by the signed policy inside the form
+            ctx.auth = "post-policy"
             return await post.post_object(ctx)
         await self._authenticate(ctx)
         # again, on the headers as signed (a V2 presigned URL may carry x-amz-copy-source in its query)
@@ -262,6 +263,7 @@ class S3App:
                                                           presigned, user.secret_key, now=now,
                                                           key_cache=self.key_cache)
                     request.headers = headers.merged_with_query(request.headers, sigv4.hoisted_headers(pairs))
+                    ctx.auth = "sigv4-query"
                 elif "Signature" in ctx.query and "AWSAccessKeyId" in ctx.query:
                     v2q = sigv2.parse_v2_query(pairs)
                     user = await self._user(v2q.access_key)
@@ -270,6 +272,7 @@ class S3App:
                     # what the URL signed in its query is what the request does: never an unsigned header
                     request.headers = headers.replaced_by_query(request.headers,
                                                                 sigv2.query_header_overrides(request.target))
+                    ctx.auth = "sigv2-query"
                 else:
                     return  # anonymous: the AllUsers group, as far as ACLs allow
             elif auth.startswith("AWS "):
@@ -277,11 +280,13 @@ class S3App:
                 user = await self._user(access_key)
                 sigv2.verify_v2(request.method, request.target, request.headers, access_key, signature,
                                 user.secret_key, now=now, bucket_from_host=ctx.vhost_bucket)
+                ctx.auth = "sigv2"
             elif auth.startswith("AWS4-HMAC-SHA256"):
                 parsed = sigv4.parse_authorization(auth)
                 user = await self._user(parsed.access_key)
                 ctx.verified = sigv4.verify_header_auth(request.method, request.target, request.headers, parsed,
                                                         user.secret_key, now=now, key_cache=self.key_cache)
+                ctx.auth = "sigv4"
             else:
                 raise S3Error("InvalidArgument", "Unsupported Authorization Type",
                               ArgumentName="Authorization", ArgumentValue=auth[:64])

@@ -51,6 +51,9 @@ class Ctx:
     operation: str = ""
     user: User | None = None
     verified: Verified | None = None
+    # how the request authenticated (the access log's auth=): anonymous, sigv4, sigv4-query (a presigned URL),
+    # sigv2, sigv2-query, post-policy (a browser form)
+    auth: str = "anonymous"
     vhost_bucket: str | None = None
     decoder: AwsChunkedDecoder | None = None  # aws-chunked body: decoded on the way in
     trailers: dict[str, str] = attrs.field(factory=dict)  # trailing headers of an aws-chunked body, once read
