@@ -88,7 +88,10 @@ async def test_malformed_and_oversized_messages(admin_node) -> None:
                           ('{"id": 6, "op": "users.create", "args": {"id": ""}}', "bad_args"),
                           ('{"id": 7, "op": "buckets.usage", "args": {"bucket": "none-such"}}', "no_such_bucket"),
                           ('{"id": 8, "op": "users.delete", "args": {"id": "nobody"}}', "no_such_user"),
-                          ('{"id": 9, "op": "agents.drain", "args": {"agent": "' + "ab" * 16 + '"}}', "not_cluster")]:
+                          ('{"id": 9, "op": "agents.drain", "args": {"agent": "' + "ab" * 16 + '"}}', "not_cluster"),
+                          ("[" * 60_000, "bad_message"), ('{"a":' * 6_000 + "1" + "}" * 6_000, "bad_message"),
+                          ('{"id": 10, "op": "' + "x" * 60_000 + '"}', "unknown_op"),
+                          ('{"id": "' + "i" * 300 + '", "op": "ping"}', "bad_message")]:
             await s.ws.send_message(raw)
             with trio.fail_after(10):
                 reply = json.loads(await s.ws.get_message())

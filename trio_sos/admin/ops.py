@@ -77,6 +77,8 @@ class AdminOps:
             msg = json.loads(text)
         except ValueError as exc:
             return _error(None, "bad_message", f"not JSON: {exc}")
+        except RecursionError:
+            return _error(None, "bad_message", "not JSON this node reads: nested too deeply")
         if not isinstance(msg, dict):
             return _error(None, "bad_message", "a message is a JSON object")
         id_ = msg.get("id")

@@ -124,10 +124,12 @@ class AdminServer:
                 if type(event) is not h11.Request:
                     return
                 request = event
-                # the body (none expected) up to its end, or the pause of an upgrade request
+                # the body (none expected) up to its end, or the pause of an upgrade request; all of it within
+                # HEAD_TIMEOUT (a client dribbling bytes does not hold the connection longer)
                 body = 0
+                deadline = trio.current_time() + HEAD_TIMEOUT
                 while True:
-                    event = await self._next(conn, stream, HEAD_TIMEOUT)
+                    event = await self._next(conn, stream, max(0.0, deadline - trio.current_time()))
                     if type(event) is h11.Data:
                         body += len(event.data)
                         if body > MAX_HEAD:
@@ -151,6 +153,8 @@ class AdminServer:
             await self._send(conn, stream, 400, _err("BadRequest", f"bad request: {exc}"), close=True)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
             log.debug("admin connection ended: %r", exc)
+        except Exception:  # a bug: this connection ends, never the listener or the node
+            log.exception("admin connection failed")
         finally:
             self.connections -= 1
             with trio.CancelScope(shield=True):
@@ -226,7 +230,7 @@ class AdminServer:
         upgrade = any(n == "upgrade" and v.strip().lower() == "websocket" for n, v in headers)
         if request.method != b"GET" or not upgrade:
             await self._send(conn, stream, 400, _err("NotWebSocket", "/ws takes a WebSocket upgrade (GET)"),
-                             close=True)
+                             close=True, head=request.method == b"HEAD")
             return
         refused = await self._authenticate(target, query, headers)
         if isinstance(refused, tuple):
