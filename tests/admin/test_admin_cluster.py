@@ -141,6 +141,8 @@ async def test_repair_is_steered_from_the_node_that_does_not_lead_it(cluster) ->
         with trio.fail_after(30):
             await s.event(lambda e: e["data"].get("worker") == "repair" and e["data"]["passes"] > before)
     assert cli_json(lead, "repair", "status")["state"] in ("idle", "running")
+    seen_from_other = cli_json(other, "repair", "status")
+    assert seen_from_other["standby"] is True and seen_from_other["leader"] == lead_id
 
 
 async def test_an_agent_that_dies_is_reported(cluster) -> None:

@@ -143,7 +143,7 @@ def test_dashboard_follows_a_drain_made_from_the_cli(browser, cluster, tmp_path:
          and field(browser, '#nodes tbody [data-field="self"]') == "yes", "the node in the nodes table")
     for worker in ("gc", "repair", "scrub"):
         wait(browser, lambda w=worker: field(browser, f'[data-worker="{w}"] [data-field="state"]')
-             in ("running", "idle", "paused", "standby"), f"the {worker} panel to show a state")
+             in ("running", "idle", "paused", "unknown"), f"the {worker} panel to show a state")
 
     # a drain from the command line shows at once, from its event (the page's own status refresh is 5 s)
     drained = ids[1]

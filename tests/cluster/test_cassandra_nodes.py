@@ -28,6 +28,7 @@ def nodes(cassandra_session, cluster_factory, node_factory, zookeeper, cluster_n
     common = dict(zk=zookeeper.hosts, cluster=cluster_name, zk_session_timeout=2, replicas=2,
                   cassandra=settings.hosts[0], cassandra_keyspace=KEYSPACE,
                   cassandra_replication="{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    common["admin_users"] = ["alice"]  # TEST_USERS[0]: the admin tests below use her key
     one = node_factory("n1", **common)
     # the other node asks the local datacenter first, at LOCAL_QUORUM (SimpleSnitch's one datacenter)
     two = node_factory("n2", **common, cassandra_local_dc="datacenter1", cassandra_consistency="LOCAL_QUORUM")
@@ -236,3 +237,34 @@ def test_multipart_upload_spread_over_both_nodes(nodes) -> None:
     # a copy through one node, read through the other
     a.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "big"})
     assert b.get_object(Bucket=bucket, Key="copy", Range="bytes=0-99")["Body"].read() == parts[0][:100]
+
+
+def test_the_admin_interface_on_cassandra_metadata(nodes) -> None:
+    """Users made through one node's admin interface work on the other; usage and status from either node."""
+    import re
+
+    from tests.admin.helpers import cli, cli_json
+
+    one, two = nodes
+    out = cli(one, "users", "create", fresh("erin")).stdout
+    user_id = re.search(r"user (\S+)", out).group(1)
+    access = re.search(r"access key: (\S+)", out).group(1)
+    secret = re.search(r"secret key: (\S+)", out).group(1)
+    import boto3
+
+    erin = boto3.client("s3", endpoint_url=two.endpoint, region_name="us-east-1", aws_access_key_id=access,
+                        aws_secret_access_key=secret)
+    bucket = fresh("usage")
+    erin.create_bucket(Bucket=bucket)
+    for i in range(3):
+        erin.put_object(Bucket=bucket, Key=f"k{i}", Body=os.urandom(1000 * (i + 1)))
+    for node in nodes:
+        assert cli_json(node, "usage", bucket) == {"bucket": bucket, "objects": 3, "bytes": 6000}
+        status = cli_json(node, "status")
+        assert status["node"]["mode"] == "cluster" and len(status["agents"]) == 2
+    assert user_id in {u["id"] for u in cli_json(two, "users", "list")["users"]}
+    cli(two, "users", "delete", user_id)
+    with pytest.raises(ClientError) as info:
+        boto3.client("s3", endpoint_url=one.endpoint, region_name="us-east-1", aws_access_key_id=access,
+                     aws_secret_access_key=secret).list_buckets()
+    assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"

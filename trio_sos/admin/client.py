@@ -210,7 +210,8 @@ async def _run(args: Any) -> int:
             out.table(result, result["buckets"], [("name", "name"), ("owner", "owner"), ("created", "created")])
         elif cmd == "usage":
             u = await client.call("buckets.usage", {"bucket": args.bucket})
-            out.line(u, f"{u['bucket']}: {u['objects']} objects, {_bytes(u['bytes'])}")
+            noun = "object" if u["objects"] == 1 else "objects"
+            out.line(u, f"{u['bucket']}: {u['objects']} {noun}, {_bytes(u['bytes'])}")
         elif cmd in ("config", "version"):
             result = await client.call(cmd)
             out.line(result, "\n".join(f"{k} = {json.dumps(v)}" for k, v in result.items()))
@@ -237,7 +238,7 @@ async def _worker(client: AdminClient, worker: str, action: str, watch: bool, ou
         p = event["data"]
         out.progress(p)
         seen_running = seen_running or p.get("state") == "running"
-        if (p.get("passes") or 0) > passes and p.get("state") in ("idle", "standby"):
+        if (p.get("passes") or 0) > passes and p.get("state") == "idle":
             out.finish(p)
             return 0
         if not seen_running and action in ("pause", "cancel", "status") and p.get("state") != "running":

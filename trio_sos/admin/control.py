@@ -5,7 +5,7 @@ leads it, so commands go through ZooKeeper: ``control/<worker>`` holds ``{"pause
 n}``; every node applies it to its copy of the worker (only the leader's runs, and a node that becomes leader
 later starts paused if it is). ``run`` and ``cancel`` are counters: a node acts on each increase it sees, never
 on the value it found at its start. The leader publishes its worker's progress into ``progress/<worker>`` about
-once a second while it changes, where every other node reads it (``state: standby``, the leader's figures).
+once a second while it changes, where every other node reads it (``standby: true``, the leader's figures).
 
 Agents: ``draining/<id>`` (the drain mark, with repair's ``{"left", "drained"}``) and ``removed/<id>``.
 """
@@ -57,11 +57,17 @@ class Control:
         if self._leading(name):
             p = worker.report()
             p["leader"] = self.node.node_id or None
-        else:
-            p = dict(self._remote.get(name) or {"state": "idle", "done": 0, "left": None, "unit": worker.unit})
-            p["state"] = "standby" if not worker.paused else "paused"
+            p["standby"] = False
+        else:  # another node runs it: its figures as it last published them
+            p = dict(self._remote.get(name) or {"state": "unknown", "done": 0, "left": None, "unit": worker.unit,
+                                                "leader": None})
+            # paused as the control record says (every node applies it; the leader's publication may lag)
             p["paused"] = worker.paused
-            p["leader"] = p.get("leader")
+            if worker.paused and p.get("state") != "running":
+                p["state"] = "paused"
+            elif not worker.paused and p.get("state") == "paused":
+                p["state"] = "idle"  # resumed: the leader goes on within a poll
+            p["standby"] = True
         p["worker"] = name
         return p
 
