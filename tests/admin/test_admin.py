@@ -32,7 +32,7 @@ def test_health_ready_dashboard_and_no_s3(admin_node) -> None:
     status, _, body = http_get(admin_node, "/ready")
     ready = json.loads(body)
     assert status == 200 and ready["ready"] is True and ready["metadata"] == "ok"
-    assert ready["agents"] == {"writable_healthy": 1, "write_quorum": 1}
+    assert ready["agents"] == {"writable": 1, "writable_healthy": 1, "write_quorum": 1}
     status, headers, body = http_get(admin_node, "/")
     assert status == 200 and b"<html" in body.lower()
     assert "default-src 'self'" in headers["Content-Security-Policy"]
@@ -426,3 +426,23 @@ def test_admin_listener_with_tls(node_factory, tmp_path) -> None:
     context = ssl.create_default_context(cafile=str(crt))
     with urllib.request.urlopen(node.admin_endpoint + "/health", context=context, timeout=30) as response:
         assert response.read() == b"ok\n"
+
+
+def test_ready_follows_the_agent(admin_node) -> None:
+    import signal
+
+    from tests.cluster.test_cluster import wait_for
+
+    admin_node.allow_log(r"agent \S+ unhealthy|agent .* (unreachable|did not answer|timed out)|health check")
+    agent = admin_node.agent_pid()
+    os.kill(agent, signal.SIGSTOP)  # the local agent stops answering (its supervisor may restart it: fine too)
+    try:
+        def not_ready() -> bool:
+            status, _, body = http_get(admin_node, "/ready")
+            return status == 503 and json.loads(body)["agents"]["writable_healthy"] == 0
+
+        wait_for(not_ready, what="/ready to say 503 while the agent does not answer")
+        assert http_get(admin_node, "/health")[0] == 200  # alive all the same
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    wait_for(lambda: http_get(admin_node, "/ready")[0] == 200, what="/ready to come back")

@@ -11,7 +11,7 @@ import os
 import pytest
 import trio
 
-from tests.admin.helpers import admin_settings, cli, cli_json, session
+from tests.admin.helpers import admin_settings, cli, cli_json, http_get, session
 from tests.cluster.test_cluster import cluster_node, wait_for
 from tests.cluster.test_repair import allow_repair_noise, chunk_names, holders
 
@@ -162,6 +162,8 @@ async def test_an_agent_that_dies_is_reported(cluster) -> None:
             await s.event(lambda e: e["event"] == "agent.left" and e["data"]["agent"] == victim_id)
     rows = agent_rows(nodes[1])
     assert victim_id not in rows
+    status, _, body = http_get(nodes[1], "/ready")  # three agents left: writes still make their quorum of 2
+    assert status == 200 and json.loads(body)["agents"] == {"writable": 3, "writable_healthy": 3, "write_quorum": 2}
     # the node that leads repair counts the chunks short of R (the other says null)
     def counted_once() -> bool:
         counts = [json.loads(cli(n, "--json", "status").stdout)["under_replicated"] for n in nodes]

@@ -102,15 +102,15 @@ class Admin:
         if scope.cancelled_caught:
             why["metadata"] = "no answer within 2s"
             ok = False
+        # as the write path sees it: a chunk goes to min(R, writable agents) of the registered writable agents and
+        # needs the write quorum of that many; the healthy ones among them must be enough
         fleet = node.fleet
-        usable = [a for a, info in fleet.agents.items() if info.writable
-                  and (self.monitor.health.get(a) is None or self.monitor.health[a].ok)]
-        replicas = max(1, min(fleet.replicas, len(usable))) if usable else fleet.replicas
-        quorum = fleet.write_quorum(fleet.replicas)
-        why["agents"] = {"writable_healthy": len(usable), "write_quorum": quorum}
-        if len(usable) < quorum or not usable:
+        writable = [a for a, info in fleet.agents.items() if info.writable]
+        usable = [a for a in writable if self.monitor.health.get(a) is None or self.monitor.health[a].ok]
+        quorum = fleet.write_quorum(max(1, min(fleet.replicas, len(writable))))
+        why["agents"] = {"writable": len(writable), "writable_healthy": len(usable), "write_quorum": quorum}
+        if not usable or len(usable) < quorum:
             ok = False
-        del replicas
         if node.workers is not None:
             serving = sum(1 for p in node.workers.procs.values() if p.returncode is None)
             why["workers"] = {"running": serving, "configured": node.workers.count}
