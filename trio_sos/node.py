@@ -96,16 +96,22 @@ def _bound(listener: trio.SocketListener) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def server_tls(config: Config) -> ssl.SSLContext | None:
+    """The node's TLS context (its certificate and key), or None without ``tls_cert``."""
+    if not config.tls_cert:
+        return None
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        tls.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"setting tls_cert: cannot load {config.tls_cert} / {config.tls_key}: {exc}") from None
+    return tls
+
+
 async def open_listeners(config: Config) -> tuple[list[trio.abc.Listener], list[str]]:
     """Plain HTTP on ``listen`` — or TLS there when a certificate is configured without ``tls_listen`` — and TLS
     on ``tls_listen``. Returns the listeners and their endpoint URLs."""
-    tls = None
-    if config.tls_cert:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            tls.load_cert_chain(config.tls_cert, config.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"setting tls_cert: cannot load {config.tls_cert} / {config.tls_key}: {exc}") from None
+    tls = server_tls(config)
     plain = await _tcp_listeners(config.listen, "listen")
     if tls is not None and not config.tls_listen:
         return ([trio.SSLListener(lst, tls, https_compatible=True) for lst in plain],

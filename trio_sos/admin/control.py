@@ -25,7 +25,9 @@ ACTIONS = ("start", "pause", "resume", "cancel", "status")
 POLL = 0.5
 
 
-class ControlError(Exception):
+class OpError(Exception):
+    """An admin operation refused: its protocol error code and a message."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -75,9 +77,9 @@ class Control:
 
     async def command(self, name: str, action: str) -> dict[str, Any]:
         if name not in self.workers():
-            raise ControlError("bad_args", f"no background worker {name!r} runs on this node")
+            raise OpError("bad_args", f"no background worker {name!r} runs on this node")
         if action not in ACTIONS:
-            raise ControlError("unknown_op", f"{name}.{action} is not an operation")
+            raise OpError("unknown_op", f"{name}.{action} is not an operation")
         if action != "status":
             if self.node.zk is None:
                 self._apply_local(name, action)
@@ -254,12 +256,12 @@ class Control:
             drain = self.drains.get(agent)
             if fleet.agents[agent].writable or not drain or not drain.get("drained"):
                 left = drain.get("left") if drain else None
-                raise ControlError("not_drained", f"agent {agent} is registered and not drained "
+                raise OpError("not_drained", f"agent {agent} is registered and not drained "
                                                   f"({'not draining' if drain is None else f'{left} chunks left'}): "
                                                   "drain it first, or stop it")
         elif agent not in fleet.removed and agent not in self.drains:
             if self.node.meta is None or agent not in await self.node.meta.indexed_agents():
-                raise ControlError("no_such_agent", f"no agent {agent} is known")
+                raise OpError("no_such_agent", f"no agent {agent} is known")
         from kazoo.exceptions import NodeExistsError
 
         try:
@@ -274,13 +276,13 @@ class Control:
 
     def _need_zk(self) -> Any:
         if self.node.zk is None:
-            raise ControlError("not_cluster", "this node is embedded (one local agent): there is no placement to "
+            raise OpError("not_cluster", "this node is embedded (one local agent): there is no placement to "
                                               "steer; run a cluster (serve --zk) to drain or remove agents")
         return self.node.zk
 
     def _known(self, agent: str) -> None:
         if agent not in self.node.fleet.agents:
-            raise ControlError("no_such_agent", f"no agent {agent} is registered")
+            raise OpError("no_such_agent", f"no agent {agent} is registered")
 
 
 def _record(data: bytes) -> dict:

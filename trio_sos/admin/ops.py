@@ -13,20 +13,13 @@ import attrs
 
 from .. import __version__
 from ..meta.store import MetaUnavailable, User, UserExists
-from .control import ControlError
+from .control import OpError
 from .events import TOPICS, Subscriber
 
 log = logging.getLogger("trio_sos.admin")
 
 SECRET_SETTINGS = ("cassandra_password", "metrics_token")
 MAX_ID = 256
-
-
-class OpError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _error(id_: Any, code: str, message: str) -> dict:
@@ -98,7 +91,7 @@ class AdminOps:
             return _error(id_, "bad_args", "args: a JSON object")
         try:
             result = await fn(args, sub)
-        except (OpError, ControlError) as exc:
+        except OpError as exc:
             return _error(id_, exc.code, exc.message)
         except MetaUnavailable as exc:
             return _error(id_, "unavailable", f"the metadata store is unavailable: {exc}")

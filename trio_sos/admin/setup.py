@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import ssl
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..config import Config, ConfigError
+from ..config import Config
 from . import metrics
 from .control import Control
 from .events import EventHub
@@ -25,16 +24,12 @@ log = logging.getLogger("trio_sos.admin")
 
 async def open_admin_listeners(config: Config) -> tuple[list[trio.abc.Listener], str]:
     """The admin listener (TLS when the node has a certificate) and its URL."""
-    from ..node import _bound, _tcp_listeners
+    from ..node import _bound, _tcp_listeners, server_tls
 
     assert config.admin_listen is not None
+    tls = server_tls(config)
     plain = await _tcp_listeners(config.admin_listen, "admin_listen")
-    if config.tls_cert:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            tls.load_cert_chain(config.tls_cert, config.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"setting tls_cert: cannot load {config.tls_cert} / {config.tls_key}: {exc}") from None
+    if tls is not None:
         return [trio.SSLListener(lst, tls, https_compatible=True) for lst in plain], f"https://{_bound(plain[0])}"
     return list(plain), f"http://{_bound(plain[0])}"
 
