@@ -243,11 +243,16 @@ class Node:
                     fleet, where = await self._start_local_agent(nursery, config)
                     leads = None
 
+                events: Any = None  # where this process's events go: the admin's hub, or (a worker) its pipe
+
                 def report_bad(chunk_id: bytes, agent_id: str, reason: str) -> None:
                     # a reader found a replica missing or corrupt: repair replaces it (reported off the read path)
                     nursery.start_soon(meta.report_replica, ReplicaReport(chunk_id, agent_id, reason, time.time()))
                     if self.repairer is not None:
                         self.repairer.wake.set()
+                    if events is not None:
+                        events.publish("finding", {"worker": "read", "chunk": chunk_id.hex(), "agent": agent_id,
+                                                   "reason": reason})
 
                 self.fleet = fleet
                 if self.role != "worker":
@@ -291,11 +296,11 @@ class Node:
                     if self.role == "worker":
                         from .admin.events import EventPipe
 
-                        pipe = EventPipe()
-                        nursery.start_soon(pipe.run)
-                        observer = RequestObserver(pipe, slow_ms=config.slow_request_ms)
+                        events = EventPipe()
+                        nursery.start_soon(events.run)
                     else:
-                        observer = RequestObserver(self.admin.hub, slow_ms=config.slow_request_ms)
+                        events = self.admin.hub
+                    observer = RequestObserver(events, slow_ms=config.slow_request_ms)
                     self.server = HttpServer(app.handle, limits=limits, render_error=app.render_http_error,
                                              balance=balance, observer=observer)
                     await nursery.start(self.server.serve, listeners)

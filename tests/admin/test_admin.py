@@ -368,8 +368,16 @@ async def test_scrub_findings_reach_subscribers(node_factory) -> None:
     path.write_bytes(bytes(data))
     async with session(node) as s:
         await s.ok("subscribe", {"topics": ["findings"]})
+
+        def read() -> None:  # the only replica's first block is bad: the read is cut, and the reader reports it
+            with pytest.raises(Exception):  # noqa: B017  (botocore raises one of several, by where it is cut)
+                s3.get_object(Bucket="rotten", Key="k")["Body"].read()
+
+        await trio.to_thread.run_sync(read)
+        by_reader = await s.event(lambda e: e["event"] == "finding" and e["data"]["worker"] == "read")
+        assert by_reader["data"]["chunk"] == path.name
         await s.ok("scrub.start")
-        finding = await s.event(lambda e: e["event"] == "finding")
+        finding = await s.event(lambda e: e["event"] == "finding" and e["data"]["worker"] == "scrub")
         assert finding["data"]["worker"] == "scrub" and finding["data"]["reason"] == "corrupt"
         assert finding["data"]["chunk"] == path.name  # chunk files are named by the chunk id in hex
         assert (await s.ok("scrub.status"))["findings"] == 1

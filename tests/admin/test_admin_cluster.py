@@ -87,8 +87,9 @@ async def test_a_drain_through_the_admin_interface_drains(cluster) -> None:
     assert all(len(holders(agents, n)) == 3 for n in names)
     for i in range(24):
         assert len(s3.get_object(Bucket="drained", Key=f"k{i}")["Body"].read()) == 40_000 + i
-    wait_for(lambda: (agent_rows(nodes[0])[target_id]["drain"] or {}).get("drained") is True, timeout=60,
-             what="the drain mark to say drained")
+    waited = cli(nodes[0], "drain", target_id, "--wait")  # again: nothing changes, and it waits for the end
+    assert waited.stdout.strip().splitlines()[-1] == f"agent {target_id}: drained", waited.stdout
+    assert (agent_rows(nodes[0])[target_id]["drain"] or {}).get("drained") is True
     assert agent_rows(nodes[1])[target_id]["state"] == "draining"
     # removed once drained: left out of every node's placement and reads
     assert cli(nodes[0], "remove", target_id).stdout.strip() == f"agent {target_id}: removed"

@@ -136,6 +136,8 @@ def add_parser(sub: Any) -> None:
                        ("remove", "forget an agent: drained, or gone for good (its chunks are re-replicated now)")):
         p = verbs.add_parser(verb, help=text)
         p.add_argument("agent_id", help="the agent's id (32 hex digits)")
+        if verb == "drain":
+            p.add_argument("--wait", action="store_true", help="show the chunks left until the agent is drained")
     for worker in ("repair", "scrub", "gc"):
         p = verbs.add_parser(worker, help=f"run a {worker} pass now, or pause/resume/cancel it")
         p.add_argument("action", nargs="?", default="start", choices=("start", "pause", "resume", "cancel",
@@ -189,6 +191,8 @@ async def _run(args: Any) -> int:
         elif cmd in ("drain", "undrain", "remove"):
             result = await client.call(f"agents.{cmd}", {"agent": args.agent_id})
             out.line(result, f"agent {result['agent']}: {result['state']}")
+            if cmd == "drain" and args.wait:
+                return await _wait_drained(client, result["agent"], out)
         elif cmd in ("repair", "scrub", "gc"):
             return await _worker(client, cmd, args.action, args.watch, out)
         elif cmd == "users":
@@ -247,6 +251,26 @@ async def _worker(client: AdminClient, worker: str, action: str, watch: bool, ou
         if time.monotonic() > deadline:
             return 1
     return 0
+
+
+async def _wait_drained(client: AdminClient, agent: str, out: _Output) -> int:
+    """Poll the agent's drain progress (repair writes it into the drain mark) until it says drained."""
+    last = None
+    while True:
+        rows = {a["id"]: a for a in (await client.call("agents.list"))["agents"]}
+        row = rows.get(agent)
+        if row is None or row["state"] != "draining":
+            print(f"trio_sos admin: agent {agent} is no longer draining ({row['state'] if row else 'gone'})",
+                  file=sys.stderr)
+            return 1
+        drain = row.get("drain") or {}
+        if drain.get("left") != last or drain.get("drained"):
+            last = drain.get("left")
+            out.line({"agent": agent, **drain}, f"agent {agent}: "
+                     + ("drained" if drain.get("drained") else f"{'?' if last is None else last} chunks left"))
+        if drain.get("drained"):
+            return 0
+        await trio.sleep(1.0)
 
 
 def _bytes(n: Any) -> str:
