@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -454,3 +455,30 @@ def test_ready_follows_the_agent(admin_node) -> None:
     finally:
         os.kill(agent, signal.SIGCONT)
     wait_for(lambda: http_get(admin_node, "/ready")[0] == 200, what="/ready to come back")
+
+
+def test_watch_prints_events_as_they_come(node_factory) -> None:
+    import select
+    import subprocess
+    import sys
+
+    from tests.admin.helpers import ADMIN
+
+    node = node_factory(**admin_settings(slow_request_ms=0))
+    proc = subprocess.Popen([sys.executable, "-m", "trio_sos", "admin", "--endpoint", node.admin_endpoint,
+                             "--access-key", ADMIN["access_key"], "--secret-key", ADMIN["secret_key"], "--json",
+                             "watch", "requests"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        s3 = node.client()
+        deadline = time.monotonic() + 60
+        out = b""
+        while b'"request.slow"' not in out:  # the watcher subscribes once connected: keep making requests
+            assert time.monotonic() < deadline and proc.poll() is None, (out, proc.stderr.read())
+            s3.list_buckets()
+            if select.select([proc.stdout], [], [], 0.2)[0]:
+                out += os.read(proc.stdout.fileno(), 65536)
+        event = json.loads(next(line for line in out.splitlines() if b'"request.slow"' in line))
+        assert event["data"]["operation"] == "ListBuckets" and event["data"]["user"] == "alice"
+    finally:
+        proc.terminate()
+        proc.wait(30)
