@@ -62,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--secrets", action="store_true", help="also print secret keys")
     delete = user_sub.add_parser("delete", help="delete a user")
     delete.add_argument("name", help="user id")
-    for p in (create, listing, delete):
+    rotate = user_sub.add_parser("rotate", help="give a user a new key pair (the old one stops working at once)")
+    rotate.add_argument("name", help="user id")
+    rotate.add_argument("--access-key", help="default: generated")
+    rotate.add_argument("--secret-key", help="default: generated")
+    for p in (create, listing, delete, rotate):
         _node_options(p)
 
     agent = sub.add_parser("agent", help="run a storage agent under a supervisor that restarts it")
@@ -151,6 +155,17 @@ async def _user(args: argparse.Namespace, config) -> int:
                 print(f"{user.id}  display name: {user.display_name}  access key: {user.access_key}{secret}")
             for u in config.users:
                 print(f"{u.id}  display name: {u.display_name}  access key: {u.access_key}  (from the config file)")
+        elif args.user_command == "rotate":
+            access, secret = args.access_key or new_access_key(), args.secret_key or new_secret_key()
+            try:
+                found = await meta.set_user_keys(args.name, access, secret)
+            except UserExists:
+                print("trio_sos: another user holds that access key", file=sys.stderr)
+                return 1
+            if not found:
+                print(f"trio_sos: no user {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"user {args.name}\n  access key: {access}\n  secret key: {secret}")
         elif args.user_command == "delete":
             if not await meta.delete_user(args.name):
                 print(f"trio_sos: no user {args.name!r}", file=sys.stderr)

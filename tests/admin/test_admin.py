@@ -201,6 +201,21 @@ def test_users_through_the_cli(admin_node) -> None:
     assert "carol" in cli(admin_node, "users", "list").stdout
     again = cli(admin_node, "users", "create", "carol", check=False)
     assert again.returncode == 1 and "user_exists" in again.stderr
+    # a new key pair: the old one stops working at once, the new one owns what carol owned
+    out = cli(admin_node, "users", "rotate", "carol").stdout
+    new_access = re.search(r"access key: (\S+)", out).group(1)
+    new_secret = re.search(r"secret key: (\S+)", out).group(1)
+    assert new_access != access
+    with pytest.raises(ClientError) as info:
+        carol.list_buckets()
+    assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    carol = boto3.client("s3", endpoint_url=admin_node.endpoint, region_name="us-east-1",
+                         aws_access_key_id=new_access, aws_secret_access_key=new_secret)
+    assert [b["Name"] for b in carol.list_buckets()["Buckets"]] == ["carols"]
+    taken = cli(admin_node, "--json", "users", "list").stdout
+    assert new_access in taken and access not in taken
+    refused = cli(admin_node, "users", "rotate", "alice", check=False)  # from the config file
+    assert refused.returncode == 1 and "bad_args" in refused.stderr
     cli(admin_node, "users", "delete", "carol")
     with pytest.raises(ClientError) as info:
         carol.list_buckets()

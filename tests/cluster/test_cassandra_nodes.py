@@ -263,6 +263,14 @@ def test_the_admin_interface_on_cassandra_metadata(nodes) -> None:
         status = cli_json(node, "status")
         assert status["node"]["mode"] == "cluster" and len(status["agents"]) == 2
     assert user_id in {u["id"] for u in cli_json(two, "users", "list")["users"]}
+    rotated = cli_json(one, "users", "rotate", user_id)  # through one node; the other sees it at once
+    with pytest.raises(ClientError) as info:
+        erin.list_buckets()
+    assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    erin = boto3.client("s3", endpoint_url=two.endpoint, region_name="us-east-1",
+                        aws_access_key_id=rotated["access_key"], aws_secret_access_key=rotated["secret_key"])
+    assert bucket in [b["Name"] for b in erin.list_buckets()["Buckets"]]
+    access, secret = rotated["access_key"], rotated["secret_key"]
     cli(two, "users", "delete", user_id)
     with pytest.raises(ClientError) as info:
         boto3.client("s3", endpoint_url=one.endpoint, region_name="us-east-1", aws_access_key_id=access,

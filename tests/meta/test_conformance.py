@@ -122,6 +122,29 @@ async def test_create_user_duplicate_id_or_key(store: MetaStore) -> None:
     assert len([u for u in await store.list_users() if u.display_name == "other"]) == 0
 
 
+async def test_user_keys_rotate(store: MetaStore) -> None:
+    user = User(fresh("u"), "U", fresh("AK"), "old-secret")
+    other = User(fresh("o"), "O", fresh("AK"), "o-secret")
+    await store.create_user(user)
+    await store.create_user(other)
+    assert await store.user_by_access_key(user.access_key) == user  # (cached, where a backend caches)
+    new_key = fresh("AK")
+    assert await store.set_user_keys(user.id, new_key, "new-secret") is True
+    rotated = attrs.evolve(user, access_key=new_key, secret_key="new-secret")
+    assert await store.user_by_access_key(user.access_key) is None  # the old key stops working at once
+    assert await store.user_by_access_key(new_key) == rotated
+    assert await store.user_by_id(user.id) == rotated
+    assert await store.set_user_keys(user.id, new_key, "newer-secret") is True  # same key, new secret
+    assert (await store.user_by_access_key(new_key)).secret_key == "newer-secret"
+    with pytest.raises(UserExists):  # another user's key
+        await store.set_user_keys(user.id, other.access_key, "x-secret")
+    assert await store.user_by_access_key(other.access_key) == other
+    assert (await store.user_by_id(user.id)).access_key == new_key
+    assert await store.set_user_keys(fresh("nobody"), fresh("AK"), "s") is False
+    # the old key is free again: a new user may take it
+    await store.create_user(User(fresh("n"), "N", user.access_key, "n-secret"))
+
+
 # -- buckets --
 
 

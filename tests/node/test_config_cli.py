@@ -81,6 +81,12 @@ def test_user_commands_and_first_start_admin(tmp_path) -> None:
     listed = run_cli("user", "list", "--data-dir", data)
     assert "carol" in listed.stdout and access_key in listed.stdout and "secret" not in listed.stdout
     assert run_cli("user", "create", "carol", "--data-dir", data).returncode == 1
+    rotated = run_cli("user", "rotate", "carol", "--data-dir", data)
+    assert rotated.returncode == 0, rotated.stderr
+    new_key = rotated.stdout.split("access key: ")[1].split()[0]
+    listed = run_cli("user", "list", "--data-dir", data).stdout
+    assert new_key in listed and access_key not in listed
+    assert run_cli("user", "rotate", "nobody", "--data-dir", data).returncode == 1
     assert run_cli("user", "delete", "carol", "--data-dir", data).returncode == 0
     assert run_cli("user", "delete", "carol", "--data-dir", data).returncode == 1
 

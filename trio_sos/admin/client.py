@@ -152,6 +152,8 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--email")
     delete = users_sub.add_parser("delete")
     delete.add_argument("name")
+    rotate = users_sub.add_parser("rotate", help="give a user a new key pair (the old one stops working at once)")
+    rotate.add_argument("name")
     verbs.add_parser("buckets", help="the buckets")
     usage = verbs.add_parser("usage", help="a bucket's objects and bytes")
     usage.add_argument("bucket")
@@ -205,6 +207,9 @@ async def _run(args: Any) -> int:
                 if args.email:
                     req["email"] = args.email
                 u = await client.call("users.create", req)
+                out.line(u, f"user {u['id']}\n  access key: {u['access_key']}\n  secret key: {u['secret_key']}")
+            elif args.users_command == "rotate":
+                u = await client.call("users.rotate", {"id": args.name})
                 out.line(u, f"user {u['id']}\n  access key: {u['access_key']}\n  secret key: {u['secret_key']}")
             else:
                 await client.call("users.delete", {"id": args.name})

@@ -55,6 +55,7 @@ class AdminOps:
             "agents.list": self.agents_list, "agents.drain": self.agents_drain,
             "agents.undrain": self.agents_undrain, "agents.remove": self.agents_remove,
             "users.list": self.users_list, "users.create": self.users_create, "users.delete": self.users_delete,
+            "users.rotate": self.users_rotate,
             "buckets.list": self.buckets_list, "buckets.usage": self.buckets_usage,
             "subscribe": self.subscribe, "unsubscribe": self.unsubscribe,
         }
@@ -219,6 +220,26 @@ class AdminOps:
         if not await self.node.meta.delete_user(user_id):
             raise OpError("no_such_user", f"no user {user_id!r}")
         return {"id": user_id, "deleted": True}
+
+    async def users_rotate(self, args: dict, sub: Subscriber) -> dict:
+        from ..node import new_access_key, new_secret_key
+
+        user_id = _str_arg(args, "id", max_len=64)
+        assert user_id is not None
+        access = _str_arg(args, "access_key", required=False, max_len=128) or new_access_key()
+        secret = _str_arg(args, "secret_key", required=False, max_len=128) or new_secret_key()
+        if len(secret) < 8:
+            raise OpError("bad_args", "argument 'secret_key': at least 8 characters")
+        if any(u.id == user_id for u in self.node.config.users):
+            raise OpError("bad_args", f"user {user_id!r} comes from the config file: change its keys there")
+        if any(u.access_key == access for u in self.node.config.users):
+            raise OpError("user_exists", "a user of the config file holds that access key")
+        try:
+            if not await self.node.meta.set_user_keys(user_id, access, secret):
+                raise OpError("no_such_user", f"no user {user_id!r}")
+        except UserExists:
+            raise OpError("user_exists", "another user holds that access key") from None
+        return {"id": user_id, "access_key": access, "secret_key": secret}
 
     # -- buckets --
 

@@ -421,6 +421,32 @@ class CassandraMetaStore(MetaStore):
 
         return await self._run(run)
 
+    async def set_user_keys(self, user_id: str, access_key: str, secret_key: str) -> bool:
+        def run() -> bool:
+            for _ in range(LWT_RETRIES):
+                row = self._one("SELECT access_key FROM users WHERE id = ?", (user_id,))
+                if row is None:
+                    return False
+                new_key = row.access_key != access_key
+                if new_key:
+                    # the new key's index entry first (it is unique), then the record, then the old entry goes: a
+                    # lookup of the old key finds a record that no longer names it, so it stops working at once
+                    applied, existing = self._lwt("INSERT INTO users_by_key (access_key, id) VALUES (?, ?) "
+                                                  "IF NOT EXISTS", (access_key, user_id))
+                    if not applied and existing.id != user_id:
+                        raise UserExists(existing.id)
+                applied, _ = self._lwt("UPDATE users SET access_key = ?, secret_key = ? WHERE id = ? "
+                                       "IF access_key = ?", (access_key, secret_key, user_id, row.access_key))
+                if applied:
+                    if new_key:
+                        self._lwt("DELETE FROM users_by_key WHERE access_key = ? IF id = ?", (row.access_key, user_id))
+                    return True
+                if new_key:  # deleted or given other keys meanwhile: take the new entry back, and look again
+                    self._lwt("DELETE FROM users_by_key WHERE access_key = ? IF id = ?", (access_key, user_id))
+            raise MetaUnavailable(f"user {user_id}: too many concurrent changes")
+
+        return await self._run(run)
+
     def _user(self, user_id: str) -> User | None:
         r = self._one("SELECT id, display_name, access_key, secret_key, email FROM users WHERE id = ?", (user_id,))
         return User(r.id, r.display_name, r.access_key, r.secret_key, r.email) if r else None

@@ -703,6 +703,16 @@ class SqliteMetaStore(MetaStore):
     async def delete_user(self, user_id: str) -> bool:
         return await self._changed(lambda c: c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0)
 
+    async def set_user_keys(self, user_id: str, access_key: str, secret_key: str) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            holder = c.execute("SELECT id FROM users WHERE access_key = ?", (access_key,)).fetchone()
+            if holder is not None and holder[0] != user_id:
+                raise UserExists(holder[0])
+            return c.execute("UPDATE users SET access_key = ?, secret_key = ? WHERE id = ?",
+                             (access_key, secret_key, user_id)).rowcount > 0
+
+        return await self._changed(run)
+
     async def user_by_access_key(self, access_key: str) -> User | None:
         def run(c: sqlite3.Connection) -> User | None:
             row = c.execute(f"SELECT {_USER_COLS} FROM users WHERE access_key = ?", (access_key,)).fetchone()

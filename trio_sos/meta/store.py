@@ -281,6 +281,11 @@ class MetaStore(abc.ABC):
     async def delete_user(self, user_id: str) -> bool: ...
 
     @abc.abstractmethod
+    async def set_user_keys(self, user_id: str, access_key: str, secret_key: str) -> bool:
+        """Give the user a new key pair (rotation): the old access key stops working at once. False if there is no
+        such user; raises UserExists if another user holds ``access_key``."""
+
+    @abc.abstractmethod
     async def user_by_access_key(self, access_key: str) -> User | None: ...
 
     @abc.abstractmethod
