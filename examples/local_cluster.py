@@ -61,11 +61,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="where everything keeps its data (default: a temporary dir)")
     parser.add_argument("--port", type=int, default=9000, help="the first node's S3 port (the second: +1)")
     parser.add_argument("--admin-port", type=int, help="the first node's admin port (the second: +1; default: --port "
-                                                       "+ 100)")
+                                                       "+ 100; 0: any free port for each)")
     parser.add_argument("--cassandra", help="HOST:PORT of a running Cassandra: the nodes keep the metadata there")
     parser.add_argument("--keyspace", default="trio_sos_example", help="its keyspace (default: trio_sos_example)")
     args = parser.parse_args()
-    admin_port = args.admin_port or args.port + 100
+    admin_port = args.port + 100 if args.admin_port is None else args.admin_port
     if not os.path.exists("/usr/share/java/zookeeper.jar"):
         sys.exit("ZooKeeper's jar is missing: apt-get install zookeeper")
     base = args.dir or Path(tempfile.mkdtemp(prefix="trio-sos-cluster-"))
@@ -102,15 +102,17 @@ def main() -> None:
                         "cassandra_replication = \"{'class': 'SimpleStrategy', 'replication_factor': 1}\"\n")
         else:  # the two nodes of one machine share one metadata file
             metadata = f'metadata = "{base / "meta.sqlite3"}"\n'
+        first_admin = ""
         for i in range(2):
             log = base / f"node{i}.log"
             config = base / f"node{i}.toml"
             config.write_text(f'zk = "{zk}"\ncluster = "example"\n' + metadata)
             proc = spawn([sys.executable, "-m", "trio_sos", "serve", "--config", str(config), "--data-dir",
                           str(base / f"node{i}"), "--listen", f"127.0.0.1:{args.port + i}", "--admin-listen",
-                          f"127.0.0.1:{admin_port + i}"], base / f"node{i}.out")
+                          f"127.0.0.1:{admin_port + i if admin_port else 0}"], base / f"node{i}.out")
             endpoint = wait_line(base / f"node{i}.out", r"S3 endpoint: (\S+)", proc)
             admin = wait_line(base / f"node{i}.out", r"Admin endpoint: (\S+)", proc)
+            first_admin = first_admin or admin[1]
             print(f"S3 node    {endpoint[1]}  admin {admin[1]}" + (f" (metadata in Cassandra {args.cassandra})"
                                                                    if args.cassandra else ""))
         keys = (base / "node0.out").read_text() + (base / "node1.out").read_text()
@@ -118,7 +120,7 @@ def main() -> None:
         secret = re.search(r"secret key: (\S+)", keys)
         if access and secret:
             print(f"\nadmin key pair: {access[1]} {secret[1]}")
-        print(f"\nlogs and data in {base}; `python -m trio_sos admin --endpoint http://127.0.0.1:{admin_port} "
+        print(f"\nlogs and data in {base}; `python -m trio_sos admin --endpoint {first_admin} "
               "--access-key ... --secret-key ... status`")
         print("^C stops everything")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
