@@ -22,6 +22,7 @@ class Periodic:
     wake: trio.Event
     log: logging.Logger
     what: str  # names the pass in the log: "<what> pass failed"
+    name: str  # the worker's name for operators: gc, repair, scrub
     unit = "chunks"
 
     # steering and the current pass's figures (class defaults; set per instance once used)
@@ -31,10 +32,13 @@ class Periodic:
     pass_started: float | None = None
     last_pass: float | None = None
     done = 0
-    done_total = 0  # units done since the worker started in this process (every pass)
     left: int | None = None
     bytes = 0
     failed = 0
+    # the same, added up over the passes that ended since the worker started in this process
+    done_total = 0
+    bytes_total = 0
+    failed_total = 0
     findings = 0
     on_finding: Callable[[dict[str, Any]], None] | None = None
     _pass_scope: trio.CancelScope | None = None
@@ -59,6 +63,8 @@ class Periodic:
                     self._pass_scope = None
                     self.running = False
                     self.done_total += self.done
+                    self.bytes_total += self.bytes
+                    self.failed_total += self.failed
                     self.last_pass = time.time()
                     self.passes_run += 1
             if scope.cancelled_caught:
@@ -98,11 +104,12 @@ class Periodic:
         """A finding (a corrupt or missing replica, a chunk that could not be repaired) for the operators."""
         self.findings += 1
         if self.on_finding is not None:
-            self.on_finding({"worker": self.what_name, **finding})
+            self.on_finding({"worker": self.name, **finding})
 
-    @property
-    def what_name(self) -> str:
-        return getattr(self, "name", self.what)
+    def totals(self) -> tuple[int, int, int]:
+        """Units done, bytes and failures since the worker started here, the pass under way included."""
+        now = (self.done, self.bytes, self.failed) if self.running else (0, 0, 0)
+        return self.done_total + now[0], self.bytes_total + now[1], self.failed_total + now[2]
 
     def report(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self._started_mono if self.running else 0.0
@@ -111,7 +118,7 @@ class Periodic:
         state = "paused" if self.paused else "running" if self.running else "idle"
         return {"state": state, "paused": self.paused, "passes": self.passes_run, "pass_started": self.pass_started,
                 "last_pass": self.last_pass, "done": self.done, "left": self.left, "unit": self.unit,
-                "done_total": self.done_total + (self.done if self.running else 0),
+                "done_total": self.totals()[0],
                 "bytes": self.bytes, "failed": self.failed, "findings": self.findings,
                 "rate": round(rate, 3) if rate is not None else None,
                 "eta_s": round(eta, 1) if eta is not None else None}

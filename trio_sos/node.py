@@ -153,9 +153,8 @@ def inherited_listeners(config: Config, spec: str) -> tuple[list[trio.abc.Listen
         plain = trio.SocketListener(sock)
         if kind == "s":
             if tls is None:
-                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                assert config.tls_cert is not None
-                tls.load_cert_chain(config.tls_cert, config.tls_key)
+                tls = server_tls(config)
+                assert tls is not None
             listeners.append(trio.SSLListener(plain, tls, https_compatible=True))
             endpoints.setdefault("https", f"https://{_bound(plain)}")
         else:
@@ -203,6 +202,10 @@ class Node:
     admin_endpoint: str | None = None
     admin: Any = None  # the admin pieces (trio_sos.admin.Admin): events, control, monitor, listener
     _scope: trio.CancelScope | None = None
+
+    def background_workers(self) -> dict[str, Any]:
+        """This process's GC, repair and scrub (none in a worker process), by name."""
+        return {w.name: w for w in (self.gc, self.repairer, self.scrubber) if w is not None}
 
     def stop(self) -> None:
         """Begin a graceful shutdown."""

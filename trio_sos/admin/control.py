@@ -44,8 +44,7 @@ class Control:
         self.poke = trio.Event()
 
     def workers(self) -> dict[str, Any]:
-        node = self.node
-        return {w.name: w for w in (node.gc, node.repairer, node.scrubber) if w is not None}
+        return self.node.background_workers()
 
     def names(self) -> list[str]:
         return sorted(self.workers())

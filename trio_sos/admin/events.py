@@ -48,7 +48,6 @@ class EventHub:
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
         self.dropped = 0
-        self.published = 0
 
     def subscriber(self, size: int = QUEUE) -> Subscriber:
         sub = Subscriber(size)
@@ -62,7 +61,6 @@ class EventHub:
     def publish(self, event: str, data: dict[str, Any], *, at: float | None = None) -> None:
         topic = topic_of(event)
         message = {"event": event, "at": round(at if at is not None else time.time(), 3), "data": data}
-        self.published += 1
         for sub in self.subscribers:
             if not sub.wants(topic):
                 continue
@@ -94,7 +92,6 @@ class EventPipe:
 
     def __init__(self, size: int = QUEUE) -> None:
         self._send, self._receive = trio.open_memory_channel[bytes](size)
-        self.dropped = 0
 
     def publish(self, event: str, data: dict[str, Any], *, at: float | None = None) -> None:
         line = EVENT_LINE + json.dumps({"event": event, "at": at or time.time(), "data": data},
@@ -104,7 +101,6 @@ class EventPipe:
         try:
             self._send.send_nowait(line)
         except trio.WouldBlock:
-            self.dropped += 1
             metrics.ADMIN_DROPPED.inc()
 
     async def run(self) -> None:

@@ -15,6 +15,7 @@ agents; no bucket or key is ever a label.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -72,7 +73,7 @@ class TimedMeta:
         if wrapped is not None:
             return wrapped
         attr = getattr(self._meta, name)
-        if name.startswith("_") or not callable(attr) or not _is_coroutine_function(attr):
+        if name.startswith("_") or not inspect.iscoroutinefunction(attr):
             return attr
         histogram = META_SECONDS.labels(name)
         errors = META_ERRORS.labels(name)
@@ -90,12 +91,6 @@ class TimedMeta:
 
         self._wrapped[name] = timed
         return timed
-
-
-def _is_coroutine_function(fn: Any) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(fn)
 
 
 def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
@@ -163,7 +158,7 @@ class StateCollector(Collector):
         yield from (up, latency, capacity, used, draining, states)
 
     def _workers(self, node: Any) -> Iterable[Metric]:
-        workers = {w.name: w for w in (node.gc, node.repairer, node.scrubber) if w is not None}
+        workers = node.background_workers()
         if not workers:
             return
         passes = CounterMetricFamily("trio_sos_background_passes", "Passes run on this node", labels=["worker"])
@@ -187,18 +182,18 @@ class StateCollector(Collector):
             findings.add_metric([name], w.findings)
         yield from (passes, running, paused, leading, done, left, findings)
         if node.repairer is not None:
-            p = node.repairer.progress
+            chunks, copied, failed = node.repairer.totals()
             c = CounterMetricFamily("trio_sos_repair_chunks", "Chunks repaired on this node")
-            c.add_metric([], p.chunks_done)
+            c.add_metric([], chunks)
             b = CounterMetricFamily("trio_sos_repair_copied_bytes", "Bytes copied by repair on this node")
-            b.add_metric([], p.bytes_done)
+            b.add_metric([], copied)
             f = CounterMetricFamily("trio_sos_repair_failed_chunks", "Chunks repair could not bring to R")
-            f.add_metric([], p.chunks_failed)
+            f.add_metric([], failed)
             yield from (c, b, f)
         if node.scrubber is not None:
             s = node.scrubber.stats
             v = CounterMetricFamily("trio_sos_scrub_verified_bytes", "Bytes verified by scrub on this node")
-            v.add_metric([], s.bytes_verified)
+            v.add_metric([], node.scrubber.totals()[1])
             r = CounterMetricFamily("trio_sos_scrub_findings", "Replicas scrub found bad", labels=["reason"])
             r.add_metric(["corrupt"], s.corrupt)
             r.add_metric(["missing"], s.missing)
@@ -207,7 +202,7 @@ class StateCollector(Collector):
             yield from (v, r, o)
         if node.gc is not None:
             d = CounterMetricFamily("trio_sos_gc_deleted_chunks", "Chunks the GC deleted on this node")
-            d.add_metric([], node.gc.deleted)
+            d.add_metric([], node.gc.totals()[0])
             yield d
 
     def _processes(self, node: Any) -> Iterable[Metric]:
@@ -242,18 +237,22 @@ def _proc_figures(pid: int) -> tuple[float, int] | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS, int(fields[21]) * _PAGE
 
 
-def scrape_registry(node: Any, monitor: Any, multiproc_dir: str | None) -> CollectorRegistry:
-    """The registry ``/metrics`` renders: this process's request figures (or the workers', added up), the state
-    collector, and this process's own CPU and memory."""
-    from prometheus_client import ProcessCollector
-
-    registry = CollectorRegistry()
+def request_figures(multiproc_dir: str | None) -> Collector:
+    """The S3 request figures: this process's, or (``serve --workers``) the workers', added up."""
     if multiproc_dir:
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        MultiProcessCollector(registry, path=multiproc_dir)
-    else:
-        registry.register(_Forward(REGISTRY))
+        return MultiProcessCollector(None, path=multiproc_dir)
+    return _Forward(REGISTRY)
+
+
+def scrape_registry(node: Any, monitor: Any, requests: Collector) -> CollectorRegistry:
+    """The registry ``/metrics`` renders: the request figures, the state collector, and this process's own CPU
+    and memory."""
+    from prometheus_client import ProcessCollector
+
+    registry = CollectorRegistry()
+    registry.register(requests)
     registry.register(StateCollector(node, monitor))
     ProcessCollector(registry=registry)
     return registry
@@ -271,12 +270,12 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def traffic_totals(registry: CollectorRegistry) -> dict[str, float]:
+def traffic_totals(requests: Collector) -> dict[str, float]:
     """Sums for the dashboard's traffic figures: requests, 5xx answers, bytes in and out, latency sum and count,
-    open connections (read from the same registry ``/metrics`` renders)."""
+    open connections (read from the request figures ``/metrics`` renders)."""
     totals = {"requests": 0.0, "errors": 0.0, "bytes_in": 0.0, "bytes_out": 0.0, "latency_sum": 0.0,
               "latency_count": 0.0, "connections": 0.0}
-    for metric in registry.collect():
+    for metric in requests.collect():
         for sample in metric.samples:
             name = sample.name
             if name == "trio_sos_s3_requests_total":

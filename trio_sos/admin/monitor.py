@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import trio
 
+from .. import __version__
 from ..agent import AgentConnectionError, AgentError
 from ..agent.protocol import ProtocolError
 from .events import EventHub
@@ -31,7 +32,6 @@ class Health:
     ok: bool
     latency: float | None = None
     error: str = ""
-    since: float = attrs.field(factory=time.time)
     used: int | None = None
     capacity: int | None = None
     fs_free: int | None = None
@@ -39,11 +39,11 @@ class Health:
 
 
 class Monitor:
-    def __init__(self, node: Any, hub: EventHub, control: Any, registry: Any = None) -> None:
+    def __init__(self, node: Any, hub: EventHub, control: Any, requests: Any = None) -> None:
         self.node = node
         self.hub = hub
         self.control = control
-        self.registry = registry  # the /metrics registry, for the traffic figures
+        self.requests = requests  # the request figures /metrics renders, for the traffic figures
         self.health: dict[str, Health] = {}
         self.under_replicated: int | None = None
         self.admin_sessions = 0
@@ -101,12 +101,11 @@ class Monitor:
         latency = time.perf_counter() - started
         old = self.health.get(agent_id)
         if info is not None:
-            new = Health(True, latency, "", old.since if old is not None and old.ok else time.time(), info.used,
-                         info.capacity, info.fs_free, info.chunks)
+            new = Health(True, latency, "", info.used, info.capacity, info.fs_free, info.chunks)
             if old is not None and not old.ok:
                 self.hub.publish("agent.healthy", {"agent": agent_id, "latency_ms": round(latency * 1000, 2)})
         else:
-            new = Health(False, None, error, old.since if old is not None and not old.ok else time.time())
+            new = Health(False, None, error)
             if old is None or old.ok:
                 log.warning("agent %s unhealthy: %s", agent_id, error)
                 self.hub.publish("agent.unhealthy", {"agent": agent_id, "error": error})
@@ -150,8 +149,6 @@ class Monitor:
         capacity = info.capacity or (health.capacity if health is not None and health.capacity else 0)
         fs_free = health.fs_free if health is not None else None
         room = capacity or ((used + fs_free) if fs_free is not None else 0)
-        from .. import __version__
-
         return {
             "id": agent_id, "address": info.address, "zone": info.zone, "capacity": capacity, "used": used,
             "fs_free": fs_free, "chunks": health.chunks if health is not None else None,
@@ -254,9 +251,9 @@ class Monitor:
         last_at = time.monotonic()
         while True:
             await trio.sleep(STATS_INTERVAL)
-            if self.registry is None:
+            if self.requests is None:
                 continue
-            totals = metrics.traffic_totals(self.registry)
+            totals = metrics.traffic_totals(self.requests)
             now = time.monotonic()
             if last is not None:
                 dt = max(1e-6, now - last_at)

@@ -7,6 +7,7 @@ import logging
 import platform
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -121,9 +122,10 @@ class AdminOps:
                               "secret_key": "***"} for u in value]
             elif name in SECRET_SETTINGS and value:
                 out[name] = "***"
+            elif isinstance(value, tuple):
+                out[name] = list(value)
             else:
-                out[name] = list(value) if isinstance(value, tuple) else str(value) if hasattr(value, "parts") \
-                    else value
+                out[name] = str(value) if isinstance(value, Path) else value
         return out
 
     def node_view(self) -> dict:

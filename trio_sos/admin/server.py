@@ -63,9 +63,6 @@ class _Replay(trio.abc.Stream):
     async def wait_send_all_might_not_block(self) -> None:
         await self.inner.wait_send_all_might_not_block()
 
-    async def send_eof(self) -> None:
-        pass
-
     async def aclose(self) -> None:
         await self.inner.aclose()
 
@@ -163,10 +160,8 @@ class AdminServer:
     async def _next(self, conn: h11.Connection, stream: trio.abc.Stream, patience: float) -> Any:
         while True:
             event = conn.next_event()
-            if event is h11.PAUSED:
-                return event
             if event is not h11.NEED_DATA:
-                return event
+                return event  # an event, or PAUSED (an upgrade request's end)
             with trio.fail_after(patience):
                 data = await stream.receive_some(65536)
             conn.receive_data(bytes(data))

@@ -55,9 +55,9 @@ class Admin:
         self.control = Control(node)
         # serve --workers: the workers count their requests into files here, which /metrics adds up
         self.multiproc_dir = _metrics_dir(node.config.data_dir) if node.role == "supervisor" else None
-        self.monitor = Monitor(node, self.hub, self.control)
-        self.registry = metrics.scrape_registry(node, self.monitor, self.multiproc_dir)
-        self.monitor.registry = self.registry
+        requests = metrics.request_figures(self.multiproc_dir)
+        self.monitor = Monitor(node, self.hub, self.control, requests)
+        self.registry = metrics.scrape_registry(node, self.monitor, requests)
         for worker in self.control.workers().values():
             worker.on_finding = self._finding
         self.ops = AdminOps(node, self.control, self.monitor)
@@ -123,16 +123,12 @@ class Admin:
 
     async def run(self, listeners: list[trio.abc.Listener], *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        from functools import partial
+
+        from ..s3.context import user_by_access_key
+
         node = self.node
-
-        async def users(access_key: str) -> Any:
-            from ..meta.store import User
-
-            for u in node.config.users:
-                if u.access_key == access_key:
-                    return User(u.id, u.display_name, u.access_key, u.secret_key, u.email)
-            return await node.meta.user_by_access_key(access_key)
-
+        users = partial(user_by_access_key, node.config, node.meta)
         server = AdminServer(self.ops, self.hub, users=users, admins=node.config.admin_users,
                              render_metrics=self.render_metrics, ready=self.ready,
                              metrics_token=node.config.metrics_token, on_sessions=self._sessions)

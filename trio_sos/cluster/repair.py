@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 
-import attrs
 import trio
 
 from ..background import Periodic
@@ -36,22 +35,6 @@ from .fleet import Fleet, StorageUnavailable
 from .zk import CONNECTED, ZkSession
 
 log = logging.getLogger("trio_sos.cluster.repair")
-
-
-@attrs.define
-class Progress:
-    chunks_done: int = 0
-    bytes_done: int = 0
-    chunks_failed: int = 0
-    chunks_left: int = 0  # estimated at the start of the current pass, counted down as chunks are repaired
-    passes: int = 0
-    started: float = attrs.field(factory=time.monotonic)
-    logged: float = attrs.field(factory=time.monotonic)
-
-    @property
-    def rate(self) -> float:
-        """Bytes copied per second since the worker started."""
-        return self.bytes_done / max(1e-9, time.monotonic() - self.started)
 
 
 class Throttle:
@@ -86,7 +69,7 @@ class Repairer(Periodic):
         self.gc_delay = gc_delay
         self.throttle = Throttle(rate)
         self.zk = zk
-        self.progress = Progress()
+        self._logged = time.monotonic()
         self._absent_since: dict[str, float] = {}
         self.wake = trio.Event()
 
@@ -112,13 +95,11 @@ class Repairer(Periodic):
 
     async def run_once(self) -> int:
         """One pass; returns the number of chunks it repaired."""
-        before = self.progress.chunks_done
         lost = await self.lost_agents()
         draining = {a for a, info in self.fleet.agents.items() if not info.writable}
         reports = await self.meta.replica_reports(1000)
-        self.progress.chunks_left = len(reports) + sum([await self.meta.count_chunks_on_agent(a)
-                                                        for a in lost | draining])
-        self.left = self.progress.chunks_left
+        # estimated at the start of the pass, counted down as chunks are repaired
+        self.left = len(reports) + sum([await self.meta.count_chunks_on_agent(a) for a in lost | draining])
         for report in reports:
             owner = await self.meta.chunk_owner(report.chunk_id)
             if owner is not None and report.agent_id in owner.agents:
@@ -136,12 +117,15 @@ class Repairer(Periodic):
                 break
             after = page[-1].chunk_id
         await self._publish_drains(draining)
-        self.progress.passes += 1
-        done = self.progress.chunks_done - before
-        if done:
-            log.info("repair pass: %d chunks repaired (%d total, %.1f MiB/s), %d failed", done,
-                     self.progress.chunks_done, self.progress.rate / (1 << 20), self.progress.chunks_failed)
-        return done
+        if self.done:
+            total = self.totals()[0]
+            log.info("repair pass: %d chunks repaired (%d total, %.1f MiB/s), %d failed", self.done, total,
+                     self._rate() / (1 << 20), self.failed)
+        return self.done
+
+    def _rate(self) -> float:
+        """Bytes copied per second in the pass under way."""
+        return self.bytes / max(1e-9, time.monotonic() - self._started_mono)
 
     async def _fix_all(self, query, agent: str, lost: set[str]) -> None:
         after: bytes | None = None
@@ -189,7 +173,6 @@ class Repairer(Periodic):
             final = list(owner.agents)
         if tuple(final) == owner.agents:
             if len(final) < target:
-                self.progress.chunks_failed += 1
                 self.failed += 1
                 self.found(chunk=owner.chunk_id.hex(), agent=None,
                            reason=f"could not be repaired: {len(final)} of {target} replicas")
@@ -202,24 +185,20 @@ class Repairer(Periodic):
         dropped = tuple(a for a in owner.agents if a not in final and a not in lost)
         if dropped:
             await self.meta.enqueue_gc([GcEntry(owner.chunk_id, dropped, time.time() + self.gc_delay)])
-        self.progress.chunks_done += 1
-        self.progress.bytes_done += owner.size * len(copies)
-        self.progress.chunks_left = max(0, self.progress.chunks_left - 1)
         self.done += 1
         self.bytes += owner.size * len(copies)
-        self.left = self.progress.chunks_left
+        self.left = max(0, (self.left or 0) - 1)
         self._log_progress()
         return len(final) >= target
 
     def _log_progress(self, every: float = 10.0) -> None:
         """During a long pass, a progress line every ``every`` seconds."""
         now = time.monotonic()
-        if now - self.progress.logged < every:
+        if now - self._logged < every:
             return
-        self.progress.logged = now
-        p = self.progress
-        log.info("repair: %d chunks (%.1f MiB) repaired, about %d left, %.1f MiB/s, %d failed", p.chunks_done,
-                 p.bytes_done / (1 << 20), p.chunks_left, p.rate / (1 << 20), p.chunks_failed)
+        self._logged = now
+        log.info("repair: %d chunks (%.1f MiB) repaired in this pass, about %d left, %.1f MiB/s, %d failed",
+                 self.done, self.bytes / (1 << 20), self.left or 0, self._rate() / (1 << 20), self.failed)
 
     async def _copy(self, owner: ChunkOwner, sources: list[str], target: str) -> bool:
         pool = self.fleet.pool(target)

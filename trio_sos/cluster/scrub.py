@@ -36,12 +36,11 @@ log = logging.getLogger("trio_sos.cluster.scrub")
 
 @attrs.define
 class ScrubStats:
-    verified: int = 0
-    bytes_verified: int = 0
+    """What scrub found since it started in this process (chunks and bytes verified: ``Periodic.totals``)."""
+
     corrupt: int = 0
     missing: int = 0
     orphans_deleted: int = 0
-    passes: int = 0
 
 
 class Scrubber(Periodic):
@@ -72,7 +71,6 @@ class Scrubber(Periodic):
                 log.warning("scrub: agent %s unavailable: %s; next pass", agent, exc)
         # an orphan not seen again in this pass is forgotten: it went (or was committed after all)
         self._orphans = {k: v for k, v in self._orphans.items() if k in seen}
-        self.stats.passes += 1
 
     async def _scrub_agent(self, agent: str, seen: set[tuple[str, bytes]]) -> None:
         pool = self.fleet.pool(agent)
@@ -140,8 +138,6 @@ class Scrubber(Periodic):
                 return
             raise
         owner = await self.meta.chunk_owner(cid)
-        self.stats.verified += 1
-        self.stats.bytes_verified += length
         if owner is not None and (stat.length, stat.crc32c) != (owner.size, owner.crc32c):
             await self._report(cid, agent, "corrupt")  # whole and self-consistent, but not the chunk indexed
 

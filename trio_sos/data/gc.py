@@ -47,8 +47,6 @@ class GarbageCollector(Periodic):
         self.interval = interval
         self.intent_grace = intent_grace
         self.batch = batch
-        self.deleted = 0
-        self.passes = 0
         self.wake = trio.Event()
         # intent id -> (heartbeat seen, monotonic time it was first seen with that heartbeat); candidates only
         self._watched: dict[bytes, tuple[int, float]] = {}
@@ -62,7 +60,6 @@ class GarbageCollector(Periodic):
         # An agent found unreachable is not asked again in this pass: each attempt would wait out the pool's
         # patience (agent_wait) while the agent is down.
         self._unreachable = set()
-        deleted = 0
         try:
             await self.meta.maintain()  # the backend's upkeep (Cassandra: half-done changes, shard splits)
         except MetaUnavailable as exc:  # the metadata is down: so is the rest of this pass (tried again next one)
@@ -78,16 +75,13 @@ class GarbageCollector(Periodic):
                 left = await self._delete_everywhere(entry.chunk_id, entry.agents)
                 if not left:
                     done.append(entry.chunk_id)
-                    deleted += 1
                     self.done += 1
                 else:  # the agents still to delete from, tried again later; the queue moves on meanwhile
                     await self.meta.update_gc(GcEntry(entry.chunk_id, left, time.time() + self.retry))
             await self.meta.done_gc(done)
-        deleted += await self._abandoned_intents()
+        await self._abandoned_intents()
         await self.meta.prune_completed(time.time() - COMPLETED_RETENTION)
-        self.deleted += deleted
-        self.passes += 1
-        return deleted
+        return self.done  # this pass's (Periodic.run resets it before each pass)
 
     async def _delete_everywhere(self, chunk_id: bytes, agents: tuple[str, ...]) -> tuple[str, ...]:
         """Delete the chunk from ``agents``; returns those it could not be deleted from yet.
@@ -124,9 +118,8 @@ class GarbageCollector(Periodic):
                 left.append(agent)
         return tuple(left)
 
-    async def _abandoned_intents(self) -> int:
+    async def _abandoned_intents(self) -> None:
         """Watch the candidate intents' heartbeats; claim and collect those that stood still for the grace."""
-        deleted = 0
         watched: dict[bytes, tuple[int, float]] = {}
         after: tuple[float, bytes] | None = None
         while True:
@@ -134,7 +127,7 @@ class GarbageCollector(Periodic):
             now = trio.current_time()
             for intent in page:
                 if intent.claimed:  # an earlier collection of it did not finish
-                    deleted += await self._collect_intent(intent)
+                    await self._collect_intent(intent)
                     continue
                 seen = self._watched.get(intent.intent_id)
                 if seen is None or seen[0] != intent.heartbeat:
@@ -144,12 +137,11 @@ class GarbageCollector(Periodic):
                     watched[intent.intent_id] = seen
                     continue
                 if await self.meta.claim_intent(intent.intent_id, intent.heartbeat):
-                    deleted += await self._collect_intent(intent)
+                    await self._collect_intent(intent)
             if len(page) < self.batch:
                 break
             after = (page[-1].renewed, page[-1].intent_id)
         self._watched = watched  # intents no longer candidates (committed, dropped, renewed) are forgotten
-        return deleted
 
     async def _collect_intent(self, intent: Intent) -> int:
         """Delete the chunks of a claimed intent's upload (it can no longer commit), then drop the intent."""

@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from ..data.objects import DataStore
 
 
+async def user_by_access_key(config: Config, meta: MetaStore, access_key: str) -> User | None:
+    """Users of the config file first, then those of the metadata store (S3 and the admin listener alike)."""
+    for u in config.users:
+        if u.access_key == access_key:
+            return User(u.id, u.display_name, u.access_key, u.secret_key, u.email)
+    return await meta.user_by_access_key(access_key)
+
+
 @attrs.define
 class Services:
     meta: MetaStore
@@ -27,11 +35,7 @@ class Services:
     config: Config
 
     async def user_by_access_key(self, access_key: str) -> User | None:
-        """Users of the config file first, then those of the metadata store."""
-        for u in self.config.users:
-            if u.access_key == access_key:
-                return User(u.id, u.display_name, u.access_key, u.secret_key, u.email)
-        return await self.meta.user_by_access_key(access_key)
+        return await user_by_access_key(self.config, self.meta, access_key)
 
     async def user_by_id(self, user_id: str) -> User | None:
         for u in self.config.users:
