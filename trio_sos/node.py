@@ -291,15 +291,14 @@ class Node:
                     app = S3App(Services(meta, data, config))
                     limits = Limits(idle_timeout=config.http_idle_timeout, head_timeout=config.http_head_timeout,
                                     body_timeout=config.http_body_timeout, zero_copy=config.zero_copy_get)
-                    balance = None
-                    if self.role == "worker":
-                        balance = worker_load(self.worker_fds, config.effective_workers, self.worker_index)
                     from .admin.observe import RequestObserver
 
+                    balance = None
                     if self.role == "worker":
                         from .admin.events import EventPipe
 
-                        events = EventPipe()
+                        balance = worker_load(self.worker_fds, config.effective_workers, self.worker_index)
+                        events = EventPipe()  # to the supervisor's hub, through this process's stdout
                         nursery.start_soon(events.run)
                     else:
                         events = self.admin.hub

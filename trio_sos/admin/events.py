@@ -4,8 +4,8 @@ Each subscriber has a queue of ``QUEUE`` events. :meth:`EventHub.publish` never 
 subscriber's queue full is dropped for that subscriber and counted; the subscriber's session sends a ``dropped``
 notice with the count before its next event. Nothing in the node grows with a subscriber that does not read.
 
-In ``serve --workers N``, the workers' events (slow and failed requests) reach the supervisor's hub as lines on
-their stdout (:class:`EventPipe`), which the supervisor already reads.
+In ``serve --workers N``, the workers' events (slow and failed requests, their reads' findings) reach the
+supervisor's hub as lines on their stdout (:class:`EventPipe`), which the supervisor already reads.
 """
 
 from __future__ import annotations
