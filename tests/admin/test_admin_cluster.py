@@ -40,12 +40,13 @@ async def test_status_from_either_node(cluster) -> None:
     agents, nodes = cluster
     ids = {a.agent_id() for a in agents}
 
-    def both_listed() -> bool:
-        status = cli_json(nodes[1], "status")
+    def both_listed(node) -> bool:
+        status = cli_json(node, "status")
         return ({n["endpoint"] for n in status["nodes"]} == {n.endpoint for n in nodes}
                 and all(status["leaders"].get(w) for w in ("gc", "repair")))
 
-    wait_for(both_listed, what="both nodes and the leaders in the status")
+    for node in nodes:  # each node reads the cluster from ZooKeeper every 2 s, from its start
+        wait_for(lambda node=node: both_listed(node), what="both nodes and the leaders in each node's status")
     status = cli_json(nodes[1], "status")
     assert status["node"]["mode"] == "cluster" and status["node"]["endpoint"] == nodes[1].endpoint
     assert {n["admin"] for n in status["nodes"]} == {n.admin_endpoint for n in nodes}
