@@ -229,7 +229,7 @@ async def test_object_round_trip(store: MetaStore) -> None:
         tags=(("t", "v"), ("t2", "")),
         parts=(5, 12340),
     )
-    assert await store.put_object(obj) is None
+    assert (await store.put_object(obj)).replaced is None
     assert await store.get_object(bucket, key) == obj
     assert await store.get_object(bucket, key + "x") is None
     assert await store.get_object(fresh(), key) is None
@@ -257,11 +257,11 @@ async def test_put_object_replaces_and_queues_gc(store: MetaStore) -> None:
     bucket = await new_bucket(store)
     first = version(bucket, "k", manifest=chunks(3, ("x1", "x2")))
     second = version(bucket, "k")
-    assert await store.put_object(first) is None
+    assert (await store.put_object(first)).replaced is None
     assert not (await gc_ids(store)).keys() & ids(first.manifest)
 
     t0 = time.time()
-    assert await store.put_object(second, gc_delay=1000.0) == first
+    assert (await store.put_object(second, gc_delay=1000.0)).replaced == first
     assert await store.get_object(bucket, "k") == second
     assert not (await gc_ids(store, now=t0 + 900)).keys() & ids(first.manifest)
     due = {e.chunk_id: e for e in await store.due_gc(t0 + 1100, limit=100_000)}
@@ -286,7 +286,7 @@ async def test_put_object_drops_intent_with_gc_in_one_step(store: MetaStore) -> 
     other = await new_intent(store, bucket, "k")
     new = version(bucket, "k", manifest=tuple(
         ChunkRef(intent.intent_id + i.to_bytes(4, "big"), 10, 0, ("a1",)) for i in range(3)))
-    assert await store.put_object(new, intent_id=intent.intent_id) == old
+    assert (await store.put_object(new, intent_id=intent.intent_id)).replaced == old
     # all three effects are visible together
     assert await store.get_object(bucket, "k") == new
     assert intent.intent_id not in await intent_ids(store)
@@ -297,7 +297,7 @@ async def test_put_object_drops_intent_with_gc_in_one_step(store: MetaStore) -> 
 async def test_if_none_match(store: MetaStore) -> None:
     bucket = await new_bucket(store)
     first = version(bucket, "k")
-    assert await store.put_object(first, if_none_match=("*",)) is None
+    assert (await store.put_object(first, if_none_match=("*",))).replaced is None
     intent = await new_intent(store, bucket, "k")
     with pytest.raises(PreconditionFailed):
         await store.put_object(version(bucket, "k"), if_none_match=("*",), intent_id=intent.intent_id)
@@ -322,7 +322,7 @@ async def test_if_match(store: MetaStore) -> None:
     assert intent.intent_id in await intent_ids(store)
 
     second = version(bucket, "k")
-    assert await store.put_object(second, if_match=(first.etag,), intent_id=intent.intent_id) == first
+    assert (await store.put_object(second, if_match=(first.etag,), intent_id=intent.intent_id)).replaced == first
     assert await store.get_object(bucket, "k") == second
     assert ids(first.manifest) <= (await gc_ids(store)).keys()
     assert intent.intent_id not in await intent_ids(store)
@@ -340,13 +340,13 @@ async def test_condition_lists_and_wildcards(store: MetaStore) -> None:
     first = version(bucket, "k")
     await store.put_object(first, if_none_match=("0" * 32,))  # an absent key matches no ETag: proceeds
     second = version(bucket, "k")
-    assert await store.put_object(second, if_match=("*",)) == first  # exists: proceeds
+    assert (await store.put_object(second, if_match=("*",))).replaced == first  # exists: proceeds
     third = version(bucket, "k")
-    assert await store.put_object(third, if_match=("a" * 32, second.etag)) == second  # one of the list
+    assert (await store.put_object(third, if_match=("a" * 32, second.etag))).replaced == second  # one of the list
     with pytest.raises(PreconditionFailed):
         await store.put_object(version(bucket, "k"), if_none_match=("b" * 32, third.etag))
     fourth = version(bucket, "k")
-    assert await store.put_object(fourth, if_none_match=("b" * 32, second.etag)) == third  # none matches
+    assert (await store.put_object(fourth, if_none_match=("b" * 32, second.etag))).replaced == third  # none matches
     assert await store.get_object(bucket, "k") == fourth
 
 
@@ -370,7 +370,7 @@ async def test_writes_are_tied_to_the_bucket_identity(store: MetaStore) -> None:
     current = await store.get_bucket(name)
     assert current is not None and current.owner_id == "someone-else" and current.acl == ""
     await store.put_object(version(name, "mine"), bucket_id=current.id)
-    assert await store.delete_object(name, "mine", bucket_id=stale.id) is None  # not that bucket's key
+    assert (await store.delete_object(name, "mine", bucket_id=stale.id)).removed is None  # not that bucket's key
     assert await store.get_object(name, "mine") is not None
     assert (await store.scan_objects(name)).objects[0].key == "mine"
 
@@ -432,7 +432,7 @@ async def test_conditional_writes_race(store: MetaStore) -> None:
     async def swap(i: int) -> None:
         obj = version(bucket, "k", etag=f"{i + 100:032x}")
         try:
-            assert await store.put_object(obj, if_match=(base,)) is not None
+            assert (await store.put_object(obj, if_match=(base,))).replaced is not None
             wins.append(obj)
         except PreconditionFailed:
             pass
@@ -448,13 +448,13 @@ async def test_delete_object(store: MetaStore) -> None:
     obj = version(bucket, "k")
     await store.put_object(obj)
     t0 = time.time()
-    assert await store.delete_object(bucket, "k", gc_delay=500.0) == obj
+    assert (await store.delete_object(bucket, "k", gc_delay=500.0)).removed == obj
     assert await store.get_object(bucket, "k") is None
     assert await store.count_objects(bucket) == 0
     assert not (await gc_ids(store, now=t0 + 400)).keys() & ids(obj.manifest)
     assert ids(obj.manifest) <= (await gc_ids(store, now=t0 + 600)).keys()
-    assert await store.delete_object(bucket, "k") is None
-    assert await store.delete_object(bucket, "never") is None
+    assert (await store.delete_object(bucket, "k")).removed is None
+    assert (await store.delete_object(bucket, "never")).removed is None
 
 
 async def test_update_object(store: MetaStore) -> None:
@@ -492,7 +492,7 @@ async def test_copy_onto_itself_keeps_chunks(store: MetaStore) -> None:
     await store.put_object(first)
     shared = first.manifest[:2] + chunks(1)
     second = version(bucket, "k", manifest=shared, user_meta=(("m", "2"),))
-    assert await store.put_object(second) == first
+    assert (await store.put_object(second)).replaced == first
     gc = (await gc_ids(store)).keys()
     assert gc & ids(first.manifest) == {first.manifest[2].chunk_id}
 
@@ -670,7 +670,7 @@ async def test_complete_upload(store: MetaStore) -> None:
     obj = version(bucket, "k", manifest=used[0].manifest + used[1].manifest,
                   parts=tuple(p.size for p in used), etag="abc-2")
     t0 = time.time()
-    assert await store.complete_upload(up.upload_id, obj, [1, 3], gc_delay=100.0) == old
+    assert (await store.complete_upload(up.upload_id, obj, [1, 3], gc_delay=100.0)).replaced == old
     assert await store.get_object(bucket, "k") == obj
     assert await store.get_upload(bucket, up.upload_id) is None
     assert await store.list_uploads(bucket) == ([], False)
@@ -891,11 +891,11 @@ async def _hammer(stores: list[MetaStore], bucket: str, keys: list[str], writers
         for _ in range(rounds):
             key = rnd.choice(keys)
             if rnd.random() < 0.1:
-                old = await store.delete_object(bucket, key)
+                old = (await store.delete_object(bucket, key)).removed
             else:
                 obj = version(bucket, key, manifest=chunks(rnd.randint(0, 3)))
                 written.append(obj)
-                old = await store.put_object(obj)
+                old = (await store.put_object(obj)).replaced
             if old is not None:
                 replaced.append(old)
             await trio.lowlevel.checkpoint()
@@ -1390,17 +1390,17 @@ async def test_inline_bodies(store: MetaStore) -> None:
     bucket = await new_bucket(store)
     body = bytes(range(256)) * 3 + b"\x00"
     small = version(bucket, "k", manifest=(), inline=body, size=len(body))
-    assert await store.put_object(small) is None
+    assert (await store.put_object(small)).replaced is None
     assert (await store.get_object(bucket, "k")).inline == body
     big = version(bucket, "k")
-    replaced = await store.put_object(big)
+    replaced = (await store.put_object(big)).replaced
     assert replaced is not None and replaced.inline == body
     assert (await store.get_object(bucket, "k")).inline is None
-    again = await store.put_object(version(bucket, "k", manifest=(), inline=b"x", size=1))
+    again = (await store.put_object(version(bucket, "k", manifest=(), inline=b"x", size=1))).replaced
     assert again == big and ids(big.manifest) <= (await gc_ids(store)).keys()
     listed = (await store.scan_objects(bucket)).objects
     assert [o.key for o in listed] == ["k"]
-    deleted = await store.delete_object(bucket, "k")
+    deleted = (await store.delete_object(bucket, "k")).removed
     assert deleted is not None and deleted.inline == b"x"
     assert await store.get_object(bucket, "k") is None
 
@@ -1410,11 +1410,12 @@ async def test_delete_objects(store: MetaStore) -> None:
     stored = [version(bucket, f"k{i}") for i in range(5)]
     for obj in stored:
         await store.put_object(obj)
-    gone = await store.delete_objects(bucket, ["k0", "missing", "k3", "k0", "k4"])
-    assert gone == [True, False, True, False, True]
+    gone = await store.delete_objects(bucket, [(k, None) for k in ["k0", "missing", "k3", "k0", "k4"]])
+    assert [bool(r) for r in gone] == [True, False, True, False, True]
     assert [o.key for o in (await store.scan_objects(bucket)).objects] == ["k1", "k2"]
     queued = (await gc_ids(store)).keys()
     assert ids(stored[0].manifest) | ids(stored[3].manifest) | ids(stored[4].manifest) <= queued
     assert not ids(stored[1].manifest) & queued
-    assert await store.delete_objects(bucket, ["k1"], bucket_id="another-bucket-id") == [False]
+    assert [bool(r) for r in await store.delete_objects(bucket, [("k1", None)], bucket_id="another-bucket-id")] \
+        == [False]
     assert await store.get_object(bucket, "k1") == stored[1]

@@ -68,7 +68,7 @@ async def test_file_settings_and_schema(db: SqliteMetaStore, tmp_path: Path) -> 
     tables = {name: strict for _, name, kind, _, _, strict in db._writer.execute("PRAGMA table_list")
               if kind == "table" and not name.startswith("sqlite_")}
     assert set(tables) == {"users", "buckets", "objects", "uploads", "parts", "intents", "gc", "completed_uploads",
-                           "chunk_index", "chunk_replicas", "replica_reports"}
+                           "chunk_index", "chunk_replicas", "replica_reports", "versions"}
     assert all(tables.values()), tables
 
 
@@ -198,7 +198,7 @@ CHILD = textwrap.dedent("""
             key = rnd.choice(["same", "same", "k1", "k2"])
             manifest = tuple(ChunkRef(os.urandom(16), 1, 0, ("a",)) for _ in range(rnd.randint(0, 2)))
             obj = ObjectVersion(bucket, key, "null", 1, "child-%d" % i, time.time(), "o", manifest)
-            old = await store.put_object(obj)
+            old = (await store.put_object(obj)).replaced
             out = {"written": {"key": key, "etag": obj.etag, "chunks": [c.chunk_id.hex() for c in manifest]}}
             if old is not None:
                 out["replaced"] = {"key": key, "etag": old.etag, "chunks": [c.chunk_id.hex() for c in old.manifest]}
@@ -346,7 +346,7 @@ async def test_a_schema_2_file_is_migrated_with_its_data(tmp_path: Path) -> None
     conn.execute("INSERT INTO intents (intent_id, created, agents, bucket, key) VALUES (?, 123.5, '[\"a\"]', "
                  "'old-a', 'k')", (b"i" * 12,))
     old = version("old-b", "stored", manifest=chunks(2))
-    columns = sqlite_mod._OBJECT_COLS.removesuffix(", inline")  # as schema 2 had them
+    columns = sqlite_mod._OBJECT_COLS.removesuffix(", inline, vsort")  # as schema 2 had them
     conn.execute(f"INSERT INTO objects ({columns}) VALUES ({', '.join('?' * 15)})",
                  sqlite_mod._object_params(old)[:15])
     conn.close()
@@ -363,6 +363,11 @@ async def test_a_schema_2_file_is_migrated_with_its_data(tmp_path: Path) -> None
         for ref in old.manifest:  # the chunk index is filled from the manifests already there
             owner = await store.chunk_owner(ref.chunk_id)
             assert owner is not None and (owner.bucket, owner.key, owner.agents) == ("old-b", "stored", ref.agents)
+            assert owner.version_id == "null"
+        # the object is the key's one version, ordered by its modification time, and stays readable
+        assert await store.get_object("old-b", "stored") == old
+        (listed,) = (await store.list_versions("old-b")).versions
+        assert (listed.key, listed.version_id, listed.is_latest, listed.etag) == ("stored", "null", True, old.etag)
     finally:
         await store.aclose()
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import heapq
 import json
 import mmap
 import os
@@ -38,7 +39,15 @@ import trio
 
 from .keys import prefix_successor, walk
 from .store import (
+    VSORT_BASE,
     Bucket,
+    Committed,
+    ListedVersion,
+    Removed,
+    VersionListing,
+    new_version_id,
+    next_vsort,
+    version_vsort,
     BucketAlreadyExists,
     BucketNotEmpty,
     ChunkOwner,
@@ -220,12 +229,21 @@ def _schema_5(conn: sqlite3.Connection) -> None:
         ) STRICT, WITHOUT ROWID""",
     ]:
         conn.execute(statement)
+    def index(chunks: Sequence[ChunkRef], bucket: str, key: str, upload_id: str, part: int) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO chunk_index (chunk_id, bucket, key, upload_id, part, size, crc, agents, replicas) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(bytes(r.chunk_id), bucket, key, upload_id, part, r.size, r.crc32c, _json(list(r.agents)), len(r.agents))
+             for r in chunks])
+        conn.executemany("INSERT OR IGNORE INTO chunk_replicas (chunk_id, agent_id) VALUES (?, ?)",
+                         [(bytes(r.chunk_id), a) for r in chunks for a in r.agents])
+
     for bucket, key, manifest in conn.execute("SELECT bucket, key, manifest FROM objects").fetchall():
-        SqliteMetaStore._index(conn, _dec_manifest(manifest), (bucket, key, "", 0))
+        index(_dec_manifest(manifest), bucket, key, "", 0)
     for upload_id, number, manifest, bucket, key in conn.execute(
             "SELECT p.upload_id, p.number, p.manifest, u.bucket, u.key FROM parts p JOIN uploads u USING (upload_id)"
     ).fetchall():
-        SqliteMetaStore._index(conn, _dec_manifest(manifest), (bucket, key, upload_id, number))
+        index(_dec_manifest(manifest), bucket, key, upload_id, number)
 
 
 # 6: small bodies kept in the object's row (ObjectVersion.inline) instead of as chunks on the agents
@@ -235,7 +253,46 @@ _SCHEMA_6 = ["ALTER TABLE objects ADD COLUMN inline BLOB"]
 # headers and inline bodies
 _SCHEMA_7 = ["CREATE INDEX objects_listed ON objects (bucket, key, version_id, size, etag, last_modified, owner_id)"]
 
-MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6, _SCHEMA_7]
+# 8: object versions. ``objects`` keeps the latest version of each key when it is not a delete marker (what
+# GET and ListObjects read, at the cost they had); ``versions`` every other version and every delete marker.
+# ``vsort`` orders a key's versions, newest first (see store.VSORT_BASE).
+_SCHEMA_8 = [
+    "ALTER TABLE buckets ADD COLUMN versioning TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE objects ADD COLUMN vsort INTEGER NOT NULL DEFAULT 0",
+    f"UPDATE objects SET vsort = {VSORT_BASE} - CAST(last_modified * 1000000000 AS INTEGER)",
+    "DROP INDEX objects_listed",
+    "CREATE INDEX objects_listed ON objects (bucket, key, version_id, size, etag, last_modified, owner_id, vsort)",
+    """CREATE TABLE versions (
+        bucket TEXT NOT NULL REFERENCES buckets (name),
+        key TEXT NOT NULL,
+        version_id TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        last_modified REAL NOT NULL,
+        owner_id TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        user_meta TEXT NOT NULL,
+        checksums TEXT NOT NULL,
+        acl TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        parts TEXT NOT NULL,
+        inline BLOB,
+        vsort INTEGER NOT NULL,
+        marker INTEGER NOT NULL,
+        PRIMARY KEY (bucket, key, vsort)
+    ) STRICT""",
+    "CREATE UNIQUE INDEX versions_by_id ON versions (bucket, key, version_id)",
+    """CREATE INDEX versions_listed ON versions (bucket, key, vsort, version_id, marker, size, etag, last_modified,
+        owner_id)""",
+    # a chunk's owner names the version that references it
+    "ALTER TABLE chunk_index ADD COLUMN version_id TEXT NOT NULL DEFAULT 'null'",
+    "ALTER TABLE completed_uploads ADD COLUMN version_id TEXT NOT NULL DEFAULT 'null'",
+]
+
+MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6, _SCHEMA_7,
+                               _SCHEMA_8]
 
 
 def schema_version() -> int:
@@ -301,12 +358,15 @@ def _agents_union(old: str, new: str) -> str:
 
 
 _USER_COLS = "id, display_name, access_key, secret_key, email"
-_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id"
-_COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm"
+_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id, versioning"
+_COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm, version_id"
 _OBJECT_COLS = (
     "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
-    "checksums, acl, tags, parts, inline"
+    "checksums, acl, tags, parts, inline, vsort"
 )
+_VERSION_COLS = _OBJECT_COLS + ", marker"
+# what a version listing reads of a row (covered by objects_listed and versions_listed)
+_LISTED_COLS = "key, vsort, version_id, size, etag, last_modified, owner_id"
 _UPLOAD_COLS = (
     "bucket, key, upload_id, initiated, owner_id, content_type, headers, user_meta, acl, tags, checksum_algorithm"
 )
@@ -337,12 +397,13 @@ def _bucket(row: tuple) -> Bucket:
 
 
 def _object(row: tuple) -> ObjectVersion:
+    """A row of ``objects`` (17 columns) or of ``versions`` (18: and whether it is a delete marker)."""
     (bucket, key, version_id, size, etag, modified, owner, manifest, ctype, headers, meta, sums, acl, tags,
-     parts, inline) = row
+     parts, inline, vsort) = row[:17]
     return ObjectVersion(
         bucket, key, version_id, size, etag, modified, owner, _dec_manifest(manifest), ctype,
         _dec_pairs(headers), _dec_pairs(meta), _dec_pairs(sums), acl, _dec_pairs(tags), tuple(json.loads(parts)),
-        inline,
+        inline, bool(row[17]) if len(row) > 17 else False, vsort,
     )
 
 
@@ -350,7 +411,7 @@ def _object_params(o: ObjectVersion) -> tuple:
     return (
         o.bucket, o.key, o.version_id, o.size, o.etag, o.last_modified, o.owner_id, _enc_manifest(o.manifest),
         o.content_type, _enc_pairs(o.headers), _enc_pairs(o.user_meta), _enc_pairs(o.checksums), o.acl,
-        _enc_pairs(o.tags), _json(list(o.parts)), o.inline,
+        _enc_pairs(o.tags), _json(list(o.parts)), o.inline, o.vsort,
     )
 
 
@@ -739,9 +800,9 @@ class SqliteMetaStore(MetaStore):
             row = c.execute("SELECT owner_id FROM buckets WHERE name = ?", (bucket.name,)).fetchone()
             if row:
                 raise BucketAlreadyExists(bucket.name, row[0])
-            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                       (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
-                       bucket.id))
+                       bucket.id, bucket.versioning))
 
         await self._changed(run)
 
@@ -764,11 +825,12 @@ class SqliteMetaStore(MetaStore):
         return await self._read(run)
 
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replaces ``acl`` and ``cors``; the name, owner, creation time and region of a bucket do not change."""
+        """Replaces ``acl``, ``cors`` and ``versioning``; the name, owner, creation time and region of a bucket do
+        not change."""
 
         def run(c: sqlite3.Connection) -> None:
-            if c.execute("UPDATE buckets SET acl = ?, cors = ? WHERE name = ? AND id = ?",
-                         (bucket.acl, bucket.cors, bucket.name, bucket.id)).rowcount == 0:
+            if c.execute("UPDATE buckets SET acl = ?, cors = ?, versioning = ? WHERE name = ? AND id = ?",
+                         (bucket.acl, bucket.cors, bucket.versioning, bucket.name, bucket.id)).rowcount == 0:
                 raise NoSuchBucket(bucket.name)
 
         await self._changed(run)
@@ -777,7 +839,8 @@ class SqliteMetaStore(MetaStore):
         def run(c: sqlite3.Connection) -> None:
             if not c.execute("SELECT 1 FROM buckets WHERE name = ?", (name,)).fetchone():
                 raise NoSuchBucket(name)
-            if c.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone():
+            if (c.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone()
+                    or c.execute("SELECT 1 FROM versions WHERE bucket = ? LIMIT 1", (name,)).fetchone()):
                 raise BucketNotEmpty(name)
             now = time.time()
             for (upload_id,) in c.execute("SELECT upload_id FROM uploads WHERE bucket = ?", (name,)).fetchall():
@@ -789,18 +852,88 @@ class SqliteMetaStore(MetaStore):
         await self._changed(run)
 
     @staticmethod
-    def _check_bucket(c: sqlite3.Connection, name: str, bucket_id: str | None) -> None:
-        """NoSuchBucket unless bucket ``name`` exists — and, with ``bucket_id``, is still that bucket."""
-        row = c.execute("SELECT id FROM buckets WHERE name = ?", (name,)).fetchone()
+    def _check_bucket(c: sqlite3.Connection, name: str, bucket_id: str | None) -> str:
+        """NoSuchBucket unless bucket ``name`` exists — and, with ``bucket_id``, is still that bucket. Returns its
+        versioning state."""
+        row = c.execute("SELECT id, versioning FROM buckets WHERE name = ?", (name,)).fetchone()
         if row is None or (bucket_id is not None and row[0] != bucket_id):
             raise NoSuchBucket(name)
+        return str(row[1])
 
-    # -- objects --
+    # -- objects and versions --
+    #
+    # The latest version of a key is its row in ``objects`` when it is not a delete marker; ``versions`` holds
+    # every other version and every delete marker (a latest one too). So the latest is the ``objects`` row if there
+    # is one, else the newest row of ``versions`` (a marker), and a version id is found in one of the two.
 
     @staticmethod
     def _get_object(c: sqlite3.Connection, bucket: str, key: str) -> ObjectVersion | None:
         row = c.execute(f"SELECT {_OBJECT_COLS} FROM objects WHERE bucket = ? AND key = ?", (bucket, key)).fetchone()
         return _object(row) if row else None
+
+    @classmethod
+    def _latest(cls, c: sqlite3.Connection, bucket: str, key: str) -> ObjectVersion | None:
+        obj = cls._get_object(c, bucket, key)
+        if obj is not None:
+            return obj
+        row = c.execute(f"SELECT {_VERSION_COLS} FROM versions WHERE bucket = ? AND key = ? ORDER BY vsort LIMIT 1",
+                        (bucket, key)).fetchone()
+        return _object(row) if row else None
+
+    @classmethod
+    def _find_version(cls, c: sqlite3.Connection, bucket: str, key: str, version_id: str) -> ObjectVersion | None:
+        row = c.execute(f"SELECT {_OBJECT_COLS} FROM objects WHERE bucket = ? AND key = ? AND version_id = ?",
+                        (bucket, key, version_id)).fetchone()
+        if row is not None:
+            return _object(row)
+        vsort = version_vsort(version_id)
+        if vsort is not None:  # the id says where it is: one primary-key lookup
+            row = c.execute(f"SELECT {_VERSION_COLS} FROM versions WHERE bucket = ? AND key = ? AND vsort = ? "
+                            "AND version_id = ?", (bucket, key, vsort, version_id)).fetchone()
+        else:
+            row = c.execute(f"SELECT {_VERSION_COLS} FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
+                            (bucket, key, version_id)).fetchone()
+        return _object(row) if row else None
+
+    @staticmethod
+    def _newest_vsort(c: sqlite3.Connection, bucket: str, key: str) -> int | None:
+        row = c.execute("SELECT min(v) FROM (SELECT vsort AS v FROM objects WHERE bucket = ? AND key = ? UNION ALL "
+                        "SELECT min(vsort) FROM versions WHERE bucket = ? AND key = ?)",
+                        (bucket, key, bucket, key)).fetchone()
+        return row[0] if row is not None else None
+
+    @staticmethod
+    def _demote(c: sqlite3.Connection, bucket: str, key: str) -> None:
+        """The latest version (the ``objects`` row, if any) becomes a noncurrent one: it moves to ``versions``."""
+        c.execute(f"INSERT INTO versions ({_VERSION_COLS}) SELECT {_OBJECT_COLS}, 0 FROM objects "
+                  "WHERE bucket = ? AND key = ?", (bucket, key))
+        c.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+
+    @staticmethod
+    def _promote(c: sqlite3.Connection, bucket: str, key: str) -> None:
+        """After the latest version was removed: the newest remaining one becomes the latest, moving to ``objects``
+        if it is not a delete marker."""
+        if c.execute("SELECT 1 FROM objects WHERE bucket = ? AND key = ?", (bucket, key)).fetchone():
+            return
+        row = c.execute("SELECT vsort, marker FROM versions WHERE bucket = ? AND key = ? ORDER BY vsort LIMIT 1",
+                        (bucket, key)).fetchone()
+        if row is None or row[1]:
+            return
+        c.execute(f"INSERT INTO objects ({_OBJECT_COLS}) SELECT {_OBJECT_COLS} FROM versions "
+                  "WHERE bucket = ? AND key = ? AND vsort = ?", (bucket, key, row[0]))
+        c.execute("DELETE FROM versions WHERE bucket = ? AND key = ? AND vsort = ?", (bucket, key, row[0]))
+
+    @classmethod
+    def _remove_version(cls, c: sqlite3.Connection, v: ObjectVersion, not_before: float,
+                        keep: Sequence[ChunkRef] = (), promote: bool = True) -> None:
+        """Remove version ``v`` for good (its chunks, but those of ``keep``, go to the GC queue), and (``promote``)
+        give the key its next latest version."""
+        if v.delete_marker or c.execute("DELETE FROM objects WHERE bucket = ? AND key = ? AND vsort = ?",
+                                        (v.bucket, v.key, v.vsort)).rowcount == 0:
+            c.execute("DELETE FROM versions WHERE bucket = ? AND key = ? AND vsort = ?", (v.bucket, v.key, v.vsort))
+        cls._retire(c, v.manifest, keep, not_before)
+        if promote:
+            cls._promote(c, v.bucket, v.key)
 
     @staticmethod
     def _enqueue(c: sqlite3.Connection, entries: Sequence[GcEntry]) -> None:
@@ -822,22 +955,23 @@ class SqliteMetaStore(MetaStore):
         cls._unindex(c, [r.chunk_id for r in gone])
 
     @classmethod
-    def _revive(cls, c: sqlite3.Connection, chunks: Sequence[ChunkRef], owner: tuple[str, str, str, int]) -> None:
+    def _revive(cls, c: sqlite3.Connection, chunks: Sequence[ChunkRef], owner: tuple[str, str, str, int, str]
+                ) -> None:
         """A committed manifest references its chunks: take them out of the GC queue if they were in it, and index
-        them under their owner (bucket, key, upload id, part number)."""
+        them under their owner (bucket, key, upload id, part number, version id)."""
         c.executemany("DELETE FROM gc WHERE chunk_id = ?", [(bytes(r.chunk_id),) for r in chunks])
         cls._index(c, chunks, owner)
 
     @staticmethod
-    def _index(c: sqlite3.Connection, chunks: Sequence[ChunkRef], owner: tuple[str, str, str, int]) -> None:
-        bucket, key, upload_id, part = owner
+    def _index(c: sqlite3.Connection, chunks: Sequence[ChunkRef], owner: tuple[str, str, str, int, str]) -> None:
+        bucket, key, upload_id, part, version_id = owner
         ids = [(bytes(r.chunk_id),) for r in chunks]
         c.executemany("DELETE FROM chunk_replicas WHERE chunk_id = ?", ids)
         c.executemany(
-            "INSERT OR REPLACE INTO chunk_index (chunk_id, bucket, key, upload_id, part, size, crc, agents, replicas) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(bytes(r.chunk_id), bucket, key, upload_id, part, r.size, r.crc32c, _json(list(r.agents)), len(r.agents))
-             for r in chunks])
+            "INSERT OR REPLACE INTO chunk_index (chunk_id, bucket, key, upload_id, part, size, crc, agents, replicas, "
+            "version_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(bytes(r.chunk_id), bucket, key, upload_id, part, r.size, r.crc32c, _json(list(r.agents)), len(r.agents),
+              version_id) for r in chunks])
         c.executemany("INSERT OR IGNORE INTO chunk_replicas (chunk_id, agent_id) VALUES (?, ?)",
                       [(bytes(r.chunk_id), a) for r in chunks for a in r.agents])
 
@@ -856,15 +990,31 @@ class SqliteMetaStore(MetaStore):
         if c.execute("DELETE FROM intents WHERE intent_id = ? AND claimed = 0", (bytes(intent_id),)).rowcount == 0:
             raise IntentLost(bytes(intent_id).hex())
 
+    @staticmethod
+    def _check_conditions(current: ObjectVersion | None, if_match: Sequence[str] | None,
+                          if_none_match: Sequence[str] | None, where: str) -> None:
+        etag = current.etag if current is not None and not current.delete_marker else None
+        if if_match is not None and (etag is None or ("*" not in if_match and etag not in if_match)):
+            raise PreconditionFailed(f"{where} does not match If-Match")
+        if if_none_match is not None and etag is not None and ("*" in if_none_match or etag in if_none_match):
+            raise PreconditionFailed(f"{where} matches If-None-Match")
+
     @classmethod
-    def _commit_object(cls, c: sqlite3.Connection, obj: ObjectVersion, gc_delay: float) -> ObjectVersion | None:
-        old = cls._get_object(c, obj.bucket, obj.key)
-        c.execute(f"INSERT OR REPLACE INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * 16)})",
-                  _object_params(obj))
-        if old is not None:
-            cls._retire(c, old.manifest, obj.manifest, time.time() + gc_delay)
-        cls._revive(c, obj.manifest, (obj.bucket, obj.key, "", 0))
-        return old
+    def _commit_object(cls, c: sqlite3.Connection, obj: ObjectVersion, gc_delay: float, versioning: str
+                       ) -> Committed:
+        """``obj`` as the key's new latest version: with versioning Enabled a version of its own, else the "null"
+        version, replacing the one there was."""
+        bucket, key = obj.bucket, obj.key
+        vsort = next_vsort(cls._newest_vsort(c, bucket, key))
+        obj = attrs.evolve(obj, version_id=new_version_id(vsort) if versioning == "Enabled" else "null",
+                           vsort=vsort, delete_marker=False)
+        replaced = None if versioning == "Enabled" else cls._find_version(c, bucket, key, "null")
+        if replaced is not None:
+            cls._remove_version(c, replaced, time.time() + gc_delay, keep=obj.manifest, promote=False)
+        cls._demote(c, bucket, key)
+        c.execute(f"INSERT INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * 17)})", _object_params(obj))
+        cls._revive(c, obj.manifest, (bucket, key, "", 0, obj.version_id))
+        return Committed(obj, replaced)
 
     async def put_object(
         self,
@@ -875,75 +1025,144 @@ class SqliteMetaStore(MetaStore):
         if_none_match: Sequence[str] | None = None,
         gc_delay: float = 0.0,
         bucket_id: str | None = None,
-    ) -> ObjectVersion | None:
-        def run(c: sqlite3.Connection) -> ObjectVersion | None:
-            self._check_bucket(c, obj.bucket, bucket_id)
+    ) -> Committed:
+        def run(c: sqlite3.Connection) -> Committed:
+            versioning = self._check_bucket(c, obj.bucket, bucket_id)
             if if_match is not None or if_none_match is not None:
-                row = c.execute("SELECT etag FROM objects WHERE bucket = ? AND key = ?",
-                                (obj.bucket, obj.key)).fetchone()
-                current = row[0] if row is not None else None
-                if if_match is not None and (current is None or ("*" not in if_match and current not in if_match)):
-                    raise PreconditionFailed(f"{obj.bucket}/{obj.key} does not match If-Match")
-                if if_none_match is not None and current is not None and ("*" in if_none_match
-                                                                          or current in if_none_match):
-                    raise PreconditionFailed(f"{obj.bucket}/{obj.key} matches If-None-Match")
+                self._check_conditions(self._latest(c, obj.bucket, obj.key), if_match, if_none_match,
+                                       f"{obj.bucket}/{obj.key}")
             self._take_intent(c, intent_id)
-            return self._commit_object(c, obj, gc_delay)
+            return self._commit_object(c, obj, gc_delay, versioning)
 
         return await self._write(run)
 
-    async def get_object(self, bucket: str, key: str) -> ObjectVersion | None:
-        return await self._read(self._get_object, bucket, key)
+    async def get_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion | None:
+        if version_id is None:
+            return await self._read(self._latest, bucket, key)
+        return await self._read(self._find_version, bucket, key, version_id)
 
-    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0,
-                            bucket_id: str | None = None) -> ObjectVersion | None:
-        def run(c: sqlite3.Connection) -> ObjectVersion | None:
-            if bucket_id is not None:
-                row = c.execute("SELECT id FROM buckets WHERE name = ?", (bucket,)).fetchone()
-                if row is None or row[0] != bucket_id:
-                    return None
-            old = self._get_object(c, bucket, key)
+    @classmethod
+    def _delete(cls, c: sqlite3.Connection, bucket: str, key: str, version_id: str | None, versioning: str,
+                owner_id: str, not_before: float) -> Removed:
+        if version_id is not None:
+            found = cls._find_version(c, bucket, key, version_id)
+            if found is None:
+                return Removed()
+            cls._remove_version(c, found, not_before)
+            return Removed(found)
+        if not versioning:
+            old = cls._get_object(c, bucket, key)
             if old is not None:
                 c.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
-                self._retire(c, old.manifest, (), time.time() + gc_delay)
-            return old
+                cls._retire(c, old.manifest, (), not_before)
+            return Removed(old)
+        vsort = next_vsort(cls._newest_vsort(c, bucket, key))
+        removed = None
+        if versioning == "Suspended":
+            removed = cls._find_version(c, bucket, key, "null")
+            if removed is not None:
+                cls._remove_version(c, removed, not_before, promote=False)
+        cls._demote(c, bucket, key)
+        marker = ObjectVersion(bucket, key, new_version_id(vsort) if versioning == "Enabled" else "null", 0, "",
+                               time.time(), owner_id, content_type="", delete_marker=True, vsort=vsort)
+        c.execute(f"INSERT INTO versions ({_VERSION_COLS}) VALUES ({', '.join('?' * 18)})",
+                  (*_object_params(marker), 1))
+        return Removed(removed, marker)
+
+    async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
+                            bucket_id: str | None = None, owner_id: str = "") -> Removed:
+        def run(c: sqlite3.Connection) -> Removed:
+            row = c.execute("SELECT id, versioning FROM buckets WHERE name = ?", (bucket,)).fetchone()
+            if row is None or (bucket_id is not None and row[0] != bucket_id):
+                return Removed()
+            return self._delete(c, bucket, key, version_id, row[1], owner_id, time.time() + gc_delay)
 
         return await self._write(run)
 
-    async def delete_objects(self, bucket: str, keys: Sequence[str], *, gc_delay: float = 0.0,
-                             bucket_id: str | None = None) -> list[bool]:
-        def run(c: sqlite3.Connection) -> list[bool]:
-            if bucket_id is not None:
-                row = c.execute("SELECT id FROM buckets WHERE name = ?", (bucket,)).fetchone()
-                if row is None or row[0] != bucket_id:
-                    return [False] * len(keys)
-            out: list[bool] = []
-            gone: list[ChunkRef] = []
-            for key in keys:  # only the manifest is read back: nothing else of the record is decoded
-                row = c.execute("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING manifest",
-                                (bucket, key)).fetchone()
-                out.append(row is not None)
-                if row is not None and row[0] != "[]":
-                    gone.extend(_dec_manifest(row[0]))
-            self._retire(c, gone, (), time.time() + gc_delay)  # one GC enqueue for all of them
-            return out
+    async def delete_objects(self, bucket: str, entries: Sequence[tuple[str, str | None]], *, gc_delay: float = 0.0,
+                             bucket_id: str | None = None, owner_id: str = "") -> list[Removed]:
+        def run(c: sqlite3.Connection) -> list[Removed]:
+            row = c.execute("SELECT id, versioning FROM buckets WHERE name = ?", (bucket,)).fetchone()
+            if row is None or (bucket_id is not None and row[0] != bucket_id):
+                return [Removed()] * len(entries)
+            not_before = time.time() + gc_delay
+            return [self._delete(c, bucket, key, version_id, row[1], owner_id, not_before)
+                    for key, version_id in entries]
 
         return await self._write(run)
 
     async def update_object(self, obj: ObjectVersion) -> bool:
-        """Replaces ``acl`` and ``tags`` if the current version is still ``obj``'s.
+        """Replaces ``acl`` and ``tags`` of version ``obj.version_id`` if it is still the one read.
 
-        With unversioned buckets every version id is "null", so "still the same version" also compares the ETag
-        and the modification time: a metadata update never lands on a version that replaced the one it was read
-        from.
+        The null version is replaced by each write to it, so "still the one read" also compares the ETag and the
+        modification time: a metadata update never lands on a version that replaced the one it was read from.
         """
-        return await self._write(
-            lambda c: c.execute(
-                "UPDATE objects SET acl = ?, tags = ? "
-                "WHERE bucket = ? AND key = ? AND version_id = ? AND etag = ? AND last_modified = ?",
-                (obj.acl, _enc_pairs(obj.tags), obj.bucket, obj.key, obj.version_id, obj.etag, obj.last_modified),
-            ).rowcount > 0
-        )
+        def run(c: sqlite3.Connection) -> bool:
+            args = (obj.acl, _enc_pairs(obj.tags), obj.bucket, obj.key, obj.version_id, obj.etag, obj.last_modified)
+            for table in ("objects", "versions"):
+                if c.execute(f"UPDATE {table} SET acl = ?, tags = ? WHERE bucket = ? AND key = ? AND version_id = ? "
+                             "AND etag = ? AND last_modified = ?", args).rowcount > 0:
+                    return True
+            return False
+
+        return await self._write(run)
+
+    async def list_versions(
+        self, bucket: str, *, prefix: str = "", delimiter: str = "", key_marker: str = "", version_id_marker: str = "",
+        limit: int = 1000,
+    ) -> VersionListing:
+        """Two lazy cursors per seek of the walk — the latest versions in ``objects``, the others in ``versions``,
+        each read in (key, vsort) order from its covering index — merged. One read transaction: one snapshot."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run(c: sqlite3.Connection) -> VersionListing:
+            after_vsort: int | None = None
+            if key_marker and version_id_marker:
+                marked = self._find_version(c, bucket, key_marker, version_id_marker)
+                after_vsort = marked.vsort if marked is not None else version_vsort(version_id_marker)
+
+            def cursor(table: str, extra: str, start: str, inclusive: bool, upper: str | None):
+                if start == key_marker and after_vsort is not None:
+                    sql = (f"SELECT {_LISTED_COLS}, {extra} FROM {table} WHERE bucket = ? AND "
+                           "(key > ? OR (key = ? AND vsort > ?))")
+                    args: list[Any] = [bucket, start, start, after_vsort]
+                else:
+                    sql = (f"SELECT {_LISTED_COLS}, {extra} FROM {table} WHERE bucket = ? "
+                           f"AND key {'>=' if inclusive else '>'} ?")
+                    args = [bucket, start]
+                if upper is not None:
+                    sql += " AND key < ?"
+                    args.append(upper)
+                return c.execute(sql + " ORDER BY key, vsort", args)
+
+            def seek(start: str, inclusive: bool, upper: str | None):
+                return heapq.merge(cursor("objects", "0, 1", start, inclusive, upper),
+                                   cursor("versions", "marker, 0", start, inclusive, upper),
+                                   key=lambda r: (r[0].encode("utf-8", "surrogatepass"), r[1]))
+
+            page = walk(seek, prefix=prefix, delimiter=delimiter, marker=key_marker, limit=limit, key_of=_first,
+                        marker_inclusive=after_vsort is not None)
+            out: list[ListedVersion] = []
+            previous = None
+            for key, vsort, vid, size, etag, modified, owner, marker, current in page.items:
+                if key != previous:  # the newest of its key on this page: the latest unless the page began inside
+                    latest = bool(current) or bool(marker) and not (key == key_marker and after_vsort is not None
+                                                                    and self._newest_vsort(c, bucket, key) != vsort)
+                else:
+                    latest = False
+                previous = key
+                out.append(ListedVersion(key, vid, latest, bool(marker), size, etag, modified, owner))
+            last = page.last
+            if isinstance(last, str):
+                next_key, next_id = last, ""
+            elif last is not None:
+                next_key, next_id = last[0], last[2]
+            else:
+                next_key, next_id = "", ""
+            return VersionListing(tuple(out), page.prefixes, page.truncated, next_key, next_id, page.read)
+
+        return await self._read(run)
 
     async def scan_objects(
         self, bucket: str, *, start: str = "", inclusive: bool = True, prefix: str = "", limit: int = 1000
@@ -999,7 +1218,8 @@ class SqliteMetaStore(MetaStore):
         def run(c: sqlite3.Connection) -> tuple[int, int]:
             n, size = c.execute("SELECT count(*), coalesce(sum(size), 0) FROM objects WHERE bucket = ?",
                                 (bucket,)).fetchone()
-            return int(n), int(size)
+            older = c.execute("SELECT coalesce(sum(size), 0) FROM versions WHERE bucket = ?", (bucket,)).fetchone()[0]
+            return int(n), int(size) + int(older)
 
         return await self._read(run)
 
@@ -1113,7 +1333,7 @@ class SqliteMetaStore(MetaStore):
             )
             if old is not None:
                 self._retire(c, old.manifest, part.manifest, time.time() + gc_delay)
-            self._revive(c, part.manifest, (upload[0], upload[1], part.upload_id, part.number))
+            self._revive(c, part.manifest, (upload[0], upload[1], part.upload_id, part.number, ""))
             return old
 
         return await self._write(run)
@@ -1143,24 +1363,25 @@ class SqliteMetaStore(MetaStore):
 
     async def complete_upload(
         self, upload_id: str, obj: ObjectVersion, used_parts: Sequence[int], *, gc_delay: float = 0.0
-    ) -> ObjectVersion | None:
+    ) -> Committed:
         """Also NoSuchUpload when ``obj`` is not in the upload's bucket and key (as S3 does).
 
         What goes to the GC queue is every stored part's chunk that ``obj.manifest`` does not reference: with a
         manifest made of the used parts that is exactly the chunks of the parts not used, and if a used part was
         replaced after its manifest was read, the replacement's chunks are collected rather than leaked.
         """
-        def run(c: sqlite3.Connection) -> ObjectVersion | None:
+        def run(c: sqlite3.Connection) -> Committed:
             upload = self._get_upload(c, upload_id)
             if upload is None or (upload.bucket, upload.key) != (obj.bucket, obj.key):
                 raise NoSuchUpload(upload_id)
+            versioning = self._check_bucket(c, obj.bucket, None)
             parts = self._drop_upload(c, upload_id)
-            old = self._commit_object(c, obj, gc_delay)
+            done = self._commit_object(c, obj, gc_delay, versioning)
             self._retire(c, [ref for p in parts for ref in p.manifest], obj.manifest, time.time() + gc_delay)
-            c.execute(f"INSERT OR REPLACE INTO completed_uploads ({_COMPLETED_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            c.execute(f"INSERT OR REPLACE INTO completed_uploads ({_COMPLETED_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                       (upload_id, obj.bucket, obj.key, obj.etag, time.time(), _enc_pairs(obj.checksums),
-                       upload.checksum_algorithm))
-            return old
+                       upload.checksum_algorithm, done.version.version_id))
+            return done
 
         return await self._write(run)
 
@@ -1170,8 +1391,8 @@ class SqliteMetaStore(MetaStore):
                             (upload_id, bucket)).fetchone()
             if row is None:
                 return None
-            upload_id_, bucket_, key, etag, completed, sums, spec = row
-            return CompletedUpload(upload_id_, bucket_, key, etag, completed, _dec_pairs(sums), spec)
+            upload_id_, bucket_, key, etag, completed, sums, spec, version_id = row
+            return CompletedUpload(upload_id_, bucket_, key, etag, completed, _dec_pairs(sums), spec, version_id)
 
         return await self._read(run)
 
@@ -1270,10 +1491,11 @@ class SqliteMetaStore(MetaStore):
 
     @staticmethod
     def _owner_row(row: tuple) -> ChunkOwner:
-        chunk_id, bucket, key, upload_id, part, size, crc, agents = row
-        return ChunkOwner(bytes(chunk_id), bucket, key, size, crc, tuple(json.loads(agents)), upload_id, part)
+        chunk_id, bucket, key, upload_id, part, size, crc, agents, version_id = row
+        return ChunkOwner(bytes(chunk_id), bucket, key, size, crc, tuple(json.loads(agents)), upload_id, part,
+                          version_id)
 
-    _OWNER_COLS = "i.chunk_id, i.bucket, i.key, i.upload_id, i.part, i.size, i.crc, i.agents"
+    _OWNER_COLS = "i.chunk_id, i.bucket, i.key, i.upload_id, i.part, i.size, i.crc, i.agents, i.version_id"
 
     async def chunk_owner(self, chunk_id: bytes) -> ChunkOwner | None:
         def run(c: sqlite3.Connection) -> ChunkOwner | None:
@@ -1313,16 +1535,22 @@ class SqliteMetaStore(MetaStore):
 
     async def set_chunk_agents(self, chunk_id: bytes, expected: Sequence[str], agents: Sequence[str]) -> bool:
         def run(c: sqlite3.Connection) -> bool:
-            row = c.execute("SELECT bucket, key, upload_id, part, agents FROM chunk_index WHERE chunk_id = ?",
-                            (bytes(chunk_id),)).fetchone()
+            row = c.execute("SELECT bucket, key, upload_id, part, agents, version_id FROM chunk_index "
+                            "WHERE chunk_id = ?", (bytes(chunk_id),)).fetchone()
             if row is None or tuple(json.loads(row[4])) != tuple(expected):
                 return False
-            bucket, key, upload_id, part = row[:4]
+            bucket, key, upload_id, part, _, version_id = row
+            table = "objects"
             if upload_id:
                 found = c.execute("SELECT manifest FROM parts WHERE upload_id = ? AND number = ?",
                                   (upload_id, part)).fetchone()
             else:
-                found = c.execute("SELECT manifest FROM objects WHERE bucket = ? AND key = ?", (bucket, key)).fetchone()
+                found = c.execute("SELECT manifest FROM objects WHERE bucket = ? AND key = ? AND version_id = ?",
+                                  (bucket, key, version_id)).fetchone()
+                if found is None:
+                    table = "versions"
+                    found = c.execute("SELECT manifest FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
+                                      (bucket, key, version_id)).fetchone()
             if found is None:
                 return False
             manifest = list(_dec_manifest(found[0]))
@@ -1335,9 +1563,9 @@ class SqliteMetaStore(MetaStore):
                 c.execute("UPDATE parts SET manifest = ? WHERE upload_id = ? AND number = ?",
                           (_enc_manifest(manifest), upload_id, part))
             else:
-                c.execute("UPDATE objects SET manifest = ? WHERE bucket = ? AND key = ?",
-                          (_enc_manifest(manifest), bucket, key))
-            self._index(c, [manifest[hits[0]]], (bucket, key, upload_id, part))
+                c.execute(f"UPDATE {table} SET manifest = ? WHERE bucket = ? AND key = ? AND version_id = ?",
+                          (_enc_manifest(manifest), bucket, key, version_id))
+            self._index(c, [manifest[hits[0]]], (bucket, key, upload_id, part, version_id))
             return True
 
         return await self._write(run)

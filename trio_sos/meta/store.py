@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import os
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -44,6 +45,10 @@ class NoSuchUpload(MetaError):
 
 class UserExists(MetaError):
     pass
+
+
+class NoSuchVersion(MetaError):
+    """A version id that names no version of the key."""
 
 
 class PreconditionFailed(MetaError):
@@ -84,6 +89,42 @@ class Bucket:
     # The bucket's identity: a bucket deleted and created again under the same name is another bucket. A write
     # that read the bucket when it began commits only into that same bucket (``bucket_id=`` of the writes).
     id: str = attrs.field(factory=new_bucket_id)
+    versioning: str = ""  # "" (never enabled), "Enabled" or "Suspended"
+
+
+VERSIONING = ("", "Enabled", "Suspended")
+
+# Version order. Every version of a key has a ``vsort``, an integer that is smaller the newer the version: the
+# writes of one key are serialized by the store, and each new version gets ``min(clock, newest - 1)``, so the order
+# is the order of the commits whatever the clocks of the nodes say. A version id other than "null" is the vsort in
+# 16 hex digits followed by 16 random ones: opaque to clients, URL-safe, unique, and it tells the store where the
+# version is without an index.
+VSORT_BASE = 2**63 - 1
+
+
+def clock_vsort() -> int:
+    return VSORT_BASE - time.time_ns()
+
+
+def next_vsort(newest: int | None) -> int:
+    """The vsort of a new version of a key whose newest version has vsort ``newest`` (None: it has none)."""
+    now = clock_vsort()
+    return now if newest is None or now < newest else newest - 1
+
+
+def new_version_id(vsort: int) -> str:
+    return f"{vsort:016x}{os.urandom(8).hex()}"
+
+
+def version_vsort(version_id: str) -> int | None:
+    """The vsort a (non-null) version id names; None when it is not one of ours (then it names no version)."""
+    if len(version_id) != 32 or not all(c in "0123456789abcdef" for c in version_id):
+        return None
+    return int(version_id[:16], 16)
+
+
+def valid_version_id(version_id: str) -> bool:
+    return version_id == "null" or version_vsort(version_id) is not None
 
 
 @attrs.frozen
@@ -115,6 +156,32 @@ class ObjectVersion:
     parts: tuple[int, ...] = ()  # multipart: size of each part, in order; () for a single-part object
     # a small body kept in the metadata record itself (then ``manifest`` is empty): no chunk, no agent round trip
     inline: bytes | None = attrs.field(default=None, repr=False)
+    delete_marker: bool = False  # a delete marker of a versioned bucket: no body, no metadata
+    # the version's place among the key's versions (see VSORT_BASE), assigned by the store: a storage detail, not
+    # part of what a version is (versions compare by their fields, their id among them)
+    vsort: int = attrs.field(default=0, eq=False)
+
+
+@attrs.frozen
+class Committed:
+    """What a write committed (``version``: its version id assigned by the store — "null" unless the bucket's
+    versioning is Enabled) and the version it removed for good, if any: the key's former null version, in a bucket
+    that is unversioned or whose versioning is suspended."""
+
+    version: ObjectVersion
+    replaced: ObjectVersion | None
+
+
+@attrs.frozen
+class Removed:
+    """What a delete did: the version (or delete marker) it removed for good, and the delete marker it put (a
+    delete without a version id, in a bucket with versioning)."""
+
+    removed: ObjectVersion | None = None
+    marker: ObjectVersion | None = None
+
+    def __bool__(self) -> bool:
+        return self.removed is not None or self.marker is not None
 
 
 @attrs.frozen
@@ -150,6 +217,32 @@ class ObjectListing:
     prefixes: tuple[str, ...]
     truncated: bool
     last: str
+    rows_read: int = 0
+
+
+class ListedVersion(NamedTuple):
+    """An entry of ListObjectVersions: a version or a delete marker, and whether it is the key's latest."""
+
+    key: str
+    version_id: str
+    is_latest: bool
+    delete_marker: bool
+    size: int
+    etag: str
+    last_modified: float
+    owner_id: str
+
+
+@attrs.frozen
+class VersionListing:
+    """A page of ListObjectVersions: versions and markers (by key, newest first) and common prefixes after the
+    (key, version id) markers; ``next_key_marker``/``next_version_id_marker`` resume after the last entry."""
+
+    versions: tuple[ListedVersion, ...]
+    prefixes: tuple[str, ...]
+    truncated: bool
+    next_key_marker: str
+    next_version_id_marker: str
     rows_read: int = 0
 
 
@@ -194,6 +287,7 @@ class CompletedUpload:
     completed: float
     checksums: tuple[tuple[str, str], ...] = ()
     checksum_algorithm: str = ""  # the upload's "ALGORITHM:TYPE", as Upload.checksum_algorithm
+    version_id: str = "null"  # the version it committed
 
 
 @attrs.frozen
@@ -244,6 +338,7 @@ class ChunkOwner:
     agents: tuple[str, ...]
     upload_id: str = ""  # "" for an object; else the part ``part`` of this upload
     part: int = 0
+    version_id: str = "null"  # the object's version that references the chunk (when upload_id is "")
 
 
 @attrs.frozen
@@ -317,7 +412,15 @@ class MetaStore(abc.ABC):
         keep a bucket (as in S3): they are aborted in the same step, their parts' chunks queued for GC, and the
         records of completed uploads go too."""
 
-    # -- objects --
+    # -- objects and their versions --
+    #
+    # A key has versions, newest first (``vsort``); its latest is what GET answers. In a bucket whose versioning
+    # was never enabled, a key has one version, "null", replaced by each write. With versioning Enabled, a write
+    # adds a version with an id of its own and a delete without a version id adds a delete marker; Suspended, a
+    # write or such a delete replaces the key's "null" version (wherever it is in the order) with a new latest one
+    # (a delete marker for a delete). A delete with a version id removes that version for good. Each of these is
+    # one atomic step on the key, and the bucket's versioning state is read in that step.
+
     @abc.abstractmethod
     async def put_object(
         self,
@@ -328,37 +431,52 @@ class MetaStore(abc.ABC):
         if_none_match: Sequence[str] | None = None,
         gc_delay: float = 0.0,
         bucket_id: str | None = None,
-    ) -> ObjectVersion | None:
-        """Make ``obj`` the current version of its key, atomically, and return the version it replaced.
+    ) -> Committed:
+        """Make ``obj`` the latest version of its key, atomically (its ``version_id`` and ``vsort`` are assigned
+        here: "null" unless the bucket's versioning is Enabled).
 
-        The replaced version's chunks go to the GC queue (not before ``now + gc_delay``), and the upload intent
-        ``intent_id`` is dropped, in the same step. The conditions are checked in that step too, PreconditionFailed
-        (nothing changes) if one does not hold: ``if_match`` — ETags, one of which the current version must have,
-        or ``("*",)``: the key must exist; ``if_none_match`` — ETags the current version must not have (an absent
-        key passes), or ``("*",)``: the key must not exist. Raises NoSuchBucket, also when ``bucket_id`` is given
-        and the bucket of that name is another one now; and IntentLost (nothing changes) when ``intent_id`` is
-        given but that intent is gone or claimed by the garbage collector.
+        A version removed for good (the former null version) has its chunks queued for GC (not before ``now +
+        gc_delay``), and the upload intent ``intent_id`` is dropped, in the same step. The conditions are checked
+        in that step too, against the latest version (a delete marker: no object), PreconditionFailed (nothing
+        changes) if one does not hold: ``if_match`` — ETags, one of which the current object must have, or
+        ``("*",)``: the key must exist; ``if_none_match`` — ETags the current object must not have (an absent key
+        passes), or ``("*",)``: the key must not exist. Raises NoSuchBucket, also when ``bucket_id`` is given and
+        the bucket of that name is another one now; and IntentLost (nothing changes) when ``intent_id`` is given
+        but that intent is gone or claimed by the garbage collector.
         """
 
     @abc.abstractmethod
-    async def get_object(self, bucket: str, key: str) -> ObjectVersion | None: ...
+    async def get_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion | None:
+        """The latest version of the key (which may be a delete marker), or version ``version_id`` of it."""
 
     @abc.abstractmethod
-    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0,
-                            bucket_id: str | None = None) -> ObjectVersion | None:
-        """Remove the key; its chunks go to the GC queue in the same step. Returns what was deleted (None when
-        nothing was there, or when ``bucket_id`` is given and the bucket of that name is another one now)."""
+    async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
+                            bucket_id: str | None = None) -> Removed:
+        """Without ``version_id``: remove the key (unversioned bucket), or put a delete marker (see above). With
+        it: remove that version or marker for good (the next one becomes the latest). Removed chunks go to the GC
+        queue in the same step. Nothing happens (an empty Removed) when there is nothing to remove, or when
+        ``bucket_id`` is given and the bucket of that name is another one now."""
 
-    async def delete_objects(self, bucket: str, keys: Sequence[str], *, gc_delay: float = 0.0,
-                             bucket_id: str | None = None) -> list[bool]:
-        """``delete_object`` for each of ``keys``, in order (a key given twice is deleted once, then found gone);
-        a backend may do them as one step. Returns, for each key, whether something was deleted."""
-        return [await self.delete_object(bucket, key, gc_delay=gc_delay, bucket_id=bucket_id) is not None
-                for key in keys]
+    async def delete_objects(self, bucket: str, entries: Sequence[tuple[str, str | None]], *, gc_delay: float = 0.0,
+                             bucket_id: str | None = None) -> list[Removed]:
+        """``delete_object`` for each (key, version id or None) of ``entries``, in order (an entry given twice is
+        done twice: a second delete marker, or nothing found); a backend may do them as one step."""
+        return [await self.delete_object(bucket, key, version_id=version_id, gc_delay=gc_delay, bucket_id=bucket_id)
+                for key, version_id in entries]
 
     @abc.abstractmethod
     async def update_object(self, obj: ObjectVersion) -> bool:
-        """Replace metadata (acl, tags) of the current version if it is still ``obj.version_id``."""
+        """Replace metadata (acl, tags) of version ``obj.version_id`` if it is still the one read (same ETag and
+        modification time). False when it is gone or was replaced."""
+
+    @abc.abstractmethod
+    async def list_versions(
+        self, bucket: str, *, prefix: str = "", delimiter: str = "", key_marker: str = "", version_id_marker: str = "",
+        limit: int = 1000,
+    ) -> VersionListing:
+        """ListObjectVersions: every version and delete marker, by key then newest first, and common prefixes,
+        after the markers (keys above ``key_marker``; with ``version_id_marker``, that key's versions older than
+        it first), at most ``limit`` entries, a common prefix skipped with one seek — its cost follows the page."""
 
     @abc.abstractmethod
     async def scan_objects(
@@ -380,8 +498,8 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def bucket_usage(self, bucket: str) -> tuple[int, int]:
-        """(objects, bytes) of the bucket, counted from its listing: the cost grows with the bucket (an admin
-        figure, not for the request path)."""
+        """(objects, bytes) of the bucket: its current objects, and the bytes of every version it keeps, counted
+        from its listing — the cost grows with the bucket (an admin figure, not for the request path)."""
 
     @abc.abstractmethod
     async def ping(self) -> None:
@@ -427,7 +545,7 @@ class MetaStore(abc.ABC):
     @abc.abstractmethod
     async def complete_upload(
         self, upload_id: str, obj: ObjectVersion, used_parts: Sequence[int], *, gc_delay: float = 0.0
-    ) -> ObjectVersion | None:
+    ) -> Committed:
         """Commit ``obj`` (whose manifest is made of the used parts' chunks) as in ``put_object``, drop the upload
         and its parts — the chunks of parts not used go to the GC queue — and record what it answered
         (``completed_upload``). Raises NoSuchUpload."""
