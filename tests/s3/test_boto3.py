@@ -259,7 +259,8 @@ def test_bad_credentials(node) -> None:
 def test_not_built_yet_is_not_implemented(s3) -> None:
     s3.create_bucket(Bucket="later")
     with pytest.raises(ClientError) as info:
-        s3.put_bucket_versioning(Bucket="later", VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_lifecycle_configuration(Bucket="later", LifecycleConfiguration={"Rules": [
+            {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}}]})
     assert error_code(info) == "NotImplemented" and status(info) == 501
 
 

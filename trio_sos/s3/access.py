@@ -123,27 +123,36 @@ async def put_bucket_acl(ctx: Ctx) -> Response:
     return Response(200, [], b"")
 
 
-async def _object(ctx: Ctx) -> m.ObjectVersion:
+async def named_object(ctx: Ctx) -> tuple[m.Bucket, m.ObjectVersion]:
+    """The request's bucket and the version of its key that ``?versionId=`` names (the latest by default), for the
+    operations on an object's sub-resources (acl, tagging): NoSuchKey, NoSuchVersion, or 405 for a marker."""
+    from .versioning import find_version, missing, version_id_param
+
     assert ctx.bucket is not None and ctx.key is not None
-    await bucket_for(ctx, None)
-    obj = await ctx.meta.get_object(ctx.bucket, ctx.key)
+    version_id = version_id_param(ctx)
+    bucket = await bucket_for(ctx, None)
+    obj = await find_version(ctx, ctx.bucket, ctx.key, version_id)
     if obj is None:
-        raise S3Error("NoSuchKey", Key=ctx.key)
-    return obj
+        raise missing(ctx.key, version_id)
+    return bucket, obj
 
 
 async def get_object_acl(ctx: Ctx) -> Response:
-    obj = await _object(ctx)
+    from .versioning import version_header
+
+    bucket, obj = await named_object(ctx)
     check_object(ctx, obj, "READ_ACP")
     policy = await resolved(ctx, object_policy(obj))
-    return Response(200, [("Content-Type", "application/xml")], acl.render_policy_xml(policy))
+    return Response(200, [("Content-Type", "application/xml"), *version_header(bucket, obj.version_id)],
+                    acl.render_policy_xml(policy))
 
 
 async def put_object_acl(ctx: Ctx) -> Response:
-    obj = await _object(ctx)
+    from .versioning import version_header
+
+    bucket, obj = await named_object(ctx)
     check_object(ctx, obj, "WRITE_ACP")
-    bucket = await bucket_for(ctx, None)
     policy = await _requested_policy(ctx, obj.owner_id, bucket)
     if not await ctx.meta.update_object(attrs.evolve(obj, acl=acl.dumps(policy))):
         raise S3Error("OperationAborted", status=409)
-    return Response(200, [], b"")
+    return Response(200, version_header(bucket, obj.version_id), b"")

@@ -21,7 +21,7 @@ import attrs
 from ..auth import chunked, sigv2, sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
 from ..meta.store import MetaUnavailable
-from . import access, buckets, copy, cors, headers, listing, multipart, objects, post, tagging
+from . import access, buckets, copy, cors, headers, listing, multipart, objects, post, tagging, versioning
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
 
@@ -63,8 +63,9 @@ OPERATIONS: dict[str, Operation] = {
         Operation("GetObjectTagging", tagging.get_object_tagging, "object"),
         Operation("PutObjectTagging", tagging.put_object_tagging, "object"),
         Operation("DeleteObjectTagging", tagging.delete_object_tagging, "object"),
-        Operation("GetBucketVersioning", tagging.get_bucket_versioning, "bucket"),
-        Operation("ListObjectVersions", tagging.list_object_versions, "bucket"),
+        Operation("GetBucketVersioning", versioning.get_bucket_versioning, "bucket"),
+        Operation("PutBucketVersioning", versioning.put_bucket_versioning, "bucket"),
+        Operation("ListObjectVersions", versioning.list_object_versions, "bucket"),
         Operation("PutBucketCors", cors.put_bucket_cors, "bucket"),
         Operation("GetBucketCors", cors.get_bucket_cors, "bucket"),
         Operation("DeleteBucketCors", cors.delete_bucket_cors, "bucket"),
@@ -81,7 +82,7 @@ OPERATIONS: dict[str, Operation] = {
 # for the plain operation on the same URL (a PUT ?acl must not overwrite an object).
 UNBUILT_SUBRESOURCES = (
     "lifecycle", "logging", "notification", "policy", "replication", "restore",
-    "tagging", "torrent", "versioning", "versions", "website", "encryption",
+    "tagging", "torrent", "website", "encryption",
     "object-lock", "legal-hold", "retention", "accelerate", "requestPayment", "analytics", "inventory",
     "metrics", "ownershipControls", "publicAccessBlock", "intelligent-tiering", "attributes", "select",
 )
@@ -102,10 +103,10 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
     if key is None and "cors" in query:
         return {"GET": "GetBucketCors", "PUT": "PutBucketCors", "DELETE": "DeleteBucketCors"}.get(
             method, "MethodNotAllowed")
-    if key is None and method == "GET" and "versioning" in query:
-        return "GetBucketVersioning"
-    if key is None and method == "GET" and "versions" in query:
-        return "ListObjectVersions"
+    if key is None and "versioning" in query:
+        return {"GET": "GetBucketVersioning", "PUT": "PutBucketVersioning"}.get(method, "MethodNotAllowed")
+    if key is None and "versions" in query:
+        return "ListObjectVersions" if method == "GET" else "MethodNotAllowed"
     unbuilt = [s for s in UNBUILT_SUBRESOURCES if s in query]
     if unbuilt:
         return "NotImplemented:" + unbuilt[0]
@@ -207,7 +208,7 @@ class S3App:
         if not exc.resource:
             exc.resource = ctx.resource
         body = exc.to_xml(ctx.request_id) if ctx.request.method != "HEAD" and exc.status != 304 else b""
-        return Response(exc.status, [("Content-Type", "application/xml")] if body else [], body)
+        return Response(exc.status, ([("Content-Type", "application/xml")] if body else []) + exc.headers, body)
 
     def render_http_error(self, status: int, message: str) -> Response:
         """Errors found by the HTTP layer before any handler (bad framing, oversized heads...)."""

@@ -17,17 +17,22 @@ from ..meta import store as m
 from .buckets import iso8601
 from .context import Ctx
 from .errors import S3Error
+from .versioning import version_header
 from .xml import Tag, document
 
 MAX_COPY_SIZE = 5 * 1024**3
 
 
-def parse_copy_source(value: str) -> tuple[str, str]:
-    """``bucket/key`` (URL-encoded, optional leading '/', optional ``?versionId=``) -> (bucket, key)."""
-    path, _, query = value.partition("?")
-    if query and not (query.startswith("versionId=") and query[len("versionId="):] in ("null", "")):
-        raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="x-amz-copy-source",
-                      ArgumentValue=value)
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """``bucket/key`` (URL-encoded, optional leading '/', optional ``?versionId=``) -> (bucket, key, version id or
+    None: the latest)."""
+    path, sep, query = value.partition("?")
+    version_id = None
+    if sep:
+        version_id = query[len("versionId="):] if query.startswith("versionId=") else None
+        if version_id is None or not m.valid_version_id(version_id):
+            raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="x-amz-copy-source",
+                          ArgumentValue=value[:1100])
     try:
         decoded = unquote(path, errors="strict")
     except UnicodeDecodeError:
@@ -37,7 +42,7 @@ def parse_copy_source(value: str) -> tuple[str, str]:
         raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: "
                                          "sourcebucket/sourcekey", ArgumentName="x-amz-copy-source",
                       ArgumentValue=value)
-    return bucket, key
+    return bucket, key, version_id
 
 
 _COPY_RANGE = re.compile(r"bytes=([0-9]+)-([0-9]+)\Z")
@@ -88,16 +93,25 @@ def check_copy_conditions(ctx: Ctx, source: m.ObjectVersion) -> None:
 
 async def copy_source_body(ctx: Ctx, *, allow_range: bool, max_size: int
                            ) -> tuple[m.ObjectVersion, Callable[[], Awaitable[bytes]]]:
-    """The source object named by x-amz-copy-source (which the caller must be allowed to read), after its
-    conditions, and a ``receive`` function yielding its bytes (or those of x-amz-copy-source-range)."""
-    bucket_name, key = parse_copy_source(ctx.header("x-amz-copy-source") or "")
+    """The source object named by x-amz-copy-source (which the caller must be allowed to read) — its latest
+    version, or the one its ``?versionId=`` names —, after its conditions, and a ``receive`` function yielding
+    its bytes (or those of x-amz-copy-source-range)."""
+    bucket_name, key, version_id = parse_copy_source(ctx.header("x-amz-copy-source") or "")
     from .access import bucket_for, check_object
+    from .versioning import find_version, missing
 
     await bucket_for(ctx, None, bucket_name)
-    source = await ctx.meta.get_object(bucket_name, key)
+    try:
+        source = await find_version(ctx, bucket_name, key, version_id)
+    except S3Error as exc:  # a delete marker: S3 answers a copy from it 404 (latest) or 400 (named)
+        await bucket_for(ctx, "READ", bucket_name)
+        if exc.code == "MethodNotAllowed":
+            raise S3Error("InvalidRequest", "The source of a copy request may not specifically refer to a delete "
+                                            "marker by version id.") from None
+        raise
     if source is None:
         await bucket_for(ctx, "READ", bucket_name)
-        raise S3Error("NoSuchKey", Key=key)
+        raise missing(key, version_id)
     check_object(ctx, source, "READ")
     check_copy_conditions(ctx, source)
     start, end = 0, source.size
@@ -132,8 +146,8 @@ async def copy_object(ctx: Ctx) -> Response:
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
                       ArgumentValue=directive)
-    source_bucket, source_key = parse_copy_source(ctx.header("x-amz-copy-source") or "")
-    if (source_bucket, source_key) == (ctx.bucket, ctx.key) and directive == "COPY":
+    source_bucket, source_key, source_version = parse_copy_source(ctx.header("x-amz-copy-source") or "")
+    if (source_bucket, source_key) == (ctx.bucket, ctx.key) and directive == "COPY" and source_version is None:
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to "
                                         "itself without changing the object's metadata, storage class, website "
                                         "redirect location or encryption attributes.")
@@ -160,8 +174,18 @@ async def copy_object(ctx: Ctx) -> Response:
                           inline=stored.written.inline,
                           checksums=source.checksums if "-" not in source.etag else (), **fields)
     async with committing(ctx, stored):
-        await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay,
-                                  bucket_id=bucket.id)
+        done = await ctx.meta.put_object(obj, intent_id=stored.written.intent_id,
+                                         gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
     body = document(Tag("CopyObjectResult", Tag("LastModified", iso8601(obj.last_modified)),
                         Tag("ETag", f'"{obj.etag}"')))
-    return Response(200, [("Content-Type", "application/xml")], body)
+    headers = [("Content-Type", "application/xml"), *await source_version_header(ctx, source_bucket, source),
+               *version_header(bucket, done.version.version_id)]
+    return Response(200, headers, body)
+
+
+async def source_version_header(ctx: Ctx, bucket_name: str, source: m.ObjectVersion) -> list[tuple[str, str]]:
+    """``x-amz-copy-source-version-id``: the version copied, when its bucket has versioning."""
+    from .access import bucket_for
+
+    source_bucket = await bucket_for(ctx, None, bucket_name)
+    return [("x-amz-copy-source-version-id", h[1]) for h in version_header(source_bucket, source.version_id)]

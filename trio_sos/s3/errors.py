@@ -49,6 +49,7 @@ CODES: dict[str, tuple[int, str]] = {
     "NoSuchCORSConfiguration": (404, "The CORS configuration does not exist"),
     "NoSuchKey": (404, "The specified key does not exist."),
     "NoSuchUpload": (404, "The specified multipart upload does not exist."),
+    "NoSuchVersion": (404, "The specified version does not exist."),
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented"),
     "NotModified": (304, "Not Modified"),
     "PreconditionFailed": (412, "At least one of the pre-conditions you specified did not hold"),
@@ -69,8 +70,9 @@ HTTP_STATUS_CODES = {400: "InvalidRequest", 403: "AccessDenied", 404: "NoSuchKey
 
 class S3Error(Exception):
     def __init__(self, code: str, message: str | None = None, *, resource: str = "", status: int | None = None,
-                 **extra: str) -> None:
+                 headers: list[tuple[str, str]] | None = None, **extra: str) -> None:
         default_status, default_message = CODES.get(code, (500, code))
+        self.headers = headers or []  # response headers the error carries (x-amz-delete-marker on a 404...)
         self.code = code
         self.status = status or default_status
         self.message = message or default_message

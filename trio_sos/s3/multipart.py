@@ -21,7 +21,8 @@ from ..meta import store as m
 from .buckets import iso8601, owner_tag, read_document
 from . import params
 from .context import Ctx
-from .copy import copy_source_body
+from .copy import copy_source_body, parse_copy_source, source_version_header
+from .versioning import version_header
 from .errors import S3Error
 from .objects import check_upload_headers, committing, object_fields, store_body
 from .xml import Tag, child_text, document, local, parse
@@ -161,13 +162,15 @@ async def upload_part_copy(ctx: Ctx) -> Response:
     await ctx.bucket_for("WRITE")
     number = _part_number(ctx)
     upload = await _upload(ctx)
-    _source, receive = await copy_source_body(ctx, allow_range=True, max_size=MAX_PART_SIZE)
+    source, receive = await copy_source_body(ctx, allow_range=True, max_size=MAX_PART_SIZE)
     stored = await store_body(ctx, receive, max_size=MAX_PART_SIZE, algorithm=_part_checksum_algorithm(upload),
                               inline=False)
     part = await _commit_part(ctx, upload, number, stored)
     body = document(Tag("CopyPartResult", Tag("LastModified", iso8601(part.last_modified)),
                         Tag("ETag", f'"{part.etag}"')))
-    return Response(200, [("Content-Type", "application/xml")], body)
+    source_bucket = parse_copy_source(ctx.header("x-amz-copy-source") or "")[0]
+    return Response(200, [("Content-Type", "application/xml"),
+                          *await source_version_header(ctx, source_bucket, source)], body)
 
 
 def _requested_parts(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
@@ -199,13 +202,15 @@ def _requested_etag(requested: list[tuple[int, str, dict[str, str]]]) -> str | N
     return hashlib.md5(digests).hexdigest() + f"-{len(requested)}"
 
 
-def _complete_result(ctx: Ctx, etag: str, checksums: tuple[tuple[str, str], ...], spec: str) -> Response:
+async def _complete_result(ctx: Ctx, etag: str, checksums: tuple[tuple[str, str], ...], spec: str,
+                           version_id: str) -> Response:
     checksum_tags = [Tag(f"Checksum{a}", v) for a, v in checksums]
     if checksums and spec:
         checksum_tags.append(Tag("ChecksumType", spec.split(":")[1]))
     body = document(Tag("CompleteMultipartUploadResult", Tag("Location", f"/{ctx.bucket}/{ctx.key}"),
                         Tag("Bucket", ctx.bucket), Tag("Key", ctx.key), Tag("ETag", f'"{etag}"'), checksum_tags))
-    return Response(200, [("Content-Type", "application/xml")], body)
+    bucket = await ctx.bucket_for(None)
+    return Response(200, [("Content-Type", "application/xml"), *version_header(bucket, version_id)], body)
 
 
 async def _completed_already(ctx: Ctx, upload_id: str, requested: list[tuple[int, str, dict[str, str]]]
@@ -215,7 +220,7 @@ async def _completed_already(ctx: Ctx, upload_id: str, requested: list[tuple[int
     assert ctx.bucket is not None
     done = await ctx.meta.completed_upload(ctx.bucket, upload_id) if upload_id else None
     if done is not None and done.key == ctx.key and _requested_etag(requested) == done.etag:
-        return _complete_result(ctx, done.etag, done.checksums, done.checksum_algorithm)
+        return await _complete_result(ctx, done.etag, done.checksums, done.checksum_algorithm, done.version_id)
     raise S3Error("NoSuchUpload", UploadId=upload_id)
 
 
@@ -267,10 +272,10 @@ async def complete_multipart_upload(ctx: Ctx) -> Response:
         checksums=(combined,) if (combined := combined_checksum(upload.checksum_algorithm, parts)) else (),
     )
     try:
-        await ctx.meta.complete_upload(upload.upload_id, obj, numbers, gc_delay=ctx.services.config.gc_delay)
+        done = await ctx.meta.complete_upload(upload.upload_id, obj, numbers, gc_delay=ctx.services.config.gc_delay)
     except m.NoSuchUpload:  # completed (or aborted) by a concurrent request meanwhile
         return await _completed_already(ctx, upload.upload_id, requested)
-    return _complete_result(ctx, etag, obj.checksums, upload.checksum_algorithm)
+    return await _complete_result(ctx, etag, obj.checksums, upload.checksum_algorithm, done.version.version_id)
 
 
 async def abort_multipart_upload(ctx: Ctx) -> Response:

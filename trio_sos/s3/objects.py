@@ -27,6 +27,7 @@ from . import params
 from .context import Ctx
 from .errors import S3Error
 from .ranges import Unsatisfiable, parse_range
+from .versioning import find_version, missing, version_header, version_id_param
 
 log = logging.getLogger("trio_sos.s3")
 
@@ -261,9 +262,10 @@ async def put_object(ctx: Ctx) -> Response:
                           manifest=body.written.manifest, inline=body.written.inline, checksums=body.checksums,
                           **fields)
     async with committing(ctx, body):
-        await ctx.meta.put_object(obj, intent_id=body.written.intent_id, gc_delay=ctx.services.config.gc_delay,
-                                  if_match=if_match, if_none_match=if_none_match, bucket_id=bucket.id)
-    headers = [("ETag", f'"{obj.etag}"')]
+        done = await ctx.meta.put_object(obj, intent_id=body.written.intent_id,
+                                         gc_delay=ctx.services.config.gc_delay, if_match=if_match,
+                                         if_none_match=if_none_match, bucket_id=bucket.id)
+    headers = [("ETag", f'"{obj.etag}"'), *version_header(bucket, done.version.version_id)]
     headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in obj.checksums]
     return Response(200, headers, b"")
 
@@ -320,17 +322,23 @@ def _object_headers(ctx: Ctx, obj: m.ObjectVersion, whole: bool) -> list[tuple[s
     return headers
 
 
-async def _current(ctx: Ctx) -> m.ObjectVersion:
+async def _current(ctx: Ctx) -> tuple[m.Bucket, m.ObjectVersion]:
+    """The bucket and the version a GET or HEAD reads: the latest, or the one ``?versionId=`` names."""
     assert ctx.bucket is not None and ctx.key is not None
     from .access import check_object
 
-    await ctx.bucket_for(None)
-    obj = await ctx.meta.get_object(ctx.bucket, ctx.key)
+    version_id = version_id_param(ctx)
+    bucket = await ctx.bucket_for(None)
+    try:
+        obj = await find_version(ctx, ctx.bucket, ctx.key, version_id)
+    except S3Error:
+        await ctx.bucket_for("READ")  # what a caller who may not list learns of a delete marker: AccessDenied
+        raise
     if obj is None:
         await ctx.bucket_for("READ")  # without the right to list, a missing key is AccessDenied, as S3 does
-        raise S3Error("NoSuchKey", Key=ctx.key)
+        raise missing(ctx.key, version_id)
     check_object(ctx, obj, "READ")
-    return obj
+    return bucket, obj
 
 
 def _304(exc: S3Error, obj: m.ObjectVersion) -> Response:
@@ -338,7 +346,7 @@ def _304(exc: S3Error, obj: m.ObjectVersion) -> Response:
 
 
 async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
-    obj = await _current(ctx)
+    bucket, obj = await _current(ctx)
     try:
         check_conditions(ctx, obj)
     except S3Error as exc:
@@ -346,14 +354,16 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
             return _304(exc, obj)
         raise
     if "partNumber" in ctx.query:
-        return await _get_part(ctx, obj, with_body)
+        response = await _get_part(ctx, obj, with_body)
+        response.headers += version_header(bucket, obj.version_id)
+        return response
     try:
         selected = parse_range(ctx.header("range"), obj.size)
     except Unsatisfiable:
         raise S3Error("InvalidRange", ActualObjectSize=str(obj.size),
                       RangeRequested=ctx.header("range") or "") from None
     start, end = selected if selected is not None else (0, obj.size)
-    headers = _object_headers(ctx, obj, whole=selected is None)
+    headers = _object_headers(ctx, obj, whole=selected is None) + version_header(bucket, obj.version_id)
     status = 200
     if selected is not None:
         status = 206
@@ -421,18 +431,37 @@ async def head_object(ctx: Ctx) -> Response:
     return await _get_or_head(ctx, with_body=False)
 
 
+def _deleted_headers(bucket: m.Bucket, version_id: str | None, done: m.Removed) -> list[tuple[str, str]]:
+    """What a DELETE answers: the delete marker it put, or the version it removed (a marker, said so)."""
+    if done.marker is not None:
+        return [("x-amz-delete-marker", "true"), ("x-amz-version-id", done.marker.version_id)]
+    if version_id is None:
+        return []
+    headers = [("x-amz-version-id", version_id)]
+    if done.removed is not None and done.removed.delete_marker:
+        headers.insert(0, ("x-amz-delete-marker", "true"))
+    return headers
+
+
 async def delete_object(ctx: Ctx) -> Response:
+    from .access import owner_of_new_object
+
     assert ctx.bucket is not None and ctx.key is not None
+    version_id = version_id_param(ctx)
     bucket = await ctx.bucket_for("WRITE")
-    await ctx.meta.delete_object(ctx.bucket, ctx.key, gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
-    return Response(204, [], b"")
+    done = await ctx.meta.delete_object(ctx.bucket, ctx.key, version_id=version_id,
+                                        gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id,
+                                        owner_id=owner_of_new_object(ctx))
+    return Response(204, _deleted_headers(bucket, version_id, done), b"")
 
 
 MAX_DELETE_KEYS = 1000
 
 
 async def delete_objects(ctx: Ctx) -> Response:
-    """DeleteObjects: up to 1,000 keys; integrity from Content-MD5 or any x-amz-checksum-* header."""
+    """DeleteObjects: up to 1,000 keys (or versions); integrity from Content-MD5 or any x-amz-checksum-*
+    header."""
+    from .access import owner_of_new_object
     from .buckets import read_document
     from .xml import Tag, child_text, document, local, parse
 
@@ -454,23 +483,42 @@ async def delete_objects(ctx: Ctx) -> Response:
     if local(root.tag) != "Delete":
         raise S3Error("MalformedXML")
     quiet = (child_text(root, "Quiet") or "false").strip().lower() == "true"
-    keys = []
+    entries: list[tuple[str, str | None]] = []
     for node in root:
         if local(node.tag) == "Object":
             key = child_text(node, "Key")
             if key is None:
                 raise S3Error("MalformedXML")
-            keys.append(key)
-    if not keys or len(keys) > MAX_DELETE_KEYS:
+            version_id = child_text(node, "VersionId")
+            entries.append((key, version_id.strip() if version_id is not None else None))
+    if not entries or len(entries) > MAX_DELETE_KEYS:
         raise S3Error("MalformedXML")
-    valid = [key for key in keys if len(key.encode("utf-8")) <= 1024]
-    # one metadata step for all of them (and their chunks queued for the GC in it)
-    await ctx.meta.delete_objects(ctx.bucket, valid, gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
-    results = []
-    for key in keys:
+
+    def problem(key: str, version_id: str | None) -> tuple[str, str] | None:
         if len(key.encode("utf-8")) > 1024:
-            results.append(Tag("Error", Tag("Key", key), Tag("Code", "KeyTooLongError"),
-                               Tag("Message", "Your key is too long")))
-        elif not quiet:
-            results.append(Tag("Deleted", Tag("Key", key)))
+            return "KeyTooLongError", "Your key is too long"
+        if version_id is not None and not m.valid_version_id(version_id):
+            return "NoSuchVersion", "The specified version does not exist."
+        return None
+
+    valid = [(k, v) for k, v in entries if problem(k, v) is None]
+    # one metadata step for all of them (and their chunks queued for the GC in it)
+    done = iter(await ctx.meta.delete_objects(ctx.bucket, valid, gc_delay=ctx.services.config.gc_delay,
+                                              bucket_id=bucket.id, owner_id=owner_of_new_object(ctx)))
+    results = []
+    for key, version_id in entries:
+        error = problem(key, version_id)
+        if error is not None:
+            results.append(Tag("Error", Tag("Key", key), Tag("VersionId", version_id) if version_id else None,
+                               Tag("Code", error[0]), Tag("Message", error[1])))
+            continue
+        removed = next(done)
+        if quiet:
+            continue
+        fields = [Tag("Key", key), Tag("VersionId", version_id) if version_id is not None else None]
+        if removed.marker is not None:
+            fields += [Tag("DeleteMarker", True), Tag("DeleteMarkerVersionId", removed.marker.version_id)]
+        elif removed.removed is not None and removed.removed.delete_marker:
+            fields += [Tag("DeleteMarker", True), Tag("DeleteMarkerVersionId", removed.removed.version_id)]
+        results.append(Tag("Deleted", fields))
     return Response(200, [("Content-Type", "application/xml")], document(Tag("DeleteResult", results)))

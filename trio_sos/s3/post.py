@@ -25,6 +25,7 @@ from ..meta import store as m
 from . import params
 from .context import Ctx
 from .errors import S3Error
+from .versioning import version_header
 from .objects import MAX_PUT_SIZE, STORED_HEADERS, check_user_meta, committing, header_value, store_body
 from .xml import Tag, document
 
@@ -223,17 +224,18 @@ async def post_object(ctx: Ctx) -> Response:
         user_meta=user_meta,
     )
     async with committing(ctx, stored):
-        await ctx.meta.put_object(obj, intent_id=stored.written.intent_id, gc_delay=ctx.services.config.gc_delay,
-                                  bucket_id=bucket.id)
+        done = await ctx.meta.put_object(obj, intent_id=stored.written.intent_id,
+                                         gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
     etag = f'"{obj.etag}"'
     location = f"/{ctx.bucket}/{quote(key)}"
+    versioned = version_header(bucket, done.version.version_id)
     redirect = fields.get("success_action_redirect")
     if redirect:
         sep = "&" if "?" in redirect else "?"
         target = f"{redirect}{sep}bucket={quote(ctx.bucket)}&key={quote(key)}&etag={quote(etag)}"
-        return Response(303, [("Location", target), ("ETag", etag)], b"")
+        return Response(303, [("Location", target), ("ETag", etag), *versioned], b"")
     status = fields.get("success_action_status", "204")
-    headers = [("ETag", etag), ("Location", location)]
+    headers = [("ETag", etag), ("Location", location), *versioned]
     if status == "201":
         body = document(Tag("PostResponse", Tag("Location", location), Tag("Bucket", ctx.bucket),
                             Tag("Key", key), Tag("ETag", etag)))

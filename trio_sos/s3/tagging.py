@@ -1,5 +1,4 @@
-"""Object tagging (Put/Get/DeleteObjectTagging, x-amz-tagging on uploads), bucket versioning state (buckets are
-unversioned) and ListObjectVersions for unversioned buckets."""
+"""Object tagging (Put/Get/DeleteObjectTagging of any version, x-amz-tagging on uploads)."""
 
 from __future__ import annotations
 
@@ -7,10 +6,10 @@ from urllib.parse import parse_qsl, quote
 
 from ..http.server import Response
 from ..meta import store as m
-from .buckets import iso8601, read_document
+from .buckets import read_document
 from .context import Ctx
 from .errors import S3Error
-from .listing import _encoder, _max_keys, collect
+from .versioning import version_header
 from .xml import Tag, child_text, document, local, parse
 
 MAX_TAGS = 10
@@ -47,15 +46,6 @@ def tagging_header(tags: tuple[tuple[str, str], ...]) -> str:
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in tags)
 
 
-async def _object(ctx: Ctx) -> m.ObjectVersion:
-    assert ctx.bucket is not None and ctx.key is not None
-    await ctx.bucket_for(None)
-    obj = await ctx.meta.get_object(ctx.bucket, ctx.key)
-    if obj is None:
-        raise S3Error("NoSuchKey", Key=ctx.key)
-    return obj
-
-
 async def _update(ctx: Ctx, obj: m.ObjectVersion, tags: tuple[tuple[str, str], ...]) -> None:
     import attrs
 
@@ -66,18 +56,20 @@ async def _update(ctx: Ctx, obj: m.ObjectVersion, tags: tuple[tuple[str, str], .
 
 
 async def get_object_tagging(ctx: Ctx) -> Response:
-    from .access import check_object
+    from .access import check_object, named_object
 
-    obj = await _object(ctx)
+    bucket, obj = await named_object(ctx)
     check_object(ctx, obj, "READ")
     body = document(Tag("Tagging", Tag("TagSet", [Tag("Tag", Tag("Key", k), Tag("Value", v))
                                                   for k, v in obj.tags])))
-    return Response(200, [("Content-Type", "application/xml")], body)
+    return Response(200, [("Content-Type", "application/xml"), *version_header(bucket, obj.version_id)], body)
 
 
 async def put_object_tagging(ctx: Ctx) -> Response:
+    from .access import named_object
+
     await ctx.bucket_for("WRITE")
-    obj = await _object(ctx)
+    bucket, obj = await named_object(ctx)
     root = parse(await read_document(ctx))
     if local(root.tag) != "Tagging":
         raise S3Error("MalformedXML")
@@ -91,48 +83,13 @@ async def put_object_tagging(ctx: Ctx) -> Response:
                 raise S3Error("MalformedXML")
             tags.append((key, value))
     await _update(ctx, obj, check_tags(tags))
-    return Response(200, [], b"")
+    return Response(200, version_header(bucket, obj.version_id), b"")
 
 
 async def delete_object_tagging(ctx: Ctx) -> Response:
+    from .access import named_object
+
     await ctx.bucket_for("WRITE")
-    obj = await _object(ctx)
+    bucket, obj = await named_object(ctx)
     await _update(ctx, obj, ())
-    return Response(204, [], b"")
-
-
-async def get_bucket_versioning(ctx: Ctx) -> Response:
-    await ctx.bucket_for("OWNER")
-    # Never versioned: S3 answers an empty configuration (no Status element).
-    return Response(200, [("Content-Type", "application/xml")], document(Tag("VersioningConfiguration")))
-
-
-async def list_object_versions(ctx: Ctx) -> Response:
-    """For unversioned buckets: every object is its only version, "null", and the latest."""
-    await ctx.bucket_for("READ")
-    prefix, delimiter = ctx.query.get("prefix", ""), ctx.query.get("delimiter", "")
-    key_marker = ctx.query.get("key-marker", "")
-    max_keys, enc = _max_keys(ctx), _encoder(ctx)
-    listed = await collect(ctx, prefix=prefix, delimiter=delimiter, marker=key_marker, max_keys=max_keys)
-    names: dict[str, str] = {}
-    versions = []
-    for obj in listed.objects:
-        if obj.owner_id not in names:
-            user = await ctx.services.user_by_id(obj.owner_id)
-            names[obj.owner_id] = user.display_name if user else obj.owner_id
-        versions.append(Tag("Version", Tag("Key", enc(obj.key)), Tag("VersionId", "null"), Tag("IsLatest", True),
-                            Tag("LastModified", iso8601(obj.last_modified)), Tag("ETag", f'"{obj.etag}"'),
-                            Tag("Size", obj.size), Tag("StorageClass", "STANDARD"),
-                            Tag("Owner", Tag("ID", obj.owner_id), Tag("DisplayName", names[obj.owner_id]))))
-    body = document(Tag(
-        "ListVersionsResult",
-        Tag("Name", ctx.bucket), Tag("Prefix", enc(prefix)), Tag("KeyMarker", enc(key_marker)),
-        Tag("VersionIdMarker", ctx.query.get("version-id-marker", "")),
-        Tag("NextKeyMarker", enc(listed.last)) if listed.truncated else None,
-        Tag("NextVersionIdMarker", "null") if listed.truncated else None,
-        Tag("MaxKeys", max_keys), Tag("Delimiter", enc(delimiter)) if delimiter else None,
-        Tag("EncodingType", "url") if "encoding-type" in ctx.query else None,
-        Tag("IsTruncated", listed.truncated), versions,
-        [Tag("CommonPrefixes", Tag("Prefix", enc(p))) for p in listed.prefixes],
-    ))
-    return Response(200, [("Content-Type", "application/xml")], body)
+    return Response(204, version_header(bucket, obj.version_id), b"")
