@@ -320,7 +320,71 @@ async def test_a_transaction_of_unknown_outcome_is_read_back(cassandra_session, 
 
     store._lwt = lwt  # type: ignore[method-assign]
     obj = version(bucket, "once")
-    assert await store.put_object(obj, if_none_match=("*",)) is None
+    assert (await store.put_object(obj, if_none_match=("*",))).replaced is None
     assert timed_out
     assert await store.get_object(bucket, "once") == obj
     assert [o.etag for o in (await store.list_objects(bucket)).objects] == [obj.etag]
+
+
+async def test_objects_of_schema_1_get_their_versions_on_upgrade(cassandra_session) -> None:
+    """A keyspace written before versions existed: its records have no vsort, and no version rows. Opening it
+    with this release gives each its null version (listed, readable by id), and records schema version 2."""
+    settings, session = cassandra_session
+    store = CassandraMetaStore.on_session(settings, session)
+    bucket = await new_bucket(store)
+    old = version(bucket, "legacy", manifest=(chunk(),))
+    await store.put_object(old)
+    shard = session.execute("SELECT id FROM buckets WHERE name = %s", (bucket,)).one().id
+    # as schema 1 left it
+    session.execute("UPDATE objects SET vsort = null, marker = null, null_vsort = null WHERE bucket = %s AND "
+                    "key = %s", (bucket, "legacy"))
+    session.execute("DELETE FROM versions WHERE bucket = %s AND key = %s AND vsort = %s",
+                    (bucket, "legacy", (await store.get_object(bucket, "legacy")).vsort or 0))
+    session.execute("DELETE FROM version_listing WHERE bucket = %s AND shard = %s", (bucket, shard))
+    session.execute("INSERT INTO meta_info (name, value) VALUES ('schema_version', '1')")
+    assert (await store.list_versions(bucket)).versions == ()
+    CassandraMetaStore.create_schema(session, settings)
+    assert session.execute("SELECT value FROM meta_info WHERE name = 'schema_version'").one().value == "2"
+    (listed,) = (await store.list_versions(bucket)).versions
+    assert (listed.key, listed.version_id, listed.is_latest, listed.etag) == ("legacy", "null", True, old.etag)
+    assert await store.get_object(bucket, "legacy", "null") == old
+    got = await store.get_object(bucket, "legacy")
+    assert got == old and got.vsort > 0
+    assert (await store.put_object(version(bucket, "legacy"))).replaced == old  # the null version, replaced
+
+
+async def test_version_listing_moves_with_split_shards(small_shards) -> None:
+    """A versioned bucket's version entries live in the listing shards, and move with a split: every version is
+    listed once, in order, before and after; a shard holding one key's versions only is never cut inside it."""
+    store = small_shards
+    bucket = await new_bucket(store)
+    b = await store.get_bucket(bucket)
+    await store.update_bucket(attrs.evolve(b, versioning="Enabled"))
+    expected: list[tuple[str, str]] = []
+    for i in range(12):
+        key = f"k{i:02d}"
+        ids = [(await store.put_object(version(bucket, key))).version.version_id for _ in range(3)]
+        expected += [(key, v) for v in reversed(ids)]
+
+    async def listed() -> list[tuple[str, str]]:
+        out, km, vm = [], "", ""
+        while True:
+            page = await store.list_versions(bucket, key_marker=km, version_id_marker=vm, limit=5)
+            out += [(v.key, v.version_id) for v in page.versions]
+            if not page.truncated:
+                return out
+            km, vm = page.next_key_marker, page.next_version_id_marker
+
+    assert await listed() == expected
+    splits = await trio.to_thread.run_sync(lambda: store.split_shards(16, recount_all=True))
+    assert splits >= 1
+    assert len(await trio.to_thread.run_sync(store._shard_ranges, bucket)) >= 2
+    assert await listed() == expected
+    # one key with more versions than a shard may hold: it stays in one shard
+    hot = await new_bucket(store)
+    await store.update_bucket(attrs.evolve(await store.get_bucket(hot), versioning="Enabled"))
+    for _ in range(40):
+        await store.put_object(version(hot, "only"))
+    await trio.to_thread.run_sync(lambda: store.split_shards(16, recount_all=True))
+    assert len(await trio.to_thread.run_sync(store._shard_ranges, hot)) == 1
+    assert len((await store.list_versions(hot)).versions) == 40

@@ -43,11 +43,19 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from .cassandra_schema import SCHEMA_VERSION, TABLES
+from .cassandra_schema import SCHEMA_VERSION, TABLES, UPGRADES
 from .keys import prefix_successor, walk
 from .sqlite import _dec_manifest, _dec_pairs, _enc_manifest, _enc_pairs, _json
 from .store import (
+    VSORT_BASE,
     Bucket,
+    Committed,
+    ListedVersion,
+    Removed,
+    VersionListing,
+    new_version_id,
+    next_vsort,
+    version_vsort,
     BucketAlreadyExists,
     BucketNotEmpty,
     ChunkOwner,
@@ -129,8 +137,17 @@ def parse_hosts(hosts: str, default_port: int = 9042) -> tuple[list[str], int]:
     return names, ports.pop() if ports else default_port
 
 
+_clock_lock = threading.Lock()
+_last_us = 0
+
+
 def _now_us() -> int:
-    return time.time_ns() // 1000
+    """Now in µs, as a write timestamp: strictly increasing within the process (two writes of one row made one
+    after the other never share a timestamp, where Cassandra would let a delete win over the insert)."""
+    global _last_us
+    with _clock_lock:
+        _last_us = max(time.time_ns() // 1000, _last_us + 1)
+        return _last_us
 
 
 def _slot(chunk_id: bytes) -> int:
@@ -152,6 +169,10 @@ _UNREAD = object()  # _change: the record is to be read
 
 _OBJ_COLS = ("version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, checksums, "
              "acl, tags, parts, inline")
+_OBJ_NAMES = tuple(c.strip() for c in _OBJ_COLS.split(","))
+_RECORD_COLS = _OBJ_COLS + ", vsort, marker, null_vsort"  # a key's record: its latest version, and where "null" is
+_VERSION_COLS = _OBJ_COLS + ", marker"  # a row of ``versions`` (keyed by bucket, key, vsort)
+_VLIST_COLS = "key, vsort, version_id, marker, size, etag, last_modified, owner_id"
 _PART_COLS = "size, etag, last_modified, manifest, checksums"
 _REC_COLS = "seq, ts, op, pending, done, deleted"
 
@@ -162,10 +183,23 @@ def _obj_values(o: ObjectVersion) -> tuple:
             _json(list(o.parts)), o.inline)
 
 
+def _rec_values(o: ObjectVersion, null_vsort: int | None) -> tuple:
+    """A key's record holding ``o`` as its latest version."""
+    return (*_obj_values(o), o.vsort, o.delete_marker, null_vsort)
+
+
 def _obj_from(bucket: str, key: str, r: Any) -> ObjectVersion:
+    """A version from its record or its ``versions`` row (both have ``vsort`` and ``marker``)."""
     return ObjectVersion(bucket, key, r.version_id, r.size, r.etag, r.last_modified, r.owner_id,
                          _dec_manifest(r.manifest), r.content_type, _dec_pairs(r.headers), _dec_pairs(r.user_meta),
-                         _dec_pairs(r.checksums), r.acl, _dec_pairs(r.tags), tuple(json.loads(r.parts)), r.inline)
+                         _dec_pairs(r.checksums), r.acl, _dec_pairs(r.tags), tuple(json.loads(r.parts)), r.inline,
+                         bool(r.marker), r.vsort or 0)
+
+
+def _drop_plan(dropped: Sequence[ObjectVersion], not_before: float) -> dict[str, Any]:
+    """What a change that removes ``dropped`` for good owes: their rows go, their chunks to the GC queue."""
+    return {"drop": [[d.vsort, d.version_id] for d in dropped],
+            "old": _enc_manifest([ref for d in dropped for ref in d.manifest]), "nb": not_before}
 
 
 def _part_values(p: Part) -> tuple:
@@ -189,7 +223,7 @@ class _Kind:
         return " AND ".join(f"{c} = ?" for c in self.key_cols)
 
 
-_OBJECTS = _Kind("objects", ("bucket", "key"), _OBJ_COLS)
+_OBJECTS = _Kind("objects", ("bucket", "key"), _RECORD_COLS)
 _PARTS = _Kind("parts", ("upload_id", "number"), _PART_COLS)
 
 
@@ -288,8 +322,8 @@ class CassandraMetaStore(MetaStore):
         """A store on an existing session (bound to the keyspace, schema created): tests open many at once."""
         return cls(settings, None, session, owns_cluster=False)
 
-    @staticmethod
-    def create_schema(session: Any, settings: CassandraSettings) -> None:
+    @classmethod
+    def create_schema(cls, session: Any, settings: CassandraSettings) -> None:
         """The keyspace (with ``settings.replication``) and the tables, if missing; the schema version recorded."""
         ks = settings.keyspace
         if not ks.replace("_", "").isalnum():
@@ -308,6 +342,20 @@ class CassandraMetaStore(MetaStore):
         if rows and int(rows[0].value) > SCHEMA_VERSION:
             raise RuntimeError(f"keyspace {ks} has schema version {rows[0].value}, newer than this node's "
                                f"{SCHEMA_VERSION}: upgrade the node")
+        if rows and int(rows[0].value) < SCHEMA_VERSION:
+            from cassandra import InvalidRequest
+
+            for version in range(int(rows[0].value), SCHEMA_VERSION):
+                for statement in UPGRADES.get(version, []):
+                    try:
+                        session.execute(statement.replace("ALTER TABLE ", f"ALTER TABLE {ks}."), timeout=60)
+                    except InvalidRequest as exc:  # another node of the new release did it first
+                        if "exist" not in str(exc) and "conflict" not in str(exc).lower():
+                            raise
+            if int(rows[0].value) < 2:
+                session.set_keyspace(ks)
+                done = cls.on_session(settings, session)._adopt_versions()
+                log.info("keyspace %s: %d objects of schema 1 given their version rows", ks, done)
         session.execute(f"INSERT INTO {ks}.meta_info (name, value) VALUES ('schema_version', %s)",
                         (str(SCHEMA_VERSION),))
 
@@ -472,11 +520,11 @@ class CassandraMetaStore(MetaStore):
 
     # -- buckets --
 
-    _BUCKET_SELECT = "SELECT name, owner_id, created, region, acl, cors, id, state FROM buckets"
+    _BUCKET_SELECT = "SELECT name, owner_id, created, region, acl, cors, id, state, versioning FROM buckets"
 
     @staticmethod
     def _bucket(r: Any) -> Bucket:
-        return Bucket(r.name, r.owner_id, r.created, r.region, r.acl, r.cors, r.id)
+        return Bucket(r.name, r.owner_id, r.created, r.region, r.acl, r.cors, r.id, r.versioning or "")
 
     def _bucket_row(self, name: str) -> Any:
         return self._one(self._BUCKET_SELECT + " WHERE name = ?", (name,))
@@ -484,9 +532,10 @@ class CassandraMetaStore(MetaStore):
     async def create_bucket(self, bucket: Bucket) -> None:
         def run() -> None:
             applied, row = self._lwt(
-                "INSERT INTO buckets (name, id, owner_id, created, region, acl, cors, state) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, '') IF NOT EXISTS",
-                (bucket.name, bucket.id, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors))
+                "INSERT INTO buckets (name, id, owner_id, created, region, acl, cors, state, versioning) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, '', ?) IF NOT EXISTS",
+                (bucket.name, bucket.id, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
+                 bucket.versioning))
             if not applied:
                 raise BucketAlreadyExists(bucket.name, row.owner_id)
             # the listing starts as one shard holding every key; shards are named after the bucket's identity
@@ -511,8 +560,8 @@ class CassandraMetaStore(MetaStore):
 
     async def update_bucket(self, bucket: Bucket) -> None:
         def run() -> None:
-            applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ? WHERE name = ? IF id = ?",
-                                   (bucket.acl, bucket.cors, bucket.name, bucket.id))
+            applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ?, versioning = ? WHERE name = ? IF id = ?",
+                                   (bucket.acl, bucket.cors, bucket.versioning, bucket.name, bucket.id))
             if not applied:
                 raise NoSuchBucket(bucket.name)
 
@@ -542,6 +591,7 @@ class CassandraMetaStore(MetaStore):
             for s in self._rows("SELECT shard, split_to FROM shards WHERE bucket = ?", (name,)):
                 for shard in {s.shard, s.split_to} - {None}:
                     self._many([("DELETE FROM listing WHERE bucket = ? AND shard = ?", (name, shard)),
+                                ("DELETE FROM version_listing WHERE bucket = ? AND shard = ?", (name, shard)),
                                 ("DELETE FROM uploads_by_key WHERE bucket = ? AND shard = ?", (name, shard)),
                                 ("DELETE FROM shard_rows WHERE bucket = ? AND shard = ?", (name, shard))])
             self._x("DELETE FROM shards WHERE bucket = ?", (name,))
@@ -550,8 +600,9 @@ class CassandraMetaStore(MetaStore):
         await self._run(run)
 
     def _any_listed(self, bucket: str) -> bool:
+        """Any version or delete marker (every one is in ``version_listing``, the latest too)."""
         for lo, shard, hi in self._shard_ranges(bucket):
-            sql, bounds = self._range_cql("SELECT key FROM listing", lo, hi)
+            sql, bounds = self._range_cql("SELECT key FROM version_listing", lo, hi)
             if self._one(sql + " LIMIT 1", (bucket, shard, *bounds)):
                 return True
         return False
@@ -658,27 +709,50 @@ class CassandraMetaStore(MetaStore):
         def decide(row: Any) -> _Change | None:
             if row is None or row.op != op:
                 return None
-            return _Change(None, (), {"old": row.manifest, "nb": time.time(), "count": -1})
+            if kind is _OBJECTS:  # a write into a bucket being deleted: the key's only version goes
+                plan = _drop_plan([_obj_from(k[0], k[1], row)], time.time())
+            else:
+                plan = {"old": row.manifest, "nb": time.time()}
+            return _Change(None, (), dict(plan, count=-1))
 
         self._change(kind, k, decide)
 
     def _follow_up(self, kind: _Kind, k: tuple, row: Any, fence: tuple[str, tuple] | None = None) -> Any:
         """Write what change ``row.op`` owes outside its record (idempotent), then mark it done; ``fence``: a
-        read made with that last step, after everything else (its row is returned)."""
+        read made with that last step, after everything else (its row is returned).
+
+        Of a key's record (its latest version): that version's ``versions`` row; the ``versions`` rows of the
+        versions the change removed for good (``drop``), their chunks out of the index and to the GC queue; a
+        noncurrent version's new metadata (``rewrite``); and, in the key's shards, the listing entry (the latest
+        when it is not a delete marker) and the version listing entries."""
         plan = json.loads(row.pending)
         ts = row.ts
         new = () if row.deleted else _dec_manifest(row.manifest)
         old = _dec_manifest(plan.get("old") or "[]")
+        work: list[tuple[str, Sequence[Any]]] = []
         if kind is _OBJECTS:
             bucket, key = k
-            owner = (bucket, key, "", 0)
+            owner = (bucket, key, "", 0, row.version_id if not row.deleted else "")
+            if not row.deleted:
+                work.append((f"INSERT INTO versions (bucket, key, vsort, {_VERSION_COLS}) VALUES "
+                             f"(?, ?, ?, {', '.join('?' * (len(_OBJ_NAMES) + 1))}) USING TIMESTAMP ?",
+                             (bucket, key, row.vsort, *(getattr(row, c) for c in _OBJ_NAMES), bool(row.marker),
+                              ts)))
+            for vsort, _vid in plan.get("drop", []):
+                work.append(("DELETE FROM versions USING TIMESTAMP ? WHERE bucket = ? AND key = ? AND vsort = ?",
+                             (ts, bucket, key, vsort)))
+            rewrite = plan.get("rewrite")
+            if rewrite:  # a noncurrent version's metadata (acl, tags) or replicas (repair)
+                work.append(("UPDATE versions USING TIMESTAMP ? SET acl = ?, tags = ?, manifest = ? "
+                             "WHERE bucket = ? AND key = ? AND vsort = ?",
+                             (ts, rewrite["acl"], rewrite["tags"], rewrite["manifest"], bucket, key, rewrite["vsort"])))
+                work += self._index_work(_dec_manifest(rewrite["manifest"]), _dec_manifest(rewrite["prev"]),
+                                         (bucket, key, "", 0, rewrite["vid"]), ts)
         elif plan.get("bucket"):  # a part's change names its upload's bucket and key
-            owner = (plan["bucket"], plan.get("key", ""), k[0], k[1])
+            owner = (plan["bucket"], plan.get("key", ""), k[0], k[1], "")
         else:
             upload = self._one("SELECT bucket, key FROM uploads WHERE upload_id = ?", (k[0],))
-            owner = (upload.bucket if upload else "", upload.key if upload else "", k[0], k[1])
-        work: list[tuple[str, Sequence[Any]]] = []
-        listing_row = row if kind is _OBJECTS else None
+            owner = (upload.bucket if upload else "", upload.key if upload else "", k[0], k[1], "")
         if kind is _PARTS:
             if row.deleted:
                 work.append(("DELETE FROM part_numbers USING TIMESTAMP ? WHERE upload_id = ? AND number = ?",
@@ -689,14 +763,16 @@ class CassandraMetaStore(MetaStore):
         work += self._index_work(new, old, owner, ts)
         intent = bytes.fromhex(plan["intent"]) if plan.get("intent") else b""
         revive = [r.chunk_id for r in new if r.chunk_id[:12] != intent]
-        if listing_row is not None:
-            self._write_listing(k[0], k[1], listing_row, plan, extra=work)
+        if kind is _OBJECTS:
+            self._write_listing(k[0], k[1], row, plan, extra=work)
         else:
             self._many(work)
-        self._revive(revive)
+        # both at the change's timestamp: a follow-up run late (twice: by its own node and by the next change of
+        # the record) cannot take out of the queue what a later change of the record put in it
+        self._revive(revive, ts)
         kept = {r.chunk_id for r in new}
         retired = [r for r in old if r.chunk_id not in kept]
-        self._enqueue([GcEntry(r.chunk_id, r.agents, plan.get("nb", 0.0)) for r in retired])
+        self._enqueue([GcEntry(r.chunk_id, r.agents, plan.get("nb", 0.0)) for r in retired], ts)
         if intent:
             self._drop_intent(intent)
         if plan.get("complete"):
@@ -706,17 +782,18 @@ class CassandraMetaStore(MetaStore):
                             (_hash_slot(row.op, PENDING_SLOTS), row.op))] + ([fence] if fence else []))
         return last[2].one() if fence else None
 
-    def _index_work(self, new: Sequence[ChunkRef], old: Sequence[ChunkRef], owner: tuple[str, str, str, int],
-                    ts: int) -> list[tuple[str, Sequence[Any]]]:
-        """The chunk index rows of ``new`` (owned by ``owner``), and the removal of what ``old`` indexed and
-        ``new`` does not, all at write timestamp ``ts``."""
-        bucket, key, upload_id, part = owner
+    def _index_work(self, new: Sequence[ChunkRef], old: Sequence[ChunkRef],
+                    owner: tuple[str, str, str, int, str], ts: int) -> list[tuple[str, Sequence[Any]]]:
+        """The chunk index rows of ``new`` (owned by ``owner``: bucket, key, upload id, part, version id), and the
+        removal of what ``old`` indexed and ``new`` does not, all at write timestamp ``ts``."""
+        bucket, key, upload_id, part, version_id = owner
         work: list[tuple[str, Sequence[Any]]] = []
         before = {r.chunk_id: r for r in old}
         for r in new:
-            work.append(("INSERT INTO chunk_index (chunk_id, bucket, key, upload_id, part, size, crc, agents) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-                         (r.chunk_id, bucket, key, upload_id, part, r.size, r.crc32c, _json(list(r.agents)), ts)))
+            work.append(("INSERT INTO chunk_index (chunk_id, bucket, key, upload_id, part, size, crc, agents, "
+                         "version_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                         (r.chunk_id, bucket, key, upload_id, part, r.size, r.crc32c, _json(list(r.agents)),
+                          version_id, ts)))
             for a in r.agents:
                 work.append(("INSERT INTO chunks_by_agent (agent_id, slot, chunk_id) VALUES (?, ?, ?) "
                              "USING TIMESTAMP ?", (a, _slot(r.chunk_id), r.chunk_id, ts)))
@@ -819,12 +896,23 @@ class CassandraMetaStore(MetaStore):
         ts = row.ts
 
         def statements(shard: str) -> list[tuple[str, Sequence[Any]]]:
-            if row.deleted:
-                return [("DELETE FROM listing USING TIMESTAMP ? WHERE bucket = ? AND shard = ? AND key = ?",
-                         (ts, bucket, shard, key))]
-            return [("INSERT INTO listing (bucket, shard, key, version_id, size, etag, last_modified, owner_id) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-                     (bucket, shard, key, row.version_id, row.size, row.etag, row.last_modified, row.owner_id, ts))]
+            out: list[tuple[str, Sequence[Any]]] = []
+            if row.deleted or row.marker:  # the listing shows the latest version, unless it is a marker
+                out.append(("DELETE FROM listing USING TIMESTAMP ? WHERE bucket = ? AND shard = ? AND key = ?",
+                            (ts, bucket, shard, key)))
+            else:
+                out.append(("INSERT INTO listing (bucket, shard, key, version_id, size, etag, last_modified, "
+                            "owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                            (bucket, shard, key, row.version_id, row.size, row.etag, row.last_modified, row.owner_id,
+                             ts)))
+            if not row.deleted:
+                out.append((f"INSERT INTO version_listing (bucket, shard, {_VLIST_COLS}) VALUES "
+                            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                            (bucket, shard, key, row.vsort, row.version_id, bool(row.marker), row.size, row.etag,
+                             row.last_modified, row.owner_id, ts)))
+            out += [("DELETE FROM version_listing USING TIMESTAMP ? WHERE bucket = ? AND shard = ? AND key = ? "
+                     "AND vsort = ?", (ts, bucket, shard, key, vsort)) for vsort, _vid in plan.get("drop", [])]
+            return out
 
         self._write_sharded(bucket, key, statements, plan.get("count", 0), extra)
 
@@ -896,7 +984,7 @@ class CassandraMetaStore(MetaStore):
             return False
         lo, hi = ranges[shard]
         keys = []
-        for table in ("listing", "uploads_by_key"):  # both live in the shard's key range
+        for table in ("version_listing", "uploads_by_key"):  # they live in the shard's key range (with listing)
             sql, bounds = self._range_cql(f"SELECT key FROM {table}", lo, hi)
             keys += [r.key for r in self._rows(sql, (bucket, shard, *bounds))]
         keys.sort(key=str.encode)
@@ -906,6 +994,10 @@ class CassandraMetaStore(MetaStore):
         if len(keys) < 2 or len(keys) <= max_rows:
             return False
         middle = keys[len(keys) // 2]
+        if middle == keys[0]:  # the first key holds half the rows (its versions): split after it, if anything is
+            middle = next((k for k in keys if k != keys[0]), "")
+            if not middle:
+                return False  # one key's versions: a shard holds a key whole
         applied, _ = self._lwt("UPDATE shards SET split_at = ?, split_to = ? WHERE bucket = ? AND lo = ? "
                                "IF split_at = null", (middle, uuid.uuid4().hex, bucket, lo))
         if not applied:
@@ -919,7 +1011,8 @@ class CassandraMetaStore(MetaStore):
         return r.n if r is not None and r.n is not None else 0
 
     def _finish_split(self, bucket: str, row: Any) -> None:
-        """Copy the shard's rows from ``split_at`` on — listing entries and uploads in progress — to ``split_to``
+        """Copy the shard's rows from ``split_at`` on — listing and version listing entries, uploads in progress —
+        to ``split_to``
         (each at its own write timestamp, so a newer write or removal by a fenced writer wins), then make the new
         shard own them, then drop them from the old one. Idempotent: a dead maintainer's split is finished by the
         next."""
@@ -933,6 +1026,14 @@ class CassandraMetaStore(MetaStore):
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
                         (bucket, row.split_to, m.key, m.version_id, m.size, m.etag, m.last_modified, m.owner_id,
                          m.wt)) for m in moved[i:i + 200])
+        sql, bounds = self._range_cql(f"SELECT {_VLIST_COLS}, WRITETIME(version_id) AS wt FROM version_listing",
+                                      row.split_at, hi)
+        versions = self._rows(sql, (bucket, row.shard, *bounds))
+        for i in range(0, len(versions), 200):
+            self._many((f"INSERT INTO version_listing (bucket, shard, {_VLIST_COLS}) VALUES "
+                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                        (bucket, row.split_to, v.key, v.vsort, v.version_id, v.marker, v.size, v.etag,
+                         v.last_modified, v.owner_id, v.wt)) for v in versions[i:i + 200])
         ucols = ("key, initiated, upload_id, owner_id, content_type, headers, user_meta, acl, tags, "
                  "checksum_algorithm")
         sql, bounds = self._range_cql(f"SELECT {ucols}, WRITETIME(owner_id) AS wt FROM uploads_by_key",
@@ -942,7 +1043,6 @@ class CassandraMetaStore(MetaStore):
                     "USING TIMESTAMP ?", (bucket, row.split_to, u.key, u.initiated, u.upload_id, u.owner_id,
                                           u.content_type, u.headers, u.user_meta, u.acl, u.tags,
                                           u.checksum_algorithm, u.wt)) for u in uploads)
-        moved = list(moved) + list(uploads)
         from cassandra.query import BatchStatement
 
         flip = BatchStatement()  # one partition: both rows change together
@@ -951,7 +1051,8 @@ class CassandraMetaStore(MetaStore):
         flip.add(self._stmt("UPDATE shards SET split_at = null, split_to = null WHERE bucket = ? AND lo = ?"),
                  (bucket, row.lo))
         self._session.execute(flip)
-        for table in ("listing", "uploads_by_key"):
+        moved = list(versions) + list(uploads)  # the counters count version listing rows and uploads
+        for table in ("listing", "version_listing", "uploads_by_key"):
             if hi is None:
                 self._x(f"DELETE FROM {table} WHERE bucket = ? AND shard = ? AND key >= ?",
                         (bucket, row.shard, row.split_at))
@@ -961,6 +1062,26 @@ class CassandraMetaStore(MetaStore):
         self._many([("UPDATE shard_rows SET n = n - ? WHERE bucket = ? AND shard = ?", (len(moved), bucket, row.shard)),
                     ("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
                      (len(moved), bucket, row.split_to))])
+
+    def _adopt_versions(self) -> int:
+        """Schema 1 to 2: give each object record written before versions existed (no ``vsort``) its place among
+        versions — the null version, ordered by its modification time — and its version rows, by one change of
+        the record each. Run once, by the first node of the new release, before it records schema version 2."""
+        done = 0
+        for b in self._rows("SELECT name FROM buckets"):
+            for lo, shard, hi in self._shard_ranges(b.name):
+                sql, bounds = self._range_cql("SELECT key FROM listing", lo, hi)
+                for r in self._rows(sql, (b.name, shard, *bounds)):
+                    def decide(row: Any, bucket: str = b.name, key: str = r.key) -> _Change | None:
+                        if row is None or row.vsort is not None:
+                            return None
+                        v = _obj_from(bucket, key, row)
+                        v = attrs.evolve(v, vsort=VSORT_BASE - int(v.last_modified * 1e9))
+                        return _Change(_rec_values(v, v.vsort if v.version_id == "null" else None), v.manifest,
+                                       {"old": "[]", "nb": 0.0, "count": 1}, True)
+
+                    done += bool(self._change(_OBJECTS, (b.name, r.key), decide))
+        return done
 
     def _check_bucket(self, name: str, bucket_id: str | None) -> Any:
         r = self._bucket_row(name)
@@ -975,9 +1096,37 @@ class CassandraMetaStore(MetaStore):
 
         return self._BUCKET_SELECT + " WHERE name = ?", (name,), ok
 
+    def _version_row(self, bucket: str, key: str, vsort: int) -> Any:
+        return self._one(f"SELECT vsort, {_VERSION_COLS} FROM versions WHERE bucket = ? AND key = ? AND vsort = ?",
+                         (bucket, key, vsort))
+
+    def _find_version(self, bucket: str, key: str, row: Any, version_id: str) -> ObjectVersion | None:
+        """Version ``version_id`` of the key whose record is ``row`` (read already, its follow-ups done)."""
+        if row is None or row.deleted or not row.seq:
+            return None
+        if row.version_id == version_id:
+            return _obj_from(bucket, key, row)
+        vsort = row.null_vsort if version_id == "null" else version_vsort(version_id)
+        if vsort is None:
+            return None
+        found = self._version_row(bucket, key, vsort)
+        return _obj_from(bucket, key, found) if found is not None and found.version_id == version_id else None
+
+    def _next_version(self, bucket: str, key: str, after: int) -> ObjectVersion | None:
+        """The newest version of the key older than vsort ``after`` (the one that becomes the latest when the
+        latest goes), from the version listing of the shard that holds the key."""
+        r = self._shard_row(bucket, key)
+        shard = r.shard if r is not None else (self._bucket_row(bucket) or SimpleNamespace(id="-")).id
+        nxt = self._one("SELECT vsort FROM version_listing WHERE bucket = ? AND shard = ? AND key = ? AND vsort > ? "
+                        "LIMIT 1", (bucket, shard, key, after))
+        if nxt is None:
+            return None
+        found = self._version_row(bucket, key, nxt.vsort)
+        return _obj_from(bucket, key, found) if found is not None else None
+
     def _commit_object(self, obj: ObjectVersion, *, intent_id: bytes | None, if_match: Sequence[str] | None,
                        if_none_match: Sequence[str] | None, gc_delay: float, bucket_id: str | None,
-                       extra: dict[str, Any] | None = None, floor_ts: int = 0) -> ObjectVersion | None:
+                       extra: dict[str, Any] | None = None, floor_ts: int = 0) -> Committed:
         # the bucket and the record, read together
         got = self._many([(self._BUCKET_SELECT + " WHERE name = ?", (obj.bucket,)),
                           (f"SELECT {_OBJECTS.cols}, {_REC_COLS} FROM objects WHERE {_OBJECTS.where()}",
@@ -985,20 +1134,26 @@ class CassandraMetaStore(MetaStore):
         b = got[0].one()
         if b is None or b.state == "deleting" or (bucket_id is not None and b.id != bucket_id):
             raise NoSuchBucket(obj.bucket)
+        versioning = b.versioning or ""
 
         def decide(row: Any) -> _Change:
-            current = row.etag if row is not None else None
+            latest = _obj_from(obj.bucket, obj.key, row) if row is not None else None
+            current = latest.etag if latest is not None and not latest.delete_marker else None
             if if_match is not None and (current is None or ("*" not in if_match and current not in if_match)):
                 raise PreconditionFailed(f"{obj.bucket}/{obj.key} does not match If-Match")
             if if_none_match is not None and current is not None and ("*" in if_none_match
                                                                       or current in if_none_match):
                 raise PreconditionFailed(f"{obj.bucket}/{obj.key} matches If-None-Match")
-            old = _obj_from(obj.bucket, obj.key, row) if row is not None else None
-            plan: dict[str, Any] = {"old": row.manifest if row is not None else "[]", "nb": time.time() + gc_delay,
-                                    "count": 1 if row is None else 0}
+            vsort = next_vsort(row.vsort if row is not None else None)
+            new = attrs.evolve(obj, version_id=new_version_id(vsort) if versioning == "Enabled" else "null",
+                               vsort=vsort, delete_marker=False)
+            replaced = None if versioning == "Enabled" else self._find_version(obj.bucket, obj.key, row, "null")
+            plan = _drop_plan([replaced] if replaced is not None else [], time.time() + gc_delay)
+            plan["count"] = 1 - (replaced is not None)
             if extra:
                 plan.update(extra)
-            return _Change(_obj_values(obj), obj.manifest, plan, old)
+            null_vsort = vsort if new.version_id == "null" else row.null_vsort if row is not None else None
+            return _Change(_rec_values(new, null_vsort), new.manifest, plan, Committed(new, replaced))
 
         try:
             return self._change(_OBJECTS, (obj.bucket, obj.key), decide, intent=intent_id, floor_ts=floor_ts,
@@ -1015,68 +1170,107 @@ class CassandraMetaStore(MetaStore):
         if_none_match: Sequence[str] | None = None,
         gc_delay: float = 0.0,
         bucket_id: str | None = None,
-    ) -> ObjectVersion | None:
+    ) -> Committed:
         return await self._run(lambda: self._commit_object(
             obj, intent_id=bytes(intent_id) if intent_id is not None else None, if_match=if_match,
             if_none_match=if_none_match, gc_delay=gc_delay, bucket_id=bucket_id))
 
-    async def get_object(self, bucket: str, key: str) -> ObjectVersion | None:
+    async def get_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion | None:
         def run() -> ObjectVersion | None:
             row = self._read_record(_OBJECTS, (bucket, key))
+            if version_id is not None:
+                return self._find_version(bucket, key, row, version_id)
             return _obj_from(bucket, key, row) if row is not None and not row.deleted and row.seq else None
 
         return await self._run(run)
 
-    def _delete(self, bucket: str, key: str, gc_delay: float) -> ObjectVersion | None:
+    def _delete(self, bucket: str, key: str, version_id: str | None, versioning: str, owner_id: str,
+                gc_delay: float) -> Removed:
         def decide(row: Any) -> _Change | None:
-            if row is None:
-                return None
-            old = _obj_from(bucket, key, row)
-            return _Change(None, (), {"old": row.manifest, "nb": time.time() + gc_delay, "count": -1}, old)
-
-        return self._change(_OBJECTS, (bucket, key), decide)
-
-    async def delete_object(self, bucket: str, key: str, *, gc_delay: float = 0.0,
-                            bucket_id: str | None = None) -> ObjectVersion | None:
-        def run() -> ObjectVersion | None:
-            if bucket_id is not None:
-                r = self._bucket_row(bucket)
-                if r is None or r.id != bucket_id:
+            nb = time.time() + gc_delay
+            null_vsort = row.null_vsort if row is not None else None
+            if version_id is not None:  # that version, for good
+                target = self._find_version(bucket, key, row, version_id)
+                if target is None:
                     return None
-            return self._delete(bucket, key, gc_delay)
+                plan = _drop_plan([target], nb)
+                plan["count"] = -1
+                if target.version_id == "null":
+                    null_vsort = None
+                if row.vsort != target.vsort:  # a noncurrent one: the record stays what it is
+                    return _Change(_rec_values(_obj_from(bucket, key, row), null_vsort), _dec_manifest(row.manifest),
+                                   plan, Removed(target))
+                successor = self._next_version(bucket, key, target.vsort)
+                if successor is None:
+                    return _Change(None, (), plan, Removed(target))
+                return _Change(_rec_values(successor, null_vsort), successor.manifest, plan, Removed(target))
+            if not versioning:  # the key goes
+                if row is None:
+                    return None
+                plan = _drop_plan([_obj_from(bucket, key, row)], nb)
+                plan["count"] = -1
+                return _Change(None, (), plan, Removed(_obj_from(bucket, key, row)))
+            vsort = next_vsort(row.vsort if row is not None else None)
+            removed = self._find_version(bucket, key, row, "null") if versioning == "Suspended" else None
+            marker = ObjectVersion(bucket, key, new_version_id(vsort) if versioning == "Enabled" else "null", 0, "",
+                                   time.time(), owner_id, content_type="", delete_marker=True, vsort=vsort)
+            plan = _drop_plan([removed] if removed is not None else [], nb)
+            plan["count"] = 1 - (removed is not None)
+            if marker.version_id == "null":
+                null_vsort = vsort
+            return _Change(_rec_values(marker, null_vsort), (), plan, Removed(removed, marker))
+
+        return self._change(_OBJECTS, (bucket, key), decide) or Removed()
+
+    async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
+                            bucket_id: str | None = None, owner_id: str = "") -> Removed:
+        def run() -> Removed:
+            r = self._bucket_row(bucket)
+            if r is None or (bucket_id is not None and r.id != bucket_id):
+                return Removed()
+            return self._delete(bucket, key, version_id, r.versioning or "", owner_id, gc_delay)
 
         return await self._run(run)
 
-    async def delete_objects(self, bucket: str, keys: Sequence[str], *, gc_delay: float = 0.0,
-                             bucket_id: str | None = None) -> list[bool]:
-        """Each key its own change, up to 32 at once (threads of this call's own)."""
-        if bucket_id is not None:
-            r = await self._run(self._bucket_row, bucket)
-            if r is None or r.id != bucket_id:
-                return [False] * len(keys)
-        out: list[bool] = [False] * len(keys)
-        first: dict[str, int] = {}
-        for i, key in enumerate(keys):
-            first.setdefault(key, i)
+    async def delete_objects(self, bucket: str, entries: Sequence[tuple[str, str | None]], *, gc_delay: float = 0.0,
+                             bucket_id: str | None = None, owner_id: str = "") -> list[Removed]:
+        """Each entry its own change, up to 32 at once (threads of this call's own); entries of one key in order."""
+        r = await self._run(self._bucket_row, bucket)
+        if r is None or (bucket_id is not None and r.id != bucket_id):
+            return [Removed()] * len(entries)
+        versioning = r.versioning or ""
+        out: list[Removed] = [Removed()] * len(entries)
+        by_key: dict[str, list[int]] = {}
+        for i, (key, _) in enumerate(entries):
+            by_key.setdefault(key, []).append(i)
         limiter = trio.CapacityLimiter(32)
 
-        async def one(i: int, key: str) -> None:
+        async def one(key: str, indexes: list[int]) -> None:
             async with limiter:
-                out[i] = await self._run(self._delete, bucket, key, gc_delay) is not None
+                for i in indexes:
+                    out[i] = await self._run(self._delete, bucket, key, entries[i][1], versioning, owner_id,
+                                             gc_delay)
 
         async with trio.open_nursery() as nursery:
-            for key, i in first.items():
-                nursery.start_soon(one, i, key)
+            for key, indexes in by_key.items():
+                nursery.start_soon(one, key, indexes)
         return out
 
     async def update_object(self, obj: ObjectVersion) -> bool:
         def decide(row: Any) -> _Change | None:
-            if row is None or (row.version_id, row.etag, row.last_modified) != (obj.version_id, obj.etag,
-                                                                                obj.last_modified):
+            found = self._find_version(obj.bucket, obj.key, row, obj.version_id)
+            if found is None or found.delete_marker or (found.etag, found.last_modified) != (obj.etag,
+                                                                                          obj.last_modified):
                 return None
-            current = _obj_from(obj.bucket, obj.key, row)
-            new = attrs.evolve(current, acl=obj.acl, tags=obj.tags)
-            return _Change(_obj_values(new), current.manifest, {"old": row.manifest, "nb": time.time()}, True)
+            if row.vsort == found.vsort:  # the latest: the record changes
+                new = attrs.evolve(found, acl=obj.acl, tags=obj.tags)
+                return _Change(_rec_values(new, row.null_vsort), new.manifest, {"old": row.manifest, "nb": time.time()},
+                               True)
+            rewrite = {"vsort": found.vsort, "vid": found.version_id, "acl": obj.acl, "tags": _enc_pairs(obj.tags),
+                       "manifest": _enc_manifest(found.manifest), "prev": _enc_manifest(found.manifest)}
+            return _Change(_rec_values(_obj_from(obj.bucket, obj.key, row), row.null_vsort),
+                           _dec_manifest(row.manifest), {"old": row.manifest, "nb": time.time(), "rewrite": rewrite},
+                           True)
 
         return bool(await self._run(lambda: self._change(_OBJECTS, (obj.bucket, obj.key), decide)))
 
@@ -1140,12 +1334,12 @@ class CassandraMetaStore(MetaStore):
                 keys.append(r.key)
                 if len(keys) > limit:
                     break
-            got = self._many((f"SELECT {_OBJ_COLS}, {_REC_COLS} FROM objects WHERE bucket = ? AND key = ?",
+            got = self._many((f"SELECT {_RECORD_COLS}, {_REC_COLS} FROM objects WHERE bucket = ? AND key = ?",
                               (bucket, key)) for key in keys[:limit])
             objects = []
             for key, rs in zip(keys[:limit], got, strict=True):
                 row = rs.one()
-                if row is not None and not row.deleted and row.seq:
+                if row is not None and not row.deleted and row.seq and not row.marker:
                     objects.append(_obj_from(bucket, key, row))
             return ListPage(tuple(objects), len(keys) > limit)
 
@@ -1170,6 +1364,82 @@ class CassandraMetaStore(MetaStore):
 
         return await self._run(run)
 
+    def _version_rows(self, bucket: str, start: str, inclusive: bool, upper: str | None,
+                      after_vsort: int | None = None) -> Iterator[Any]:
+        """Version listing rows with key >= start (> if not inclusive; with ``after_vsort``, the versions of key
+        ``start`` older than it, then the keys above) and < upper, by (key, vsort), read lazily in pages that grow
+        from 32 rows."""
+        for lo, shard, hi in self._shards_from(bucket, start):
+            bound = upper if hi is None else hi if upper is None else min(upper, hi, key=str.encode)
+            if start.encode() >= lo.encode():
+                cursor: tuple = (start, after_vsort) if after_vsort is not None else (start,)
+                incl = inclusive and after_vsort is None
+            else:
+                cursor, incl = (lo,), True
+            page = 32
+            while True:
+                if len(cursor) == 2:
+                    sql = (f"SELECT {_VLIST_COLS} FROM version_listing WHERE bucket = ? AND shard = ? "
+                           "AND (key, vsort) > (?, ?)")
+                else:
+                    sql = (f"SELECT {_VLIST_COLS} FROM version_listing WHERE bucket = ? AND shard = ? "
+                           f"AND key {'>=' if incl else '>'} ?")
+                args: list[Any] = [bucket, shard, *cursor]
+                if bound is not None:
+                    sql += " AND key < ?"
+                    args.append(bound)
+                rows = self._rows(sql + " LIMIT ?", (*args, page))
+                yield from rows
+                if len(rows) < page:
+                    break
+                cursor = (rows[-1].key, rows[-1].vsort)
+                page = min(page * 4, 2000)
+            if hi is None or (upper is not None and hi.encode() >= upper.encode()):
+                return
+
+    async def list_versions(
+        self, bucket: str, *, prefix: str = "", delimiter: str = "", key_marker: str = "", version_id_marker: str = "",
+        limit: int = 1000,
+    ) -> VersionListing:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+
+        def run() -> VersionListing:
+            after_vsort: int | None = None
+            marker_row = None
+            if key_marker and version_id_marker:
+                marker_row = self._read_record(_OBJECTS, (bucket, key_marker))
+                found = self._find_version(bucket, key_marker, marker_row, version_id_marker)
+                after_vsort = found.vsort if found is not None else version_vsort(version_id_marker)
+
+            def seek(start: str, inclusive: bool, upper: str | None) -> Iterator[Any]:
+                return self._version_rows(bucket, start, inclusive, upper,
+                                          after_vsort if start == key_marker else None)
+
+            page = walk(seek, prefix=prefix, delimiter=delimiter, marker=key_marker, limit=limit,
+                        key_of=lambda r: r.key, marker_inclusive=after_vsort is not None)
+            out: list[ListedVersion] = []
+            previous = None
+            for r in page.items:
+                if r.key != previous:  # the newest of its key on this page: the latest unless the page began inside
+                    latest = not (r.key == key_marker and after_vsort is not None
+                                  and (marker_row is None or marker_row.vsort != r.vsort))
+                else:
+                    latest = False
+                previous = r.key
+                out.append(ListedVersion(r.key, r.version_id, latest, bool(r.marker), r.size or 0, r.etag or "",
+                                         r.last_modified, r.owner_id or ""))
+            last = page.last
+            if isinstance(last, str):
+                next_key, next_id = last, ""
+            elif last is not None:
+                next_key, next_id = last.key, last.version_id
+            else:
+                next_key, next_id = "", ""
+            return VersionListing(tuple(out), page.prefixes, page.truncated, next_key, next_id, page.read)
+
+        return await self._run(run)
+
     async def count_objects(self, bucket: str) -> int:
         def run() -> int:
             total = 0
@@ -1183,11 +1453,11 @@ class CassandraMetaStore(MetaStore):
     async def bucket_usage(self, bucket: str) -> tuple[int, int]:
         def run() -> tuple[int, int]:
             objects = size = 0
-            for lo, shard, hi in self._shard_ranges(bucket):  # one bounded query per shard (<= shard_rows rows)
-                sql, bounds = self._range_cql("SELECT count(*) AS n, sum(size) AS s FROM listing", lo, hi)
-                row = self._one(sql, (bucket, shard, *bounds))
-                objects += row.n
-                size += row.s or 0
+            for lo, shard, hi in self._shard_ranges(bucket):  # bounded queries per shard (<= shard_rows rows)
+                sql, bounds = self._range_cql("SELECT count(*) AS n FROM listing", lo, hi)
+                objects += self._one(sql, (bucket, shard, *bounds)).n
+                sql, bounds = self._range_cql("SELECT sum(size) AS s FROM version_listing", lo, hi)
+                size += self._one(sql, (bucket, shard, *bounds)).s or 0
             return objects, size
 
         return await self._run(run)
@@ -1403,7 +1673,7 @@ class CassandraMetaStore(MetaStore):
         work: list[tuple[str, Sequence[Any]]] = []
         ts = _now_us()
         for p in parts:
-            work += self._index_work((), [r for r in p.manifest if r.chunk_id not in kept], ("", "", "", 0), ts)
+            work += self._index_work((), [r for r in p.manifest if r.chunk_id not in kept], ("", "", "", 0, ""), ts)
         self._many(work)
         self._enqueue([GcEntry(r.chunk_id, r.agents, not_before) for r in gone])
         self._many([("DELETE FROM parts WHERE upload_id = ? AND number = ?", (upload_id, p.number)) for p in parts]
@@ -1418,8 +1688,8 @@ class CassandraMetaStore(MetaStore):
 
     async def complete_upload(
         self, upload_id: str, obj: ObjectVersion, used_parts: Sequence[int], *, gc_delay: float = 0.0
-    ) -> ObjectVersion | None:
-        def run() -> ObjectVersion | None:
+    ) -> Committed:
+        def run() -> Committed:
             u = self._get_upload(upload_id)
             if u is None or u.state or (u.bucket, u.key) != (obj.bucket, obj.key):
                 raise NoSuchUpload(upload_id)
@@ -1449,9 +1719,11 @@ class CassandraMetaStore(MetaStore):
         tb = int(now // _HOUR)
         etag = row.etag if row is not None else ""
         sums = row.checksums if row is not None else "[]"
+        version_id = row.version_id if row is not None else "null"
         self._many([
-            ("INSERT INTO completed (upload_id, bucket, key, etag, completed, checksums, checksum_algorithm) "
-             "VALUES (?, ?, ?, ?, ?, ?, ?)", (upload_id, u.bucket, u.key, etag, now, sums, c["algo"])),
+            ("INSERT INTO completed (upload_id, bucket, key, etag, completed, checksums, checksum_algorithm, "
+             "version_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             (upload_id, u.bucket, u.key, etag, now, sums, c["algo"], version_id)),
             ("INSERT INTO completed_by_time (tb, slot, completed, upload_id) VALUES (?, ?, ?, ?)",
              (tb, _hash_slot(upload_id, COMPLETED_SLOTS), now, upload_id)),
             ("INSERT INTO completed_tbs (one, tb) VALUES (0, ?)", (tb,)),
@@ -1461,12 +1733,12 @@ class CassandraMetaStore(MetaStore):
 
     async def completed_upload(self, bucket: str, upload_id: str) -> CompletedUpload | None:
         def run() -> CompletedUpload | None:
-            r = self._one("SELECT upload_id, bucket, key, etag, completed, checksums, checksum_algorithm "
+            r = self._one("SELECT upload_id, bucket, key, etag, completed, checksums, checksum_algorithm, version_id "
                           "FROM completed WHERE upload_id = ?", (upload_id,))
             if r is None or r.bucket != bucket:
                 return None
             return CompletedUpload(r.upload_id, r.bucket, r.key, r.etag, r.completed, _dec_pairs(r.checksums),
-                                   r.checksum_algorithm)
+                                   r.checksum_algorithm, r.version_id or "null")
 
         return await self._run(run)
 
@@ -1642,8 +1914,9 @@ class CassandraMetaStore(MetaStore):
     def _gslot(chunk_id: bytes) -> int:
         return _slot(chunk_id) % GC_SLOTS
 
-    def _enqueue(self, entries: Sequence[GcEntry]) -> None:
-        """Idempotent per chunk: a repeated chunk keeps one entry, with the later not_before and every agent."""
+    def _enqueue(self, entries: Sequence[GcEntry], ts: int | None = None) -> None:
+        """Idempotent per chunk: a repeated chunk keeps one entry, with the later not_before and every agent.
+        ``ts``: the write timestamp (µs; default now)."""
         if not entries:
             return
         merged: dict[bytes, GcEntry] = {}
@@ -1661,28 +1934,35 @@ class CassandraMetaStore(MetaStore):
             if old is not None:
                 agents = json.loads(old.agents) + [a for a in agents if a not in json.loads(old.agents)]
                 nb = max(nb, old.not_before)
-                work.append(("DELETE FROM gc_by_time WHERE tb = ? AND slot = ? AND not_before = ? AND chunk_id = ?",
-                             (old.tb, self._gslot(cid), old.not_before, cid)))
-            work += self._gc_put(cid, agents, nb)
+                if nb != old.not_before:
+                    work.append(("DELETE FROM gc_by_time USING TIMESTAMP ? WHERE tb = ? AND slot = ? "
+                                 "AND not_before = ? AND chunk_id = ?",
+                                 (ts or _now_us(), old.tb, self._gslot(cid), old.not_before, cid)))
+            work += self._gc_put(cid, agents, nb, ts)
         self._many(work)
 
-    def _gc_put(self, cid: bytes, agents: list[str], not_before: float) -> list[tuple[str, Sequence[Any]]]:
+    def _gc_put(self, cid: bytes, agents: list[str], not_before: float, ts: int | None = None
+                ) -> list[tuple[str, Sequence[Any]]]:
         tb = int(not_before // _MINUTE)
         a = _json(agents)
-        return [("INSERT INTO gc (chunk_id, agents, not_before, tb) VALUES (?, ?, ?, ?)", (cid, a, not_before, tb)),
-                ("INSERT INTO gc_by_time (tb, slot, not_before, chunk_id, agents) VALUES (?, ?, ?, ?, ?)",
-                 (tb, self._gslot(cid), not_before, cid, a)),
+        at = ts or _now_us()
+        return [("INSERT INTO gc (chunk_id, agents, not_before, tb) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+                 (cid, a, not_before, tb, at)),
+                ("INSERT INTO gc_by_time (tb, slot, not_before, chunk_id, agents) VALUES (?, ?, ?, ?, ?) "
+                 "USING TIMESTAMP ?", (tb, self._gslot(cid), not_before, cid, a, at)),
                 ("INSERT INTO gc_tbs (one, tb) VALUES (0, ?)", (tb,))]
 
-    def _revive(self, chunk_ids: Sequence[bytes]) -> None:
-        """Committed manifests reference these chunks: out of the GC queue with them."""
-        self._gc_delete(list(self._gc_rows(chunk_ids).values()))
+    def _revive(self, chunk_ids: Sequence[bytes], ts: int | None = None) -> None:
+        """Committed manifests reference these chunks: out of the GC queue with them (what was queued before
+        ``ts``, the reviving change's timestamp)."""
+        self._gc_delete(list(self._gc_rows(chunk_ids).values()), ts)
 
-    def _gc_delete(self, rows: Sequence[Any]) -> None:
+    def _gc_delete(self, rows: Sequence[Any], ts: int | None = None) -> None:
+        at = ts or _now_us()
         self._many([q for r in rows for q in (
-            ("DELETE FROM gc WHERE chunk_id = ?", (bytes(r.chunk_id),)),
-            ("DELETE FROM gc_by_time WHERE tb = ? AND slot = ? AND not_before = ? AND chunk_id = ?",
-             (r.tb, self._gslot(bytes(r.chunk_id)), r.not_before, bytes(r.chunk_id))))])
+            ("DELETE FROM gc USING TIMESTAMP ? WHERE chunk_id = ?", (at, bytes(r.chunk_id))),
+            ("DELETE FROM gc_by_time USING TIMESTAMP ? WHERE tb = ? AND slot = ? AND not_before = ? AND chunk_id = ?",
+             (at, r.tb, self._gslot(bytes(r.chunk_id)), r.not_before, bytes(r.chunk_id))))])
 
     async def enqueue_gc(self, entries: Sequence[GcEntry]) -> None:
         entries = list(entries)
@@ -1734,14 +2014,14 @@ class CassandraMetaStore(MetaStore):
     # -- the chunk index --
 
     def _owners(self, chunk_ids: Sequence[bytes]) -> list[ChunkOwner]:
-        got = self._many(("SELECT chunk_id, bucket, key, upload_id, part, size, crc, agents FROM chunk_index "
-                          "WHERE chunk_id = ?", (c,)) for c in chunk_ids)
+        got = self._many(("SELECT chunk_id, bucket, key, upload_id, part, size, crc, agents, version_id "
+                          "FROM chunk_index WHERE chunk_id = ?", (c,)) for c in chunk_ids)
         out = []
         for rs in got:
             r = rs.one()
             if r is not None:
                 out.append(ChunkOwner(bytes(r.chunk_id), r.bucket, r.key, r.size, r.crc, tuple(json.loads(r.agents)),
-                                      r.upload_id, r.part))
+                                      r.upload_id, r.part, r.version_id or "null"))
         return out
 
     async def chunk_owner(self, chunk_id: bytes) -> ChunkOwner | None:
@@ -1828,27 +2108,42 @@ class CassandraMetaStore(MetaStore):
                 return False
             owner = found[0]
 
-            def decide(row: Any) -> _Change | None:
-                if row is None:
-                    return None
-                manifest = list(_dec_manifest(row.manifest))
+            def repaired(manifest_json: str) -> list[ChunkRef] | None:
+                manifest = list(_dec_manifest(manifest_json))
                 hits = [i for i, ref in enumerate(manifest) if ref.chunk_id == cid]
                 if not hits or manifest[hits[0]].agents != tuple(expected):
                     return None
                 for i in hits:
                     manifest[i] = attrs.evolve(manifest[i], agents=tuple(agents))
-                if owner.upload_id:
-                    part = _part_from(owner.upload_id, owner.part, row)
-                    values = _part_values(attrs.evolve(part, manifest=tuple(manifest)))
-                else:
-                    obj = _obj_from(owner.bucket, owner.key, row)
-                    values = _obj_values(attrs.evolve(obj, manifest=tuple(manifest)))
-                return _Change(values, tuple(manifest), {"old": row.manifest, "nb": time.time(),
-                                                         "bucket": owner.bucket, "key": owner.key}, True)
+                return manifest
+
+            def decide_part(row: Any) -> _Change | None:
+                manifest = repaired(row.manifest) if row is not None else None
+                if manifest is None:
+                    return None
+                part = _part_from(owner.upload_id, owner.part, row)
+                return _Change(_part_values(attrs.evolve(part, manifest=tuple(manifest))), tuple(manifest),
+                               {"old": row.manifest, "nb": time.time(), "bucket": owner.bucket, "key": owner.key},
+                               True)
+
+            def decide_object(row: Any) -> _Change | None:
+                version = self._find_version(owner.bucket, owner.key, row, owner.version_id)
+                manifest = repaired(_enc_manifest(version.manifest)) if version is not None else None
+                if version is None or manifest is None:
+                    return None
+                if version.vsort == row.vsort:  # the latest: its record
+                    values = _rec_values(attrs.evolve(version, manifest=tuple(manifest)), row.null_vsort)
+                    return _Change(values, tuple(manifest), {"old": row.manifest, "nb": time.time()}, True)
+                rewrite = {"vsort": version.vsort, "vid": version.version_id, "acl": version.acl,
+                           "tags": _enc_pairs(version.tags), "manifest": _enc_manifest(manifest),
+                           "prev": _enc_manifest(version.manifest)}
+                return _Change(_rec_values(_obj_from(owner.bucket, owner.key, row), row.null_vsort),
+                               _dec_manifest(row.manifest),
+                               {"old": row.manifest, "nb": time.time(), "rewrite": rewrite}, True)
 
             if owner.upload_id:
-                return bool(self._change(_PARTS, (owner.upload_id, owner.part), decide))
-            return bool(self._change(_OBJECTS, (owner.bucket, owner.key), decide))
+                return bool(self._change(_PARTS, (owner.upload_id, owner.part), decide_part))
+            return bool(self._change(_OBJECTS, (owner.bucket, owner.key), decide_object))
 
         return await self._run(run)
 

@@ -15,7 +15,7 @@ Every partition stays bounded whatever a bucket holds (the reasoning, and the bo
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # columns every mutable record (an object, a part) carries for the commit protocol of cassandra.py:
 #   seq      incremented by every change (the lightweight transaction compares it)
@@ -30,17 +30,28 @@ TABLES = [
         email text)""",
     "CREATE TABLE IF NOT EXISTS users_by_key (access_key text PRIMARY KEY, id text)",
     """CREATE TABLE IF NOT EXISTS buckets (name text PRIMARY KEY, id text, owner_id text, created double,
-        region text, acl text, cors text, state text)""",
+        region text, acl text, cors text, state text, versioning text)""",
     # the key ranges of a bucket's listing: shard ``shard`` holds the keys from ``lo`` up to the next row's lo;
     # while it is being split at ``split_at``, its keys from there on are copied to shard ``split_to``
     """CREATE TABLE IF NOT EXISTS shards (bucket text, lo text, shard text, split_at text, split_to text,
         PRIMARY KEY (bucket, lo))""",
     # about how many keys each shard holds (counted by the changes; a trigger for splits, not an exact figure)
     "CREATE TABLE IF NOT EXISTS shard_rows (bucket text, shard text, n counter, PRIMARY KEY ((bucket, shard)))",
+    # a key's record: its latest version (``marker``: a delete marker), the serialization point of every change
+    # of the key; ``null_vsort``: where its "null" version is, if it has one
     f"""CREATE TABLE IF NOT EXISTS objects (bucket text, key text, version_id text, size bigint, etag text,
         last_modified double, owner_id text, manifest text, content_type text, headers text, user_meta text,
         checksums text, acl text, tags text, parts text, inline blob, deleted boolean, {_RECORD},
-        PRIMARY KEY ((bucket, key)))""",
+        vsort bigint, marker boolean, null_vsort bigint, PRIMARY KEY ((bucket, key)))""",
+    # every version of every key (the latest too), one partition each: GET ?versionId= is one partition read
+    """CREATE TABLE IF NOT EXISTS versions (bucket text, key text, vsort bigint, version_id text, size bigint,
+        etag text, last_modified double, owner_id text, manifest text, content_type text, headers text,
+        user_meta text, checksums text, acl text, tags text, parts text, inline blob, marker boolean,
+        PRIMARY KEY ((bucket, key, vsort)))""",
+    # ListObjectVersions: every version, by key then newest first, in the listing's key-range shards
+    """CREATE TABLE IF NOT EXISTS version_listing (bucket text, shard text, key text, vsort bigint,
+        version_id text, marker boolean, size bigint, etag text, last_modified double, owner_id text,
+        PRIMARY KEY ((bucket, shard), key, vsort))""",
     """CREATE TABLE IF NOT EXISTS listing (bucket text, shard text, key text, version_id text, size bigint,
         etag text, last_modified double, owner_id text, PRIMARY KEY ((bucket, shard), key))""",
     # changes whose follow-ups may not be written yet (a node died in between): recover() finishes them
@@ -57,7 +68,7 @@ TABLES = [
         manifest text, checksums text, deleted boolean, {_RECORD}, PRIMARY KEY ((upload_id, number)))""",
     "CREATE TABLE IF NOT EXISTS part_numbers (upload_id text, number int, PRIMARY KEY (upload_id, number))",
     """CREATE TABLE IF NOT EXISTS completed (upload_id text PRIMARY KEY, bucket text, key text, etag text,
-        completed double, checksums text, checksum_algorithm text)""",
+        completed double, checksums text, checksum_algorithm text, version_id text)""",
     # completions by hour (tb) and a slot of the upload id: pruned oldest first
     """CREATE TABLE IF NOT EXISTS completed_by_time (tb bigint, slot int, completed double, upload_id text,
         PRIMARY KEY ((tb, slot), completed, upload_id))""",
@@ -73,7 +84,7 @@ TABLES = [
         PRIMARY KEY ((tb, slot), not_before, chunk_id))""",
     "CREATE TABLE IF NOT EXISTS gc_tbs (one int, tb bigint, PRIMARY KEY (one, tb))",
     """CREATE TABLE IF NOT EXISTS chunk_index (chunk_id blob PRIMARY KEY, bucket text, key text, upload_id text,
-        part int, size bigint, crc bigint, agents text)""",
+        part int, size bigint, crc bigint, agents text, version_id text)""",
     """CREATE TABLE IF NOT EXISTS chunks_by_agent (agent_id text, slot int, chunk_id blob,
         PRIMARY KEY ((agent_id, slot), chunk_id))""",
     # only chunks with fewer than TRACKED_REPLICAS (3) replicas: the ones repair looks for
@@ -82,3 +93,15 @@ TABLES = [
     """CREATE TABLE IF NOT EXISTS replica_reports (slot int, chunk_id blob, agent_id text, reason text,
         reported double, PRIMARY KEY (slot, chunk_id, agent_id))""",
 ]
+
+# what a keyspace of an older schema version gets (the tables it lacks are created from TABLES): UPGRADES[n] takes
+# it from version n to n + 1. Each statement may have been applied already by another node: "already exists" is
+# not an error.
+UPGRADES: dict[int, list[str]] = {
+    1: [
+        "ALTER TABLE buckets ADD versioning text",
+        "ALTER TABLE objects ADD (vsort bigint, marker boolean, null_vsort bigint)",
+        "ALTER TABLE completed ADD version_id text",
+        "ALTER TABLE chunk_index ADD version_id text",
+    ],
+}
