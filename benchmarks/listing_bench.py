@@ -51,7 +51,8 @@ def build(path: Path, prefixes: int, per_prefix: int) -> None:
             for p in range(prefixes) for k in range(per_prefix))
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN")
-    conn.executemany(f"INSERT INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * 15)})", rows)
+    columns = len(_OBJECT_COLS.split(","))
+    conn.executemany(f"INSERT INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * columns)})", rows)
     conn.execute("COMMIT")
     conn.close()
 

@@ -148,6 +148,34 @@ def test_rclone(node, tmp_path) -> None:
     assert "rclone-bucket" not in r("lsd", "t:").stdout
 
 
+def test_rclone_versions(node, tmp_path) -> None:
+    """rclone's own versioning commands: enable it, see old versions (``--s3-versions`` names them with their
+    date), read one back and restore it by a server-side copy, and see a deleted file's history."""
+    rclone = need("/usr/bin/rclone")
+    u = node.users[0]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {**base, "RCLONE_CONFIG_T_TYPE": "s3", "RCLONE_CONFIG_T_PROVIDER": "Other",
+           "RCLONE_CONFIG_T_ACCESS_KEY_ID": u["access_key"], "RCLONE_CONFIG_T_SECRET_ACCESS_KEY": u["secret_key"],
+           "RCLONE_CONFIG_T_ENDPOINT": node.endpoint, "RCLONE_CONFIG_T_REGION": "us-east-1",
+           "RCLONE_CONFIG": str(tmp_path / "none.conf")}
+    r = lambda *args, **kw: run([rclone, *args], env=env, **kw)  # noqa: E731
+    r("mkdir", "t:rclone-ver")
+    assert r("backend", "versioning", "t:rclone-ver", "Enabled").stdout.strip() == "Enabled"
+    assert r("backend", "versioning", "t:rclone-ver").stdout.strip() == "Enabled"
+    for text in ("one", "two"):
+        r("rcat", "t:rclone-ver/notes.txt", input=text)
+    assert r("cat", "t:rclone-ver/notes.txt").stdout == "two"
+    names = r("lsf", "--s3-versions", "t:rclone-ver").stdout.split()
+    old = [n for n in names if n != "notes.txt"]
+    assert "notes.txt" in names and len(old) == 1 and old[0].startswith("notes-v"), names
+    assert r("cat", "--s3-versions", f"t:rclone-ver/{old[0]}").stdout == "one"
+    r("copyto", "--s3-versions", f"t:rclone-ver/{old[0]}", "t:rclone-ver/notes.txt")  # restore the old one
+    assert r("cat", "t:rclone-ver/notes.txt").stdout == "one"
+    r("deletefile", "t:rclone-ver/notes.txt")
+    assert r("lsf", "t:rclone-ver").stdout.split() == []
+    assert len(r("lsf", "--s3-versions", "t:rclone-ver").stdout.split()) == 3  # the history stays
+
+
 def test_minio_py(node, tmp_path) -> None:
     pytest.importorskip("minio", reason="the MinIO Python SDK is not installed (the project's test extras have it)")
     from minio import Minio

@@ -92,6 +92,33 @@ def test_aws_s3_commands(aws, tmp_path) -> None:
     assert "cli-bucket" not in aws("s3", "ls").stdout
 
 
+def test_aws_cli_versioning(aws, tmp_path) -> None:
+    """Versioning with the AWS CLI at its defaults: enable, overwrite, list versions, read and restore an old one,
+    delete (a marker) and undelete (the marker removed)."""
+    api = lambda *args, check=True: aws("s3api", *args, check=check)  # noqa: E731
+    api("create-bucket", "--bucket", "cli-ver")
+    api("put-bucket-versioning", "--bucket", "cli-ver", "--versioning-configuration", "Status=Enabled")
+    assert json.loads(api("get-bucket-versioning", "--bucket", "cli-ver").stdout)["Status"] == "Enabled"
+    ids = []
+    for text in ("first", "second"):
+        (tmp_path / "body").write_text(text)
+        ids.append(json.loads(api("put-object", "--bucket", "cli-ver", "--key", "doc", "--body",
+                                  str(tmp_path / "body")).stdout)["VersionId"])
+    listed = json.loads(api("list-object-versions", "--bucket", "cli-ver").stdout)
+    assert [(v["VersionId"], v["IsLatest"]) for v in listed["Versions"]] == [(ids[1], True), (ids[0], False)]
+    api("get-object", "--bucket", "cli-ver", "--key", "doc", "--version-id", ids[0], str(tmp_path / "old"))
+    assert (tmp_path / "old").read_text() == "first"
+    deleted = json.loads(api("delete-object", "--bucket", "cli-ver", "--key", "doc").stdout)
+    assert deleted["DeleteMarker"] is True
+    assert "doc" not in aws("s3", "ls", "s3://cli-ver/").stdout
+    assert api("head-object", "--bucket", "cli-ver", "--key", "doc", check=False).returncode != 0
+    api("delete-object", "--bucket", "cli-ver", "--key", "doc", "--version-id", deleted["VersionId"])  # undelete
+    api("copy-object", "--bucket", "cli-ver", "--key", "doc", "--copy-source", f"cli-ver/doc?versionId={ids[0]}")
+    api("get-object", "--bucket", "cli-ver", "--key", "doc", str(tmp_path / "restored"))
+    assert (tmp_path / "restored").read_text() == "first"
+    assert len(json.loads(api("list-object-versions", "--bucket", "cli-ver").stdout)["Versions"]) == 3
+
+
 def test_aws_s3api_commands(aws, tmp_path) -> None:
     aws("s3api", "create-bucket", "--bucket", "api-bucket")
     body = tmp_path / "body"

@@ -451,18 +451,19 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
-                            bucket_id: str | None = None) -> Removed:
-        """Without ``version_id``: remove the key (unversioned bucket), or put a delete marker (see above). With
-        it: remove that version or marker for good (the next one becomes the latest). Removed chunks go to the GC
+                            bucket_id: str | None = None, owner_id: str = "") -> Removed:
+        """Without ``version_id``: remove the key (unversioned bucket), or put a delete marker owned by
+        ``owner_id`` (see above). With it: remove that version or marker for good (the next one becomes the
+        latest). Removed chunks go to the GC
         queue in the same step. Nothing happens (an empty Removed) when there is nothing to remove, or when
         ``bucket_id`` is given and the bucket of that name is another one now."""
 
     async def delete_objects(self, bucket: str, entries: Sequence[tuple[str, str | None]], *, gc_delay: float = 0.0,
-                             bucket_id: str | None = None) -> list[Removed]:
+                             bucket_id: str | None = None, owner_id: str = "") -> list[Removed]:
         """``delete_object`` for each (key, version id or None) of ``entries``, in order (an entry given twice is
         done twice: a second delete marker, or nothing found); a backend may do them as one step."""
-        return [await self.delete_object(bucket, key, version_id=version_id, gc_delay=gc_delay, bucket_id=bucket_id)
-                for key, version_id in entries]
+        return [await self.delete_object(bucket, key, version_id=version_id, gc_delay=gc_delay, bucket_id=bucket_id,
+                                         owner_id=owner_id) for key, version_id in entries]
 
     @abc.abstractmethod
     async def update_object(self, obj: ObjectVersion) -> bool:

@@ -70,15 +70,19 @@ HTTP_STATUS_CODES = {400: "InvalidRequest", 403: "AccessDenied", 404: "NoSuchKey
 
 class S3Error(Exception):
     def __init__(self, code: str, message: str | None = None, *, resource: str = "", status: int | None = None,
-                 headers: list[tuple[str, str]] | None = None, **extra: str) -> None:
+                 **extra: str) -> None:
         default_status, default_message = CODES.get(code, (500, code))
-        self.headers = headers or []  # response headers the error carries (x-amz-delete-marker on a 404...)
+        self.headers: list[tuple[str, str]] = []  # response headers it carries (x-amz-delete-marker on a 404...)
         self.code = code
         self.status = status or default_status
         self.message = message or default_message
         self.resource = resource
         self.extra = extra
         super().__init__(f"{code}: {self.message}")
+
+    def with_headers(self, headers: list[tuple[str, str]]) -> S3Error:
+        self.headers = headers
+        return self
 
     def to_xml(self, request_id: str) -> bytes:
         parts = [f"<Code>{escape(self.code)}</Code>", f"<Message>{escape(self.message)}</Message>"]

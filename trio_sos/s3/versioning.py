@@ -43,11 +43,10 @@ async def find_version(ctx: Ctx, bucket: str, key: str, version_id: str | None) 
     obj = await ctx.meta.get_object(bucket, key, version_id)
     if obj is not None and obj.delete_marker:
         if version_id is None:
-            raise S3Error("NoSuchKey", Key=key, headers=marker_headers(obj))
+            raise S3Error("NoSuchKey", Key=key).with_headers(marker_headers(obj))
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.",
-                      Method=ctx.request.method, ResourceType="DeleteMarker",
-                      headers=[*marker_headers(obj), ("Allow", "DELETE"),
-                               ("Last-Modified", _http_date(obj.last_modified))])
+                      Method=ctx.request.method, ResourceType="DeleteMarker").with_headers(
+            [*marker_headers(obj), ("Allow", "DELETE"), ("Last-Modified", _http_date(obj.last_modified))])
     return obj
 
 
