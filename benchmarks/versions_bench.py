@@ -41,7 +41,7 @@ async def fill(store: SqliteMetaStore, bucket: str, keys: list[str], versions: i
 
     async def key_history(i: int, key: str) -> None:
         async with limiter:
-            for v in range(versions):
+            for _ in range(versions):
                 await store.put_object(obj(bucket, key))
             if versions > 1 and i % 10 == 0:
                 await store.delete_object(bucket, key)

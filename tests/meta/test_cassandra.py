@@ -328,7 +328,7 @@ async def test_a_transaction_of_unknown_outcome_is_read_back(cassandra_session, 
 
 async def test_objects_of_schema_1_get_their_versions_on_upgrade(cassandra_session) -> None:
     """A keyspace written before versions existed: its records have no vsort, and no version rows. Opening it
-    with this release gives each its null version (listed, readable by id), and records schema version 2."""
+    with this release gives each its null version (listed, readable by id), and records the current schema version."""
     settings, session = cassandra_session
     store = CassandraMetaStore.on_session(settings, session)
     bucket = await new_bucket(store)
@@ -344,7 +344,10 @@ async def test_objects_of_schema_1_get_their_versions_on_upgrade(cassandra_sessi
     session.execute("INSERT INTO meta_info (name, value) VALUES ('schema_version', '1')")
     assert (await store.list_versions(bucket)).versions == ()
     CassandraMetaStore.create_schema(session, settings)
-    assert session.execute("SELECT value FROM meta_info WHERE name = 'schema_version'").one().value == "2"
+    from trio_sos.meta.cassandra_schema import SCHEMA_VERSION
+
+    assert session.execute("SELECT value FROM meta_info WHERE name = 'schema_version'").one().value == \
+        str(SCHEMA_VERSION)
     (listed,) = (await store.list_versions(bucket)).versions
     assert (listed.key, listed.version_id, listed.is_latest, listed.etag) == ("legacy", "null", True, old.etag)
     assert await store.get_object(bucket, "legacy", "null") == old

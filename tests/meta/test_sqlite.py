@@ -346,7 +346,7 @@ async def test_a_schema_2_file_is_migrated_with_its_data(tmp_path: Path) -> None
     conn.execute("INSERT INTO intents (intent_id, created, agents, bucket, key) VALUES (?, 123.5, '[\"a\"]', "
                  "'old-a', 'k')", (b"i" * 12,))
     old = version("old-b", "stored", manifest=chunks(2))
-    columns = sqlite_mod._OBJECT_COLS.removesuffix(", inline, vsort")  # as schema 2 had them
+    columns = sqlite_mod._OBJECT_COLS.removesuffix(", inline, vsort, lock")  # as schema 2 had them
     conn.execute(f"INSERT INTO objects ({columns}) VALUES ({', '.join('?' * 15)})",
                  sqlite_mod._object_params(old)[:15])
     conn.close()

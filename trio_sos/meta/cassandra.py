@@ -45,7 +45,7 @@ import trio
 
 from .cassandra_schema import SCHEMA_VERSION, TABLES, UPGRADES
 from .keys import prefix_successor, walk
-from .sqlite import _dec_manifest, _dec_pairs, _enc_manifest, _enc_pairs, _json
+from .sqlite import _dec_manifest, _dec_pairs, _enc_manifest, _enc_pairs, _json, dec_lock, enc_lock
 from .store import (
     VSORT_BASE,
     Bucket,
@@ -71,6 +71,7 @@ from .store import (
     NoSuchBucket,
     NoSuchUpload,
     ObjectListing,
+    ObjectLocked,
     ObjectVersion,
     Part,
     PreconditionFailed,
@@ -168,7 +169,7 @@ _UNREAD = object()  # _change: the record is to be read
 # -- records --
 
 _OBJ_COLS = ("version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, checksums, "
-             "acl, tags, parts, inline")
+             "acl, tags, parts, inline, lock")
 _OBJ_NAMES = tuple(c.strip() for c in _OBJ_COLS.split(","))
 _RECORD_COLS = _OBJ_COLS + ", vsort, marker, null_vsort"  # a key's record: its latest version, and where "null" is
 _VERSION_COLS = _OBJ_COLS + ", marker"  # a row of ``versions`` (keyed by bucket, key, vsort)
@@ -180,7 +181,7 @@ _REC_COLS = "seq, ts, op, pending, done, deleted"
 def _obj_values(o: ObjectVersion) -> tuple:
     return (o.version_id, o.size, o.etag, o.last_modified, o.owner_id, _enc_manifest(o.manifest), o.content_type,
             _enc_pairs(o.headers), _enc_pairs(o.user_meta), _enc_pairs(o.checksums), o.acl, _enc_pairs(o.tags),
-            _json(list(o.parts)), o.inline)
+            _json(list(o.parts)), o.inline, enc_lock(o))
 
 
 def _rec_values(o: ObjectVersion, null_vsort: int | None) -> tuple:
@@ -193,7 +194,13 @@ def _obj_from(bucket: str, key: str, r: Any) -> ObjectVersion:
     return ObjectVersion(bucket, key, r.version_id, r.size, r.etag, r.last_modified, r.owner_id,
                          _dec_manifest(r.manifest), r.content_type, _dec_pairs(r.headers), _dec_pairs(r.user_meta),
                          _dec_pairs(r.checksums), r.acl, _dec_pairs(r.tags), tuple(json.loads(r.parts)), r.inline,
-                         bool(r.marker), r.vsort or 0)
+                         bool(r.marker), vsort=r.vsort or 0, **dec_lock(r.lock))
+
+
+def _check_unlocked(version: ObjectVersion | None, bypass: bool) -> None:
+    """A decision about to remove ``version`` for good: ObjectLocked (nothing changes) if object lock forbids it."""
+    if version is not None and version.locked(time.time(), bypass):
+        raise ObjectLocked(f"{version.bucket}/{version.key} version {version.version_id}")
 
 
 def _drop_plan(dropped: Sequence[ObjectVersion], not_before: float) -> dict[str, Any]:
@@ -520,11 +527,13 @@ class CassandraMetaStore(MetaStore):
 
     # -- buckets --
 
-    _BUCKET_SELECT = "SELECT name, owner_id, created, region, acl, cors, id, state, versioning FROM buckets"
+    _BUCKET_SELECT = ("SELECT name, owner_id, created, region, acl, cors, id, state, versioning, object_lock "
+                      "FROM buckets")
 
     @staticmethod
     def _bucket(r: Any) -> Bucket:
-        return Bucket(r.name, r.owner_id, r.created, r.region, r.acl, r.cors, r.id, r.versioning or "")
+        return Bucket(r.name, r.owner_id, r.created, r.region, r.acl, r.cors, r.id, r.versioning or "",
+                      r.object_lock or "")
 
     def _bucket_row(self, name: str) -> Any:
         return self._one(self._BUCKET_SELECT + " WHERE name = ?", (name,))
@@ -532,10 +541,10 @@ class CassandraMetaStore(MetaStore):
     async def create_bucket(self, bucket: Bucket) -> None:
         def run() -> None:
             applied, row = self._lwt(
-                "INSERT INTO buckets (name, id, owner_id, created, region, acl, cors, state, versioning) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, '', ?) IF NOT EXISTS",
+                "INSERT INTO buckets (name, id, owner_id, created, region, acl, cors, state, versioning, object_lock) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?) IF NOT EXISTS",
                 (bucket.name, bucket.id, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
-                 bucket.versioning))
+                 bucket.versioning, bucket.object_lock))
             if not applied:
                 raise BucketAlreadyExists(bucket.name, row.owner_id)
             # the listing starts as one shard holding every key; shards are named after the bucket's identity
@@ -560,8 +569,9 @@ class CassandraMetaStore(MetaStore):
 
     async def update_bucket(self, bucket: Bucket) -> None:
         def run() -> None:
-            applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ?, versioning = ? WHERE name = ? IF id = ?",
-                                   (bucket.acl, bucket.cors, bucket.versioning, bucket.name, bucket.id))
+            applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ? "
+                                   "WHERE name = ? IF id = ?", (bucket.acl, bucket.cors, bucket.versioning,
+                                                                bucket.object_lock, bucket.name, bucket.id))
             if not applied:
                 raise NoSuchBucket(bucket.name)
 
@@ -743,9 +753,10 @@ class CassandraMetaStore(MetaStore):
                              (ts, bucket, key, vsort)))
             rewrite = plan.get("rewrite")
             if rewrite:  # a noncurrent version's metadata (acl, tags) or replicas (repair)
-                work.append(("UPDATE versions USING TIMESTAMP ? SET acl = ?, tags = ?, manifest = ? "
+                work.append(("UPDATE versions USING TIMESTAMP ? SET acl = ?, tags = ?, manifest = ?, lock = ? "
                              "WHERE bucket = ? AND key = ? AND vsort = ?",
-                             (ts, rewrite["acl"], rewrite["tags"], rewrite["manifest"], bucket, key, rewrite["vsort"])))
+                             (ts, rewrite["acl"], rewrite["tags"], rewrite["manifest"], rewrite.get("lock", ""),
+                              bucket, key, rewrite["vsort"])))
                 work += self._index_work(_dec_manifest(rewrite["manifest"]), _dec_manifest(rewrite["prev"]),
                                          (bucket, key, "", 0, rewrite["vid"]), ts)
         elif plan.get("bucket"):  # a part's change names its upload's bucket and key
@@ -1126,7 +1137,7 @@ class CassandraMetaStore(MetaStore):
 
     def _commit_object(self, obj: ObjectVersion, *, intent_id: bytes | None, if_match: Sequence[str] | None,
                        if_none_match: Sequence[str] | None, gc_delay: float, bucket_id: str | None,
-                       extra: dict[str, Any] | None = None, floor_ts: int = 0) -> Committed:
+                       extra: dict[str, Any] | None = None, floor_ts: int = 0, bypass: bool = False) -> Committed:
         # the bucket and the record, read together
         got = self._many([(self._BUCKET_SELECT + " WHERE name = ?", (obj.bucket,)),
                           (f"SELECT {_OBJECTS.cols}, {_REC_COLS} FROM objects WHERE {_OBJECTS.where()}",
@@ -1148,6 +1159,7 @@ class CassandraMetaStore(MetaStore):
             new = attrs.evolve(obj, version_id=new_version_id(vsort) if versioning == "Enabled" else "null",
                                vsort=vsort, delete_marker=False)
             replaced = None if versioning == "Enabled" else self._find_version(obj.bucket, obj.key, row, "null")
+            _check_unlocked(replaced, bypass)
             plan = _drop_plan([replaced] if replaced is not None else [], time.time() + gc_delay)
             plan["count"] = 1 - (replaced is not None)
             if extra:
@@ -1170,10 +1182,11 @@ class CassandraMetaStore(MetaStore):
         if_none_match: Sequence[str] | None = None,
         gc_delay: float = 0.0,
         bucket_id: str | None = None,
+        bypass_governance: bool = False,
     ) -> Committed:
         return await self._run(lambda: self._commit_object(
             obj, intent_id=bytes(intent_id) if intent_id is not None else None, if_match=if_match,
-            if_none_match=if_none_match, gc_delay=gc_delay, bucket_id=bucket_id))
+            if_none_match=if_none_match, gc_delay=gc_delay, bucket_id=bucket_id, bypass=bypass_governance))
 
     async def get_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectVersion | None:
         def run() -> ObjectVersion | None:
@@ -1185,7 +1198,7 @@ class CassandraMetaStore(MetaStore):
         return await self._run(run)
 
     def _delete(self, bucket: str, key: str, version_id: str | None, versioning: str, owner_id: str,
-                gc_delay: float) -> Removed:
+                gc_delay: float, bypass: bool = False) -> Removed:
         def decide(row: Any) -> _Change | None:
             nb = time.time() + gc_delay
             null_vsort = row.null_vsort if row is not None else None
@@ -1193,6 +1206,7 @@ class CassandraMetaStore(MetaStore):
                 target = self._find_version(bucket, key, row, version_id)
                 if target is None:
                     return None
+                _check_unlocked(target, bypass)
                 plan = _drop_plan([target], nb)
                 plan["count"] = -1
                 if target.version_id == "null":
@@ -1212,6 +1226,7 @@ class CassandraMetaStore(MetaStore):
                 return _Change(None, (), plan, Removed(_obj_from(bucket, key, row)))
             vsort = next_vsort(row.vsort if row is not None else None)
             removed = self._find_version(bucket, key, row, "null") if versioning == "Suspended" else None
+            _check_unlocked(removed, bypass)
             marker = ObjectVersion(bucket, key, new_version_id(vsort) if versioning == "Enabled" else "null", 0, "",
                                    time.time(), owner_id, content_type="", delete_marker=True, vsort=vsort)
             plan = _drop_plan([removed] if removed is not None else [], nb)
@@ -1223,17 +1238,19 @@ class CassandraMetaStore(MetaStore):
         return self._change(_OBJECTS, (bucket, key), decide) or Removed()
 
     async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
-                            bucket_id: str | None = None, owner_id: str = "") -> Removed:
+                            bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False
+                            ) -> Removed:
         def run() -> Removed:
             r = self._bucket_row(bucket)
             if r is None or (bucket_id is not None and r.id != bucket_id):
                 return Removed()
-            return self._delete(bucket, key, version_id, r.versioning or "", owner_id, gc_delay)
+            return self._delete(bucket, key, version_id, r.versioning or "", owner_id, gc_delay, bypass_governance)
 
         return await self._run(run)
 
     async def delete_objects(self, bucket: str, entries: Sequence[tuple[str, str | None]], *, gc_delay: float = 0.0,
-                             bucket_id: str | None = None, owner_id: str = "") -> list[Removed]:
+                             bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False
+                             ) -> list[Removed]:
         """Each entry its own change, up to 32 at once (threads of this call's own); entries of one key in order."""
         r = await self._run(self._bucket_row, bucket)
         if r is None or (bucket_id is not None and r.id != bucket_id):
@@ -1248,26 +1265,34 @@ class CassandraMetaStore(MetaStore):
         async def one(key: str, indexes: list[int]) -> None:
             async with limiter:
                 for i in indexes:
-                    out[i] = await self._run(self._delete, bucket, key, entries[i][1], versioning, owner_id,
-                                             gc_delay)
+                    try:
+                        out[i] = await self._run(self._delete, bucket, key, entries[i][1], versioning, owner_id,
+                                                 gc_delay, bypass_governance)
+                    except ObjectLocked:
+                        out[i] = Removed(locked=True)
 
         async with trio.open_nursery() as nursery:
             for key, indexes in by_key.items():
                 nursery.start_soon(one, key, indexes)
         return out
 
-    async def update_object(self, obj: ObjectVersion) -> bool:
+    async def update_object(self, obj: ObjectVersion, *, read: ObjectVersion | None = None) -> bool:
         def decide(row: Any) -> _Change | None:
             found = self._find_version(obj.bucket, obj.key, row, obj.version_id)
             if found is None or found.delete_marker or (found.etag, found.last_modified) != (obj.etag,
                                                                                           obj.last_modified):
                 return None
+            if read is not None and found.lock_state() != read.lock_state():
+                return None
+            locked = attrs.evolve(found, lock_mode=obj.lock_mode, retain_until=obj.retain_until,
+                                  legal_hold=obj.legal_hold)
             if row.vsort == found.vsort:  # the latest: the record changes
-                new = attrs.evolve(found, acl=obj.acl, tags=obj.tags)
+                new = attrs.evolve(locked, acl=obj.acl, tags=obj.tags)
                 return _Change(_rec_values(new, row.null_vsort), new.manifest, {"old": row.manifest, "nb": time.time()},
                                True)
             rewrite = {"vsort": found.vsort, "vid": found.version_id, "acl": obj.acl, "tags": _enc_pairs(obj.tags),
-                       "manifest": _enc_manifest(found.manifest), "prev": _enc_manifest(found.manifest)}
+                       "manifest": _enc_manifest(found.manifest), "prev": _enc_manifest(found.manifest),
+                       "lock": enc_lock(locked)}
             return _Change(_rec_values(_obj_from(obj.bucket, obj.key, row), row.null_vsort),
                            _dec_manifest(row.manifest), {"old": row.manifest, "nb": time.time(), "rewrite": rewrite},
                            True)
@@ -2136,7 +2161,7 @@ class CassandraMetaStore(MetaStore):
                     return _Change(values, tuple(manifest), {"old": row.manifest, "nb": time.time()}, True)
                 rewrite = {"vsort": version.vsort, "vid": version.version_id, "acl": version.acl,
                            "tags": _enc_pairs(version.tags), "manifest": _enc_manifest(manifest),
-                           "prev": _enc_manifest(version.manifest)}
+                           "prev": _enc_manifest(version.manifest), "lock": enc_lock(version)}
                 return _Change(_rec_values(_obj_from(owner.bucket, owner.key, row), row.null_vsort),
                                _dec_manifest(row.manifest),
                                {"old": row.manifest, "nb": time.time(), "rewrite": rewrite}, True)

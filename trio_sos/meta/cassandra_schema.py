@@ -15,7 +15,7 @@ Every partition stays bounded whatever a bucket holds (the reasoning, and the bo
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # columns every mutable record (an object, a part) carries for the commit protocol of cassandra.py:
 #   seq      incremented by every change (the lightweight transaction compares it)
@@ -30,7 +30,7 @@ TABLES = [
         email text)""",
     "CREATE TABLE IF NOT EXISTS users_by_key (access_key text PRIMARY KEY, id text)",
     """CREATE TABLE IF NOT EXISTS buckets (name text PRIMARY KEY, id text, owner_id text, created double,
-        region text, acl text, cors text, state text, versioning text)""",
+        region text, acl text, cors text, state text, versioning text, object_lock text)""",
     # the key ranges of a bucket's listing: shard ``shard`` holds the keys from ``lo`` up to the next row's lo;
     # while it is being split at ``split_at``, its keys from there on are copied to shard ``split_to``
     """CREATE TABLE IF NOT EXISTS shards (bucket text, lo text, shard text, split_at text, split_to text,
@@ -42,11 +42,11 @@ TABLES = [
     f"""CREATE TABLE IF NOT EXISTS objects (bucket text, key text, version_id text, size bigint, etag text,
         last_modified double, owner_id text, manifest text, content_type text, headers text, user_meta text,
         checksums text, acl text, tags text, parts text, inline blob, deleted boolean, {_RECORD},
-        vsort bigint, marker boolean, null_vsort bigint, PRIMARY KEY ((bucket, key)))""",
+        vsort bigint, marker boolean, null_vsort bigint, lock text, PRIMARY KEY ((bucket, key)))""",
     # every version of every key (the latest too), one partition each: GET ?versionId= is one partition read
     """CREATE TABLE IF NOT EXISTS versions (bucket text, key text, vsort bigint, version_id text, size bigint,
         etag text, last_modified double, owner_id text, manifest text, content_type text, headers text,
-        user_meta text, checksums text, acl text, tags text, parts text, inline blob, marker boolean,
+        user_meta text, checksums text, acl text, tags text, parts text, inline blob, marker boolean, lock text,
         PRIMARY KEY ((bucket, key, vsort)))""",
     # ListObjectVersions: every version, by key then newest first, in the listing's key-range shards
     """CREATE TABLE IF NOT EXISTS version_listing (bucket text, shard text, key text, vsort bigint,
@@ -103,5 +103,10 @@ UPGRADES: dict[int, list[str]] = {
         "ALTER TABLE objects ADD (vsort bigint, marker boolean, null_vsort bigint)",
         "ALTER TABLE completed ADD version_id text",
         "ALTER TABLE chunk_index ADD version_id text",
+    ],
+    2: [  # object lock: a version's retention and legal hold, a bucket's configuration
+        "ALTER TABLE objects ADD lock text",
+        "ALTER TABLE versions ADD lock text",
+        "ALTER TABLE buckets ADD object_lock text",
     ],
 }

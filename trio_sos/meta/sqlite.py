@@ -63,6 +63,7 @@ from .store import (
     NoSuchBucket,
     NoSuchUpload,
     ObjectListing,
+    ObjectLocked,
     ObjectVersion,
     Part,
     PreconditionFailed,
@@ -291,8 +292,15 @@ _SCHEMA_8 = [
     "ALTER TABLE completed_uploads ADD COLUMN version_id TEXT NOT NULL DEFAULT 'null'",
 ]
 
+# 9: object lock — a version's retention and legal hold ("" or JSON [mode, until, hold]), a bucket's configuration
+_SCHEMA_9 = [
+    "ALTER TABLE objects ADD COLUMN lock TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE versions ADD COLUMN lock TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE buckets ADD COLUMN object_lock TEXT NOT NULL DEFAULT ''",
+]
+
 MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6, _SCHEMA_7,
-                               _SCHEMA_8]
+                               _SCHEMA_8, _SCHEMA_9]
 
 
 def schema_version() -> int:
@@ -358,12 +366,13 @@ def _agents_union(old: str, new: str) -> str:
 
 
 _USER_COLS = "id, display_name, access_key, secret_key, email"
-_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id, versioning"
+_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id, versioning, object_lock"
 _COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm, version_id"
 _OBJECT_COLS = (
     "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
-    "checksums, acl, tags, parts, inline, vsort"
+    "checksums, acl, tags, parts, inline, vsort, lock"
 )
+_N_OBJECT_COLS = len(_OBJECT_COLS.split(","))
 _VERSION_COLS = _OBJECT_COLS + ", marker"
 # what a version listing reads of a row (covered by objects_listed and versions_listed)
 _LISTED_COLS = "key, vsort, version_id, size, etag, last_modified, owner_id"
@@ -396,14 +405,28 @@ def _bucket(row: tuple) -> Bucket:
     return Bucket(*row)
 
 
+def enc_lock(o: ObjectVersion) -> str:
+    """A version's object lock state as one column: "" for none."""
+    if not o.lock_mode and not o.legal_hold:
+        return ""
+    return _json([o.lock_mode, o.retain_until, o.legal_hold])
+
+
+def dec_lock(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    mode, until, hold = json.loads(text)
+    return {"lock_mode": mode, "retain_until": until, "legal_hold": hold}
+
+
 def _object(row: tuple) -> ObjectVersion:
-    """A row of ``objects`` (17 columns) or of ``versions`` (18: and whether it is a delete marker)."""
+    """A row of ``objects`` or of ``versions`` (one column more: whether it is a delete marker)."""
     (bucket, key, version_id, size, etag, modified, owner, manifest, ctype, headers, meta, sums, acl, tags,
-     parts, inline, vsort) = row[:17]
+     parts, inline, vsort, lock) = row[:_N_OBJECT_COLS]
     return ObjectVersion(
         bucket, key, version_id, size, etag, modified, owner, _dec_manifest(manifest), ctype,
         _dec_pairs(headers), _dec_pairs(meta), _dec_pairs(sums), acl, _dec_pairs(tags), tuple(json.loads(parts)),
-        inline, bool(row[17]) if len(row) > 17 else False, vsort,
+        inline, bool(row[_N_OBJECT_COLS]) if len(row) > _N_OBJECT_COLS else False, vsort=vsort, **dec_lock(lock),
     )
 
 
@@ -411,7 +434,7 @@ def _object_params(o: ObjectVersion) -> tuple:
     return (
         o.bucket, o.key, o.version_id, o.size, o.etag, o.last_modified, o.owner_id, _enc_manifest(o.manifest),
         o.content_type, _enc_pairs(o.headers), _enc_pairs(o.user_meta), _enc_pairs(o.checksums), o.acl,
-        _enc_pairs(o.tags), _json(list(o.parts)), o.inline, o.vsort,
+        _enc_pairs(o.tags), _json(list(o.parts)), o.inline, o.vsort, enc_lock(o),
     )
 
 
@@ -800,9 +823,9 @@ class SqliteMetaStore(MetaStore):
             row = c.execute("SELECT owner_id FROM buckets WHERE name = ?", (bucket.name,)).fetchone()
             if row:
                 raise BucketAlreadyExists(bucket.name, row[0])
-            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
-                       bucket.id, bucket.versioning))
+                       bucket.id, bucket.versioning, bucket.object_lock))
 
         await self._changed(run)
 
@@ -825,12 +848,13 @@ class SqliteMetaStore(MetaStore):
         return await self._read(run)
 
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replaces ``acl``, ``cors`` and ``versioning``; the name, owner, creation time and region of a bucket do
-        not change."""
+        """Replaces ``acl``, ``cors``, ``versioning`` and ``object_lock``; the name, owner, creation time and region
+        of a bucket do not change."""
 
         def run(c: sqlite3.Connection) -> None:
-            if c.execute("UPDATE buckets SET acl = ?, cors = ?, versioning = ? WHERE name = ? AND id = ?",
-                         (bucket.acl, bucket.cors, bucket.versioning, bucket.name, bucket.id)).rowcount == 0:
+            if c.execute("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ? WHERE name = ? "
+                         "AND id = ?", (bucket.acl, bucket.cors, bucket.versioning, bucket.object_lock, bucket.name,
+                                        bucket.id)).rowcount == 0:
                 raise NoSuchBucket(bucket.name)
 
         await self._changed(run)
@@ -925,9 +949,11 @@ class SqliteMetaStore(MetaStore):
 
     @classmethod
     def _remove_version(cls, c: sqlite3.Connection, v: ObjectVersion, not_before: float,
-                        keep: Sequence[ChunkRef] = (), promote: bool = True) -> None:
+                        keep: Sequence[ChunkRef] = (), promote: bool = True, bypass: bool = False) -> None:
         """Remove version ``v`` for good (its chunks, but those of ``keep``, go to the GC queue), and (``promote``)
-        give the key its next latest version."""
+        give the key its next latest version. ObjectLocked, before anything changed, if ``v`` is locked."""
+        if v.locked(time.time(), bypass):
+            raise ObjectLocked(f"{v.bucket}/{v.key} version {v.version_id}")
         if v.delete_marker or c.execute("DELETE FROM objects WHERE bucket = ? AND key = ? AND vsort = ?",
                                         (v.bucket, v.key, v.vsort)).rowcount == 0:
             c.execute("DELETE FROM versions WHERE bucket = ? AND key = ? AND vsort = ?", (v.bucket, v.key, v.vsort))
@@ -1000,8 +1026,8 @@ class SqliteMetaStore(MetaStore):
             raise PreconditionFailed(f"{where} matches If-None-Match")
 
     @classmethod
-    def _commit_object(cls, c: sqlite3.Connection, obj: ObjectVersion, gc_delay: float, versioning: str
-                       ) -> Committed:
+    def _commit_object(cls, c: sqlite3.Connection, obj: ObjectVersion, gc_delay: float, versioning: str,
+                       bypass: bool = False) -> Committed:
         """``obj`` as the key's new latest version: with versioning Enabled a version of its own, else the "null"
         version, replacing the one there was."""
         bucket, key = obj.bucket, obj.key
@@ -1010,9 +1036,10 @@ class SqliteMetaStore(MetaStore):
                            vsort=vsort, delete_marker=False)
         replaced = None if versioning == "Enabled" else cls._find_version(c, bucket, key, "null")
         if replaced is not None:
-            cls._remove_version(c, replaced, time.time() + gc_delay, keep=obj.manifest, promote=False)
+            cls._remove_version(c, replaced, time.time() + gc_delay, keep=obj.manifest, promote=False, bypass=bypass)
         cls._demote(c, bucket, key)
-        c.execute(f"INSERT INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * 17)})", _object_params(obj))
+        c.execute(f"INSERT INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * _N_OBJECT_COLS)})",
+                  _object_params(obj))
         cls._revive(c, obj.manifest, (bucket, key, "", 0, obj.version_id))
         return Committed(obj, replaced)
 
@@ -1025,6 +1052,7 @@ class SqliteMetaStore(MetaStore):
         if_none_match: Sequence[str] | None = None,
         gc_delay: float = 0.0,
         bucket_id: str | None = None,
+        bypass_governance: bool = False,
     ) -> Committed:
         def run(c: sqlite3.Connection) -> Committed:
             versioning = self._check_bucket(c, obj.bucket, bucket_id)
@@ -1032,7 +1060,7 @@ class SqliteMetaStore(MetaStore):
                 self._check_conditions(self._latest(c, obj.bucket, obj.key), if_match, if_none_match,
                                        f"{obj.bucket}/{obj.key}")
             self._take_intent(c, intent_id)
-            return self._commit_object(c, obj, gc_delay, versioning)
+            return self._commit_object(c, obj, gc_delay, versioning, bypass_governance)
 
         return await self._write(run)
 
@@ -1043,12 +1071,13 @@ class SqliteMetaStore(MetaStore):
 
     @classmethod
     def _delete(cls, c: sqlite3.Connection, bucket: str, key: str, version_id: str | None, versioning: str,
-                owner_id: str, not_before: float) -> Removed:
+                owner_id: str, not_before: float, bypass: bool = False) -> Removed:
+        """ObjectLocked, before anything changed, when the version to remove for good is locked."""
         if version_id is not None:
             found = cls._find_version(c, bucket, key, version_id)
             if found is None:
                 return Removed()
-            cls._remove_version(c, found, not_before)
+            cls._remove_version(c, found, not_before, bypass=bypass)
             return Removed(found)
         if not versioning:
             old = cls._get_object(c, bucket, key)
@@ -1061,47 +1090,61 @@ class SqliteMetaStore(MetaStore):
         if versioning == "Suspended":
             removed = cls._find_version(c, bucket, key, "null")
             if removed is not None:
-                cls._remove_version(c, removed, not_before, promote=False)
+                cls._remove_version(c, removed, not_before, promote=False, bypass=bypass)
         cls._demote(c, bucket, key)
         marker = ObjectVersion(bucket, key, new_version_id(vsort) if versioning == "Enabled" else "null", 0, "",
                                time.time(), owner_id, content_type="", delete_marker=True, vsort=vsort)
-        c.execute(f"INSERT INTO versions ({_VERSION_COLS}) VALUES ({', '.join('?' * 18)})",
+        c.execute(f"INSERT INTO versions ({_VERSION_COLS}) VALUES ({', '.join('?' * (_N_OBJECT_COLS + 1))})",
                   (*_object_params(marker), 1))
         return Removed(removed, marker)
 
     async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
-                            bucket_id: str | None = None, owner_id: str = "") -> Removed:
+                            bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False
+                            ) -> Removed:
         def run(c: sqlite3.Connection) -> Removed:
             row = c.execute("SELECT id, versioning FROM buckets WHERE name = ?", (bucket,)).fetchone()
             if row is None or (bucket_id is not None and row[0] != bucket_id):
                 return Removed()
-            return self._delete(c, bucket, key, version_id, row[1], owner_id, time.time() + gc_delay)
+            return self._delete(c, bucket, key, version_id, row[1], owner_id, time.time() + gc_delay,
+                                bypass_governance)
 
         return await self._write(run)
 
     async def delete_objects(self, bucket: str, entries: Sequence[tuple[str, str | None]], *, gc_delay: float = 0.0,
-                             bucket_id: str | None = None, owner_id: str = "") -> list[Removed]:
+                             bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False
+                             ) -> list[Removed]:
         def run(c: sqlite3.Connection) -> list[Removed]:
             row = c.execute("SELECT id, versioning FROM buckets WHERE name = ?", (bucket,)).fetchone()
             if row is None or (bucket_id is not None and row[0] != bucket_id):
                 return [Removed()] * len(entries)
             not_before = time.time() + gc_delay
-            return [self._delete(c, bucket, key, version_id, row[1], owner_id, not_before)
-                    for key, version_id in entries]
+            out = []
+            for key, version_id in entries:  # a locked entry raises before changing anything: the others go on
+                try:
+                    out.append(self._delete(c, bucket, key, version_id, row[1], owner_id, not_before,
+                                            bypass_governance))
+                except ObjectLocked:
+                    out.append(Removed(locked=True))
+            return out
 
         return await self._write(run)
 
-    async def update_object(self, obj: ObjectVersion) -> bool:
-        """Replaces ``acl`` and ``tags`` of version ``obj.version_id`` if it is still the one read.
+    async def update_object(self, obj: ObjectVersion, *, read: ObjectVersion | None = None) -> bool:
+        """Replaces ``acl``, ``tags`` and the lock state of version ``obj.version_id`` if it is still the one read
+        (and, with ``read``, still has its lock state).
 
         The null version is replaced by each write to it, so "still the one read" also compares the ETag and the
         modification time: a metadata update never lands on a version that replaced the one it was read from.
         """
         def run(c: sqlite3.Connection) -> bool:
-            args = (obj.acl, _enc_pairs(obj.tags), obj.bucket, obj.key, obj.version_id, obj.etag, obj.last_modified)
+            args: tuple = (obj.acl, _enc_pairs(obj.tags), enc_lock(obj), obj.bucket, obj.key, obj.version_id,
+                           obj.etag, obj.last_modified)
+            where = "bucket = ? AND key = ? AND version_id = ? AND etag = ? AND last_modified = ?"
+            if read is not None:
+                where += " AND lock = ?"
+                args += (enc_lock(read),)
             for table in ("objects", "versions"):
-                if c.execute(f"UPDATE {table} SET acl = ?, tags = ? WHERE bucket = ? AND key = ? AND version_id = ? "
-                             "AND etag = ? AND last_modified = ?", args).rowcount > 0:
+                if c.execute(f"UPDATE {table} SET acl = ?, tags = ?, lock = ? WHERE {where}", args).rowcount > 0:
                     return True
             return False
 

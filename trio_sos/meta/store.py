@@ -51,6 +51,10 @@ class NoSuchVersion(MetaError):
     """A version id that names no version of the key."""
 
 
+class ObjectLocked(MetaError):
+    """The step would remove or replace a version under retention or legal hold (object lock): nothing changed."""
+
+
 class PreconditionFailed(MetaError):
     """A conditional write (expected ETag, or must-not-exist) did not hold when it was applied."""
 
@@ -90,6 +94,8 @@ class Bucket:
     # that read the bucket when it began commits only into that same bucket (``bucket_id=`` of the writes).
     id: str = attrs.field(factory=new_bucket_id)
     versioning: str = ""  # "" (never enabled), "Enabled" or "Suspended"
+    # object lock: "" not enabled, else its configuration (JSON: the default retention, if any; s3/objectlock.py)
+    object_lock: str = ""
 
 
 VERSIONING = ("", "Enabled", "Suspended")
@@ -157,9 +163,25 @@ class ObjectVersion:
     # a small body kept in the metadata record itself (then ``manifest`` is empty): no chunk, no agent round trip
     inline: bytes | None = attrs.field(default=None, repr=False)
     delete_marker: bool = False  # a delete marker of a versioned bucket: no body, no metadata
+    # object lock: a retention ("GOVERNANCE" or "COMPLIANCE" until ``retain_until``, UTC seconds) and a legal hold
+    lock_mode: str = ""
+    retain_until: float = 0.0
+    legal_hold: bool = False
     # the version's place among the key's versions (see VSORT_BASE), assigned by the store: a storage detail, not
     # part of what a version is (versions compare by their fields, their id among them)
     vsort: int = attrs.field(default=0, eq=False)
+
+    def locked(self, now: float, bypass_governance: bool = False) -> bool:
+        """Whether object lock forbids removing this version at ``now``: a legal hold, or a retention not past —
+        GOVERNANCE yielding to ``bypass_governance``, COMPLIANCE to nobody."""
+        if self.legal_hold:
+            return True
+        if self.lock_mode and self.retain_until > now:
+            return not (self.lock_mode == "GOVERNANCE" and bypass_governance)
+        return False
+
+    def lock_state(self) -> tuple[str, float, bool]:
+        return self.lock_mode, self.retain_until, self.legal_hold
 
 
 @attrs.frozen
@@ -179,6 +201,7 @@ class Removed:
 
     removed: ObjectVersion | None = None
     marker: ObjectVersion | None = None
+    locked: bool = False  # (delete_objects) nothing done: the version is under object lock
 
     def __bool__(self) -> bool:
         return self.removed is not None or self.marker is not None
@@ -431,6 +454,7 @@ class MetaStore(abc.ABC):
         if_none_match: Sequence[str] | None = None,
         gc_delay: float = 0.0,
         bucket_id: str | None = None,
+        bypass_governance: bool = False,
     ) -> Committed:
         """Make ``obj`` the latest version of its key, atomically (its ``version_id`` and ``vsort`` are assigned
         here: "null" unless the bucket's versioning is Enabled).
@@ -442,7 +466,8 @@ class MetaStore(abc.ABC):
         ``("*",)``: the key must exist; ``if_none_match`` — ETags the current object must not have (an absent key
         passes), or ``("*",)``: the key must not exist. Raises NoSuchBucket, also when ``bucket_id`` is given and
         the bucket of that name is another one now; and IntentLost (nothing changes) when ``intent_id`` is given
-        but that intent is gone or claimed by the garbage collector.
+        but that intent is gone or claimed by the garbage collector. Raises ObjectLocked (nothing changes) when the
+        version it would remove for good is locked (``ObjectVersion.locked(now, bypass_governance)``).
         """
 
     @abc.abstractmethod
@@ -451,24 +476,35 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
-                            bucket_id: str | None = None, owner_id: str = "") -> Removed:
+                            bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False
+                            ) -> Removed:
         """Without ``version_id``: remove the key (unversioned bucket), or put a delete marker owned by
         ``owner_id`` (see above). With it: remove that version or marker for good (the next one becomes the
-        latest). Removed chunks go to the GC
-        queue in the same step. Nothing happens (an empty Removed) when there is nothing to remove, or when
-        ``bucket_id`` is given and the bucket of that name is another one now."""
+        latest). Removed chunks go to the GC queue in the same step. Nothing happens (an empty Removed) when there
+        is nothing to remove, or when ``bucket_id`` is given and the bucket of that name is another one now.
+        Raises ObjectLocked (nothing changes) when the version to remove for good is locked."""
 
     async def delete_objects(self, bucket: str, entries: Sequence[tuple[str, str | None]], *, gc_delay: float = 0.0,
-                             bucket_id: str | None = None, owner_id: str = "") -> list[Removed]:
+                             bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False
+                             ) -> list[Removed]:
         """``delete_object`` for each (key, version id or None) of ``entries``, in order (an entry given twice is
-        done twice: a second delete marker, or nothing found); a backend may do them as one step."""
-        return [await self.delete_object(bucket, key, version_id=version_id, gc_delay=gc_delay, bucket_id=bucket_id,
-                                         owner_id=owner_id) for key, version_id in entries]
+        done twice: a second delete marker, or nothing found); a backend may do them as one step. A locked entry
+        is ``Removed(locked=True)`` and the others go on."""
+        out = []
+        for key, version_id in entries:
+            try:
+                out.append(await self.delete_object(bucket, key, version_id=version_id, gc_delay=gc_delay,
+                                                    bucket_id=bucket_id, owner_id=owner_id,
+                                                    bypass_governance=bypass_governance))
+            except ObjectLocked:
+                out.append(Removed(locked=True))
+        return out
 
     @abc.abstractmethod
-    async def update_object(self, obj: ObjectVersion) -> bool:
-        """Replace metadata (acl, tags) of version ``obj.version_id`` if it is still the one read (same ETag and
-        modification time). False when it is gone or was replaced."""
+    async def update_object(self, obj: ObjectVersion, *, read: ObjectVersion | None = None) -> bool:
+        """Replace metadata (acl, tags, retention and legal hold) of version ``obj.version_id`` if it is still the
+        one read (same ETag and modification time; with ``read``, also the lock state ``read`` had: a retention
+        change decided from what it was never lands over another). False when it is gone or changed."""
 
     @abc.abstractmethod
     async def list_versions(

@@ -16,6 +16,7 @@ from ..http.server import Response
 from ..meta import store as m
 from .buckets import iso8601
 from .context import Ctx
+from . import objectlock
 from .errors import S3Error
 from .versioning import version_header
 from .xml import Tag, document
@@ -164,6 +165,7 @@ async def copy_object(ctx: Ctx) -> Response:
                       ArgumentValue=tagging_directive)
     fields["tags"] = source.tags if tagging_directive == "COPY" else requested["tags"]
     fields["acl"] = await new_resource_acl(ctx, owner, bucket)
+    fields.update(objectlock.lock_fields(ctx, bucket))  # the request's, or the bucket's default: not the source's
     stored = await store_body(ctx, receive, max_size=MAX_COPY_SIZE)
     if "-" not in source.etag and stored.etag != source.etag:
         await ctx.services.data.discard(stored.written)
@@ -175,7 +177,8 @@ async def copy_object(ctx: Ctx) -> Response:
                           checksums=source.checksums if "-" not in source.etag else (), **fields)
     async with committing(ctx, stored):
         done = await ctx.meta.put_object(obj, intent_id=stored.written.intent_id,
-                                         gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
+                                         gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id,
+                                         bypass_governance=objectlock.may_bypass(ctx, bucket))
     body = document(Tag("CopyObjectResult", Tag("LastModified", iso8601(obj.last_modified)),
                         Tag("ETag", f'"{obj.etag}"')))
     headers = [("Content-Type", "application/xml"), *await source_version_header(ctx, source_bucket, source),

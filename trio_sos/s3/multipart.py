@@ -22,6 +22,7 @@ from .buckets import iso8601, owner_tag, read_document
 from . import params
 from .context import Ctx
 from .copy import copy_source_body, parse_copy_source, source_version_header
+from . import objectlock
 from .versioning import version_header
 from .errors import S3Error
 from .objects import check_upload_headers, committing, object_fields, store_body
@@ -64,9 +65,10 @@ async def create_multipart_upload(ctx: Ctx) -> Response:
     bucket = await ctx.bucket_for("WRITE")
     owner = owner_of_new_object(ctx)
     fields = object_fields(ctx)
+    lock = objectlock.upload_lock_pairs(objectlock.lock_fields(ctx, bucket))
     upload = m.Upload(bucket=ctx.bucket, key=ctx.key, upload_id=new_upload_id(), initiated=time.time(),
                       owner_id=owner, acl=await new_resource_acl(ctx, owner, bucket),
-                      content_type=fields["content_type"], headers=fields["headers"],
+                      content_type=fields["content_type"], headers=fields["headers"] + lock,
                       user_meta=fields["user_meta"], tags=fields["tags"],
                       checksum_algorithm=_checksum_spec(ctx))
     try:
@@ -263,18 +265,21 @@ async def complete_multipart_upload(ctx: Ctx) -> Response:
                           ETag=etag)
         parts.append(part)
     etag = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in parts)).hexdigest() + f"-{len(parts)}"
+    stored_headers, lock = objectlock.from_upload_pairs(upload.headers)
     obj = m.ObjectVersion(
         bucket=ctx.bucket, key=ctx.key, version_id="null", size=sum(p.size for p in parts), etag=etag,
         last_modified=time.time(), owner_id=upload.owner_id,
         manifest=tuple(ref for p in parts for ref in p.manifest), content_type=upload.content_type,
-        headers=upload.headers, user_meta=upload.user_meta, acl=upload.acl, tags=upload.tags,
-        parts=tuple(p.size for p in parts),
+        headers=stored_headers, user_meta=upload.user_meta, acl=upload.acl, tags=upload.tags,
+        parts=tuple(p.size for p in parts), **lock,
         checksums=(combined,) if (combined := combined_checksum(upload.checksum_algorithm, parts)) else (),
     )
     try:
         done = await ctx.meta.complete_upload(upload.upload_id, obj, numbers, gc_delay=ctx.services.config.gc_delay)
     except m.NoSuchUpload:  # completed (or aborted) by a concurrent request meanwhile
         return await _completed_already(ctx, upload.upload_id, requested)
+    except m.ObjectLocked:  # it would replace a locked null version in place
+        raise objectlock.locked_error() from None
     return await _complete_result(ctx, etag, obj.checksums, upload.checksum_algorithm, done.version.version_id)
 
 

@@ -94,9 +94,18 @@ def lock_fields(ctx: Ctx, bucket: m.Bucket) -> dict:
             raise S3Error("InvalidArgument", "The retain until date must be in the future!",
                           ArgumentName="x-amz-object-lock-retain-until-date", ArgumentValue=until[:64])
         fields.update(lock_mode=mode.strip(), retain_until=retain)
-    elif cfg.get("mode"):
-        fields.update(lock_mode=cfg["mode"], retain_until=time.time() + cfg["days"] * DAY)
+    else:
+        fields.update(default_lock(bucket))
     return fields
+
+
+def default_lock(bucket: m.Bucket) -> dict:
+    """The bucket's default retention for a new version (a browser-form upload takes only this: its headers are not
+    covered by the signed policy)."""
+    cfg = config(bucket)
+    if not cfg or not cfg.get("mode"):
+        return {}
+    return {"lock_mode": cfg["mode"], "retain_until": time.time() + cfg["days"] * DAY}
 
 
 def lock_headers(obj: m.ObjectVersion) -> list[tuple[str, str]]:

@@ -27,6 +27,7 @@ from . import params
 from .context import Ctx
 from .errors import S3Error
 from .ranges import Unsatisfiable, parse_range
+from . import objectlock
 from .versioning import find_version, missing, version_header, version_id_param
 
 log = logging.getLogger("trio_sos.s3")
@@ -191,6 +192,9 @@ async def committing(ctx: Ctx, body: StoredBody) -> AsyncIterator[None]:
         await ctx.services.data.discard(body.written)
         raise S3Error("PreconditionFailed",
                       Condition="If-Match" if ctx.header("if-match") else "If-None-Match") from None
+    except m.ObjectLocked:  # it would replace a locked null version in place
+        await ctx.services.data.discard(body.written)
+        raise objectlock.locked_error() from None
     except m.IntentLost:
         # The GC took this upload for abandoned (its intent stopped being renewed for intent_grace): its chunks
         # may be gone, so nothing is committed and the client is told to retry.
@@ -255,6 +259,7 @@ async def put_object(ctx: Ctx) -> Response:
     owner = owner_of_new_object(ctx)
     fields = object_fields(ctx)
     fields["acl"] = await new_resource_acl(ctx, owner, bucket)
+    fields.update(objectlock.lock_fields(ctx, bucket))
     if_match, if_none_match = _put_conditions(ctx)
     body = await store_body(ctx)
     obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=body.written.size,
@@ -264,7 +269,8 @@ async def put_object(ctx: Ctx) -> Response:
     async with committing(ctx, body):
         done = await ctx.meta.put_object(obj, intent_id=body.written.intent_id,
                                          gc_delay=ctx.services.config.gc_delay, if_match=if_match,
-                                         if_none_match=if_none_match, bucket_id=bucket.id)
+                                         if_none_match=if_none_match, bucket_id=bucket.id,
+                                         bypass_governance=objectlock.may_bypass(ctx, bucket))
     headers = [("ETag", f'"{obj.etag}"'), *version_header(bucket, done.version.version_id)]
     headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in obj.checksums]
     return Response(200, headers, b"")
@@ -355,7 +361,7 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
         raise
     if "partNumber" in ctx.query:
         response = await _get_part(ctx, obj, with_body)
-        response.headers += version_header(bucket, obj.version_id)
+        response.headers += version_header(bucket, obj.version_id) + objectlock.lock_headers(obj)
         return response
     try:
         selected = parse_range(ctx.header("range"), obj.size)
@@ -364,6 +370,7 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
                       RangeRequested=ctx.header("range") or "") from None
     start, end = selected if selected is not None else (0, obj.size)
     headers = _object_headers(ctx, obj, whole=selected is None) + version_header(bucket, obj.version_id)
+    headers += objectlock.lock_headers(obj)
     status = 200
     if selected is not None:
         status = 206
@@ -449,9 +456,13 @@ async def delete_object(ctx: Ctx) -> Response:
     assert ctx.bucket is not None and ctx.key is not None
     version_id = version_id_param(ctx)
     bucket = await ctx.bucket_for("WRITE")
-    done = await ctx.meta.delete_object(ctx.bucket, ctx.key, version_id=version_id,
-                                        gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id,
-                                        owner_id=owner_of_new_object(ctx))
+    try:
+        done = await ctx.meta.delete_object(ctx.bucket, ctx.key, version_id=version_id,
+                                            gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id,
+                                            owner_id=owner_of_new_object(ctx),
+                                            bypass_governance=objectlock.may_bypass(ctx, bucket))
+    except m.ObjectLocked:
+        raise objectlock.locked_error() from None
     return Response(204, _deleted_headers(bucket, version_id, done), b"")
 
 
@@ -504,7 +515,8 @@ async def delete_objects(ctx: Ctx) -> Response:
     valid = [(k, v) for k, v in entries if problem(k, v) is None]
     # one metadata step for all of them (and their chunks queued for the GC in it)
     done = iter(await ctx.meta.delete_objects(ctx.bucket, valid, gc_delay=ctx.services.config.gc_delay,
-                                              bucket_id=bucket.id, owner_id=owner_of_new_object(ctx)))
+                                              bucket_id=bucket.id, owner_id=owner_of_new_object(ctx),
+                                              bypass_governance=objectlock.may_bypass(ctx, bucket)))
     results = []
     for key, version_id in entries:
         error = problem(key, version_id)
@@ -513,6 +525,11 @@ async def delete_objects(ctx: Ctx) -> Response:
                                Tag("Code", error[0]), Tag("Message", error[1])))
             continue
         removed = next(done)
+        if removed.locked:  # reported even when quiet: it is an error
+            results.append(Tag("Error", Tag("Key", key), Tag("VersionId", version_id) if version_id else None,
+                               Tag("Code", "AccessDenied"),
+                               Tag("Message", "Access Denied because object protected by object lock.")))
+            continue
         if quiet:
             continue
         fields = [Tag("Key", key), Tag("VersionId", version_id) if version_id is not None else None]

@@ -25,6 +25,7 @@ from ..meta import store as m
 from . import params
 from .context import Ctx
 from .errors import S3Error
+from . import objectlock
 from .versioning import version_header
 from .objects import MAX_PUT_SIZE, STORED_HEADERS, check_user_meta, committing, header_value, store_body
 from .xml import Tag, document
@@ -222,6 +223,7 @@ async def post_object(ctx: Ctx) -> Response:
         content_type=content_type,
         headers=stored_headers,
         user_meta=user_meta,
+        **objectlock.default_lock(bucket),
     )
     async with committing(ctx, stored):
         done = await ctx.meta.put_object(obj, intent_id=stored.written.intent_id,

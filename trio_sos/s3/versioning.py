@@ -99,6 +99,9 @@ async def put_bucket_versioning(ctx: Ctx) -> Response:
     status = status.strip()
     if status not in ("Enabled", "Suspended"):
         raise S3Error("MalformedXML")
+    if status == "Suspended" and bucket.object_lock:
+        raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this bucket, so the "
+                                            "versioning state cannot be changed.", status=409)
     # "Suspended" on a bucket never enabled is accepted, as S3 does: its writes stay null versions
     if bucket.versioning != status:
         await ctx.meta.update_bucket(attrs.evolve(bucket, versioning=status))
