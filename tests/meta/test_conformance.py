@@ -187,6 +187,12 @@ async def test_update_bucket(store: MetaStore) -> None:
     assert before is not None
     await store.update_bucket(attrs.evolve(before, acl="public-read"))
     assert await store.get_bucket(name) == attrs.evolve(before, acl="public-read")
+    tagged = attrs.evolve(before, tags=(("team", "ünï"), ("empty", "")), cors="[]")
+    await store.update_bucket(tagged)
+    assert await store.get_bucket(name) == tagged
+    assert [b.tags for b in await store.list_buckets() if b.name == name] == [tagged.tags]
+    await store.update_bucket(attrs.evolve(tagged, tags=()))
+    assert (await store.get_bucket(name)).tags == ()
     with pytest.raises(NoSuchBucket):
         await store.update_bucket(Bucket(fresh(), OWNER, time.time(), acl="x"))
 

@@ -527,13 +527,13 @@ class CassandraMetaStore(MetaStore):
 
     # -- buckets --
 
-    _BUCKET_SELECT = ("SELECT name, owner_id, created, region, acl, cors, id, state, versioning, object_lock "
+    _BUCKET_SELECT = ("SELECT name, owner_id, created, region, acl, cors, id, state, versioning, object_lock, tags "
                       "FROM buckets")
 
     @staticmethod
     def _bucket(r: Any) -> Bucket:
         return Bucket(r.name, r.owner_id, r.created, r.region, r.acl, r.cors, r.id, r.versioning or "",
-                      r.object_lock or "")
+                      r.object_lock or "", _dec_pairs(r.tags or "[]"))
 
     def _bucket_row(self, name: str) -> Any:
         return self._one(self._BUCKET_SELECT + " WHERE name = ?", (name,))
@@ -541,10 +541,10 @@ class CassandraMetaStore(MetaStore):
     async def create_bucket(self, bucket: Bucket) -> None:
         def run() -> None:
             applied, row = self._lwt(
-                "INSERT INTO buckets (name, id, owner_id, created, region, acl, cors, state, versioning, object_lock) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?) IF NOT EXISTS",
+                "INSERT INTO buckets (name, id, owner_id, created, region, acl, cors, state, versioning, object_lock, "
+                "tags) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?) IF NOT EXISTS",
                 (bucket.name, bucket.id, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
-                 bucket.versioning, bucket.object_lock))
+                 bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags)))
             if not applied:
                 raise BucketAlreadyExists(bucket.name, row.owner_id)
             # the listing starts as one shard holding every key; shards are named after the bucket's identity
@@ -569,9 +569,10 @@ class CassandraMetaStore(MetaStore):
 
     async def update_bucket(self, bucket: Bucket) -> None:
         def run() -> None:
-            applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ? "
+            applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ?, tags = ? "
                                    "WHERE name = ? IF id = ?", (bucket.acl, bucket.cors, bucket.versioning,
-                                                                bucket.object_lock, bucket.name, bucket.id))
+                                                                bucket.object_lock, _enc_pairs(bucket.tags),
+                                                                bucket.name, bucket.id))
             if not applied:
                 raise NoSuchBucket(bucket.name)
 

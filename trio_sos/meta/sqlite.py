@@ -299,8 +299,11 @@ _SCHEMA_9 = [
     "ALTER TABLE buckets ADD COLUMN object_lock TEXT NOT NULL DEFAULT ''",
 ]
 
+# 10: a bucket's own tags (JSON pairs)
+_SCHEMA_10 = ["ALTER TABLE buckets ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'"]
+
 MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6, _SCHEMA_7,
-                               _SCHEMA_8, _SCHEMA_9]
+                               _SCHEMA_8, _SCHEMA_9, _SCHEMA_10]
 
 
 def schema_version() -> int:
@@ -366,7 +369,7 @@ def _agents_union(old: str, new: str) -> str:
 
 
 _USER_COLS = "id, display_name, access_key, secret_key, email"
-_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id, versioning, object_lock"
+_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id, versioning, object_lock, tags"
 _COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm, version_id"
 _OBJECT_COLS = (
     "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
@@ -402,7 +405,8 @@ def _user(row: tuple) -> User:
 
 
 def _bucket(row: tuple) -> Bucket:
-    return Bucket(*row)
+    name, owner, created, region, acl, cors, bucket_id, versioning, object_lock, tags = row
+    return Bucket(name, owner, created, region, acl, cors, bucket_id, versioning, object_lock, _dec_pairs(tags))
 
 
 def enc_lock(o: ObjectVersion) -> str:
@@ -823,9 +827,9 @@ class SqliteMetaStore(MetaStore):
             row = c.execute("SELECT owner_id FROM buckets WHERE name = ?", (bucket.name,)).fetchone()
             if row:
                 raise BucketAlreadyExists(bucket.name, row[0])
-            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
-                       bucket.id, bucket.versioning, bucket.object_lock))
+                       bucket.id, bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags)))
 
         await self._changed(run)
 
@@ -848,13 +852,14 @@ class SqliteMetaStore(MetaStore):
         return await self._read(run)
 
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replaces ``acl``, ``cors``, ``versioning`` and ``object_lock``; the name, owner, creation time and region
-        of a bucket do not change."""
+        """Replaces ``acl``, ``cors``, ``versioning``, ``object_lock`` and ``tags``; the name, owner, creation time
+        and region of a bucket do not change."""
 
         def run(c: sqlite3.Connection) -> None:
-            if c.execute("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ? WHERE name = ? "
-                         "AND id = ?", (bucket.acl, bucket.cors, bucket.versioning, bucket.object_lock, bucket.name,
-                                        bucket.id)).rowcount == 0:
+            if c.execute("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ?, tags = ? "
+                         "WHERE name = ? AND id = ?", (bucket.acl, bucket.cors, bucket.versioning, bucket.object_lock,
+                                                        _enc_pairs(bucket.tags), bucket.name, bucket.id)
+                         ).rowcount == 0:
                 raise NoSuchBucket(bucket.name)
 
         await self._changed(run)

@@ -96,6 +96,7 @@ class Bucket:
     versioning: str = ""  # "" (never enabled), "Enabled" or "Suspended"
     # object lock: "" not enabled, else its configuration (JSON: the default retention, if any; s3/objectlock.py)
     object_lock: str = ""
+    tags: tuple[tuple[str, str], ...] = ()  # the bucket's own tags (PutBucketTagging)
 
 
 VERSIONING = ("", "Enabled", "Suspended")
@@ -426,8 +427,8 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replace a bucket's mutable fields (acl, cors). Raises NoSuchBucket, also when the bucket of that name is
-        not ``bucket.id`` any more (deleted and created again)."""
+        """Replace a bucket's mutable fields (acl, cors, versioning, object_lock, tags). Raises NoSuchBucket, also
+        when the bucket of that name is not ``bucket.id`` any more (deleted and created again)."""
 
     @abc.abstractmethod
     async def delete_bucket(self, name: str) -> None:

@@ -63,6 +63,10 @@ OPERATIONS: dict[str, Operation] = {
         Operation("GetObjectTagging", tagging.get_object_tagging, "object"),
         Operation("PutObjectTagging", tagging.put_object_tagging, "object"),
         Operation("DeleteObjectTagging", tagging.delete_object_tagging, "object"),
+        Operation("PutBucketTagging", tagging.put_bucket_tagging, "bucket"),
+        Operation("GetBucketTagging", tagging.get_bucket_tagging, "bucket"),
+        Operation("DeleteBucketTagging", tagging.delete_bucket_tagging, "bucket"),
+        Operation("GetObjectAttributes", objects.get_object_attributes, "object"),
         Operation("GetBucketVersioning", versioning.get_bucket_versioning, "bucket"),
         Operation("PutBucketVersioning", versioning.put_bucket_versioning, "bucket"),
         Operation("ListObjectVersions", versioning.list_object_versions, "bucket"),
@@ -89,7 +93,7 @@ OPERATIONS: dict[str, Operation] = {
 # (a PUT ?acl must not overwrite an object).
 UNBUILT_SUBRESOURCES = (
     "lifecycle", "logging", "notification", "policy", "replication", "restore",
-    "tagging", "torrent", "website", "encryption",
+    "torrent", "website", "encryption",
     "object-lock", "legal-hold", "retention", "accelerate", "requestPayment", "analytics", "inventory",
     "metrics", "ownershipControls", "publicAccessBlock", "intelligent-tiering", "attributes", "select",
 )
@@ -99,9 +103,12 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
                    request: Request) -> str:
     if bucket is None:
         return "ListBuckets" if method == "GET" else "MethodNotAllowed"
-    if key is not None and "tagging" in query:
-        return {"GET": "GetObjectTagging", "PUT": "PutObjectTagging", "DELETE": "DeleteObjectTagging"}.get(
+    if "tagging" in query:
+        kind = "Object" if key is not None else "Bucket"
+        return {"GET": f"Get{kind}Tagging", "PUT": f"Put{kind}Tagging", "DELETE": f"Delete{kind}Tagging"}.get(
             method, "MethodNotAllowed")
+    if key is not None and "attributes" in query:
+        return "GetObjectAttributes" if method == "GET" else "MethodNotAllowed"
     if method == "OPTIONS":
         return "PreflightCors"
     if "acl" in query:

@@ -90,10 +90,11 @@ async def create_bucket(ctx: Ctx) -> Response:
         raise S3Error("InvalidArgument", "x-amz-bucket-object-lock-enabled must be true or false",
                       ArgumentName="x-amz-bucket-object-lock-enabled", ArgumentValue=lock[:16])
     # object lock enabled at creation: versioning Enabled with it, for good (it cannot be suspended)
-    locking = dict(versioning="Enabled", object_lock="{}") if lock == "true" else {}
+    versioning, object_lock = ("Enabled", "{}") if lock == "true" else ("", "")
     try:
         acl = await new_resource_acl(ctx, ctx.user.id)
-        await ctx.meta.create_bucket(m.Bucket(ctx.bucket, ctx.user.id, time.time(), region, acl=acl, **locking))
+        await ctx.meta.create_bucket(m.Bucket(ctx.bucket, ctx.user.id, time.time(), region, acl=acl,
+                                              versioning=versioning, object_lock=object_lock))
     except m.BucketAlreadyExists as exc:
         if exc.owner_id != ctx.user.id:
             raise S3Error("BucketAlreadyExists", BucketName=ctx.bucket) from None

@@ -1,4 +1,6 @@
-"""Object tagging (Put/Get/DeleteObjectTagging of any version, x-amz-tagging on uploads)."""
+"""Tagging: of objects (Put/Get/DeleteObjectTagging of any version, x-amz-tagging on uploads) and of buckets
+(Put/Get/DeleteBucketTagging), with S3's limits: 10 tags on an object, 50 on a bucket, keys of 1–128 and values
+of up to 256 characters, from S3's character set; no key twice; no ``aws:`` key (those are the system's)."""
 
 from __future__ import annotations
 
@@ -13,18 +15,31 @@ from .versioning import version_header
 from .xml import Tag, child_text, document, local, parse
 
 MAX_TAGS = 10
+MAX_BUCKET_TAGS = 50
+_TAG_PUNCTUATION = set(" _.:/=+-@")
 
 
-def check_tags(tags: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    if len(tags) > MAX_TAGS:
-        raise S3Error("BadRequest", "Object tags cannot be greater than 10", status=400)
+def _allowed(text: str) -> bool:
+    """S3's tag character set: letters, digits and white space of any script, and _ . : / = + - @."""
+    return all(c.isalnum() or c.isspace() or c in _TAG_PUNCTUATION for c in text)
+
+
+def check_tags(tags: list[tuple[str, str]], limit: int = MAX_TAGS) -> tuple[tuple[str, str], ...]:
+    if len(tags) > limit:
+        if limit == MAX_TAGS:
+            raise S3Error("BadRequest", "Object tags cannot be greater than 10", status=400)
+        raise S3Error("InvalidTag", "Bucket tag count cannot be greater than 50", status=400)
     keys = [k for k, _ in tags]
     if len(set(keys)) != len(keys):
         raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key", status=400)
     for key, value in tags:
-        if not key or len(key) > 128 or len(value) > 256:
-            raise S3Error("InvalidTag", "The TagKey you have provided is invalid" if not key or len(key) > 128
-                          else "The TagValue you have provided is invalid", status=400)
+        if not key or len(key) > 128 or not _allowed(key):
+            raise S3Error("InvalidTag", "The TagKey you have provided is invalid", status=400, TagKey=key[:128])
+        if len(value) > 256 or not _allowed(value):
+            raise S3Error("InvalidTag", "The TagValue you have provided is invalid", status=400, TagKey=key)
+        if key.lower().startswith("aws:"):
+            raise S3Error("InvalidTag", "System tags cannot be added/updated by requester", status=400,
+                          TagKey=key)
     return tuple(tags)
 
 
@@ -60,18 +75,14 @@ async def get_object_tagging(ctx: Ctx) -> Response:
 
     bucket, obj = await named_object(ctx)
     check_object(ctx, obj, "READ")
-    body = document(Tag("Tagging", Tag("TagSet", [Tag("Tag", Tag("Key", k), Tag("Value", v))
-                                                  for k, v in obj.tags])))
+    body = tagging_document(obj.tags)
     return Response(200, [("Content-Type", "application/xml"), *version_header(bucket, obj.version_id)], body)
 
 
-async def put_object_tagging(ctx: Ctx) -> Response:
-    from .access import named_object
-
-    await ctx.bucket_for("WRITE")
-    bucket, obj = await named_object(ctx)
-    root = parse(await read_document(ctx))
-    if local(root.tag) != "Tagging":
+def parse_tagging(raw: bytes) -> list[tuple[str, str]]:
+    """A ``<Tagging><TagSet><Tag><Key/><Value/></Tag>...</TagSet></Tagging>`` document's pairs, in order."""
+    root = parse(raw)
+    if local(root.tag) != "Tagging" or len(root) != 1:
         raise S3Error("MalformedXML")
     tags = []
     for tag_set in root:
@@ -79,9 +90,22 @@ async def put_object_tagging(ctx: Ctx) -> Response:
             raise S3Error("MalformedXML")
         for node in tag_set:
             key, value = child_text(node, "Key"), child_text(node, "Value")
-            if local(node.tag) != "Tag" or key is None or value is None:
+            if local(node.tag) != "Tag" or key is None or value is None or len(node) != 2:
                 raise S3Error("MalformedXML")
             tags.append((key, value))
+    return tags
+
+
+def tagging_document(tags: tuple[tuple[str, str], ...]) -> bytes:
+    return document(Tag("Tagging", Tag("TagSet", [Tag("Tag", Tag("Key", k), Tag("Value", v)) for k, v in tags])))
+
+
+async def put_object_tagging(ctx: Ctx) -> Response:
+    from .access import named_object
+
+    await ctx.bucket_for("WRITE")
+    bucket, obj = await named_object(ctx)
+    tags = parse_tagging(await read_document(ctx))
     await _update(ctx, obj, check_tags(tags))
     return Response(200, version_header(bucket, obj.version_id), b"")
 
@@ -93,3 +117,31 @@ async def delete_object_tagging(ctx: Ctx) -> Response:
     bucket, obj = await named_object(ctx)
     await _update(ctx, obj, ())
     return Response(204, version_header(bucket, obj.version_id), b"")
+
+
+# -- bucket tagging --
+
+
+async def put_bucket_tagging(ctx: Ctx) -> Response:
+    import attrs
+
+    bucket = await ctx.bucket_for("OWNER")
+    tags = check_tags(parse_tagging(await read_document(ctx)), MAX_BUCKET_TAGS)
+    await ctx.meta.update_bucket(attrs.evolve(bucket, tags=tags))
+    return Response(204, [], b"")
+
+
+async def get_bucket_tagging(ctx: Ctx) -> Response:
+    bucket = await ctx.bucket_for("OWNER")
+    if not bucket.tags:
+        raise S3Error("NoSuchTagSet", "The TagSet does not exist", status=404, BucketName=bucket.name)
+    return Response(200, [("Content-Type", "application/xml")], tagging_document(bucket.tags))
+
+
+async def delete_bucket_tagging(ctx: Ctx) -> Response:
+    import attrs
+
+    bucket = await ctx.bucket_for("OWNER")
+    if bucket.tags:
+        await ctx.meta.update_bucket(attrs.evolve(bucket, tags=()))
+    return Response(204, [], b"")
