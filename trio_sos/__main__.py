@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
     cluster_sub.add_parser("agents", help="the registered agents: id, address, zone, capacity, used, state")
     cluster_sub.add_parser("nodes", help="the registered S3 nodes")
-    cluster_sub.add_parser("leaders", help="which node runs each background worker (gc, repair, scrub)")
+    cluster_sub.add_parser("leaders", help="which node runs each background worker (gc, repair, scrub, lifecycle)")
     for verb, text in (("drain", "stop placing new chunks on an agent; repair moves its chunks elsewhere"),
                        ("undrain", "take an agent back into placement")):
         p = cluster_sub.add_parser(verb, help=text)

@@ -17,12 +17,16 @@ from typing import Any
 import trio
 
 
+# the singleton background workers, by the names operators and ZooKeeper know them (one node of a cluster runs each)
+WORKERS = ("gc", "repair", "scrub", "lifecycle")
+
+
 class Periodic:
     interval: float
     wake: trio.Event
     log: logging.Logger
     what: str  # names the pass in the log: "<what> pass failed"
-    name: str  # the worker's name for operators: gc, repair, scrub
+    name: str  # the worker's name for operators: one of WORKERS
     unit = "chunks"
 
     # steering and the current pass's figures (class defaults; set per instance once used)

@@ -159,6 +159,8 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "scrub_rate": (_size, 16 << 20),  # bytes verified per second, at most; 0 turns scrubbing off
     "scrub_interval": (_float, 86400.0),
     "orphan_grace": (_float, 3600.0),
+    "lifecycle_interval": (_float, 3600.0),  # seconds between passes of the lifecycle worker
+    "lifecycle_day_seconds": (_float, 0.0),  # > 0: a lifecycle "day" lasts this many seconds (tests); 0: real days
     # operating the node (trio_sos/admin): the admin listener (WebSocket admin API, dashboard, /metrics, /health,
     # /ready; never S3), the users it lets in, an optional bearer token for /metrics, the slow-request threshold
     "admin_listen": (_optional_listen, "127.0.0.1:9001"),
@@ -213,6 +215,8 @@ class Config:
     scrub_rate: int = 16 << 20
     scrub_interval: float = 86400.0
     orphan_grace: float = 3600.0
+    lifecycle_interval: float = 3600.0
+    lifecycle_day_seconds: float = 0.0
     admin_listen: str | None = "127.0.0.1:9001"
     admin_users: tuple[str, ...] = ("admin",)
     metrics_token: str | None = None

@@ -29,6 +29,7 @@ from .data.gc import GarbageCollector
 from .cluster.fleet import Fleet
 from .cluster.repair import Repairer
 from .cluster.scrub import Scrubber
+from .data.lifecycle import LifecycleWorker
 from .cluster.placement import AgentInfo
 from .data.objects import DataStore, WriteTuning
 from .data.replicas import ReadTuning
@@ -191,6 +192,7 @@ class Node:
     gc: GarbageCollector | None = None
     repairer: Repairer | None = None
     scrubber: Scrubber | None = None
+    lifecycle: LifecycleWorker | None = None
     supervisor: AgentSupervisor | None = None
     workers: Any = None  # supervisor: the WorkerPool
     zk: Any = None  # cluster mode: the ZooKeeper session, membership, this node's id and its leaderships
@@ -204,8 +206,8 @@ class Node:
     _scope: trio.CancelScope | None = None
 
     def background_workers(self) -> dict[str, Any]:
-        """This process's GC, repair and scrub (none in a worker process), by name."""
-        return {w.name: w for w in (self.gc, self.repairer, self.scrubber) if w is not None}
+        """This process's GC, repair, scrub and lifecycle (none in a worker process), by name."""
+        return {w.name: w for w in (self.gc, self.repairer, self.scrubber, self.lifecycle) if w is not None}
 
     def stop(self) -> None:
         """Begin a graceful shutdown."""
@@ -337,7 +339,9 @@ class Node:
                                  rate=config.repair_rate, gc_delay=config.gc_delay, zk=self.zk)
         self.scrubber = Scrubber(meta, fleet, rate=config.scrub_rate, interval=config.scrub_interval,
                                  orphan_grace=config.orphan_grace)
-        workers = [("gc", self.gc.run), ("repair", self.repairer.run)]
+        self.lifecycle = LifecycleWorker(meta, interval=config.lifecycle_interval,
+                                         day_seconds=config.lifecycle_day_seconds, gc_delay=config.gc_delay)
+        workers = [("gc", self.gc.run), ("repair", self.repairer.run), ("lifecycle", self.lifecycle.run)]
         if config.scrub_rate:
             workers.append(("scrub", self.scrubber.run))
         for name, worker in workers:

@@ -373,3 +373,36 @@ async def test_list_versions_cost_does_not_grow_with_old_versions(store: MetaSto
                                       limit=100)
     assert len(later.versions) == 56 and [v.key for v in later.versions][-1] == "next"
     assert not any(v.is_latest for v in later.versions[:-1]) and later.versions[-1].is_latest
+
+
+async def test_expected_latest_guards_a_delete(store: MetaStore) -> None:
+    """The lifecycle's expiration names the version it looked at: a newer write since is never hidden."""
+    bucket = await versioned_bucket(store)
+    seen = (await store.put_object(version(bucket, "k"))).version
+    newer = (await store.put_object(version(bucket, "k"))).version
+    assert not await store.delete_object(bucket, "k", expected=seen)
+    assert await store.get_object(bucket, "k") == newer
+    assert (await store.delete_object(bucket, "k", expected=newer)).marker is not None
+    plain = await new_bucket(store)
+    old = (await store.put_object(version(plain, "k"))).version
+    again = (await store.put_object(version(plain, "k"))).version  # null again, another ETag and time
+    assert not await store.delete_object(plain, "k", expected=old)
+    assert (await store.delete_object(plain, "k", expected=again)).removed == again
+
+
+async def test_worker_state_is_shared(backend: Backend) -> None:
+    one, two = await backend.open(), await backend.open()
+    try:
+        name = "test-" + uuid.uuid4().hex
+        assert await one.get_state(name) is None
+        await one.set_state(name, '{"bucket": "b", "key": "é"}')
+        assert await two.get_state(name) == '{"bucket": "b", "key": "é"}'
+        await two.set_state(name, None)
+        assert await one.get_state(name) is None
+        b = await new_bucket(one)
+        bucket = await one.get_bucket(b)
+        await one.update_bucket(attrs.evolve(bucket, lifecycle='[{"id": "r"}]'))
+        assert (await two.get_bucket(b)).lifecycle == '[{"id": "r"}]'
+    finally:
+        await one.aclose()
+        await two.aclose()

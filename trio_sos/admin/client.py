@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import trio
 import trio_websocket
 
+from ..background import WORKERS
 from ..auth import sigv4
 
 SERVICE = "trio-sos-admin"
@@ -138,7 +139,7 @@ def add_parser(sub: Any) -> None:
         p.add_argument("agent_id", help="the agent's id (32 hex digits)")
         if verb == "drain":
             p.add_argument("--wait", action="store_true", help="show the chunks left until the agent is drained")
-    for worker in ("repair", "scrub", "gc"):
+    for worker in WORKERS:
         p = verbs.add_parser(worker, help=f"run a {worker} pass now, or pause/resume/cancel it")
         p.add_argument("action", nargs="?", default="start", choices=("start", "pause", "resume", "cancel",
                                                                       "status"))
@@ -195,7 +196,7 @@ async def _run(args: Any) -> int:
             out.line(result, f"agent {result['agent']}: {result['state']}")
             if cmd == "drain" and args.wait:
                 return await _wait_drained(client, result["agent"], out)
-        elif cmd in ("repair", "scrub", "gc"):
+        elif cmd in WORKERS:
             return await _worker(client, cmd, args.action, args.watch, out)
         elif cmd == "users":
             if args.users_command == "list":

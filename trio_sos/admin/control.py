@@ -1,4 +1,4 @@
-"""Steering the background workers (gc, repair, scrub) and the agents' placement from any node.
+"""Steering the background workers (gc, repair, scrub, lifecycle) and the agents' placement from any node.
 
 Embedded (no ZooKeeper): commands act on this process's workers. In a cluster, each worker runs on the node that
 leads it, so commands go through ZooKeeper: ``control/<worker>`` holds ``{"paused": bool, "run": n, "cancel":

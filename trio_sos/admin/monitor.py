@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import trio
 
+from ..background import WORKERS
 from .. import __version__
 from ..agent import AgentConnectionError, AgentError
 from ..agent.protocol import ProtocolError
@@ -199,7 +200,7 @@ class Monitor:
     async def read_leaders(self, zk: Any) -> dict[str, str | None]:
         def read() -> dict[str, str | None]:
             out: dict[str, str | None] = {}
-            for worker in ("gc", "repair", "scrub"):
+            for worker in WORKERS:
                 contenders = zk.client.Lock(zk.path("leaders", worker)).contenders()
                 out[worker] = contenders[0] if contenders else None
             return out

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from ..background import WORKERS
 from .. import __version__
 from ..meta.store import MetaUnavailable, User, UserExists
 from .control import OpError
@@ -60,7 +61,7 @@ class AdminOps:
             "buckets.list": self.buckets_list, "buckets.usage": self.buckets_usage,
             "subscribe": self.subscribe, "unsubscribe": self.unsubscribe,
         }
-        for worker in ("gc", "repair", "scrub"):
+        for worker in WORKERS:
             for action in ("start", "pause", "resume", "cancel", "status"):
                 self.table[f"{worker}.{action}"] = self._worker_op(worker, action)
 

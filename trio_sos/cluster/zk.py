@@ -11,7 +11,7 @@ ZooKeeper):
 - ``agents/<agent id>``: ephemeral, one per healthy agent, JSON (address, zone, capacity, used, protocol);
 - ``draining/<agent id>``: persistent, an operator's drain mark;
 - ``nodes/<node id>``: ephemeral, one per S3 node;
-- ``leaders/<worker>``: kazoo Lock recipes, one per singleton background worker (gc, repair, scrub).
+- ``leaders/<worker>``: kazoo Lock recipes, one per singleton background worker (gc, repair, scrub, lifecycle).
 """
 
 from __future__ import annotations

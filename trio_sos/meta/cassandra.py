@@ -527,13 +527,13 @@ class CassandraMetaStore(MetaStore):
 
     # -- buckets --
 
-    _BUCKET_SELECT = ("SELECT name, owner_id, created, region, acl, cors, id, state, versioning, object_lock, tags "
-                      "FROM buckets")
+    _BUCKET_SELECT = ("SELECT name, owner_id, created, region, acl, cors, id, state, versioning, object_lock, tags, "
+                      "lifecycle FROM buckets")
 
     @staticmethod
     def _bucket(r: Any) -> Bucket:
         return Bucket(r.name, r.owner_id, r.created, r.region, r.acl, r.cors, r.id, r.versioning or "",
-                      r.object_lock or "", _dec_pairs(r.tags or "[]"))
+                      r.object_lock or "", _dec_pairs(r.tags or "[]"), r.lifecycle or "")
 
     def _bucket_row(self, name: str) -> Any:
         return self._one(self._BUCKET_SELECT + " WHERE name = ?", (name,))
@@ -542,9 +542,9 @@ class CassandraMetaStore(MetaStore):
         def run() -> None:
             applied, row = self._lwt(
                 "INSERT INTO buckets (name, id, owner_id, created, region, acl, cors, state, versioning, object_lock, "
-                "tags) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?) IF NOT EXISTS",
+                "tags, lifecycle) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?) IF NOT EXISTS",
                 (bucket.name, bucket.id, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
-                 bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags)))
+                 bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags), bucket.lifecycle))
             if not applied:
                 raise BucketAlreadyExists(bucket.name, row.owner_id)
             # the listing starts as one shard holding every key; shards are named after the bucket's identity
@@ -569,10 +569,10 @@ class CassandraMetaStore(MetaStore):
 
     async def update_bucket(self, bucket: Bucket) -> None:
         def run() -> None:
-            applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ?, tags = ? "
-                                   "WHERE name = ? IF id = ?", (bucket.acl, bucket.cors, bucket.versioning,
-                                                                bucket.object_lock, _enc_pairs(bucket.tags),
-                                                                bucket.name, bucket.id))
+            applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ?, tags = ?, "
+                                   "lifecycle = ? WHERE name = ? IF id = ?",
+                                   (bucket.acl, bucket.cors, bucket.versioning, bucket.object_lock,
+                                    _enc_pairs(bucket.tags), bucket.lifecycle, bucket.name, bucket.id))
             if not applied:
                 raise NoSuchBucket(bucket.name)
 
@@ -1199,9 +1199,14 @@ class CassandraMetaStore(MetaStore):
         return await self._run(run)
 
     def _delete(self, bucket: str, key: str, version_id: str | None, versioning: str, owner_id: str,
-                gc_delay: float, bypass: bool = False) -> Removed:
+                gc_delay: float, bypass: bool = False, expected: ObjectVersion | None = None) -> Removed:
         def decide(row: Any) -> _Change | None:
             nb = time.time() + gc_delay
+            if expected is not None:
+                latest = _obj_from(bucket, key, row) if row is not None else None
+                if latest is None or (latest.version_id, latest.etag, latest.last_modified, latest.delete_marker) != (
+                        expected.version_id, expected.etag, expected.last_modified, expected.delete_marker):
+                    return None
             null_vsort = row.null_vsort if row is not None else None
             if version_id is not None:  # that version, for good
                 target = self._find_version(bucket, key, row, version_id)
@@ -1239,13 +1244,14 @@ class CassandraMetaStore(MetaStore):
         return self._change(_OBJECTS, (bucket, key), decide) or Removed()
 
     async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
-                            bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False
-                            ) -> Removed:
+                            bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False,
+                            expected: ObjectVersion | None = None) -> Removed:
         def run() -> Removed:
             r = self._bucket_row(bucket)
             if r is None or (bucket_id is not None and r.id != bucket_id):
                 return Removed()
-            return self._delete(bucket, key, version_id, r.versioning or "", owner_id, gc_delay, bypass_governance)
+            return self._delete(bucket, key, version_id, r.versioning or "", owner_id, gc_delay, bypass_governance,
+                                expected)
 
         return await self._run(run)
 
@@ -1920,6 +1926,19 @@ class CassandraMetaStore(MetaStore):
     async def stale_intents(self, older_than: float, limit: int = 100,
                             after: tuple[float, bytes] | None = None) -> list[Intent]:
         return await self._run(lambda: [self._intent(r) for _, r in self._stale(older_than, limit, after)])
+
+    async def get_state(self, name: str) -> str | None:
+        def run() -> str | None:
+            r = self._one("SELECT value FROM meta_info WHERE name = ?", ("state:" + name,))
+            return r.value if r is not None else None
+
+        return await self._run(run)
+
+    async def set_state(self, name: str, value: str | None) -> None:
+        if value is None:
+            await self._run(self._x, "DELETE FROM meta_info WHERE name = ?", ("state:" + name,))
+        else:
+            await self._run(self._x, "INSERT INTO meta_info (name, value) VALUES (?, ?)", ("state:" + name, value))
 
     async def open_intents(self, intent_ids: Sequence[bytes]) -> set[bytes]:
         def run() -> set[bytes]:

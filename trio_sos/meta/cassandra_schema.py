@@ -15,7 +15,7 @@ Every partition stays bounded whatever a bucket holds (the reasoning, and the bo
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # columns every mutable record (an object, a part) carries for the commit protocol of cassandra.py:
 #   seq      incremented by every change (the lightweight transaction compares it)
@@ -30,7 +30,8 @@ TABLES = [
         email text)""",
     "CREATE TABLE IF NOT EXISTS users_by_key (access_key text PRIMARY KEY, id text)",
     """CREATE TABLE IF NOT EXISTS buckets (name text PRIMARY KEY, id text, owner_id text, created double,
-        region text, acl text, cors text, state text, versioning text, object_lock text, tags text)""",
+        region text, acl text, cors text, state text, versioning text, object_lock text, tags text,
+        lifecycle text)""",
     # the key ranges of a bucket's listing: shard ``shard`` holds the keys from ``lo`` up to the next row's lo;
     # while it is being split at ``split_at``, its keys from there on are copied to shard ``split_to``
     """CREATE TABLE IF NOT EXISTS shards (bucket text, lo text, shard text, split_at text, split_to text,
@@ -110,4 +111,5 @@ UPGRADES: dict[int, list[str]] = {
         "ALTER TABLE buckets ADD object_lock text",
     ],
     3: ["ALTER TABLE buckets ADD tags text"],  # a bucket's own tags
+    4: ["ALTER TABLE buckets ADD lifecycle text"],  # lifecycle rules (workers' state is kept in meta_info)
 }

@@ -302,8 +302,14 @@ _SCHEMA_9 = [
 # 10: a bucket's own tags (JSON pairs)
 _SCHEMA_10 = ["ALTER TABLE buckets ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'"]
 
+# 11: lifecycle rules of a bucket; named state of background workers (a lifecycle pass's cursor)
+_SCHEMA_11 = [
+    "ALTER TABLE buckets ADD COLUMN lifecycle TEXT NOT NULL DEFAULT ''",
+    "CREATE TABLE state (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
+]
+
 MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6, _SCHEMA_7,
-                               _SCHEMA_8, _SCHEMA_9, _SCHEMA_10]
+                               _SCHEMA_8, _SCHEMA_9, _SCHEMA_10, _SCHEMA_11]
 
 
 def schema_version() -> int:
@@ -369,7 +375,7 @@ def _agents_union(old: str, new: str) -> str:
 
 
 _USER_COLS = "id, display_name, access_key, secret_key, email"
-_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id, versioning, object_lock, tags"
+_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id, versioning, object_lock, tags, lifecycle"
 _COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm, version_id"
 _OBJECT_COLS = (
     "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
@@ -396,6 +402,11 @@ def _present(c: sqlite3.Connection, table: str, column: str, ids: list[bytes]) -
     return found
 
 
+def _same_version(found: ObjectVersion | None, expected: ObjectVersion) -> bool:
+    return found is not None and (found.version_id, found.etag, found.last_modified, found.delete_marker) == (
+        expected.version_id, expected.etag, expected.last_modified, expected.delete_marker)
+
+
 def _first(row: tuple) -> Any:
     return row[0]
 
@@ -405,8 +416,9 @@ def _user(row: tuple) -> User:
 
 
 def _bucket(row: tuple) -> Bucket:
-    name, owner, created, region, acl, cors, bucket_id, versioning, object_lock, tags = row
-    return Bucket(name, owner, created, region, acl, cors, bucket_id, versioning, object_lock, _dec_pairs(tags))
+    name, owner, created, region, acl, cors, bucket_id, versioning, object_lock, tags, lifecycle = row
+    return Bucket(name, owner, created, region, acl, cors, bucket_id, versioning, object_lock, _dec_pairs(tags),
+                  lifecycle)
 
 
 def enc_lock(o: ObjectVersion) -> str:
@@ -827,9 +839,9 @@ class SqliteMetaStore(MetaStore):
             row = c.execute("SELECT owner_id FROM buckets WHERE name = ?", (bucket.name,)).fetchone()
             if row:
                 raise BucketAlreadyExists(bucket.name, row[0])
-            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
-                       bucket.id, bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags)))
+                       bucket.id, bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags), bucket.lifecycle))
 
         await self._changed(run)
 
@@ -852,14 +864,14 @@ class SqliteMetaStore(MetaStore):
         return await self._read(run)
 
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replaces ``acl``, ``cors``, ``versioning``, ``object_lock`` and ``tags``; the name, owner, creation time
-        and region of a bucket do not change."""
+        """Replaces ``acl``, ``cors``, ``versioning``, ``object_lock``, ``tags`` and ``lifecycle``; the name, owner,
+        creation time and region of a bucket do not change."""
 
         def run(c: sqlite3.Connection) -> None:
-            if c.execute("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ?, tags = ? "
-                         "WHERE name = ? AND id = ?", (bucket.acl, bucket.cors, bucket.versioning, bucket.object_lock,
-                                                        _enc_pairs(bucket.tags), bucket.name, bucket.id)
-                         ).rowcount == 0:
+            if c.execute("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ?, tags = ?, "
+                         "lifecycle = ? WHERE name = ? AND id = ?",
+                         (bucket.acl, bucket.cors, bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags),
+                          bucket.lifecycle, bucket.name, bucket.id)).rowcount == 0:
                 raise NoSuchBucket(bucket.name)
 
         await self._changed(run)
@@ -1076,8 +1088,11 @@ class SqliteMetaStore(MetaStore):
 
     @classmethod
     def _delete(cls, c: sqlite3.Connection, bucket: str, key: str, version_id: str | None, versioning: str,
-                owner_id: str, not_before: float, bypass: bool = False) -> Removed:
+                owner_id: str, not_before: float, bypass: bool = False, expected: ObjectVersion | None = None
+                ) -> Removed:
         """ObjectLocked, before anything changed, when the version to remove for good is locked."""
+        if expected is not None and not _same_version(cls._latest(c, bucket, key), expected):
+            return Removed()
         if version_id is not None:
             found = cls._find_version(c, bucket, key, version_id)
             if found is None:
@@ -1104,14 +1119,14 @@ class SqliteMetaStore(MetaStore):
         return Removed(removed, marker)
 
     async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
-                            bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False
-                            ) -> Removed:
+                            bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False,
+                            expected: ObjectVersion | None = None) -> Removed:
         def run(c: sqlite3.Connection) -> Removed:
             row = c.execute("SELECT id, versioning FROM buckets WHERE name = ?", (bucket,)).fetchone()
             if row is None or (bucket_id is not None and row[0] != bucket_id):
                 return Removed()
             return self._delete(c, bucket, key, version_id, row[1], owner_id, time.time() + gc_delay,
-                                bypass_governance)
+                                bypass_governance, expected)
 
         return await self._write(run)
 
@@ -1649,3 +1664,17 @@ class SqliteMetaStore(MetaStore):
 
     async def open_intents(self, intent_ids: Sequence[bytes]) -> set[bytes]:
         return await self._read(_present, "intents", "intent_id", [bytes(i) for i in intent_ids])
+
+    async def get_state(self, name: str) -> str | None:
+        def run(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+            return str(row[0]) if row else None
+
+        return await self._read(run)
+
+    async def set_state(self, name: str, value: str | None) -> None:
+        if value is None:
+            await self._write(lambda c: c.execute("DELETE FROM state WHERE name = ?", (name,)))
+        else:
+            await self._write(lambda c: c.execute("INSERT OR REPLACE INTO state (name, value) VALUES (?, ?)",
+                                                  (name, value)))

@@ -97,6 +97,7 @@ class Bucket:
     # object lock: "" not enabled, else its configuration (JSON: the default retention, if any; s3/objectlock.py)
     object_lock: str = ""
     tags: tuple[tuple[str, str], ...] = ()  # the bucket's own tags (PutBucketTagging)
+    lifecycle: str = ""  # lifecycle rules (JSON, s3/lifecycle.py); "" = none
 
 
 VERSIONING = ("", "Enabled", "Suspended")
@@ -427,8 +428,9 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replace a bucket's mutable fields (acl, cors, versioning, object_lock, tags). Raises NoSuchBucket, also
-        when the bucket of that name is not ``bucket.id`` any more (deleted and created again)."""
+        """Replace a bucket's mutable fields (acl, cors, versioning, object_lock, tags, lifecycle). Raises
+        NoSuchBucket, also when the bucket of that name is not ``bucket.id`` any more (deleted and created
+        again)."""
 
     @abc.abstractmethod
     async def delete_bucket(self, name: str) -> None:
@@ -477,11 +479,13 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_object(self, bucket: str, key: str, *, version_id: str | None = None, gc_delay: float = 0.0,
-                            bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False
-                            ) -> Removed:
+                            bucket_id: str | None = None, owner_id: str = "", bypass_governance: bool = False,
+                            expected: ObjectVersion | None = None) -> Removed:
         """Without ``version_id``: remove the key (unversioned bucket), or put a delete marker owned by
         ``owner_id`` (see above). With it: remove that version or marker for good (the next one becomes the
-        latest). Removed chunks go to the GC queue in the same step. Nothing happens (an empty Removed) when there
+        latest). ``expected``: only if the key's latest version is still that one (same version id, ETag and
+        modification time) — the lifecycle's expiration of what it looked at, never of a newer write. Removed
+        chunks go to the GC queue in the same step. Nothing happens (an empty Removed) when there
         is nothing to remove, or when ``bucket_id`` is given and the bucket of that name is another one now.
         Raises ObjectLocked (nothing changes) when the version to remove for good is locked."""
 
@@ -691,6 +695,15 @@ class MetaStore(abc.ABC):
         that grew too big (see ``cassandra.py``). Returns how much it did. SQLite's steps are transactions and
         its index needs no splitting: nothing to do."""
         return 0
+
+    # -- small named state of background workers (a lifecycle pass's cursor) --
+
+    @abc.abstractmethod
+    async def get_state(self, name: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def set_state(self, name: str, value: str | None) -> None:
+        """Set (None: remove) a value read back by ``get_state`` from any node."""
 
     @abc.abstractmethod
     async def open_intents(self, intent_ids: Sequence[bytes]) -> set[bytes]:

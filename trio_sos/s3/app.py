@@ -21,7 +21,21 @@ import attrs
 from ..auth import chunked, sigv2, sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
 from ..meta.store import MetaUnavailable
-from . import access, buckets, copy, cors, headers, listing, multipart, objectlock, objects, post, tagging, versioning
+from . import (
+    access,
+    buckets,
+    copy,
+    cors,
+    headers,
+    lifecycle,
+    listing,
+    multipart,
+    objectlock,
+    objects,
+    post,
+    tagging,
+    versioning,
+)
 from .context import Ctx, Services, parse_query
 from .errors import HTTP_STATUS_CODES, S3Error
 
@@ -63,6 +77,9 @@ OPERATIONS: dict[str, Operation] = {
         Operation("GetObjectTagging", tagging.get_object_tagging, "object"),
         Operation("PutObjectTagging", tagging.put_object_tagging, "object"),
         Operation("DeleteObjectTagging", tagging.delete_object_tagging, "object"),
+        Operation("PutBucketLifecycleConfiguration", lifecycle.put_bucket_lifecycle, "bucket"),
+        Operation("GetBucketLifecycleConfiguration", lifecycle.get_bucket_lifecycle, "bucket"),
+        Operation("DeleteBucketLifecycle", lifecycle.delete_bucket_lifecycle, "bucket"),
         Operation("PutBucketTagging", tagging.put_bucket_tagging, "bucket"),
         Operation("GetBucketTagging", tagging.get_bucket_tagging, "bucket"),
         Operation("DeleteBucketTagging", tagging.delete_bucket_tagging, "bucket"),
@@ -117,6 +134,9 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
     if key is None and "cors" in query:
         return {"GET": "GetBucketCors", "PUT": "PutBucketCors", "DELETE": "DeleteBucketCors"}.get(
             method, "MethodNotAllowed")
+    if key is None and "lifecycle" in query:
+        return {"GET": "GetBucketLifecycleConfiguration", "PUT": "PutBucketLifecycleConfiguration",
+                "DELETE": "DeleteBucketLifecycle"}.get(method, "MethodNotAllowed")
     if key is None and "versioning" in query:
         return {"GET": "GetBucketVersioning", "PUT": "PutBucketVersioning"}.get(method, "MethodNotAllowed")
     if key is None and "versions" in query:

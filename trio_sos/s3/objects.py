@@ -27,7 +27,7 @@ from . import params
 from .context import Ctx
 from .errors import S3Error
 from .ranges import Unsatisfiable, parse_range
-from . import objectlock
+from . import lifecycle, objectlock
 from .versioning import find_version, missing, version_header, version_id_param
 
 log = logging.getLogger("trio_sos.s3")
@@ -272,6 +272,7 @@ async def put_object(ctx: Ctx) -> Response:
                                          if_none_match=if_none_match, bucket_id=bucket.id,
                                          bypass_governance=objectlock.may_bypass(ctx, bucket))
     headers = [("ETag", f'"{obj.etag}"'), *version_header(bucket, done.version.version_id)]
+    headers += lifecycle.expiration_header(ctx, bucket, done.version)
     headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in obj.checksums]
     return Response(200, headers, b"")
 
@@ -370,7 +371,7 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
                       RangeRequested=ctx.header("range") or "") from None
     start, end = selected if selected is not None else (0, obj.size)
     headers = _object_headers(ctx, obj, whole=selected is None) + version_header(bucket, obj.version_id)
-    headers += objectlock.lock_headers(obj)
+    headers += objectlock.lock_headers(obj) + lifecycle.expiration_header(ctx, bucket, obj)
     status = 200
     if selected is not None:
         status = 206
