@@ -415,10 +415,10 @@ async def test_every_operation_over_a_raw_session(admin_node) -> None:
         for verb in ("drain", "undrain", "remove"):  # one local agent: nothing to steer
             reply = await s.call(f"agents.{verb}", {"agent": agent["id"]})
             assert reply["error"]["code"] == "not_cluster"
-        for worker in ("gc", "repair", "scrub"):
+        for worker in ("gc", "repair", "scrub", "lifecycle"):
             for action in ("status", "pause", "resume", "start", "cancel"):
                 p = await s.ok(f"{worker}.{action}")
-                assert p["worker"] == worker and p["unit"] == "chunks"
+                assert p["worker"] == worker and p["unit"] == ("versions" if worker == "lifecycle" else "chunks")
                 assert p["paused"] is (action == "pause")
         assert [b["name"] for b in (await s.ok("buckets.list"))["buckets"]] == ["raw"]
         assert await s.ok("buckets.usage", {"bucket": "raw"}) == {"bucket": "raw", "objects": 1, "bytes": 5}

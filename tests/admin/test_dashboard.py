@@ -138,10 +138,10 @@ def test_dashboard_follows_a_drain_made_from_the_cli(browser, cluster, tmp_path:
     wait(browser, lambda: agent_states(browser) == dict.fromkeys(ids, "active"),
          f"every agent {ids} to show active")
 
-    # the node and the three workers are on the page
+    # the node and the four workers are on the page
     wait(browser, lambda: node.endpoint in field(browser, "#nodes tbody")
          and field(browser, '#nodes tbody [data-field="self"]') == "yes", "the node in the nodes table")
-    for worker in ("gc", "repair", "scrub"):
+    for worker in ("gc", "repair", "scrub", "lifecycle"):
         wait(browser, lambda w=worker: field(browser, f'[data-worker="{w}"] [data-field="state"]')
              in ("running", "idle", "paused", "unknown"), f"the {worker} panel to show a state")
 

@@ -5,7 +5,7 @@
 
 (() => {
   const SERVICE = "trio-sos-admin";
-  const WORKERS = ["repair", "scrub", "gc"];
+  const WORKERS = ["repair", "scrub", "gc", "lifecycle"];
   const WORKER_OPS = ["start", "pause", "resume", "cancel"];
   const STATUS_EVERY_MS = 5000;
   const MAX_EVENTS = 50;
