@@ -112,8 +112,9 @@ def test_s3cmd(node, tmp_path) -> None:
     s("rb", "s3://s3cmd-bucket")
 
 
-def test_rclone(node, tmp_path) -> None:
-    rclone = need("/usr/bin/rclone")
+def rclone_runner(rclone: str, node, tmp_path: Path):
+    """``(r, env)``: ``r(*args)`` runs rclone with the remote ``t:`` configured for the node (its first user) by
+    the environment ``env``."""
     u = node.users[0]
     # The AWS SDK in rclone refuses a plain-HTTP endpoint when AWS_CA_BUNDLE is set (as on some machines).
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -121,7 +122,12 @@ def test_rclone(node, tmp_path) -> None:
            "RCLONE_CONFIG_T_ACCESS_KEY_ID": u["access_key"], "RCLONE_CONFIG_T_SECRET_ACCESS_KEY": u["secret_key"],
            "RCLONE_CONFIG_T_ENDPOINT": node.endpoint, "RCLONE_CONFIG_T_REGION": "us-east-1",
            "RCLONE_CONFIG": str(tmp_path / "none.conf")}
-    r = lambda *args, **kw: run([rclone, *args], env=env, **kw)  # noqa: E731
+    return (lambda *args, **kw: run([rclone, *args], env=env, **kw)), env
+
+
+def test_rclone(node, tmp_path) -> None:
+    rclone = need("/usr/bin/rclone")
+    r, env = rclone_runner(rclone, node, tmp_path)
     r("mkdir", "t:rclone-bucket")
     src = tmp_path / "tree"
     make_tree(src)
@@ -152,13 +158,7 @@ def test_rclone_versions(node, tmp_path) -> None:
     """rclone's own versioning commands: enable it, see old versions (``--s3-versions`` names them with their
     date), read one back and restore it by a server-side copy, and see a deleted file's history."""
     rclone = need("/usr/bin/rclone")
-    u = node.users[0]
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env = {**base, "RCLONE_CONFIG_T_TYPE": "s3", "RCLONE_CONFIG_T_PROVIDER": "Other",
-           "RCLONE_CONFIG_T_ACCESS_KEY_ID": u["access_key"], "RCLONE_CONFIG_T_SECRET_ACCESS_KEY": u["secret_key"],
-           "RCLONE_CONFIG_T_ENDPOINT": node.endpoint, "RCLONE_CONFIG_T_REGION": "us-east-1",
-           "RCLONE_CONFIG": str(tmp_path / "none.conf")}
-    r = lambda *args, **kw: run([rclone, *args], env=env, **kw)  # noqa: E731
+    r, _ = rclone_runner(rclone, node, tmp_path)
     r("mkdir", "t:rclone-ver")
     assert r("backend", "versioning", "t:rclone-ver", "Enabled").stdout.strip() == "Enabled"
     assert r("backend", "versioning", "t:rclone-ver").stdout.strip() == "Enabled"
