@@ -259,8 +259,7 @@ def test_bad_credentials(node) -> None:
 def test_not_built_yet_is_not_implemented(s3) -> None:
     s3.create_bucket(Bucket="later")
     with pytest.raises(ClientError) as info:
-        s3.put_bucket_lifecycle_configuration(Bucket="later", LifecycleConfiguration={"Rules": [
-            {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}}]})
+        s3.put_bucket_policy(Bucket="later", Policy='{"Version": "2012-10-17", "Statement": []}')
     assert error_code(info) == "NotImplemented" and status(info) == 501
 
 
