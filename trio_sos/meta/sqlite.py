@@ -1048,6 +1048,18 @@ class SqliteMetaStore(MetaStore):
         """``obj`` as the key's new latest version: with versioning Enabled a version of its own, else the "null"
         version, replacing the one there was."""
         bucket, key = obj.bucket, obj.key
+        if not versioning:  # never versioned: the key's one version is its objects row, replaced in place
+            old = cls._get_object(c, bucket, key)
+            if old is not None and old.locked(time.time(), bypass):
+                raise ObjectLocked(f"{bucket}/{key} version null")
+            obj = attrs.evolve(obj, version_id="null", vsort=next_vsort(old.vsort if old is not None else None),
+                               delete_marker=False)
+            c.execute(f"INSERT OR REPLACE INTO objects ({_OBJECT_COLS}) VALUES ({', '.join('?' * _N_OBJECT_COLS)})",
+                      _object_params(obj))
+            if old is not None:
+                cls._retire(c, old.manifest, obj.manifest, time.time() + gc_delay)
+            cls._revive(c, obj.manifest, (bucket, key, "", 0, "null"))
+            return Committed(obj, old)
         vsort = next_vsort(cls._newest_vsort(c, bucket, key))
         obj = attrs.evolve(obj, version_id=new_version_id(vsort) if versioning == "Enabled" else "null",
                            vsort=vsort, delete_marker=False)
