@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -28,11 +29,43 @@ import trio
 
 from ..background import Periodic
 from ..meta.store import Bucket, ListedVersion, MetaStore, MetaUnavailable, ObjectLocked, ObjectVersion
-from ..s3 import lifecycle as rules_of
 
 log = logging.getLogger("trio_sos.data.lifecycle")
 
 STATE = "lifecycle-cursor"
+
+# -- what the rules say (pure; the S3 layer's x-amz-expiration uses them too) --
+
+DAY = 86400.0
+
+
+def rules(bucket: Bucket) -> list[dict[str, Any]]:
+    return json.loads(bucket.lifecycle) if bucket.lifecycle else []
+
+
+def day_length(seconds: float) -> float:
+    """A lifecycle day: 86,400 s, or ``lifecycle_day_seconds`` when that setting shortens it."""
+    return float(seconds) if seconds else DAY
+
+
+def after_days(ts: float, days: int, day: float) -> float:
+    """When something of time ``ts`` is ``days`` old by S3's rule: the next midnight UTC at least that far (with
+    real days), exactly that far with a shortened day."""
+    if day != DAY:
+        return ts + days * day
+    return math.ceil((ts + days * DAY) / DAY) * DAY
+
+
+def matches(rule: dict[str, Any], key: str, size: int, tags: tuple[tuple[str, str], ...]) -> bool:
+    f = rule.get("filter", {})
+    if not key.startswith(f.get("prefix", "")):
+        return False
+    if f.get("tags") and not set(map(tuple, f["tags"])) <= set(tags):
+        return False
+    if f.get("gt") is not None and not size > f["gt"]:
+        return False
+    return f.get("lt") is None or size < f["lt"]
+
 
 
 class _Key:
@@ -57,7 +90,7 @@ class LifecycleWorker(Periodic):
                  gc_delay: float = 0.0, batch: int = 1000) -> None:
         self.meta = meta
         self.interval = interval
-        self.day = rules_of.day_length(day_seconds)
+        self.day = day_length(day_seconds)
         self.gc_delay = gc_delay
         self.batch = batch
         self.wake = trio.Event()
@@ -83,10 +116,10 @@ class LifecycleWorker(Periodic):
         await self.meta.set_state(STATE, json.dumps({"bucket": bucket, "key": key}))
 
     async def _bucket(self, bucket: Bucket, resume: str | None) -> None:
-        rules = [r for r in rules_of.rules(bucket) if r["status"] == "Enabled"]
+        enabled = [r for r in rules(bucket) if r["status"] == "Enabled"]
         now = time.time()
         if resume is None:
-            await self._uploads(bucket, rules, now)
+            await self._uploads(bucket, enabled, now)
         key_marker, id_marker = resume or "", ""
         walk: _Key | None = None  # the key being walked: its versions come newest first, maybe over pages
         while True:
@@ -97,17 +130,17 @@ class LifecycleWorker(Periodic):
             for entry in page.versions:
                 if walk is None or walk.key != entry.key:
                     if walk is not None:
-                        await self._finish(bucket, rules, walk)
+                        await self._finish(bucket, enabled, walk)
                         finished = walk.key
                     walk = _Key(entry.key)
-                await self._entry(bucket, rules, walk, entry, now)
+                await self._entry(bucket, enabled, walk, entry, now)
             if not page.truncated:
                 break
             if finished is not None:
                 await self._save(bucket.name, finished)
             key_marker, id_marker = page.next_key_marker, page.next_version_id_marker
         if walk is not None:
-            await self._finish(bucket, rules, walk)
+            await self._finish(bucket, enabled, walk)
         await self._save(bucket.name + "\0", None)  # this bucket is done: the next pass resumes after it
 
     async def _uploads(self, bucket: Bucket, rules: list[dict[str, Any]], now: float) -> None:
@@ -121,7 +154,7 @@ class LifecycleWorker(Periodic):
                                                          upload_id_marker=id_marker, limit=self.batch)
             for u in uploads:
                 due = [r for r in aborts if u.key.startswith(r["filter"].get("prefix", ""))
-                       and now >= rules_of.after_days(u.initiated, r["abort"]["days"], self.day)]
+                       and now >= after_days(u.initiated, r["abort"]["days"], self.day)]
                 if due:
                     try:
                         await self.meta.abort_upload(u.upload_id, gc_delay=self.gc_delay)
@@ -135,13 +168,13 @@ class LifecycleWorker(Periodic):
     async def _matching(self, bucket: Bucket, rules: list[dict[str, Any]], entry: ListedVersion
                         ) -> list[dict[str, Any]]:
         """The rules whose filter takes this version (its tags read only when a rule filters on tags)."""
-        candidates = [r for r in rules if rules_of.matches(dict(r, filter=dict(r["filter"], tags=[])), entry.key,
+        candidates = [r for r in rules if matches(dict(r, filter=dict(r["filter"], tags=[])), entry.key,
                                                                entry.size, ())]
         if not any(r["filter"].get("tags") for r in candidates):
             return candidates
         obj = await self.meta.get_object(bucket.name, entry.key, entry.version_id)
         tags = obj.tags if obj is not None else ()
-        return [r for r in candidates if rules_of.matches(r, entry.key, entry.size, tags)]
+        return [r for r in candidates if matches(r, entry.key, entry.size, tags)]
 
     async def _entry(self, bucket: Bucket, rules: list[dict[str, Any]], walk: _Key, v: ListedVersion,
                      now: float) -> None:
@@ -170,7 +203,7 @@ class LifecycleWorker(Periodic):
         for r in matching:
             nc = r.get("noncurrent")
             if nc and since is not None and rank >= nc.get("newer", 0) and \
-                    now >= rules_of.after_days(since, nc["days"], self.day):
+                    now >= after_days(since, nc["days"], self.day):
                 await self._remove(bucket, v)
                 return
 
@@ -195,7 +228,7 @@ class LifecycleWorker(Periodic):
 def _expiry(rule: dict[str, Any], v: ListedVersion, day: float) -> float | None:
     exp = rule.get("expiration") or {}
     if "days" in exp:
-        return rules_of.after_days(v.last_modified, exp["days"], day)
+        return after_days(v.last_modified, exp["days"], day)
     if "date" in exp:
         return float(exp["date"])
     return None

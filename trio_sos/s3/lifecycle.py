@@ -14,13 +14,13 @@ version's time (with a shortened day: exactly N days after).
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Any
 
 import attrs
 
+from ..data.lifecycle import after_days, day_length, matches, rules
 from ..http.server import Response
 from ..meta import store as m
 from .buckets import read_document
@@ -28,37 +28,7 @@ from .context import Ctx
 from .errors import S3Error
 from .xml import Tag, child_text, document, local, parse
 
-DAY = 86400.0
 MAX_RULES = 1000
-
-
-def rules(bucket: m.Bucket) -> list[dict[str, Any]]:
-    return json.loads(bucket.lifecycle) if bucket.lifecycle else []
-
-
-def day_length(ctx_or_seconds: Any) -> float:
-    seconds = ctx_or_seconds if isinstance(ctx_or_seconds, float | int) else \
-        ctx_or_seconds.services.config.lifecycle_day_seconds
-    return float(seconds) if seconds else DAY
-
-
-def after_days(ts: float, days: int, day: float) -> float:
-    """When something of time ``ts`` is ``days`` old by S3's rule: the next midnight UTC at least that far (with
-    real days), exactly that far with a shortened day."""
-    if day != DAY:
-        return ts + days * day
-    return math.ceil((ts + days * DAY) / DAY) * DAY
-
-
-def matches(rule: dict[str, Any], key: str, size: int, tags: tuple[tuple[str, str], ...]) -> bool:
-    f = rule.get("filter", {})
-    if not key.startswith(f.get("prefix", "")):
-        return False
-    if f.get("tags") and not set(map(tuple, f["tags"])) <= set(tags):
-        return False
-    if f.get("gt") is not None and not size > f["gt"]:
-        return False
-    return f.get("lt") is None or size < f["lt"]
 
 
 def expiry(bucket: m.Bucket, obj: m.ObjectVersion, day: float) -> tuple[float, str] | None:
@@ -80,7 +50,7 @@ def expiration_header(ctx: Ctx, bucket: m.Bucket, obj: m.ObjectVersion) -> list[
     """``x-amz-expiration: expiry-date="…", rule-id="…"`` for an object a rule will expire."""
     if not bucket.lifecycle or obj.delete_marker:
         return []
-    found = expiry(bucket, obj, day_length(ctx))
+    found = expiry(bucket, obj, day_length(ctx.services.config.lifecycle_day_seconds))
     if found is None:
         return []
     rule_id = found[1].replace("\\", "\\\\").replace('"', '\\"')
