@@ -179,12 +179,15 @@ async def test_an_agent_dying_mid_window_hands_the_rest_to_another_read(agent_fa
         assert await move(window, len(body) - 5) == body[5:]
         assert asked and 0 < asked[0] < len(body) - 5, asked
         assert window.conn.broken and pool._direct == []
-        # without a resume, the same break is an error (and the caller cuts the client connection)
+        # without a resume, the same break is an error (and the caller cuts the client connection); the crashed
+        # agent is reaped first: until it has exited, its listening socket may still hold the port
+        dying.reap()
         dying.start(crash_at="get-mid-frame")
         window = await pool.open_direct(chunk_id, 0, len(body))
         assert isinstance(window, DirectWindow)
         with pytest.RaisesGroup(DirectConnectionError):
             await move(window, len(body))
+        dying.reap()
         dying.start()  # a clean stop at teardown
 
 
