@@ -13,7 +13,7 @@ import pytest
 from trio_sos.meta.store import MetaStore, ObjectLocked, ObjectVersion
 
 from .test_conformance import gc_ids, ids, new_bucket, version
-from .test_versions import set_versioning, versioned_bucket
+from .test_versions import versioned_bucket
 
 HOUR = 3600.0
 
@@ -96,4 +96,3 @@ async def test_lock_changes_are_conditional_on_what_was_read(store: MetaStore) -
     stale = attrs.evolve(v, retain_until=v.retain_until + 60)
     assert not await store.update_object(stale, read=v)
     assert (await store.get_object(bucket, "k", v.version_id)).retain_until == longer.retain_until
-    await set_versioning(store, bucket, "Enabled")

@@ -45,7 +45,7 @@ import trio
 
 from .cassandra_schema import SCHEMA_VERSION, TABLES, UPGRADES
 from .keys import prefix_successor, walk
-from .sqlite import _dec_manifest, _dec_pairs, _enc_manifest, _enc_pairs, _json, dec_lock, enc_lock
+from .sqlite import _dec_manifest, _dec_pairs, _enc_manifest, _enc_pairs, _json, _same_version, dec_lock, enc_lock
 from .store import (
     VSORT_BASE,
     Bucket,
@@ -1202,11 +1202,9 @@ class CassandraMetaStore(MetaStore):
                 gc_delay: float, bypass: bool = False, expected: ObjectVersion | None = None) -> Removed:
         def decide(row: Any) -> _Change | None:
             nb = time.time() + gc_delay
-            if expected is not None:
-                latest = _obj_from(bucket, key, row) if row is not None else None
-                if latest is None or (latest.version_id, latest.etag, latest.last_modified, latest.delete_marker) != (
-                        expected.version_id, expected.etag, expected.last_modified, expected.delete_marker):
-                    return None
+            if expected is not None and not _same_version(_obj_from(bucket, key, row) if row is not None else None,
+                                                          expected):
+                return None
             null_vsort = row.null_vsort if row is not None else None
             if version_id is not None:  # that version, for good
                 target = self._find_version(bucket, key, row, version_id)
