@@ -783,6 +783,28 @@ static int do_delete(struct conn *c, uint64_t req, const uint8_t *p, uint32_t le
     return send_result(c, req, NULL, 0);
 }
 
+static int do_link(struct conn *c, uint64_t req, const uint8_t *p, uint32_t len)
+{
+    char msg[MSG_LEN];
+    if (len != 2 * ID_LEN)
+        return send_error(c, req, ST_BAD_REQUEST, "LINK payload must be the new id and the stored id (32 bytes)");
+    uint64_t length;
+    uint32_t crc;
+    int st = store_link(p + ID_LEN, p, &length, &crc, msg);
+    if (st != ST_OK)
+        return send_error(c, req, st, msg);
+    if (g_cfg.verbose) {
+        char dst[33], src[33];
+        id_to_hex(p, dst);
+        id_to_hex(p + ID_LEN, src);
+        log_msg(LOG_DEBUG, "chunk linked conn=%" PRIu64 " req=%" PRIu64 " id=%s from=%s", c->cid, req, dst, src);
+    }
+    uint8_t body[12];
+    put_be64(body, length);
+    put_be32(body + 8, crc);
+    return send_result(c, req, body, sizeof body);
+}
+
 static int do_list(struct conn *c, uint64_t req, const uint8_t *p, uint32_t len)
 {
     char msg[MSG_LEN];
@@ -823,6 +845,7 @@ static const char *op_name(uint8_t op)
     case OP_GET: return "GET";
     case OP_DELETE: return "DELETE";
     case OP_STAT: return "STAT";
+    case OP_LINK: return "LINK";
     case OP_LIST: return "LIST";
     default: return "?";
     }
@@ -873,6 +896,8 @@ static int handle_frame(struct conn *c, uint8_t op, uint64_t req, const uint8_t 
         return do_delete(c, req, p, len);
     case OP_STAT:
         return do_stat(c, req, p, len);
+    case OP_LINK:
+        return do_link(c, req, p, len);
     case OP_LIST:
         return do_list(c, req, p, len);
     default: {

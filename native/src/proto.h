@@ -22,6 +22,7 @@
 #define OP_GET 0x20
 #define OP_DELETE 0x30
 #define OP_STAT 0x31
+#define OP_LINK 0x32
 #define OP_LIST 0x40
 
 /* responses */

@@ -220,9 +220,27 @@ static int load_agent_id(void)
     return 0;
 }
 
+struct inode_size {
+    dev_t dev;
+    ino_t ino;
+    uint64_t size;
+};
+
+static int cmp_inode(const void *a, const void *b)
+{
+    const struct inode_size *x = a, *y = b;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* `used` counts each chunk file once, however many names (LINK) it has: files
+ * with several links are gathered and counted once per inode. */
 static void scan_chunks(void)
 {
     uint64_t used = 0, count = 0;
+    struct inode_size *linked = NULL;
+    size_t nlinked = 0, cap = 0;
     for (int s = 0; s < 256; s++) {
         int dfd = openat(g_shardfd[s], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
@@ -240,11 +258,31 @@ static void scan_chunks(void)
             struct stat st;
             if (fstatat(g_shardfd[s], de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
                 continue;
-            used += (uint64_t)st.st_size;
             count++;
+            if (st.st_nlink <= 1) {
+                used += (uint64_t)st.st_size;
+                continue;
+            }
+            if (nlinked == cap) {
+                size_t ncap = cap ? cap * 2 : 256;
+                struct inode_size *grown = realloc(linked, ncap * sizeof *linked);
+                if (!grown) { /* counted by name instead: an overestimate, never an underestimate */
+                    used += (uint64_t)st.st_size;
+                    continue;
+                }
+                linked = grown;
+                cap = ncap;
+            }
+            linked[nlinked++] = (struct inode_size){st.st_dev, st.st_ino, (uint64_t)st.st_size};
         }
         closedir(d);
     }
+    if (nlinked)
+        qsort(linked, nlinked, sizeof *linked, cmp_inode);
+    for (size_t i = 0; i < nlinked; i++)
+        if (i == 0 || cmp_inode(&linked[i - 1], &linked[i]) != 0)
+            used += linked[i].size;
+    free(linked);
     g_used = used;
     g_chunks = count;
 }
@@ -558,8 +596,12 @@ int store_delete(const uint8_t id[16], char *msg)
     int shard = id[0];
     struct stat st;
     pthread_mutex_lock(&g_shard_lock[shard]);
+    /* Under the space lock, as LINK: the link count seen is the file's, so the
+     * last of its names to go is the one that gives its bytes back. */
+    pthread_mutex_lock(&g_space_lock);
     if (fstatat(g_shardfd[shard], hex, &st, AT_SYMLINK_NOFOLLOW) < 0 || unlinkat(g_shardfd[shard], hex, 0) < 0) {
         int e = errno;
+        pthread_mutex_unlock(&g_space_lock);
         pthread_mutex_unlock(&g_shard_lock[shard]);
         if (e == ENOENT) {
             snprintf(msg, MSG_LEN, "no chunk %s", hex);
@@ -568,8 +610,8 @@ int store_delete(const uint8_t id[16], char *msg)
         snprintf(msg, MSG_LEN, "delete %s: %s", hex, strerror(e));
         return ST_IO_ERROR;
     }
-    pthread_mutex_lock(&g_space_lock);
-    g_used -= (uint64_t)st.st_size < g_used ? (uint64_t)st.st_size : g_used;
+    if (st.st_nlink <= 1)
+        g_used -= (uint64_t)st.st_size < g_used ? (uint64_t)st.st_size : g_used;
     if (g_chunks)
         g_chunks--;
     pthread_mutex_unlock(&g_space_lock);
@@ -578,6 +620,63 @@ int store_delete(const uint8_t id[16], char *msg)
         snprintf(msg, MSG_LEN, "fsync dir: %s", strerror(errno));
         return ST_IO_ERROR;
     }
+    return ST_OK;
+}
+
+int store_link(const uint8_t src[16], const uint8_t dst[16], uint64_t *length, uint32_t *crc, char *msg)
+{
+    char shex[33], dhex[33];
+    id_to_hex(src, shex);
+    id_to_hex(dst, dhex);
+    if (!memcmp(src, dst, ID_LEN)) {
+        snprintf(msg, MSG_LEN, "chunk %s already stored", dhex);
+        return ST_EXISTS;
+    }
+    /* The source must be a whole, well-formed chunk: its footer is read (and
+     * its length and CRC returned) before a second name is given to it. */
+    struct chunk ch;
+    int st = store_open_chunk(src, &ch, msg);
+    if (st != ST_OK)
+        return st;
+    *length = ch.length;
+    *crc = ch.crc;
+    store_close_chunk(&ch);
+    crash_point("link-begin");
+    int shard = dst[0];
+    pthread_mutex_lock(&g_shard_lock[shard]);
+    pthread_mutex_lock(&g_space_lock);
+    if (linkat(g_shardfd[src[0]], shex, g_shardfd[shard], dhex, 0) < 0) {
+        int e = errno;
+        pthread_mutex_unlock(&g_space_lock);
+        pthread_mutex_unlock(&g_shard_lock[shard]);
+        if (e == EEXIST) {
+            snprintf(msg, MSG_LEN, "chunk %s already stored", dhex);
+            return ST_EXISTS;
+        }
+        if (e == ENOENT) { /* deleted since it was opened */
+            snprintf(msg, MSG_LEN, "no chunk %s", shex);
+            return ST_NOT_FOUND;
+        }
+        snprintf(msg, MSG_LEN, "link %s: %s", dhex, strerror(e));
+        return errno_status(e);
+    }
+    g_chunks++;
+    pthread_mutex_unlock(&g_space_lock);
+    pthread_mutex_unlock(&g_shard_lock[shard]);
+    crash_point("link-linked");
+    if (fsync(g_shardfd[shard]) < 0) {
+        int e = errno;
+        /* Not durable, so not a success: withdraw the name (as a failed PUT). */
+        pthread_mutex_lock(&g_shard_lock[shard]);
+        pthread_mutex_lock(&g_space_lock);
+        if (unlinkat(g_shardfd[shard], dhex, 0) == 0 && g_chunks)
+            g_chunks--;
+        pthread_mutex_unlock(&g_space_lock);
+        pthread_mutex_unlock(&g_shard_lock[shard]);
+        snprintf(msg, MSG_LEN, "fsync dir: %s", strerror(e));
+        return errno_status(e);
+    }
+    crash_point("link-durable");
     return ST_OK;
 }
 

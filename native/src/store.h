@@ -55,6 +55,12 @@ int store_read_blocks(const struct chunk *ch, uint64_t b0, uint32_t nb, uint8_t 
 
 int store_delete(const uint8_t id[16], char *msg);
 
+/* Makes the stored chunk `src` also stored as `dst` (a hard link: the same
+ * file, no byte copied), durably; *length and *crc are the chunk's. ST_NOT_FOUND
+ * without `src`, ST_EXISTS when `dst` is stored already. The chunk's bytes stay
+ * until its last name is deleted, and `used` counts them once. */
+int store_link(const uint8_t src[16], const uint8_t dst[16], uint64_t *length, uint32_t *crc, char *msg);
+
 /* Writes up to max entries (id, be64 length) to out. */
 int store_list(int has_cursor, const uint8_t cursor[16], uint32_t max, uint8_t *out, uint32_t *n, int *more,
                char *msg);

@@ -66,6 +66,7 @@ def test_errors_that_keep_the_connection(agent) -> None:
         (p.Op.GET, b"\x00" * 31),
         (p.Op.STAT, b"../../../etc/passwd"),
         (p.Op.DELETE, b"\x00" * 17),
+        (p.Op.LINK, b"\x00" * 31),
         (p.Op.LIST, b"\x00" * 20),
         (p.Op.PING, b"x"),
         (p.Op.PUT_BEGIN, b"../etc/passwd"),

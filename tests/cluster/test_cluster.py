@@ -89,6 +89,37 @@ def test_reads_and_writes_go_on_with_an_agent_lost(three, node_factory, zookeepe
     assert s3.get_object(Bucket="survive", Key="later")["Body"].read() == b"x" * 1000
 
 
+def test_copies_link_on_every_replica_and_fall_back_to_bytes_for_a_lost_one(three, node_factory, zookeeper,
+                                                                            cluster_name) -> None:
+    node = cluster_node(node_factory, zookeeper, cluster_name, chunk_size=256 * 1024)
+    node.allow_log(r"link of chunk .* failed")
+    s3 = node.client()
+    s3.create_bucket(Bucket="copies")
+    body = os.urandom(MiB)  # four chunks, each on the three agents
+    s3.put_object(Bucket="copies", Key="src", Body=body)
+
+    def inodes(agent) -> set[int]:
+        return {p.stat().st_ino for p in agent.chunk_files()}
+
+    before = [inodes(a) for a in three]
+    source_names = sorted(p.name for p in three[0].chunk_files())
+    s3.copy_object(Bucket="copies", Key="c1", CopySource="copies/src")
+    # linked on all three replicas: four names more on each agent, not one file more
+    assert [inodes(a) for a in three] == before and all(len(a.chunk_files()) == 8 for a in three)
+    # one chunk's replica is lost on two of the three agents: too few to link (a quorum is 2), so that chunk is
+    # copied the byte way — into a new chunk on three agents — and the three others are linked
+    lost = source_names[0]
+    for agent in three[:2]:
+        next(p for p in agent.chunk_files() if p.name == lost).unlink()
+    s3.copy_object(Bucket="copies", Key="c2", CopySource="copies/src")
+    assert s3.get_object(Bucket="copies", Key="c2")["Body"].read() == body
+    # (the byte copy's read may report the lost replicas, and repair put them back: those files are not counted)
+    fresh = [{p.stat().st_ino for p in a.chunk_files() if p.name != lost} - b for a, b in zip(three, before,
+                                                                                             strict=True)]
+    assert [len(f) for f in fresh] == [1, 1, 1]
+    assert s3.get_object(Bucket="copies", Key="c1")["Body"].read() == body
+
+
 def test_kill9_one_agent_during_concurrent_puts_and_gets(three, node_factory, zookeeper, cluster_name) -> None:
     """1,000 concurrent PUTs and GETs, one agent of three killed midway: every PUT that got a 200 reads back byte
     for byte, no GET fails."""

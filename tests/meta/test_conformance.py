@@ -1292,6 +1292,37 @@ async def test_chunk_index_follows_parts_and_completion(store: MetaStore) -> Non
     assert not ids(p.manifest) & (await all_index(store)).keys()
 
 
+async def test_slices_of_chunks_are_kept_as_written(store: MetaStore) -> None:
+    """A copied range's manifest names slices of chunks (offset, length): kept exactly through objects, noncurrent
+    versions, parts and their completion, and repair's rewrite; the index knows each chunk's own size."""
+    bucket = await new_bucket(store)
+    whole = ChunkRef(os.urandom(16), 8 << 20, 7, ("a1", "a2"))
+    head = ChunkRef(os.urandom(16), 8 << 20, 8, ("a1", "a2"), offset=300_001)  # from inside a chunk to its end
+    middle = ChunkRef(os.urandom(16), 8 << 20, 9, ("a1", "a2"), offset=5, length=1)  # one byte inside one
+    start = ChunkRef(os.urandom(16), 100, 10, ("a1",), length=40)  # a chunk's first bytes
+    manifest = (head, whole, middle, start)
+    assert [r.used for r in manifest] == [(8 << 20) - 300_001, 8 << 20, 1, 40]
+    obj = version(bucket, "k", manifest=manifest, size=sum(r.used for r in manifest))
+    await store.put_object(obj)
+    got = await store.get_object(bucket, "k")
+    assert got is not None and got.manifest == manifest
+    owner = await store.chunk_owner(middle.chunk_id)
+    assert owner is not None and owner.size == 8 << 20  # the chunk's size, not the slice's: what repair copies
+    assert await store.set_chunk_agents(middle.chunk_id, ("a1", "a2"), ("a1", "a3"))
+    got = await store.get_object(bucket, "k")
+    assert got is not None and got.manifest[2] == attrs.evolve(middle, agents=("a1", "a3"))
+    up = upload(bucket, "mp")
+    await store.create_upload(up)
+    sliced = Part(up.upload_id, 1, 41, os.urandom(16).hex(), time.time(),
+                  (attrs.evolve(middle, chunk_id=os.urandom(16)), attrs.evolve(start, chunk_id=os.urandom(16))))
+    await store.put_part(sliced)
+    parts, _ = await store.list_parts(up.upload_id)
+    assert [p.manifest for p in parts] == [sliced.manifest]
+    done = await store.complete_upload(up.upload_id, version(bucket, "mp", manifest=sliced.manifest, size=41), [1])
+    got = await store.get_object(bucket, "mp", done.version.version_id)
+    assert got is not None and got.manifest == sliced.manifest
+
+
 async def test_set_chunk_agents_is_repairs_commit(store: MetaStore) -> None:
     bucket = await new_bucket(store)
     obj = version(bucket, "k", manifest=chunks(2, agents=("a1", "a2")))

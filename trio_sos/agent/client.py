@@ -251,6 +251,10 @@ class AgentConnection:
     async def stat(self, chunk_id: bytes, *, verify: bool = False) -> p.Stat:
         return p.parse_stat(await self._call(Op.STAT, p.stat_payload(chunk_id, verify)))
 
+    async def link(self, chunk_id: bytes, source: bytes) -> p.PutResult:
+        """Store the chunk ``source`` also as ``chunk_id`` (the same bytes, none copied), durably."""
+        return p.parse_link(await self._call(Op.LINK, p.link_payload(chunk_id, source)))
+
     async def list_page(self, cursor: bytes | None = None, limit: int = 1000) -> p.ListPage:
         return p.parse_list(await self._call(Op.LIST, p.list_payload(cursor, limit)))
 
@@ -468,6 +472,9 @@ class AgentPool:
 
     async def stat(self, chunk_id: bytes, *, verify: bool = False) -> p.Stat:
         return await self._run(lambda c: c.stat(chunk_id, verify=verify))
+
+    async def link(self, chunk_id: bytes, source: bytes) -> p.PutResult:
+        return await self._run(lambda c: c.link(chunk_id, source))
 
     async def list_page(self, cursor: bytes | None = None, limit: int = 1000) -> p.ListPage:
         return await self._run(lambda c: c.list_page(cursor, limit))

@@ -30,6 +30,7 @@ class Op(enum.IntEnum):
     GET = 0x20
     DELETE = 0x30
     STAT = 0x31
+    LINK = 0x32
     LIST = 0x40
     RESULT = 0x80
     DATA = 0x81
@@ -118,6 +119,11 @@ def get_payload(chunk_id: bytes, offset: int, length: int | None) -> bytes:
 
 def stat_payload(chunk_id: bytes, verify: bool) -> bytes:
     return check_id(chunk_id) + struct.pack(">B", 1 if verify else 0)
+
+
+def link_payload(chunk_id: bytes, source: bytes) -> bytes:
+    """LINK: store the chunk ``source`` also as ``chunk_id`` (the new name first)."""
+    return check_id(chunk_id) + check_id(source)
 
 
 def list_payload(cursor: bytes | None, limit: int) -> bytes:
@@ -212,6 +218,10 @@ def parse_get(body: bytes) -> GetResult:
 
 def parse_stat(body: bytes) -> Stat:
     return Stat(*_unpack(">QIQ", body, "STAT"))
+
+
+def parse_link(body: bytes) -> PutResult:
+    return PutResult(*_unpack(">QI", body, "LINK"))
 
 
 def parse_list(body: bytes) -> ListPage:

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Literal, overload
 
 import attrs
@@ -79,9 +79,14 @@ class _ChunkSink:
             if self._chunk.length >= self._data.chunk_size:
                 await self._close()
 
-    def _open(self) -> None:
+    def next_id(self) -> bytes:
+        """The next name of this upload's intent (``intent id + sequence``)."""
         chunk_id = self._intent + self._seq.to_bytes(4, "big")
         self._seq += 1
+        return chunk_id
+
+    def _open(self) -> None:
+        chunk_id = self.next_id()
         agents = self._data.fleet.place(chunk_id)
         self.written.append((chunk_id, tuple(agents)))
         t = self._data.tuning
@@ -252,6 +257,109 @@ class DataStore:
                        {name: h.digest() for name, h in extra.items()}, intent_id if intent_added else None,
                        inline_body)
 
+    async def share(self, manifest: Sequence[ChunkRef], start: int, end: int, *, bucket: str, key: str,
+                    md5: bool = False, checksums: Sequence[str] = ()) -> Written:
+        """The bytes ``[start, end)`` of a stored body as a new body made of the same chunks, no byte written.
+
+        Each chunk the range touches is LINKed on each agent holding it under a new name of this write's intent
+        (``intent id + sequence``, as a written body's chunks): a second name for the same file, counted once on
+        disk and kept until its last name is deleted. The new manifest references those names, a slice of a
+        chunk (offset, length) where the range starts or ends inside it. Each name has one owner in the metadata,
+        as every chunk does, so the GC, repair and the chunk index work as for any body, and deleting one of the
+        two objects never touches the other's bytes. The intent is recorded before the first LINK: a copy that
+        crashes leaves names the GC collects, never a reference to a chunk that may go.
+
+        A chunk that cannot be linked on enough of its agents (the write quorum of its replica count: agents
+        down, a replica missing, an agent without LINK) is copied the byte way instead, alone. With ``md5`` or
+        ``checksums`` the range is read once to compute them (an UploadPartCopy's part ETag is the MD5 of its
+        bytes, as in S3); nothing is written either way.
+        """
+        intent_id = os.urandom(12)
+        agents = sorted({a for ref in manifest for a in ref.agents} | set(self.fleet.known()))
+        await self.meta.add_intent(Intent(intent_id, time.time(), tuple(agents), bucket=bucket, key=key))
+        renewed = trio.current_time()
+        shared: list[ChunkRef] = []
+        made: list[tuple[bytes, tuple[str, ...]]] = []  # every name made or tried, for cleanup
+        hashers: dict[str, Hasher] = {name: new_hasher(name) for name in checksums}
+        md5_hash = hashlib.md5() if md5 else None
+        sink: _ChunkSink | None = None
+        try:
+            failure: BaseException | None = None
+            async with trio.open_nursery() as nursery:
+                sink = _ChunkSink(self, intent_id, nursery)
+                try:
+                    for ref, offset, length in pieces(manifest, start, end):
+                        if trio.current_time() - renewed >= self.intent_refresh:
+                            if not await self.meta.renew_intent(intent_id, time.time()):
+                                raise UploadLost(f"copy {intent_id.hex()} was taken for abandoned")
+                            renewed = trio.current_time()
+                        chunk_id = sink.next_id()
+                        linked = await self._link(chunk_id, ref, made)
+                        if len(linked) >= self.fleet.write_quorum(len(ref.agents)):
+                            shared.append(attrs.evolve(ref, chunk_id=chunk_id, agents=linked,
+                                                       offset=ref.offset + offset, length=length))
+                            continue
+                        # this piece the byte way, as a chunk of its own (its few names made go now)
+                        await self._forget_names([(chunk_id, linked)])
+                        async for data in self.read((ref,), offset, offset + length):
+                            await sink.write(data)
+                        await sink.finish()
+                        shared.extend(sink.manifest)
+                        sink.manifest.clear()
+                    if md5_hash is not None or hashers:
+                        wanted = [*([md5_hash] if md5_hash else []), *hashers.values()]
+                        async for data in self.read(shared, 0, end - start):
+                            if len(data) >= THREAD_HASH_MIN:
+                                await trio.to_thread.run_sync(_update, wanted, data)
+                            else:
+                                _update(wanted, data)
+                except BaseException as exc:  # leaves the nursery as itself, not in an ExceptionGroup
+                    failure = exc
+                    sink.abort()
+                    nursery.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await self._forget(intent_id, made + (sink.written if sink is not None else []))
+            if isinstance(exc, (AgentError, AgentConnectionError)):
+                raise StorageUnavailable(f"storage agent failed: {exc}") from exc
+            raise
+        return Written(tuple(shared), end - start, md5_hash.digest() if md5_hash else b"", None,
+                       {name: h.digest() for name, h in hashers.items()}, intent_id)
+
+    async def _link(self, chunk_id: bytes, ref: ChunkRef, made: list[tuple[bytes, tuple[str, ...]]]
+                    ) -> tuple[str, ...]:
+        """LINK ``ref``'s chunk as ``chunk_id`` on each of its agents at once; the agents where it worked (and the
+        chunk found there is the one the manifest names: its length and CRC)."""
+        done: list[str] = []
+        made.append((chunk_id, ref.agents))
+
+        async def one(agent: str) -> None:
+            pool = self.fleet.pool(agent)
+            if pool is None or agent in self.fleet.removed:
+                return
+            try:
+                result = await pool.link(chunk_id, ref.chunk_id)
+            except (AgentError, AgentConnectionError) as exc:
+                log.warning("link of chunk %s on %s failed: %s", ref.chunk_id.hex(), agent, exc)
+                return
+            if (result.length, result.crc32c) != (ref.size, ref.crc32c):
+                log.warning("chunk %s on %s is not the one its manifest names", ref.chunk_id.hex(), agent)
+                return
+            done.append(agent)
+
+        async with trio.open_nursery() as nursery:
+            for agent in ref.agents:
+                nursery.start_soon(one, agent)
+        return tuple(a for a in ref.agents if a in done)
+
+    async def _forget_names(self, names: Sequence[tuple[bytes, tuple[str, ...]]]) -> None:
+        names = [(cid, agents) for cid, agents in names if agents]
+        if names:
+            now = time.time()
+            await self.meta.enqueue_gc([GcEntry(cid, agents, now) for cid, agents in names])
+
     async def _forget(self, intent_id: bytes, chunks: Sequence[tuple[bytes, tuple[str, ...]]]) -> None:
         """Queue an uncommitted upload's chunks for deletion now, then drop its intent."""
         try:
@@ -285,23 +393,30 @@ class DataStore:
             if start < end:
                 yield inline[start:end]
             return
-        pos = 0
-        for ref in manifest:
-            chunk_start, chunk_end = pos, pos + ref.size
-            pos = chunk_end
-            if chunk_end <= start or ref.size == 0:
-                continue
-            if chunk_start >= end:
-                break
-            offset = max(start, chunk_start) - chunk_start
-            length = min(end, chunk_end) - chunk_start - offset
-            async for piece in self._read_chunk(ref, offset, length, direct):
+        for ref, offset, length in pieces(manifest, start, end):
+            async for piece in self._read_chunk(ref, ref.offset + offset, length, direct):
                 yield piece
 
     def _read_chunk(self, ref: ChunkRef, offset: int, length: int, direct: bool = False
                     ) -> AsyncIterator[bytes | DirectWindow]:
         return read_chunk(self.fleet, ref, offset, length, zone=self.zone, tuning=self.read_tuning,
                           report=self.report_bad, direct=direct)
+
+
+def pieces(manifest: Sequence[ChunkRef], start: int, end: int) -> Iterator[tuple[ChunkRef, int, int]]:
+    """The pieces of ``manifest`` that hold the body's bytes ``[start, end)``: (ref, offset in the piece,
+    length), the offset counted from the start of the piece (``ref.offset`` of its chunk)."""
+    pos = 0
+    for ref in manifest:
+        used = ref.used
+        piece_start, piece_end = pos, pos + used
+        pos = piece_end
+        if piece_end <= start or used == 0:
+            continue
+        if piece_start >= end:
+            break
+        offset = max(start, piece_start) - piece_start
+        yield ref, offset, min(end, piece_end) - piece_start - offset
 
 
 def content_md5_ok(header: str, md5: bytes) -> bool:

@@ -356,12 +356,16 @@ def _dec_pairs(text: str) -> tuple[tuple[str, str], ...]:
 
 
 def _enc_manifest(manifest: Sequence[ChunkRef]) -> str:
-    return _json([[c.chunk_id.hex(), c.size, c.crc32c, list(c.agents)] for c in manifest])
+    """[id, size, crc, agents], and offset and length (null: to the end) for a slice of a chunk (both backends
+    store this text)."""
+    return _json([[c.chunk_id.hex(), c.size, c.crc32c, list(c.agents)]
+                  + ([c.offset, c.length] if c.offset or c.length is not None else []) for c in manifest])
 
 
 def _dec_manifest(text: str) -> tuple[ChunkRef, ...]:
     return tuple(
-        ChunkRef(bytes.fromhex(h), size, crc, tuple(agents)) for h, size, crc, agents in json.loads(text)
+        ChunkRef(bytes.fromhex(h), size, crc, tuple(agents), *piece) for h, size, crc, agents, *piece
+        in json.loads(text)
     )
 
 

@@ -137,12 +137,20 @@ def valid_version_id(version_id: str) -> bool:
 
 @attrs.frozen
 class ChunkRef:
-    """One piece of an object body: ``size`` bytes stored as chunk ``chunk_id`` on each of ``agents``."""
+    """One piece of an object body: chunk ``chunk_id`` of ``size`` bytes (whole-chunk CRC ``crc32c``) on each of
+    ``agents`` — all of it, or (a range copied by UploadPartCopy) the slice of ``length`` bytes from ``offset``."""
 
     chunk_id: bytes
-    size: int
+    size: int  # the chunk's own length (what repair copies and the scrubber checks)
     crc32c: int
     agents: tuple[str, ...]  # agent ids (hex) holding a replica
+    offset: int = 0
+    length: int | None = None  # None: to the chunk's end
+
+    @property
+    def used(self) -> int:
+        """How many bytes of the body this piece is."""
+        return self.size - self.offset if self.length is None else self.length
 
 
 @attrs.frozen

@@ -1,17 +1,22 @@
 """CopyObject, and the copy source shared with UploadPartCopy.
 
-The copy streams the source's bytes from the agents into new chunks, window by window: memory stays bounded
-whatever the size. (Metadata-only copies sharing chunks need reference-counted GC first; see docs/metadata.md.)
+A copy writes no byte of the body: the new version's manifest is made of the source's chunks under new names —
+each LINKed on the agents that hold it, a slice of a chunk where a range starts or ends inside one
+(``DataStore.share``; why names rather than shared references, in docs/metadata.md). Only a small body kept
+inline in the source's record (or an empty one) is copied as bytes.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import attrs
+
+from ..cluster.fleet import StorageUnavailable
+from ..data.checksums import b64
 from ..http.server import Response
 from ..meta import store as m
 from .buckets import iso8601
@@ -20,6 +25,9 @@ from . import objectlock
 from .errors import S3Error
 from .versioning import version_header
 from .xml import Tag, document
+
+if TYPE_CHECKING:
+    from .objects import StoredBody
 
 MAX_COPY_SIZE = 5 * 1024**3
 
@@ -92,11 +100,10 @@ def check_copy_conditions(ctx: Ctx, source: m.ObjectVersion) -> None:
         raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Modified-Since")
 
 
-async def copy_source_body(ctx: Ctx, *, allow_range: bool, max_size: int
-                           ) -> tuple[m.ObjectVersion, Callable[[], Awaitable[bytes]]]:
+async def copy_source(ctx: Ctx, *, allow_range: bool, max_size: int) -> tuple[m.ObjectVersion, int, int]:
     """The source object named by x-amz-copy-source (which the caller must be allowed to read) — its latest
-    version, or the one its ``?versionId=`` names —, after its conditions, and a ``receive`` function yielding
-    its bytes (or those of x-amz-copy-source-range)."""
+    version, or the one its ``?versionId=`` names —, after its conditions, and the ``[start, end)`` to copy
+    (x-amz-copy-source-range, or all of it)."""
     bucket_name, key, version_id = parse_copy_source(ctx.header("x-amz-copy-source") or "")
     from .access import bucket_for, check_object
     from .versioning import find_version, missing
@@ -125,20 +132,48 @@ async def copy_source_body(ctx: Ctx, *, allow_range: bool, max_size: int
     if end - start > max_size:
         raise S3Error("InvalidRequest", f"The specified copy source is larger than the maximum allowable size "
                                         f"for a copy source: {max_size}")
-    pieces = ctx.services.data.read(source.manifest, start, end, source.inline)
+    return source, start, end
 
-    async def receive() -> bytes:
-        try:
-            return await pieces.__anext__()
-        except StopAsyncIteration:
-            return b""
 
-    return source, receive
+_MD5 = re.compile(r"[0-9a-f]{32}\Z")
+
+
+async def copied_body(ctx: Ctx, source: m.ObjectVersion, start: int, end: int, *, max_size: int,
+                      algorithm: str | None = None, md5: bool = False, inline: bool = True) -> StoredBody:
+    """The source's bytes ``[start, end)`` as a new body, not yet committed (commit or discard it as a
+    ``store_body`` one). Its chunks are shared (``DataStore.share``): nothing is written, and the range is read
+    only to compute what the copy must answer and the source does not tell — the MD5 (``md5``; an ETag of a
+    single-part source covering the range is it) and the upload's checksum ``algorithm``. A body kept inline in
+    the source's record, or an empty one, is copied as bytes."""
+    from .objects import StoredBody, store_body  # noqa: F811 (objects imports this module)
+
+    assert ctx.bucket is not None and ctx.key is not None
+    if not source.manifest or start >= end:
+        pieces = ctx.services.data.read(source.manifest, start, end, source.inline)
+
+        async def receive() -> bytes:
+            try:
+                return await pieces.__anext__()
+            except StopAsyncIteration:
+                return b""
+
+        return await store_body(ctx, receive, max_size=max_size, algorithm=algorithm, inline=inline)
+    known = bytes.fromhex(source.etag) if (start, end) == (0, source.size) and _MD5.match(source.etag) else None
+    try:
+        written = await ctx.services.data.share(source.manifest, start, end, bucket=ctx.bucket, key=ctx.key,
+                                                md5=md5 and known is None,
+                                                checksums=[algorithm] if algorithm else [])
+    except StorageUnavailable as exc:
+        raise S3Error("ServiceUnavailable", str(exc)) from exc
+    if known is not None:
+        written = attrs.evolve(written, md5=known)
+    checksums = ((algorithm, b64(written.checksums[algorithm])),) if algorithm else ()
+    return StoredBody(written, checksums)
 
 
 async def copy_object(ctx: Ctx) -> Response:
     from .access import new_resource_acl, owner_of_new_object
-    from .objects import committing, object_fields, store_body
+    from .objects import committing, object_fields
 
     assert ctx.bucket is not None and ctx.key is not None
     bucket = await ctx.bucket_for("WRITE")
@@ -152,7 +187,7 @@ async def copy_object(ctx: Ctx) -> Response:
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to "
                                         "itself without changing the object's metadata, storage class, website "
                                         "redirect location or encryption attributes.")
-    source, receive = await copy_source_body(ctx, allow_range=False, max_size=MAX_COPY_SIZE)
+    source, start, end = await copy_source(ctx, allow_range=False, max_size=MAX_COPY_SIZE)
     requested = object_fields(ctx)
     if directive == "COPY":
         fields: dict[str, Any] = dict(content_type=source.content_type, headers=source.headers,
@@ -166,15 +201,18 @@ async def copy_object(ctx: Ctx) -> Response:
     fields["tags"] = source.tags if tagging_directive == "COPY" else requested["tags"]
     fields["acl"] = await new_resource_acl(ctx, owner, bucket)
     fields.update(objectlock.lock_fields(ctx, bucket))  # the request's, or the bucket's default: not the source's
-    stored = await store_body(ctx, receive, max_size=MAX_COPY_SIZE)
-    if "-" not in source.etag and stored.etag != source.etag:
-        await ctx.services.data.discard(stored.written)
-        raise S3Error("InternalError", "the copy does not match its source; nothing was written")
+    stored = await copied_body(ctx, source, start, end, max_size=MAX_COPY_SIZE)
+    if stored.written.manifest:  # the source's very chunks: its ETag, checksums and parts hold for the copy
+        etag, checksums, parts = source.etag, source.checksums, source.parts
+    else:  # copied as bytes (a body inline in the source's record, or an empty one): checked against it
+        if "-" not in source.etag and stored.etag != source.etag:
+            await ctx.services.data.discard(stored.written)
+            raise S3Error("InternalError", "the copy does not match its source; nothing was written")
+        multipart = "-" in source.etag
+        etag, checksums, parts = (stored.etag, (), ()) if multipart else (source.etag, source.checksums, ())
     obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=stored.written.size,
-                          etag=source.etag if "-" not in source.etag else stored.etag,
-                          last_modified=time.time(), owner_id=owner, manifest=stored.written.manifest,
-                          inline=stored.written.inline,
-                          checksums=source.checksums if "-" not in source.etag else (), **fields)
+                          etag=etag, last_modified=time.time(), owner_id=owner, manifest=stored.written.manifest,
+                          inline=stored.written.inline, checksums=checksums, parts=parts, **fields)
     async with committing(ctx, stored):
         done = await ctx.meta.put_object(obj, intent_id=stored.written.intent_id,
                                          gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id,

@@ -21,7 +21,7 @@ from ..meta import store as m
 from .buckets import iso8601, owner_tag, read_document
 from . import params
 from .context import Ctx
-from .copy import copy_source_body, parse_copy_source, source_version_header
+from .copy import copied_body, copy_source, parse_copy_source, source_version_header
 from . import objectlock
 from .versioning import version_header
 from .errors import S3Error
@@ -164,9 +164,9 @@ async def upload_part_copy(ctx: Ctx) -> Response:
     await ctx.bucket_for("WRITE")
     number = _part_number(ctx)
     upload = await _upload(ctx)
-    source, receive = await copy_source_body(ctx, allow_range=True, max_size=MAX_PART_SIZE)
-    stored = await store_body(ctx, receive, max_size=MAX_PART_SIZE, algorithm=_part_checksum_algorithm(upload),
-                              inline=False)
+    source, start, end = await copy_source(ctx, allow_range=True, max_size=MAX_PART_SIZE)
+    stored = await copied_body(ctx, source, start, end, max_size=MAX_PART_SIZE,
+                               algorithm=_part_checksum_algorithm(upload), md5=True, inline=False)
     part = await _commit_part(ctx, upload, number, stored)
     body = document(Tag("CopyPartResult", Tag("LastModified", iso8601(part.last_modified)),
                         Tag("ETag", f'"{part.etag}"')))
