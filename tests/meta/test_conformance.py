@@ -193,6 +193,14 @@ async def test_update_bucket(store: MetaStore) -> None:
     assert [b.tags for b in await store.list_buckets() if b.name == name] == [tagged.tags]
     await store.update_bucket(attrs.evolve(tagged, tags=()))
     assert (await store.get_bucket(name)).tags == ()
+    guarded = attrs.evolve(tagged, tags=(), policy='{"Statement": []}', public_access='[true, false, true, true]',
+                           ownership="BucketOwnerEnforced")
+    await store.update_bucket(guarded)
+    assert await store.get_bucket(name) == guarded
+    assert [b for b in await store.list_buckets() if b.name == name] == [guarded]
+    created = Bucket(fresh(), OWNER, time.time(), policy="{}", public_access="[]", ownership="ObjectWriter")
+    await store.create_bucket(created)
+    assert await store.get_bucket(created.name) == created
     with pytest.raises(NoSuchBucket):
         await store.update_bucket(Bucket(fresh(), OWNER, time.time(), acl="x"))
 

@@ -259,7 +259,8 @@ def test_bad_credentials(node) -> None:
 def test_not_built_yet_is_not_implemented(s3) -> None:
     s3.create_bucket(Bucket="later")
     with pytest.raises(ClientError) as info:
-        s3.put_bucket_policy(Bucket="later", Policy='{"Version": "2012-10-17", "Statement": []}')
+        s3.put_bucket_encryption(Bucket="later", ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
     assert error_code(info) == "NotImplemented" and status(info) == 501
 
 

@@ -95,7 +95,7 @@ class Request:
         self.remote = remote
         self.body_done = False
         self.body_received = 0
-        self.scheme = "http"
+        self.scheme = "https" if getattr(conn, "tls", False) else "http"
 
     def header(self, name: str, default: str | None = None) -> str | None:
         name = name.lower()
@@ -209,6 +209,7 @@ class _Connection:
         except (AttributeError, OSError):
             self.remote = "?"
         self.zero_copy = limits.zero_copy and hasattr(os, "splice") and isinstance(stream, trio.SocketStream)
+        self.tls = isinstance(stream, trio.SSLStream)
         self.last_active = trio.current_time()  # accepted, or a request started or answered
         self.sent = 0  # body bytes of the current response sent so far
         self.sent_all = False  # the current response went out whole

@@ -15,7 +15,7 @@ Every partition stays bounded whatever a bucket holds (the reasoning, and the bo
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # columns every mutable record (an object, a part) carries for the commit protocol of cassandra.py:
 #   seq      incremented by every change (the lightweight transaction compares it)
@@ -31,7 +31,7 @@ TABLES = [
     "CREATE TABLE IF NOT EXISTS users_by_key (access_key text PRIMARY KEY, id text)",
     """CREATE TABLE IF NOT EXISTS buckets (name text PRIMARY KEY, id text, owner_id text, created double,
         region text, acl text, cors text, state text, versioning text, object_lock text, tags text,
-        lifecycle text)""",
+        lifecycle text, policy text, public_access text, ownership text)""",
     # the key ranges of a bucket's listing: shard ``shard`` holds the keys from ``lo`` up to the next row's lo;
     # while it is being split at ``split_at``, its keys from there on are copied to shard ``split_to``
     """CREATE TABLE IF NOT EXISTS shards (bucket text, lo text, shard text, split_at text, split_to text,
@@ -112,4 +112,5 @@ UPGRADES: dict[int, list[str]] = {
     ],
     3: ["ALTER TABLE buckets ADD tags text"],  # a bucket's own tags
     4: ["ALTER TABLE buckets ADD lifecycle text"],  # lifecycle rules (workers' state is kept in meta_info)
+    5: ["ALTER TABLE buckets ADD (policy text, public_access text, ownership text)"],  # who may do what
 }

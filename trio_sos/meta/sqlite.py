@@ -308,8 +308,15 @@ _SCHEMA_11 = [
     "CREATE TABLE state (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
 ]
 
+# 12: who may do what — a bucket's policy, public access block and object ownership setting
+_SCHEMA_12 = [
+    "ALTER TABLE buckets ADD COLUMN policy TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE buckets ADD COLUMN public_access TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE buckets ADD COLUMN ownership TEXT NOT NULL DEFAULT ''",
+]
+
 MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6, _SCHEMA_7,
-                               _SCHEMA_8, _SCHEMA_9, _SCHEMA_10, _SCHEMA_11]
+                               _SCHEMA_8, _SCHEMA_9, _SCHEMA_10, _SCHEMA_11, _SCHEMA_12]
 
 
 def schema_version() -> int:
@@ -379,7 +386,8 @@ def _agents_union(old: str, new: str) -> str:
 
 
 _USER_COLS = "id, display_name, access_key, secret_key, email"
-_BUCKET_COLS = "name, owner_id, created, region, acl, cors, id, versioning, object_lock, tags, lifecycle"
+_BUCKET_COLS = ("name, owner_id, created, region, acl, cors, id, versioning, object_lock, tags, lifecycle, policy, "
+                "public_access, ownership")
 _COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm, version_id"
 _OBJECT_COLS = (
     "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
@@ -420,9 +428,9 @@ def _user(row: tuple) -> User:
 
 
 def _bucket(row: tuple) -> Bucket:
-    name, owner, created, region, acl, cors, bucket_id, versioning, object_lock, tags, lifecycle = row
+    name, owner, created, region, acl, cors, bucket_id, versioning, object_lock, tags, lifecycle, *access = row
     return Bucket(name, owner, created, region, acl, cors, bucket_id, versioning, object_lock, _dec_pairs(tags),
-                  lifecycle)
+                  lifecycle, *access)
 
 
 def enc_lock(o: ObjectVersion) -> str:
@@ -843,9 +851,10 @@ class SqliteMetaStore(MetaStore):
             row = c.execute("SELECT owner_id FROM buckets WHERE name = ?", (bucket.name,)).fetchone()
             if row:
                 raise BucketAlreadyExists(bucket.name, row[0])
-            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
-                       bucket.id, bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags), bucket.lifecycle))
+                       bucket.id, bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags), bucket.lifecycle,
+                       bucket.policy, bucket.public_access, bucket.ownership))
 
         await self._changed(run)
 
@@ -868,14 +877,16 @@ class SqliteMetaStore(MetaStore):
         return await self._read(run)
 
     async def update_bucket(self, bucket: Bucket) -> None:
-        """Replaces ``acl``, ``cors``, ``versioning``, ``object_lock``, ``tags`` and ``lifecycle``; the name, owner,
-        creation time and region of a bucket do not change."""
+        """Replaces every setting (``acl``, ``cors``, ``versioning``, ``object_lock``, ``tags``, ``lifecycle``,
+        ``policy``, ``public_access``, ``ownership``); the name, owner, creation time and region of a bucket do
+        not change."""
 
         def run(c: sqlite3.Connection) -> None:
             if c.execute("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ?, tags = ?, "
-                         "lifecycle = ? WHERE name = ? AND id = ?",
+                         "lifecycle = ?, policy = ?, public_access = ?, ownership = ? WHERE name = ? AND id = ?",
                          (bucket.acl, bucket.cors, bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags),
-                          bucket.lifecycle, bucket.name, bucket.id)).rowcount == 0:
+                          bucket.lifecycle, bucket.policy, bucket.public_access, bucket.ownership, bucket.name,
+                          bucket.id)).rowcount == 0:
                 raise NoSuchBucket(bucket.name)
 
         await self._changed(run)

@@ -98,6 +98,9 @@ class Bucket:
     object_lock: str = ""
     tags: tuple[tuple[str, str], ...] = ()  # the bucket's own tags (PutBucketTagging)
     lifecycle: str = ""  # lifecycle rules (JSON, s3/lifecycle.py); "" = none
+    policy: str = ""  # the bucket policy (JSON, as PutBucketPolicy sent it; s3/policy.py); "" = none
+    public_access: str = ""  # the public access block (JSON of its four flags, s3/bucketaccess.py); "" = none
+    ownership: str = ""  # object ownership: "", "BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter"
 
 
 VERSIONING = ("", "Enabled", "Suspended")

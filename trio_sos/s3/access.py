@@ -1,19 +1,28 @@
-"""Who may do what: ACL checks on buckets and objects, the ACLs of new resources, and the ACL operations
-(Get/PutBucketAcl, Get/PutObjectAcl).
+"""Who may do what: one decision per request for buckets and objects — bucket policy, then ownership and ACLs —
+the ACLs of new resources, and the ACL operations (Get/PutBucketAcl, Get/PutObjectAcl).
 
-Rules (S3's, for buckets without policies): a bucket's owner may do everything to the bucket; anyone else needs
-the bucket ACL's grant (READ to list, WRITE to create, overwrite or delete objects, READ_ACP / WRITE_ACP for the
-ACL itself). Reading an object, or its ACL, is decided by the object's own ACL, with its owner always allowed.
-Anonymous callers are the AllUsers group; signed-in callers also AuthenticatedUsers.
+The order is S3's: an explicit Deny in the bucket's policy wins over everything (the bucket's owner too, but for
+managing the policy itself, so that an owner is never locked out); then the bucket's owner may do everything to
+the bucket, and an object's owner to the object; then an Allow of the policy grants; then the ACL's grants — the
+bucket ACL's READ to list, WRITE to create, overwrite or delete objects, READ_ACP / WRITE_ACP for the ACL itself;
+reading an object, or its ACL, by the object's own ACL. Anonymous callers are the AllUsers group; signed-in
+callers also AuthenticatedUsers. A public access block's IgnorePublicAcls drops grants to those two groups, its
+RestrictPublicBuckets the Allows of a public policy for anyone but the owner; ownership BucketOwnerEnforced turns
+ACLs off (the bucket's owner owns every object; only the policy grants). Each handler names its permission
+(``ctx.bucket_for("WRITE")``, ``check_object``) and the operation table its action (``ctx.action``).
 """
 
 from __future__ import annotations
+
+import functools
+import time
+from datetime import UTC, datetime
 
 import attrs
 
 from ..http.server import Response
 from ..meta import store as m
-from . import acl
+from . import acl, bucketaccess, policy
 from .context import Ctx
 from .errors import S3Error
 
@@ -21,42 +30,185 @@ OWNER = "OWNER"  # only the bucket's owner
 ANONYMOUS_ID = "65a011a29cdf8ec533ec3d1ccaae921c"  # the canonical id S3 gives anonymous writers
 
 
+# the owner of a bucket may always read, replace and delete its policy, whatever the policy denies
+POLICY_ACTIONS = frozenset({"s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy"})
+_REQUEST_KEY = object()  # bucket_for's default key: the request's own
+
+
 def caller_id(ctx: Ctx) -> str | None:
     return ctx.user.id if ctx.user is not None else None
 
 
+def enforced(bucket: m.Bucket) -> bool:
+    """Object ownership BucketOwnerEnforced: ACLs are off, the bucket's owner owns every object."""
+    return bucket.ownership == "BucketOwnerEnforced"
+
+
 def bucket_policy(bucket: m.Bucket) -> acl.Policy:
+    if enforced(bucket):
+        return acl.canned("private", bucket.owner_id, "")
     return acl.effective(bucket.acl, bucket.owner_id, "")
 
 
-def object_policy(obj: m.ObjectVersion) -> acl.Policy:
+def object_owner(bucket: m.Bucket | None, obj: m.ObjectVersion) -> str:
+    return bucket.owner_id if bucket is not None and enforced(bucket) else obj.owner_id
+
+
+def object_policy(obj: m.ObjectVersion, bucket: m.Bucket | None = None) -> acl.Policy:
+    if bucket is not None and enforced(bucket):
+        return acl.canned("private", bucket.owner_id, "")
     return acl.effective(obj.acl, obj.owner_id, "")
 
 
-async def bucket_for(ctx: Ctx, permission: str | None, name: str | None = None) -> m.Bucket:
-    """The named bucket (the request's by default), if the caller holds ``permission`` on it (None: only that it
-    exists; object permissions are checked on the object)."""
+def _acl_allows(bucket: m.Bucket, policy: acl.Policy, user: str | None, permission: str) -> bool:
+    if enforced(bucket):
+        return False  # ACLs are off: only owners and the bucket policy grant
+    if bucketaccess.block(bucket).ignore_public_acls:
+        policy = acl.without_public(policy)
+    return acl.allows(policy, user, permission)
+
+
+def decide(ctx: Ctx, bucket: m.Bucket, action: str, key: str | None,
+           extra: dict[str, str | tuple[str, ...]] | None = None) -> str | None:
+    """What the bucket's policy says of ``action`` on the bucket (``key`` None) or one of its objects: "Deny",
+    "Allow" or None."""
+    if not bucket.policy:
+        return None
+    parsed = _parsed(bucket.policy, bucket.name)
+    keys = request_keys(ctx)
+    if extra:
+        keys = {**keys, **extra}
+    verdict = policy.evaluate(parsed, policy.RequestContext(caller_id(ctx), action,
+                                                            policy.bucket_arn(bucket.name, key), keys))
+    if verdict == "Allow" and caller_id(ctx) != bucket.owner_id and bucketaccess.block(bucket).restrict_public_buckets \
+            and policy.is_public(parsed):
+        return None  # a public policy grants nobody but the owner while RestrictPublicBuckets is on
+    return verdict
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str, bucket: str) -> policy.Policy:
+    # validated when it was put (principals included): only the language is checked again here
+    return policy.parse(text, bucket)
+
+
+async def bucket_for(ctx: Ctx, permission: str | None, name: str | None = None, *, action: str | None = None,
+                     key: object = _REQUEST_KEY) -> m.Bucket:
+    """The named bucket (the request's by default), if the caller may do ``action`` (the request's by default)
+    with ``permission`` ("OWNER": no ACL grants it) — on the bucket, or on the object ``key`` (the request's key
+    by default, for an object action). ``permission`` None: only that the bucket exists; object permissions are
+    then checked on the object (``check_object``)."""
     name = name or ctx.bucket
     assert name is not None
     bucket = await ctx.meta.get_bucket(name)
     if bucket is None:
         raise S3Error("NoSuchBucket", BucketName=name)
+    ctx.buckets[bucket.name] = bucket
     if permission is None:
         return bucket
-    user = caller_id(ctx)
-    if user is not None and user == bucket.owner_id:
-        return bucket
-    if permission == OWNER or not acl.allows(bucket_policy(bucket), user, permission):
+    action = action or ctx.action
+    if key is _REQUEST_KEY:
+        key = ctx.key if name == ctx.bucket and action in policy.OBJECT_ACTIONS else None
+    assert key is None or isinstance(key, str)
+    if not allowed(ctx, bucket, permission, action, key):
         raise S3Error("AccessDenied")
     return bucket
 
 
-def check_object(ctx: Ctx, obj: m.ObjectVersion, permission: str) -> None:
+def allowed(ctx: Ctx, bucket: m.Bucket, permission: str, action: str, key: str | None) -> bool:
+    """``bucket_for``'s decision, for a bucket read already (DeleteObjects decides each key on its own)."""
+    verdict = decide(ctx, bucket, action, key)
     user = caller_id(ctx)
-    if user is not None and user == obj.owner_id:
-        return
-    if not acl.allows(object_policy(obj), user, permission):
+    owner = user is not None and user == bucket.owner_id
+    if verdict == "Deny" and not (owner and action in POLICY_ACTIONS):
+        return False
+    if owner or verdict == "Allow":
+        return True
+    return permission != OWNER and _acl_allows(bucket, bucket_policy(bucket), user, permission)
+
+
+def check_object(ctx: Ctx, obj: m.ObjectVersion, permission: str, *, action: str | None = None) -> None:
+    """Whether the caller may do ``action`` (the request's by default) to ``obj`` with ``permission``: the bucket
+    policy (with the object's tags as s3:ExistingObjectTag), then the object's owner, then its ACL. The bucket
+    must have been read through ``bucket_for`` by this request."""
+    bucket = ctx.buckets.get(obj.bucket)
+    if bucket is None:  # a handler that skipped bucket_for: refuse rather than decide without the policy
+        raise RuntimeError(f"check_object of {obj.bucket}/{obj.key} before its bucket was read")
+    tags: dict[str, str | tuple[str, ...]] = {f"s3:existingobjecttag/{k}": v for k, v in obj.tags}
+    verdict = decide(ctx, bucket, action or ctx.action, obj.key, tags)
+    if verdict == "Deny":
         raise S3Error("AccessDenied")
+    user = caller_id(ctx)
+    if (user is not None and user == object_owner(bucket, obj)) or verdict == "Allow":
+        return
+    if not _acl_allows(bucket, object_policy(obj, bucket), user, permission):
+        raise S3Error("AccessDenied")
+
+
+def request_keys(ctx: Ctx) -> dict[str, str | tuple[str, ...]]:
+    """The request's condition keys (lower-cased names), built once per request."""
+    if ctx.policy_keys is not None:
+        return ctx.policy_keys
+    from .tagging import request_tags
+
+    request = ctx.request
+    now = time.time()
+    keys: dict[str, str | tuple[str, ...]] = {
+        "aws:sourceip": request.remote.rsplit(":", 1)[0].strip("[]"),
+        "aws:securetransport": "true" if request.scheme == "https" else "false",
+        "aws:currenttime": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "aws:epochtime": str(int(now)),
+        "aws:principaltype": "User" if ctx.user is not None else "Anonymous",
+    }
+    if ctx.user is not None:
+        keys["aws:username"] = keys["aws:userid"] = ctx.user.id
+        keys["aws:principalarn"] = f"arn:aws:iam::{ACCOUNT}:user/{ctx.user.id}"
+    for header, key in (("referer", "aws:referer"), ("user-agent", "aws:useragent")):
+        value = ctx.header(header)
+        if value is not None:
+            keys[key] = value
+    for param in ("prefix", "delimiter", "max-keys"):
+        if param in ctx.query:
+            keys[f"s3:{param}"] = ctx.query[param]
+    if "versionId" in ctx.query:
+        keys["s3:versionid"] = ctx.query["versionId"]
+    for name, value in request.headers:
+        if name in _HEADER_KEYS:
+            keys[f"s3:{name}"] = value
+    lock = {"x-amz-object-lock-mode": "s3:object-lock-mode", "x-amz-object-lock-legal-hold":
+            "s3:object-lock-legal-hold", "x-amz-object-lock-retain-until-date": "s3:object-lock-retain-until-date"}
+    for header, key in lock.items():
+        value = ctx.header(header)
+        if value is not None:
+            keys[key] = value
+    until = ctx.header("x-amz-object-lock-retain-until-date")
+    if until is not None:
+        try:
+            keys["s3:object-lock-remaining-retention-days"] = str(max(0, int((policy.date_seconds(until) - now)
+                                                                             // 86400)))
+        except ValueError:
+            pass
+    tags = request_tags(ctx)
+    if tags is not None:
+        keys.update({f"s3:requestobjecttag/{k}": v for k, v in tags})
+        keys["s3:requestobjecttagkeys"] = tuple(k for k, _ in tags)
+    keys["s3:authtype"] = {"sigv4-query": "REST-QUERY-STRING", "sigv2-query": "REST-QUERY-STRING",
+                           "post-policy": "POST"}.get(ctx.auth, "REST-HEADER")
+    if ctx.auth.startswith("sigv4"):
+        keys["s3:signatureversion"] = "AWS4-HMAC-SHA256"
+    elif ctx.auth.startswith("sigv2"):
+        keys["s3:signatureversion"] = "AWS"
+    ctx.policy_keys = keys
+    return keys
+
+
+ACCOUNT = "000000000000"  # the one account of this store, in the ARNs it shows (the digits are never compared)
+_HEADER_KEYS = frozenset({
+    "x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp", "x-amz-grant-write-acp",
+    "x-amz-grant-full-control", "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+    "x-amz-server-side-encryption-customer-algorithm", "x-amz-copy-source", "x-amz-metadata-directive",
+    "x-amz-content-sha256", "x-amz-storage-class", "x-amz-website-redirect-location", "x-amz-object-ownership",
+})
 
 
 async def _users(ctx: Ctx) -> list[m.User]:
@@ -75,31 +227,59 @@ async def resolved(ctx: Ctx, policy: acl.Policy) -> acl.Policy:
     return acl.resolve(policy, lambda email: by_email.get(email.lower()), names.get)
 
 
+def _acl_headers(ctx: Ctx) -> dict[str, str]:
+    return {n: v for n, v in ctx.request.headers if n == "x-amz-acl" or n.startswith("x-amz-grant-")}
+
+
+def acls_not_supported() -> S3Error:
+    return S3Error("AccessControlListNotSupported", "The bucket does not allow ACLs")
+
+
 async def new_resource_acl(ctx: Ctx, owner_id: str, bucket: m.Bucket | None = None) -> str:
-    """The stored ACL for a bucket or object created by this request (x-amz-acl or x-amz-grant-*)."""
-    headers = {n: v for n, v in ctx.request.headers if n == "x-amz-acl" or n.startswith("x-amz-grant-")}
+    """The stored ACL for a bucket or object created by this request (x-amz-acl or x-amz-grant-*); into a bucket
+    whose ACLs are off (BucketOwnerEnforced), only none or bucket-owner-full-control; into a bucket whose public
+    access block has BlockPublicAcls, none that is public (AccessDenied)."""
+    headers = _acl_headers(ctx)
+    if bucket is not None and enforced(bucket):
+        if headers and headers != {"x-amz-acl": "bucket-owner-full-control"}:
+            raise acls_not_supported()
+        return ""
     if not headers:
         return ""
     policy = acl.request_policy(headers, owner_id, "", None,
                                 bucket_owner_id=bucket.owner_id if bucket is not None else None)
+    if bucket is not None and bucketaccess.block(bucket).block_public_acls and acl.is_public(policy):
+        raise S3Error("AccessDenied", "The bucket's public access block (BlockPublicAcls) refuses a public ACL")
     return acl.dumps(await resolved(ctx, policy))
 
 
-def owner_of_new_object(ctx: Ctx) -> str:
+def owner_of_new_object(ctx: Ctx, bucket: m.Bucket | None = None) -> str:
+    """Who owns what this request writes: the writer (anonymous writers have S3's anonymous id) — or the
+    bucket's owner when its ownership is BucketOwnerEnforced, or BucketOwnerPreferred and the writer gives it
+    bucket-owner-full-control."""
+    if bucket is not None and (enforced(bucket) or (
+            bucket.ownership == "BucketOwnerPreferred" and ctx.header("x-amz-acl") == "bucket-owner-full-control")):
+        return bucket.owner_id
     return ctx.user.id if ctx.user is not None else ANONYMOUS_ID
 
 
-async def _requested_policy(ctx: Ctx, owner_id: str, bucket: m.Bucket | None) -> acl.Policy:
-    """The ACL a Put*Acl request sets: from its headers, or from its AccessControlPolicy document."""
+async def _requested_policy(ctx: Ctx, owner_id: str, bucket: m.Bucket, *, of_object: bool) -> acl.Policy:
+    """The ACL a Put*Acl request sets: from its headers, or from its AccessControlPolicy document. In a bucket
+    whose ACLs are off, AccessControlListNotSupported (but for bucket-owner-full-control, which they already are);
+    with BlockPublicAcls, AccessDenied for a public one."""
+    if enforced(bucket):
+        if _acl_headers(ctx) != {"x-amz-acl": "bucket-owner-full-control"}:
+            raise acls_not_supported()
+        return acl.canned("private", bucket.owner_id, "")
     from .buckets import read_document
 
-    headers = {n: v for n, v in ctx.request.headers if n == "x-amz-acl" or n.startswith("x-amz-grant-")}
+    headers = _acl_headers(ctx)
     body = await read_document(ctx)
     if headers and body.strip():
         raise S3Error("UnexpectedContent", "This request does not support content", status=400)
     if headers:
         policy = acl.request_policy(headers, owner_id, "", None,
-                                    bucket_owner_id=bucket.owner_id if bucket is not None else None)
+                                    bucket_owner_id=bucket.owner_id if of_object else None)
     elif body.strip():
         policy = acl.parse_policy_xml(body, None)
         if policy.owner_id != owner_id:
@@ -107,6 +287,8 @@ async def _requested_policy(ctx: Ctx, owner_id: str, bucket: m.Bucket | None) ->
     else:
         raise S3Error("MissingSecurityHeader", "Your request was missing a required header",
                       MissingHeaderName="x-amz-acl")
+    if bucketaccess.block(bucket).block_public_acls and acl.is_public(policy):
+        raise S3Error("AccessDenied", "The bucket's public access block (BlockPublicAcls) refuses a public ACL")
     return await resolved(ctx, policy)
 
 
@@ -118,8 +300,8 @@ async def get_bucket_acl(ctx: Ctx) -> Response:
 
 async def put_bucket_acl(ctx: Ctx) -> Response:
     bucket = await bucket_for(ctx, "WRITE_ACP")
-    policy = await _requested_policy(ctx, bucket.owner_id, None)
-    await ctx.meta.update_bucket(attrs.evolve(bucket, acl=acl.dumps(policy)))
+    policy = await _requested_policy(ctx, bucket.owner_id, bucket, of_object=False)
+    await ctx.meta.update_bucket(attrs.evolve(bucket, acl="" if enforced(bucket) else acl.dumps(policy)))
     return Response(200, [], b"")
 
 
@@ -142,7 +324,7 @@ async def get_object_acl(ctx: Ctx) -> Response:
 
     bucket, obj = await named_object(ctx)
     check_object(ctx, obj, "READ_ACP")
-    policy = await resolved(ctx, object_policy(obj))
+    policy = await resolved(ctx, object_policy(obj, bucket))
     return Response(200, [("Content-Type", "application/xml"), *version_header(bucket, obj.version_id)],
                     acl.render_policy_xml(policy))
 
@@ -152,7 +334,9 @@ async def put_object_acl(ctx: Ctx) -> Response:
 
     bucket, obj = await named_object(ctx)
     check_object(ctx, obj, "WRITE_ACP")
-    policy = await _requested_policy(ctx, obj.owner_id, bucket)
+    policy = await _requested_policy(ctx, obj.owner_id, bucket, of_object=True)
+    if enforced(bucket):
+        return Response(200, version_header(bucket, obj.version_id), b"")  # ACLs are off: nothing to change
     if not await ctx.meta.update_object(attrs.evolve(obj, acl=acl.dumps(policy))):
         raise S3Error("OperationAborted", status=409)
     return Response(200, version_header(bucket, obj.version_id), b"")

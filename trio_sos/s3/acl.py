@@ -465,3 +465,14 @@ def allows(policy: Policy, user_id: str | None, permission: str) -> bool:
         raise ValueError(f"unknown permission {permission!r}")
     return any(grant.permission in (permission, "FULL_CONTROL") and applies(grant.grantee, user_id)
                for grant in policy.grants)
+
+
+def is_public(policy: Policy) -> bool:
+    """Whether the ACL grants anything to everyone or to every signed-in user (what a public access block's
+    BlockPublicAcls refuses and IgnorePublicAcls ignores)."""
+    return any(g.grantee.kind == GROUP and g.grantee.uri in (ALL_USERS, AUTHENTICATED_USERS) for g in policy.grants)
+
+
+def without_public(policy: Policy) -> Policy:
+    return attrs.evolve(policy, grants=[g for g in policy.grants if not (
+        g.grantee.kind == GROUP and g.grantee.uri in (ALL_USERS, AUTHENTICATED_USERS))])

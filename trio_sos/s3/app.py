@@ -3,9 +3,10 @@
 request id -> routing (virtual host or path style) -> operation (the table below) -> authentication
 -> handler -> response with the common headers; every failure is one S3Error rendered once.
 
-The operation table maps every operation to its handler. Each handler names the permission it needs as its first
-step (``ctx.bucket_for("WRITE")``, ``check_object(ctx, obj, "READ")``: rules in ``access.py``), before it reads
-a byte of the body.
+The operation table maps every operation to its handler and to the S3 action it is (what bucket policies name:
+the one auditable list of who-needs-what). Each handler names the permission it needs as its first step
+(``ctx.bucket_for("WRITE")``, ``check_object(ctx, obj, "READ")``: rules in ``access.py``), before it reads a byte
+of the body.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..http.server import ClientDisconnected, HttpError, Request, Response
 from ..meta.store import MetaUnavailable
 from . import (
     access,
+    bucketaccess,
     buckets,
     copy,
     cors,
@@ -49,59 +51,93 @@ class Operation:
     name: str
     handler: Handler
     scope: str  # "service", "bucket" or "object": what the URL must name
+    action: str  # the S3 action it is, in policies (s3:GetObject...)
+    version_action: str = ""  # the action instead when the request names a version (?versionId=)
+
+    def action_for(self, query: dict[str, str]) -> str:
+        return self.version_action if self.version_action and "versionId" in query else self.action
 
 
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in [
-        Operation("ListBuckets", buckets.list_buckets, "service"),
-        Operation("CreateBucket", buckets.create_bucket, "bucket"),
-        Operation("HeadBucket", buckets.head_bucket, "bucket"),
-        Operation("DeleteBucket", buckets.delete_bucket, "bucket"),
-        Operation("GetBucketLocation", buckets.get_bucket_location, "bucket"),
-        Operation("ListObjects", listing.list_objects_v1, "bucket"),
-        Operation("ListObjectsV2", listing.list_objects_v2, "bucket"),
-        Operation("PutObject", objects.put_object, "object"),
-        Operation("GetObject", objects.get_object, "object"),
-        Operation("HeadObject", objects.head_object, "object"),
-        Operation("DeleteObject", objects.delete_object, "object"),
-        Operation("DeleteObjects", objects.delete_objects, "bucket"),
-        Operation("CopyObject", copy.copy_object, "object"),
-        Operation("CreateMultipartUpload", multipart.create_multipart_upload, "object"),
-        Operation("UploadPart", multipart.upload_part, "object"),
-        Operation("UploadPartCopy", multipart.upload_part_copy, "object"),
-        Operation("CompleteMultipartUpload", multipart.complete_multipart_upload, "object"),
-        Operation("AbortMultipartUpload", multipart.abort_multipart_upload, "object"),
-        Operation("ListParts", multipart.list_parts, "object"),
-        Operation("ListMultipartUploads", multipart.list_multipart_uploads, "bucket"),
-        Operation("GetObjectTagging", tagging.get_object_tagging, "object"),
-        Operation("PutObjectTagging", tagging.put_object_tagging, "object"),
-        Operation("DeleteObjectTagging", tagging.delete_object_tagging, "object"),
-        Operation("PutBucketLifecycleConfiguration", lifecycle.put_bucket_lifecycle, "bucket"),
-        Operation("GetBucketLifecycleConfiguration", lifecycle.get_bucket_lifecycle, "bucket"),
-        Operation("DeleteBucketLifecycle", lifecycle.delete_bucket_lifecycle, "bucket"),
-        Operation("PutBucketTagging", tagging.put_bucket_tagging, "bucket"),
-        Operation("GetBucketTagging", tagging.get_bucket_tagging, "bucket"),
-        Operation("DeleteBucketTagging", tagging.delete_bucket_tagging, "bucket"),
-        Operation("GetObjectAttributes", objects.get_object_attributes, "object"),
-        Operation("GetBucketVersioning", versioning.get_bucket_versioning, "bucket"),
-        Operation("PutBucketVersioning", versioning.put_bucket_versioning, "bucket"),
-        Operation("ListObjectVersions", versioning.list_object_versions, "bucket"),
-        Operation("PutObjectLockConfiguration", objectlock.put_object_lock_configuration, "bucket"),
-        Operation("GetObjectLockConfiguration", objectlock.get_object_lock_configuration, "bucket"),
-        Operation("PutObjectRetention", objectlock.put_object_retention, "object"),
-        Operation("GetObjectRetention", objectlock.get_object_retention, "object"),
-        Operation("PutObjectLegalHold", objectlock.put_object_legal_hold, "object"),
-        Operation("GetObjectLegalHold", objectlock.get_object_legal_hold, "object"),
-        Operation("PutBucketCors", cors.put_bucket_cors, "bucket"),
-        Operation("GetBucketCors", cors.get_bucket_cors, "bucket"),
-        Operation("DeleteBucketCors", cors.delete_bucket_cors, "bucket"),
-        Operation("PreflightCors", cors.preflight, "bucket"),
-        Operation("PostObject", post.post_object, "bucket"),
-        Operation("GetBucketAcl", access.get_bucket_acl, "bucket"),
-        Operation("PutBucketAcl", access.put_bucket_acl, "bucket"),
-        Operation("GetObjectAcl", access.get_object_acl, "object"),
-        Operation("PutObjectAcl", access.put_object_acl, "object"),
+        Operation("ListBuckets", buckets.list_buckets, "service", "s3:ListAllMyBuckets"),
+        Operation("CreateBucket", buckets.create_bucket, "bucket", "s3:CreateBucket"),
+        Operation("HeadBucket", buckets.head_bucket, "bucket", "s3:ListBucket"),
+        Operation("DeleteBucket", buckets.delete_bucket, "bucket", "s3:DeleteBucket"),
+        Operation("GetBucketLocation", buckets.get_bucket_location, "bucket", "s3:GetBucketLocation"),
+        Operation("ListObjects", listing.list_objects_v1, "bucket", "s3:ListBucket"),
+        Operation("ListObjectsV2", listing.list_objects_v2, "bucket", "s3:ListBucket"),
+        Operation("PutObject", objects.put_object, "object", "s3:PutObject"),
+        Operation("GetObject", objects.get_object, "object", "s3:GetObject", "s3:GetObjectVersion"),
+        Operation("HeadObject", objects.head_object, "object", "s3:GetObject", "s3:GetObjectVersion"),
+        Operation("DeleteObject", objects.delete_object, "object", "s3:DeleteObject", "s3:DeleteObjectVersion"),
+        # each key is decided on its own (s3:DeleteObject or s3:DeleteObjectVersion)
+        Operation("DeleteObjects", objects.delete_objects, "bucket", "s3:DeleteObject"),
+        # and s3:GetObject(Version) of the source
+        Operation("CopyObject", copy.copy_object, "object", "s3:PutObject"),
+        Operation("CreateMultipartUpload", multipart.create_multipart_upload, "object", "s3:PutObject"),
+        Operation("UploadPart", multipart.upload_part, "object", "s3:PutObject"),
+        Operation("UploadPartCopy", multipart.upload_part_copy, "object", "s3:PutObject"),
+        Operation("CompleteMultipartUpload", multipart.complete_multipart_upload, "object", "s3:PutObject"),
+        Operation("AbortMultipartUpload", multipart.abort_multipart_upload, "object", "s3:AbortMultipartUpload"),
+        Operation("ListParts", multipart.list_parts, "object", "s3:ListMultipartUploadParts"),
+        Operation("ListMultipartUploads", multipart.list_multipart_uploads, "bucket",
+                  "s3:ListBucketMultipartUploads"),
+        Operation("GetObjectTagging", tagging.get_object_tagging, "object", "s3:GetObjectTagging",
+                  "s3:GetObjectVersionTagging"),
+        Operation("PutObjectTagging", tagging.put_object_tagging, "object", "s3:PutObjectTagging",
+                  "s3:PutObjectVersionTagging"),
+        Operation("DeleteObjectTagging", tagging.delete_object_tagging, "object", "s3:DeleteObjectTagging",
+                  "s3:DeleteObjectVersionTagging"),
+        Operation("PutBucketLifecycleConfiguration", lifecycle.put_bucket_lifecycle, "bucket",
+                  "s3:PutLifecycleConfiguration"),
+        Operation("GetBucketLifecycleConfiguration", lifecycle.get_bucket_lifecycle, "bucket",
+                  "s3:GetLifecycleConfiguration"),
+        Operation("DeleteBucketLifecycle", lifecycle.delete_bucket_lifecycle, "bucket",
+                  "s3:PutLifecycleConfiguration"),
+        Operation("PutBucketTagging", tagging.put_bucket_tagging, "bucket", "s3:PutBucketTagging"),
+        Operation("GetBucketTagging", tagging.get_bucket_tagging, "bucket", "s3:GetBucketTagging"),
+        Operation("DeleteBucketTagging", tagging.delete_bucket_tagging, "bucket", "s3:PutBucketTagging"),
+        Operation("GetObjectAttributes", objects.get_object_attributes, "object", "s3:GetObjectAttributes",
+                  "s3:GetObjectVersionAttributes"),
+        Operation("GetBucketVersioning", versioning.get_bucket_versioning, "bucket", "s3:GetBucketVersioning"),
+        Operation("PutBucketVersioning", versioning.put_bucket_versioning, "bucket", "s3:PutBucketVersioning"),
+        Operation("ListObjectVersions", versioning.list_object_versions, "bucket", "s3:ListBucketVersions"),
+        Operation("PutObjectLockConfiguration", objectlock.put_object_lock_configuration, "bucket",
+                  "s3:PutBucketObjectLockConfiguration"),
+        Operation("GetObjectLockConfiguration", objectlock.get_object_lock_configuration, "bucket",
+                  "s3:GetBucketObjectLockConfiguration"),
+        Operation("PutObjectRetention", objectlock.put_object_retention, "object", "s3:PutObjectRetention"),
+        Operation("GetObjectRetention", objectlock.get_object_retention, "object", "s3:GetObjectRetention"),
+        Operation("PutObjectLegalHold", objectlock.put_object_legal_hold, "object", "s3:PutObjectLegalHold"),
+        Operation("GetObjectLegalHold", objectlock.get_object_legal_hold, "object", "s3:GetObjectLegalHold"),
+        Operation("PutBucketCors", cors.put_bucket_cors, "bucket", "s3:PutBucketCORS"),
+        Operation("GetBucketCors", cors.get_bucket_cors, "bucket", "s3:GetBucketCORS"),
+        Operation("DeleteBucketCors", cors.delete_bucket_cors, "bucket", "s3:PutBucketCORS"),
+        Operation("PreflightCors", cors.preflight, "bucket", ""),  # unauthenticated: the CORS rules decide
+        Operation("PostObject", post.post_object, "bucket", "s3:PutObject"),
+        Operation("GetBucketAcl", access.get_bucket_acl, "bucket", "s3:GetBucketAcl"),
+        Operation("PutBucketAcl", access.put_bucket_acl, "bucket", "s3:PutBucketAcl"),
+        Operation("GetObjectAcl", access.get_object_acl, "object", "s3:GetObjectAcl", "s3:GetObjectVersionAcl"),
+        Operation("PutObjectAcl", access.put_object_acl, "object", "s3:PutObjectAcl", "s3:PutObjectVersionAcl"),
+        Operation("PutBucketPolicy", bucketaccess.put_bucket_policy, "bucket", "s3:PutBucketPolicy"),
+        Operation("GetBucketPolicy", bucketaccess.get_bucket_policy, "bucket", "s3:GetBucketPolicy"),
+        Operation("DeleteBucketPolicy", bucketaccess.delete_bucket_policy, "bucket", "s3:DeleteBucketPolicy"),
+        Operation("GetBucketPolicyStatus", bucketaccess.get_bucket_policy_status, "bucket",
+                  "s3:GetBucketPolicyStatus"),
+        Operation("PutPublicAccessBlock", bucketaccess.put_public_access_block, "bucket",
+                  "s3:PutBucketPublicAccessBlock"),
+        Operation("GetPublicAccessBlock", bucketaccess.get_public_access_block, "bucket",
+                  "s3:GetBucketPublicAccessBlock"),
+        Operation("DeletePublicAccessBlock", bucketaccess.delete_public_access_block, "bucket",
+                  "s3:PutBucketPublicAccessBlock"),
+        Operation("PutBucketOwnershipControls", bucketaccess.put_bucket_ownership_controls, "bucket",
+                  "s3:PutBucketOwnershipControls"),
+        Operation("GetBucketOwnershipControls", bucketaccess.get_bucket_ownership_controls, "bucket",
+                  "s3:GetBucketOwnershipControls"),
+        Operation("DeleteBucketOwnershipControls", bucketaccess.delete_bucket_ownership_controls, "bucket",
+                  "s3:PutBucketOwnershipControls"),
     ]
 }
 
@@ -112,7 +148,8 @@ UNBUILT_SUBRESOURCES = (
     "lifecycle", "logging", "notification", "policy", "replication", "restore",
     "torrent", "website", "encryption",
     "object-lock", "legal-hold", "retention", "accelerate", "requestPayment", "analytics", "inventory",
-    "metrics", "ownershipControls", "publicAccessBlock", "intelligent-tiering", "attributes", "select",
+    "metrics", "ownershipControls", "publicAccessBlock", "policyStatus", "intelligent-tiering", "attributes",
+    "select",
 )
 
 
@@ -137,6 +174,17 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
     if key is None and "lifecycle" in query:
         return {"GET": "GetBucketLifecycleConfiguration", "PUT": "PutBucketLifecycleConfiguration",
                 "DELETE": "DeleteBucketLifecycle"}.get(method, "MethodNotAllowed")
+    if key is None and "policy" in query:
+        return {"GET": "GetBucketPolicy", "PUT": "PutBucketPolicy", "DELETE": "DeleteBucketPolicy"}.get(
+            method, "MethodNotAllowed")
+    if key is None and "policyStatus" in query:
+        return "GetBucketPolicyStatus" if method == "GET" else "MethodNotAllowed"
+    if key is None and "publicAccessBlock" in query:
+        return {"GET": "GetPublicAccessBlock", "PUT": "PutPublicAccessBlock",
+                "DELETE": "DeletePublicAccessBlock"}.get(method, "MethodNotAllowed")
+    if key is None and "ownershipControls" in query:
+        return {"GET": "GetBucketOwnershipControls", "PUT": "PutBucketOwnershipControls",
+                "DELETE": "DeleteBucketOwnershipControls"}.get(method, "MethodNotAllowed")
     if key is None and "versioning" in query:
         return {"GET": "GetBucketVersioning", "PUT": "PutBucketVersioning"}.get(method, "MethodNotAllowed")
     if key is None and "versions" in query:
@@ -273,6 +321,7 @@ class S3App:
             return await cors.preflight(ctx)
         if name == "PostObject":  # authenticated by the signed policy inside the form
             ctx.auth = "post-policy"
+            ctx.action = OPERATIONS[name].action
             return await post.post_object(ctx)
         await self._authenticate(ctx)
         # again, on the headers as signed (a V2 presigned URL may carry x-amz-copy-source in its query)
@@ -281,7 +330,9 @@ class S3App:
             raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="OBJECT" if ctx.key else "BUCKET")
         if name.startswith("NotImplemented:"):
             raise S3Error("NotImplemented", f"{name.split(':', 1)[1]} is not implemented by this server yet")
-        return await OPERATIONS[name].handler(ctx)
+        operation = OPERATIONS[name]
+        ctx.action = operation.action_for(ctx.query)
+        return await operation.handler(ctx)
 
     async def _user(self, access_key: str):
         user = await self.services.user_by_access_key(access_key)

@@ -91,10 +91,17 @@ async def create_bucket(ctx: Ctx) -> Response:
                       ArgumentName="x-amz-bucket-object-lock-enabled", ArgumentValue=lock[:16])
     # object lock enabled at creation: versioning Enabled with it, for good (it cannot be suspended)
     versioning, object_lock = ("Enabled", "{}") if lock == "true" else ("", "")
+    from . import acl as acls
+    from .bucketaccess import check_ownership
+
+    ownership = ctx.header("x-amz-object-ownership")
     try:
         acl = await new_resource_acl(ctx, ctx.user.id)
+        if ownership is not None:
+            check_ownership(ownership.strip(), acls.effective(acl, ctx.user.id, ""), argument=True)
         await ctx.meta.create_bucket(m.Bucket(ctx.bucket, ctx.user.id, time.time(), region, acl=acl,
-                                              versioning=versioning, object_lock=object_lock))
+                                              versioning=versioning, object_lock=object_lock,
+                                              ownership=(ownership or "").strip()))
     except m.BucketAlreadyExists as exc:
         if exc.owner_id != ctx.user.id:
             raise S3Error("BucketAlreadyExists", BucketName=ctx.bucket) from None

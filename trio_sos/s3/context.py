@@ -61,6 +61,9 @@ class Ctx:
     vhost_bucket: str | None = None
     decoder: AwsChunkedDecoder | None = None  # aws-chunked body: decoded on the way in
     trailers: dict[str, str] = attrs.field(factory=dict)  # trailing headers of an aws-chunked body, once read
+    action: str = ""  # the S3 action the operation is (s3:GetObject...): what policies are evaluated for
+    buckets: dict[str, Bucket] = attrs.field(factory=dict)  # the buckets access.bucket_for read, by name
+    policy_keys: dict[str, str | tuple[str, ...]] | None = None  # the request's condition keys, once built
 
     def body_receiver(self) -> Callable[[], Awaitable[bytes]]:
         """The request body's pieces, aws-chunked framing removed and verified when there is some."""
@@ -107,12 +110,13 @@ class Ctx:
     def header(self, name: str) -> str | None:
         return self.request.header(name)
 
-    async def bucket_for(self, permission: str | None) -> Bucket:
-        """The request's bucket, if the caller holds ``permission`` on it ("OWNER": only its owner; None: any
-        caller, object permissions being checked on the object). See ``access.py``."""
+    async def bucket_for(self, permission: str | None, *, action: str | None = None) -> Bucket:
+        """The request's bucket, if the caller may do ``action`` (the request's by default) with ``permission``
+        ("OWNER": no ACL grants it; None: any caller, object permissions being checked on the object). See
+        ``access.py``."""
         from .access import bucket_for
 
-        return await bucket_for(self, permission)
+        return await bucket_for(self, permission, action=action)
 
 
 def parse_query(raw: str) -> dict[str, str]:

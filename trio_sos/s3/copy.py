@@ -112,15 +112,15 @@ async def copy_source(ctx: Ctx, *, allow_range: bool, max_size: int) -> tuple[m.
     try:
         source = await find_version(ctx, bucket_name, key, version_id)
     except S3Error as exc:  # a delete marker: S3 answers a copy from it 404 (latest) or 400 (named)
-        await bucket_for(ctx, "READ", bucket_name)
+        await bucket_for(ctx, "READ", bucket_name, action="s3:ListBucket")
         if exc.code == "MethodNotAllowed":
             raise S3Error("InvalidRequest", "The source of a copy request may not specifically refer to a delete "
                                             "marker by version id.") from None
         raise
     if source is None:
-        await bucket_for(ctx, "READ", bucket_name)
+        await bucket_for(ctx, "READ", bucket_name, action="s3:ListBucket")
         raise missing(key, version_id)
-    check_object(ctx, source, "READ")
+    check_object(ctx, source, "READ", action="s3:GetObjectVersion" if version_id else "s3:GetObject")
     check_copy_conditions(ctx, source)
     start, end = 0, source.size
     spec = ctx.header("x-amz-copy-source-range")
@@ -177,7 +177,7 @@ async def copy_object(ctx: Ctx) -> Response:
 
     assert ctx.bucket is not None and ctx.key is not None
     bucket = await ctx.bucket_for("WRITE")
-    owner = owner_of_new_object(ctx)
+    owner = owner_of_new_object(ctx, bucket)
     directive = (ctx.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",

@@ -63,7 +63,7 @@ async def create_multipart_upload(ctx: Ctx) -> Response:
 
     assert ctx.bucket is not None and ctx.key is not None
     bucket = await ctx.bucket_for("WRITE")
-    owner = owner_of_new_object(ctx)
+    owner = owner_of_new_object(ctx, bucket)
     fields = object_fields(ctx)
     lock = objectlock.upload_lock_pairs(objectlock.lock_fields(ctx, bucket))
     upload = m.Upload(bucket=ctx.bucket, key=ctx.key, upload_id=new_upload_id(), initiated=time.time(),

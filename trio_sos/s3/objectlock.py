@@ -60,8 +60,17 @@ def parse_date(value: str, name: str) -> float:
 
 
 def may_bypass(ctx: Ctx, bucket: m.Bucket) -> bool:
+    """x-amz-bypass-governance-retention: true, from the bucket's owner or a caller the bucket policy allows
+    s3:BypassGovernanceRetention (and does not deny it)."""
+    from .access import decide
+
     asked = (ctx.header("x-amz-bypass-governance-retention") or "").strip().lower() == "true"
-    return asked and ctx.user is not None and ctx.user.id == bucket.owner_id
+    if not asked:
+        return False
+    verdict = decide(ctx, bucket, "s3:BypassGovernanceRetention", ctx.key)
+    if verdict == "Deny":
+        return False
+    return verdict == "Allow" or (ctx.user is not None and ctx.user.id == bucket.owner_id)
 
 
 def lock_fields(ctx: Ctx, bucket: m.Bucket) -> dict:

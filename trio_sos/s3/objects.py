@@ -256,7 +256,7 @@ async def put_object(ctx: Ctx) -> Response:
     assert ctx.bucket is not None and ctx.key is not None
     bucket = await ctx.bucket_for("WRITE")
     check_upload_headers(ctx)
-    owner = owner_of_new_object(ctx)
+    owner = owner_of_new_object(ctx, bucket)
     fields = object_fields(ctx)
     fields["acl"] = await new_resource_acl(ctx, owner, bucket)
     fields.update(objectlock.lock_fields(ctx, bucket))
@@ -339,10 +339,12 @@ async def _current(ctx: Ctx) -> tuple[m.Bucket, m.ObjectVersion]:
     try:
         obj = await find_version(ctx, ctx.bucket, ctx.key, version_id)
     except S3Error:
-        await ctx.bucket_for("READ")  # what a caller who may not list learns of a delete marker: AccessDenied
+        # what a caller who may not list learns of a delete marker: AccessDenied
+        await ctx.bucket_for("READ", action="s3:ListBucket")
         raise
     if obj is None:
-        await ctx.bucket_for("READ")  # without the right to list, a missing key is AccessDenied, as S3 does
+        # without the right to list, a missing key is AccessDenied, as S3 does
+        await ctx.bucket_for("READ", action="s3:ListBucket")
         raise missing(ctx.key, version_id)
     check_object(ctx, obj, "READ")
     return bucket, obj
@@ -460,7 +462,7 @@ async def delete_object(ctx: Ctx) -> Response:
     try:
         done = await ctx.meta.delete_object(ctx.bucket, ctx.key, version_id=version_id,
                                             gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id,
-                                            owner_id=owner_of_new_object(ctx),
+                                            owner_id=owner_of_new_object(ctx, bucket),
                                             bypass_governance=objectlock.may_bypass(ctx, bucket))
     except m.ObjectLocked:
         raise objectlock.locked_error() from None
@@ -477,8 +479,10 @@ async def delete_objects(ctx: Ctx) -> Response:
     from .buckets import read_document
     from .xml import Tag, child_text, document, local, parse
 
+    from .access import allowed
+
     assert ctx.bucket is not None
-    bucket = await ctx.bucket_for("WRITE")
+    bucket = await ctx.bucket_for(None)
     raw = await read_document(ctx, 2 * 1024 * 1024)
     md5 = _content_md5(ctx)
     checksum = _checksum_header(ctx)
@@ -511,12 +515,16 @@ async def delete_objects(ctx: Ctx) -> Response:
             return "KeyTooLongError", "Your key is too long"
         if version_id is not None and not m.valid_version_id(version_id):
             return "NoSuchVersion", "The specified version does not exist."
+        # each key as its own DeleteObject (or DeleteObjectVersion) would be decided
+        action = "s3:DeleteObjectVersion" if version_id is not None else "s3:DeleteObject"
+        if not allowed(ctx, bucket, "WRITE", action, key):
+            return "AccessDenied", "Access Denied"
         return None
 
     valid = [(k, v) for k, v in entries if problem(k, v) is None]
     # one metadata step for all of them (and their chunks queued for the GC in it)
     done = iter(await ctx.meta.delete_objects(ctx.bucket, valid, gc_delay=ctx.services.config.gc_delay,
-                                              bucket_id=bucket.id, owner_id=owner_of_new_object(ctx),
+                                              bucket_id=bucket.id, owner_id=owner_of_new_object(ctx, bucket),
                                               bypass_governance=objectlock.may_bypass(ctx, bucket)))
     results = []
     for key, version_id in entries:

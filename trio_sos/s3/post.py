@@ -27,6 +27,7 @@ from .context import Ctx
 from .errors import S3Error
 from . import objectlock
 from .versioning import version_header
+from .access import owner_of_new_object
 from .objects import MAX_PUT_SIZE, STORED_HEADERS, check_user_meta, committing, header_value, store_body
 from .xml import Tag, document
 
@@ -179,7 +180,6 @@ async def post_object(ctx: Ctx) -> Response:
             raise _malformed("POST requires exactly one file upload per request.")
     user = await _authenticate(ctx, fields)
     ctx.user = user
-    bucket = await ctx.bucket_for("WRITE")
     try:
         policy = json.loads(base64.b64decode(fields["policy"], validate=True))
     except (binascii.Error, ValueError, RecursionError):  # RecursionError: nesting deeper than json can go
@@ -193,6 +193,7 @@ async def post_object(ctx: Ctx) -> Response:
     if len(key.encode("utf-8")) > 1024:
         raise S3Error("KeyTooLongError")
     ctx.key, ctx.user = key, user
+    bucket = await ctx.bucket_for("WRITE")  # s3:PutObject on the form's key
     # Fields that become response headers, in the form every header value has here (the bytes as latin-1), and
     # the same 2 KiB limit as the x-amz-meta-* headers of a PutObject, checked before the file is read.
     user_meta = check_user_meta(tuple((n[len("x-amz-meta-"):], header_value(v, n)) for n, v in fields.items()
@@ -219,7 +220,7 @@ async def post_object(ctx: Ctx) -> Response:
                       + " than the allowed size range of the policy.", ProposedSize=str(size))
     obj = m.ObjectVersion(
         bucket=ctx.bucket, key=key, version_id="null", size=size, etag=stored.etag, last_modified=time.time(),
-        owner_id=user.id, manifest=stored.written.manifest, inline=stored.written.inline,
+        owner_id=owner_of_new_object(ctx, bucket), manifest=stored.written.manifest, inline=stored.written.inline,
         content_type=content_type,
         headers=stored_headers,
         user_meta=user_meta,

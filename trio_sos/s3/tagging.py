@@ -57,6 +57,13 @@ def tags_from_header(ctx: Ctx) -> tuple[tuple[str, str], ...]:
     return check_tags(pairs)
 
 
+def request_tags(ctx: Ctx) -> tuple[tuple[str, str], ...] | None:
+    """The tags a request asks for in x-amz-tagging (None without the header): policies' s3:RequestObjectTag."""
+    if ctx.header("x-amz-tagging") is None:
+        return None
+    return tags_from_header(ctx)
+
+
 def tagging_header(tags: tuple[tuple[str, str], ...]) -> str:
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in tags)
 
