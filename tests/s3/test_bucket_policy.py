@@ -159,6 +159,14 @@ def test_conditions_on_the_connection_and_the_object(node_factory, tmp_path) -> 
     assert code(bob_tls.put_object, Bucket="cond", Key="up", Body=b"u") == "AccessDenied"  # no x-amz-acl
     bob_tls.put_object(Bucket="cond", Key="up", Body=b"u", ACL="bucket-owner-read")
     assert alice.get_object(Bucket="cond", Key="up")["Body"].read() == b"u"  # granted READ by that ACL
+    # tags asked for in a PutObjectTagging body are condition keys too
+    alice.put_bucket_policy(Bucket="cond", Policy=policy(
+        anyone("Deny", Action="s3:PutObjectTagging", Resource="arn:aws:s3:::cond/*",
+               Condition={"ForAnyValue:StringEquals": {"s3:RequestObjectTagKeys": "secret"}})))
+    assert code(alice.put_object_tagging, Bucket="cond", Key="open", Tagging={"TagSet": [
+        {"Key": "secret", "Value": "1"}]}) == "AccessDenied"
+    alice.put_object_tagging(Bucket="cond", Key="open", Tagging={"TagSet": [{"Key": "fine", "Value": "1"}]})
+    assert alice.get_object_tagging(Bucket="cond", Key="open")["TagSet"] == [{"Key": "fine", "Value": "1"}]
     assert http_url.startswith("http://")
 
 

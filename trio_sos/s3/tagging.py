@@ -108,12 +108,18 @@ def tagging_document(tags: tuple[tuple[str, str], ...]) -> bytes:
 
 
 async def put_object_tagging(ctx: Ctx) -> Response:
-    from .access import named_object
+    from .access import named_object, request_keys
 
     await ctx.bucket_for("WRITE")
     bucket, obj = await named_object(ctx)
-    tags = parse_tagging(await read_document(ctx))
-    await _update(ctx, obj, check_tags(tags))
+    tags = check_tags(parse_tagging(await read_document(ctx)))
+    # decided again with the tags asked for (s3:RequestObjectTag/K, s3:RequestObjectTagKeys) and the object's own
+    keys = request_keys(ctx)
+    keys.update({f"s3:requestobjecttag/{k}": v for k, v in tags})
+    keys["s3:requestobjecttagkeys"] = tuple(k for k, _ in tags)
+    keys.update({f"s3:existingobjecttag/{k}": v for k, v in obj.tags})
+    await ctx.bucket_for("WRITE")
+    await _update(ctx, obj, tags)
     return Response(200, version_header(bucket, obj.version_id), b"")
 
 
