@@ -192,11 +192,11 @@ def request_keys(ctx: Ctx) -> dict[str, str | tuple[str, ...]]:
     if tags is not None:
         keys.update({f"s3:requestobjecttag/{k}": v for k, v in tags})
         keys["s3:requestobjecttagkeys"] = tuple(k for k, _ in tags)
-    keys["s3:authtype"] = {"sigv4-query": "REST-QUERY-STRING", "sigv2-query": "REST-QUERY-STRING",
-                           "post-policy": "POST"}.get(ctx.auth, "REST-HEADER")
-    if ctx.auth.startswith("sigv4"):
+    keys["s3:authtype"] = ("POST" if ctx.auth.startswith("post") else "REST-QUERY-STRING"
+                           if ctx.auth.endswith("-query") else "REST-HEADER")
+    if ctx.auth.startswith("sigv4") or ctx.auth == "post-policy":
         keys["s3:signatureversion"] = "AWS4-HMAC-SHA256"
-    elif ctx.auth.startswith("sigv2"):
+    elif ctx.auth.startswith("sigv2") or ctx.auth == "post-policy-v2":
         keys["s3:signatureversion"] = "AWS"
     ctx.policy_keys = keys
     return keys

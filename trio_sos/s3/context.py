@@ -56,7 +56,7 @@ class Ctx:
     user: User | None = None
     verified: Verified | None = None
     # how the request authenticated (the access log's auth=): anonymous, sigv4, sigv4-query (a presigned URL),
-    # sigv2, sigv2-query, post-policy (a browser form)
+    # sigv2, sigv2-query, post-policy / post-policy-v2 / post-anonymous (a browser form)
     auth: str = "anonymous"
     vhost_bucket: str | None = None
     decoder: AwsChunkedDecoder | None = None  # aws-chunked body: decoded on the way in

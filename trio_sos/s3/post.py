@@ -1,8 +1,12 @@
-"""PostObject: browser-form uploads (multipart/form-data) authorised by a policy signed with SigV4.
+"""PostObject: browser-form uploads (multipart/form-data), authorised by a policy signed with SigV4
+(``x-amz-credential``, ``x-amz-signature``...) or SigV2 (``AWSAccessKeyId``, ``signature``: base64 HMAC-SHA1 of
+the base64 policy), or anonymous (no policy, no signature) into a bucket whose ACL or policy lets anyone write.
 
 The form's fields must come before its ``file`` part (as S3 requires); they are read and checked — signature,
 expiry, every policy condition, no unlisted field — before a byte of the file is accepted, then the file streams
-to the agents like any other body.
+to the agents like any other body. Field names are case-insensitive, values case-sensitive. ``acl`` (a canned
+ACL) and ``tagging`` (a Tagging document) fields apply to the object as the x-amz-acl and x-amz-tagging headers
+of a PutObject would, policies and public access blocks included.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from .context import Ctx
 from .errors import S3Error
 from . import objectlock
 from .versioning import version_header
-from .access import owner_of_new_object
+from .access import new_resource_acl, owner_of_new_object
+from .tagging import tags_from_header
 from .objects import MAX_PUT_SIZE, STORED_HEADERS, check_user_meta, committing, header_value, store_body
 from .xml import Tag, document
 
-EXEMPT = {"policy", "x-amz-signature", "file"}
+EXEMPT = {"policy", "x-amz-signature", "file", "awsaccesskeyid", "signature"}
 
 
 def _malformed(message: str = "The body of your POST request is not well-formed multipart/form-data.") -> S3Error:
@@ -111,11 +116,17 @@ def _policy_length(value: object) -> int | None:
     return None
 
 
-async def _authenticate(ctx: Ctx, fields: dict[str, str]) -> m.User:
-    if "x-amz-signature" not in fields or "policy" not in fields:
-        if "awsaccesskeyid" in fields or "signature" in fields:
-            raise S3Error("NotImplemented", "Signature Version 2 POST forms are not implemented")
-        raise S3Error("AccessDenied", "Anonymous POST uploads are not allowed")
+async def _authenticate(ctx: Ctx, fields: dict[str, str]) -> m.User | None:
+    """The form's signer (its policy's signature checked), or None: an anonymous form, with neither."""
+    signed = "x-amz-signature" in fields or "signature" in fields or "awsaccesskeyid" in fields
+    if not signed:
+        if "policy" in fields:
+            raise S3Error("AccessDenied", "Invalid according to Policy: a POST policy must be signed")
+        return None
+    if "policy" not in fields:
+        raise _malformed("Invalid Policy: a signed POST form must have a policy field")
+    if "x-amz-signature" not in fields:
+        return await _authenticate_v2(ctx, fields)
     if fields.get("x-amz-algorithm") != "AWS4-HMAC-SHA256":
         raise S3Error("InvalidArgument", "Unsupported x-amz-algorithm", ArgumentName="x-amz-algorithm",
                       ArgumentValue=fields.get("x-amz-algorithm", ""))
@@ -132,6 +143,36 @@ async def _authenticate(ctx: Ctx, fields: dict[str, str]) -> m.User:
     if not hmac.compare_digest(expected, fields["x-amz-signature"].strip().lower()):
         raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access_key, StringToSign=fields["policy"])
     return user
+
+
+async def _authenticate_v2(ctx: Ctx, fields: dict[str, str]) -> m.User:
+    access_key, signature = fields.get("awsaccesskeyid", ""), fields.get("signature", "")
+    if not access_key or not signature:
+        raise S3Error("InvalidArgument", "A Signature Version 2 POST form needs both AWSAccessKeyId and signature",
+                      ArgumentName="AWSAccessKeyId" if not access_key else "signature", ArgumentValue="")
+    user = await ctx.services.user_by_access_key(access_key)
+    if user is None:
+        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
+    expected = base64.b64encode(hmac.new(user.secret_key.encode(), fields["policy"].encode(), "sha1").digest())
+    if not hmac.compare_digest(expected, signature.strip().encode("latin-1", "replace")):
+        raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access_key, StringToSign=fields["policy"])
+    ctx.auth = "post-policy-v2"
+    return user
+
+
+def _form_headers(ctx: Ctx, fields: dict[str, str]) -> None:
+    """The ``acl`` and ``tagging`` fields as the request's x-amz-acl and x-amz-tagging (what the ACL of the new
+    object and the policy's condition keys are read from); headers of the POST request itself do not count."""
+    from .tagging import check_tags, parse_tagging, tagging_header
+
+    kept = [(n, v) for n, v in ctx.request.headers if n not in ("x-amz-acl", "x-amz-tagging")
+            and not n.startswith("x-amz-grant-")]
+    if "acl" in fields:
+        kept.append(("x-amz-acl", fields["acl"]))
+    if "tagging" in fields:
+        tags = check_tags(parse_tagging(fields["tagging"].encode("utf-8")))
+        kept.append(("x-amz-tagging", tagging_header(tags)))
+    ctx.request.headers = kept
 
 
 @attrs.define
@@ -180,11 +221,15 @@ async def post_object(ctx: Ctx) -> Response:
             raise _malformed("POST requires exactly one file upload per request.")
     user = await _authenticate(ctx, fields)
     ctx.user = user
-    try:
-        policy = json.loads(base64.b64decode(fields["policy"], validate=True))
-    except (binascii.Error, ValueError, RecursionError):  # RecursionError: nesting deeper than json can go
-        raise _malformed("Invalid Policy: Invalid JSON.") from None
-    low, high = _check_policy(policy, fields, ctx.bucket)
+    if user is None:
+        ctx.auth = "post-anonymous"
+    low, high = 0, MAX_PUT_SIZE
+    if user is not None:
+        try:
+            policy = json.loads(base64.b64decode(fields["policy"], validate=True))
+        except (binascii.Error, ValueError, RecursionError):  # RecursionError: nesting deeper than json can go
+            raise _malformed("Invalid Policy: Invalid JSON.") from None
+        low, high = _check_policy(policy, fields, ctx.bucket)
     assert state.start is not None
     filename = state.start.filename
     key = fields.get("key", "").replace("${filename}", filename)
@@ -193,7 +238,11 @@ async def post_object(ctx: Ctx) -> Response:
     if len(key.encode("utf-8")) > 1024:
         raise S3Error("KeyTooLongError")
     ctx.key, ctx.user = key, user
+    _form_headers(ctx, fields)
     bucket = await ctx.bucket_for("WRITE")  # s3:PutObject on the form's key
+    owner = owner_of_new_object(ctx, bucket)
+    object_acl = await new_resource_acl(ctx, owner, bucket)
+    tags = tags_from_header(ctx)
     # Fields that become response headers, in the form every header value has here (the bytes as latin-1), and
     # the same 2 KiB limit as the x-amz-meta-* headers of a PutObject, checked before the file is read.
     user_meta = check_user_meta(tuple((n[len("x-amz-meta-"):], header_value(v, n)) for n, v in fields.items()
@@ -220,7 +269,7 @@ async def post_object(ctx: Ctx) -> Response:
                       + " than the allowed size range of the policy.", ProposedSize=str(size))
     obj = m.ObjectVersion(
         bucket=ctx.bucket, key=key, version_id="null", size=size, etag=stored.etag, last_modified=time.time(),
-        owner_id=owner_of_new_object(ctx, bucket), manifest=stored.written.manifest, inline=stored.written.inline,
+        owner_id=owner, acl=object_acl, tags=tags, manifest=stored.written.manifest, inline=stored.written.inline,
         content_type=content_type,
         headers=stored_headers,
         user_meta=user_meta,
