@@ -14,10 +14,18 @@ from botocore.exceptions import ClientError
 from tests.procs import make_certificate
 
 
+STATUS = {"AccessDenied": 403, "MalformedPolicy": 400, "NoSuchBucketPolicy": 404, "MethodNotAllowed": 405,
+          "NoSuchPublicAccessBlockConfiguration": 404, "OwnershipControlsNotFoundError": 404,
+          "AccessControlListNotSupported": 400, "InvalidBucketAclWithObjectOwnership": 400, "MalformedXML": 400}
+
+
 def code(call, *args, **kwargs) -> str:
+    """The error code of a refused call, after checking its HTTP status is S3's for that code."""
     with pytest.raises(ClientError) as info:
         call(*args, **kwargs)
-    return info.value.response["Error"]["Code"]
+    found = info.value.response["Error"]["Code"]
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == STATUS[found], found
+    return found
 
 
 def policy(*statements: dict) -> str:

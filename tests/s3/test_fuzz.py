@@ -250,9 +250,13 @@ XML_NAMES = ["AccessControlPolicy", "Owner", "ID", "DisplayName", "AccessControl
              "Permission", "URI", "EmailAddress", "Tagging", "TagSet", "Tag", "Key", "Value", "CORSConfiguration",
              "CORSRule", "AllowedMethod", "AllowedOrigin", "AllowedHeader", "ExposeHeader", "MaxAgeSeconds",
              "Delete", "Object", "Quiet", "VersionId", "CompleteMultipartUpload", "Part", "PartNumber", "ETag",
-             "ChecksumCRC32", "ChecksumSHA256", "CreateBucketConfiguration", "LocationConstraint", "x"]
+             "ChecksumCRC32", "ChecksumSHA256", "CreateBucketConfiguration", "LocationConstraint",
+             "PublicAccessBlockConfiguration", "BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+             "RestrictPublicBuckets", "OwnershipControls", "Rule", "ObjectOwnership", "BucketOwnerEnforced", "true",
+             "x"]
 XML_ROOTS = {"acl": "AccessControlPolicy", "tagging": "Tagging", "cors": "CORSConfiguration", "delete": "Delete",
-             "complete": "CompleteMultipartUpload", "create": "CreateBucketConfiguration"}
+             "complete": "CompleteMultipartUpload", "create": "CreateBucketConfiguration",
+             "publicAccessBlock": "PublicAccessBlockConfiguration", "ownershipControls": "OwnershipControls"}
 
 
 def xml_escape(text: str) -> str:
@@ -298,8 +302,10 @@ def test_xml_documents(fz, data, kind: str) -> None:
         "delete": ("POST", "/fzz", [("delete", "")], md5),
         "complete": ("POST", "/fzz/upkey", [("uploadId", fz.upload_id)], {}),
         "create": ("PUT", f"/fzz-{uuid.uuid4().hex[:10]}", [], {}),
+        "publicAccessBlock": ("PUT", "/fzz-cors", [("publicAccessBlock", "")], {}),
+        "ownershipControls": ("PUT", "/fzz-cors", [("ownershipControls", "")], {}),
     }[kind]
-    if kind == "cors" and not fz.cors_bucket:
+    if kind in ("cors", "publicAccessBlock", "ownershipControls") and not fz.cors_bucket:
         fz.node.client().create_bucket(Bucket="fzz-cors")
         fz.cors_bucket = True
     status, answer = send(fz.node, method, path, query, headers, doc)
@@ -360,3 +366,43 @@ def test_post_policies(fz, policy, meta_size: int, extra: dict[str, str]) -> Non
     assert_no_server_error(status, answer, f"policy {text[:300]} extra {extra}")
     if meta_size > 2048:
         assert status >= 400, answer  # the 2 KiB user-metadata limit holds for forms too
+
+
+policy_documents = st.one_of(
+    json_value,
+    st.fixed_dictionaries({"Version": st.one_of(st.just("2012-10-17"), json_value), "Statement": st.one_of(
+        json_value, st.lists(st.fixed_dictionaries({
+            "Effect": st.one_of(st.sampled_from(["Allow", "Deny"]), json_value),
+            "Principal": st.one_of(st.just("*"), st.just({"AWS": "arn:aws:iam::000000000000:user/bob"}),
+                                   json_value),
+            "Action": st.one_of(st.sampled_from(["s3:*", "s3:GetObject", "s3:Get*", "*"]), json_value),
+            "Resource": st.one_of(st.sampled_from(["arn:aws:s3:::fzz-cors", "arn:aws:s3:::fzz-cors/*"]),
+                                  json_value),
+            "Condition": st.one_of(json_value, st.dictionaries(
+                st.sampled_from(["StringLike", "IpAddress", "DateLessThan", "Null", "ForAllValues:StringEquals",
+                                 "NumericLessThanIfExists", "Bool"]),
+                st.dictionaries(st.sampled_from(["aws:SourceIp", "s3:prefix", "aws:CurrentTime",
+                                                 "s3:ExistingObjectTag/k", "aws:SecureTransport"]), json_value,
+                                max_size=2), max_size=2)),
+        }), max_size=3))}),
+)
+
+
+@FUZZ
+@given(document=policy_documents)
+def test_bucket_policies(fz, document) -> None:
+    """PutBucketPolicy with any JSON, then a read under it: a policy or MalformedPolicy, and never a 5xx."""
+    if not fz.cors_bucket:
+        fz.node.client().create_bucket(Bucket="fzz-cors")
+        fz.cors_bucket = True
+    try:
+        text = json.dumps(document)
+    except ValueError:
+        text = "{}"
+    status, answer = send(fz.node, "PUT", "/fzz-cors", [("policy", "")], {}, text.encode())
+    assert_no_server_error(status, answer, f"policy {text[:300]}")
+    status, answer = send(fz.node, "GET", "/fzz-cors/k", [], {}, b"", signed=False)
+    assert_no_server_error(status, answer, f"read under policy {text[:300]}")
+    status, answer = send(fz.node, "DELETE", "/fzz-cors", [("policy", "")], {}, b"")
+    assert status == 204, answer
+

@@ -15,6 +15,7 @@ ACLs off (the bucket's owner owns every object; only the policy grants). Each ha
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -29,6 +30,8 @@ from .errors import S3Error
 OWNER = "OWNER"  # only the bucket's owner
 ANONYMOUS_ID = "65a011a29cdf8ec533ec3d1ccaae921c"  # the canonical id S3 gives anonymous writers
 
+
+log = logging.getLogger("trio_sos.s3.access")
 
 # the owner of a bucket may always read, replace and delete its policy, whatever the policy denies
 POLICY_ACTIONS = frozenset({"s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy"})
@@ -75,6 +78,8 @@ def decide(ctx: Ctx, bucket: m.Bucket, action: str, key: str | None,
     if not bucket.policy:
         return None
     parsed = _parsed(bucket.policy, bucket.name)
+    if parsed is None:
+        return "Deny"  # a stored policy this release cannot read: closed to all (its owner can replace it)
     keys = request_keys(ctx)
     if extra:
         keys = {**keys, **extra}
@@ -87,9 +92,14 @@ def decide(ctx: Ctx, bucket: m.Bucket, action: str, key: str | None,
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed(text: str, bucket: str) -> policy.Policy:
+def _parsed(text: str, bucket: str) -> policy.Policy | None:
     # validated when it was put (principals included): only the language is checked again here
-    return policy.parse(text, bucket)
+    try:
+        return policy.parse(text, bucket)
+    except policy.PolicyError as exc:
+        log.error("the policy of bucket %s cannot be read (%s): every request but the owner's policy "
+                  "operations is denied", bucket, exc)
+        return None
 
 
 async def bucket_for(ctx: Ctx, permission: str | None, name: str | None = None, *, action: str | None = None,

@@ -55,6 +55,13 @@ CODES: dict[str, tuple[int, str]] = {
     "ObjectLockConfigurationNotFoundError": (404, "Object Lock configuration does not exist for this bucket"),
     "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
     "BadRequest": (400, "Bad Request"),
+    "MalformedPolicy": (400, "Policies must be valid JSON and the first byte must be '{'"),
+    "NoSuchBucketPolicy": (404, "The bucket policy does not exist"),
+    "NoSuchPublicAccessBlockConfiguration": (404, "The public access block configuration was not found"),
+    "OwnershipControlsNotFoundError": (404, "The bucket ownership controls were not found"),
+    "AccessControlListNotSupported": (400, "The bucket does not allow ACLs"),
+    "InvalidBucketAclWithObjectOwnership": (400, "Bucket cannot have ACLs set with ObjectOwnership's "
+                                                 "BucketOwnerEnforced setting"),
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented"),
     "NotModified": (304, "Not Modified"),
     "PreconditionFailed": (412, "At least one of the pre-conditions you specified did not hold"),
