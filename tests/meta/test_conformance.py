@@ -1326,9 +1326,11 @@ async def test_slices_of_chunks_are_kept_as_written(store: MetaStore) -> None:
     await store.put_part(sliced)
     parts, _ = await store.list_parts(up.upload_id)
     assert [p.manifest for p in parts] == [sliced.manifest]
-    done = await store.complete_upload(up.upload_id, version(bucket, "mp", manifest=sliced.manifest, size=41), [1])
+    done = await store.complete_upload(up.upload_id, version(bucket, "mp", manifest=sliced.manifest, size=41,
+                                                             parts=(41,), part_checksums=("AAAAAA==",)), [1])
     got = await store.get_object(bucket, "mp", done.version.version_id)
     assert got is not None and got.manifest == sliced.manifest
+    assert (got.parts, got.part_checksums) == ((41,), ("AAAAAA==",))  # each part's checksum, kept with the object
 
 
 async def test_set_chunk_agents_is_repairs_commit(store: MetaStore) -> None:

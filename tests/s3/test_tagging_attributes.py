@@ -85,3 +85,27 @@ def test_get_object_attributes(s3) -> None:
     with pytest.raises(ClientError) as info:
         s3.get_object_attributes(Bucket="attrs", Key="k", ObjectAttributes=["ETag"])
     assert code(info) == "NoSuchKey"
+
+
+def test_parts_keep_their_checksums(s3) -> None:
+    """An upload with a checksum algorithm: each part's checksum, in GetObjectAttributes' ObjectParts and on a
+    partNumber read with checksum mode, also for a copy of the object (its parts are the same)."""
+    import base64
+    import zlib
+
+    s3.create_bucket(Bucket="part-sums")
+    bodies = [os.urandom(5 * MiB), os.urandom(5 * MiB + 7), os.urandom(99)]
+    up = s3.create_multipart_upload(Bucket="part-sums", Key="k", ChecksumAlgorithm="CRC32")["UploadId"]
+    done = [s3.upload_part(Bucket="part-sums", Key="k", UploadId=up, PartNumber=i + 1, Body=b,
+                           ChecksumAlgorithm="CRC32") for i, b in enumerate(bodies)]
+    expected = [base64.b64encode(zlib.crc32(b).to_bytes(4, "big")).decode() for b in bodies]
+    assert [d["ChecksumCRC32"] for d in done] == expected
+    s3.complete_multipart_upload(Bucket="part-sums", Key="k", UploadId=up, MultipartUpload={"Parts": [
+        {"PartNumber": i + 1, "ETag": d["ETag"], "ChecksumCRC32": d["ChecksumCRC32"]} for i, d in enumerate(done)]})
+    s3.copy_object(Bucket="part-sums", Key="copy", CopySource="part-sums/k")
+    for key in ("k", "copy"):
+        got = s3.get_object_attributes(Bucket="part-sums", Key=key, ObjectAttributes=["ObjectParts", "Checksum"])
+        assert [p["ChecksumCRC32"] for p in got["ObjectParts"]["Parts"]] == expected
+        assert got["Checksum"]["ChecksumCRC32"].endswith("-3")
+        head = s3.head_object(Bucket="part-sums", Key=key, PartNumber=2, ChecksumMode="ENABLED")
+        assert head["ChecksumCRC32"] == expected[1] and head["ContentLength"] == len(bodies[1])

@@ -45,7 +45,8 @@ import trio
 
 from .cassandra_schema import SCHEMA_VERSION, TABLES, UPGRADES
 from .keys import prefix_successor, walk
-from .sqlite import _dec_manifest, _dec_pairs, _enc_manifest, _enc_pairs, _json, _same_version, dec_lock, enc_lock
+from .sqlite import (_dec_manifest, _dec_pairs, _dec_parts, _enc_manifest, _enc_pairs, _enc_parts, _json, _same_version,
+                     dec_lock, enc_lock)
 from .store import (
     VSORT_BASE,
     Bucket,
@@ -181,7 +182,7 @@ _REC_COLS = "seq, ts, op, pending, done, deleted"
 def _obj_values(o: ObjectVersion) -> tuple:
     return (o.version_id, o.size, o.etag, o.last_modified, o.owner_id, _enc_manifest(o.manifest), o.content_type,
             _enc_pairs(o.headers), _enc_pairs(o.user_meta), _enc_pairs(o.checksums), o.acl, _enc_pairs(o.tags),
-            _json(list(o.parts)), o.inline, enc_lock(o))
+            _enc_parts(o), o.inline, enc_lock(o))
 
 
 def _rec_values(o: ObjectVersion, null_vsort: int | None) -> tuple:
@@ -193,8 +194,9 @@ def _obj_from(bucket: str, key: str, r: Any) -> ObjectVersion:
     """A version from its record or its ``versions`` row (both have ``vsort`` and ``marker``)."""
     return ObjectVersion(bucket, key, r.version_id, r.size, r.etag, r.last_modified, r.owner_id,
                          _dec_manifest(r.manifest), r.content_type, _dec_pairs(r.headers), _dec_pairs(r.user_meta),
-                         _dec_pairs(r.checksums), r.acl, _dec_pairs(r.tags), tuple(json.loads(r.parts)), r.inline,
-                         bool(r.marker), vsort=r.vsort or 0, **dec_lock(r.lock))
+                         _dec_pairs(r.checksums), r.acl, _dec_pairs(r.tags), inline=r.inline,
+                         delete_marker=bool(r.marker), vsort=r.vsort or 0, **dec_lock(r.lock),
+                         **_dec_parts(r.parts))
 
 
 def _check_unlocked(version: ObjectVersion | None, bypass: bool) -> None:

@@ -362,6 +362,21 @@ def _dec_pairs(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in json.loads(text))
 
 
+def _enc_parts(o: ObjectVersion) -> str:
+    """Part sizes (a JSON list of ints), or [size, checksum] pairs when the parts' checksums are kept (both
+    backends store this text)."""
+    if o.part_checksums:
+        return _json([[size, sum_] for size, sum_ in zip(o.parts, o.part_checksums, strict=True)])
+    return _json(list(o.parts))
+
+
+def _dec_parts(text: str) -> dict:
+    items = json.loads(text)
+    if items and isinstance(items[0], list):
+        return {"parts": tuple(size for size, _ in items), "part_checksums": tuple(sum_ for _, sum_ in items)}
+    return {"parts": tuple(items)}
+
+
 def _enc_manifest(manifest: Sequence[ChunkRef]) -> str:
     """[id, size, crc, agents], and offset and length (null: to the end) for a slice of a chunk (both backends
     store this text)."""
@@ -453,8 +468,9 @@ def _object(row: tuple) -> ObjectVersion:
      parts, inline, vsort, lock) = row[:_N_OBJECT_COLS]
     return ObjectVersion(
         bucket, key, version_id, size, etag, modified, owner, _dec_manifest(manifest), ctype,
-        _dec_pairs(headers), _dec_pairs(meta), _dec_pairs(sums), acl, _dec_pairs(tags), tuple(json.loads(parts)),
-        inline, bool(row[_N_OBJECT_COLS]) if len(row) > _N_OBJECT_COLS else False, vsort=vsort, **dec_lock(lock),
+        _dec_pairs(headers), _dec_pairs(meta), _dec_pairs(sums), acl, _dec_pairs(tags), inline=inline,
+        delete_marker=bool(row[_N_OBJECT_COLS]) if len(row) > _N_OBJECT_COLS else False, vsort=vsort,
+        **dec_lock(lock), **_dec_parts(parts),
     )
 
 
@@ -462,7 +478,7 @@ def _object_params(o: ObjectVersion) -> tuple:
     return (
         o.bucket, o.key, o.version_id, o.size, o.etag, o.last_modified, o.owner_id, _enc_manifest(o.manifest),
         o.content_type, _enc_pairs(o.headers), _enc_pairs(o.user_meta), _enc_pairs(o.checksums), o.acl,
-        _enc_pairs(o.tags), _json(list(o.parts)), o.inline, o.vsort, enc_lock(o),
+        _enc_pairs(o.tags), _enc_parts(o), o.inline, o.vsort, enc_lock(o),
     )
 
 

@@ -180,6 +180,8 @@ class ObjectVersion:
     lock_mode: str = ""
     retain_until: float = 0.0
     legal_hold: bool = False
+    # multipart with an upload checksum: each part's checksum of the object's algorithm (base64), in part order
+    part_checksums: tuple[str, ...] = ()
     # the version's place among the key's versions (see VSORT_BASE), assigned by the store: a storage detail, not
     # part of what a version is (versions compare by their fields, their id among them)
     vsort: int = attrs.field(default=0, eq=False)

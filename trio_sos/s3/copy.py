@@ -202,8 +202,10 @@ async def copy_object(ctx: Ctx) -> Response:
     fields["acl"] = await new_resource_acl(ctx, owner, bucket)
     fields.update(objectlock.lock_fields(ctx, bucket))  # the request's, or the bucket's default: not the source's
     stored = await copied_body(ctx, source, start, end, max_size=MAX_COPY_SIZE)
+    part_checksums: tuple[str, ...] = ()
     if stored.written.manifest:  # the source's very chunks: its ETag, checksums and parts hold for the copy
         etag, checksums, parts = source.etag, source.checksums, source.parts
+        part_checksums = source.part_checksums
     else:  # copied as bytes (a body inline in the source's record, or an empty one): checked against it
         if "-" not in source.etag and stored.etag != source.etag:
             await ctx.services.data.discard(stored.written)
@@ -212,7 +214,8 @@ async def copy_object(ctx: Ctx) -> Response:
         etag, checksums, parts = (stored.etag, (), ()) if multipart else (source.etag, source.checksums, ())
     obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=stored.written.size,
                           etag=etag, last_modified=time.time(), owner_id=owner, manifest=stored.written.manifest,
-                          inline=stored.written.inline, checksums=checksums, parts=parts, **fields)
+                          inline=stored.written.inline, checksums=checksums, parts=parts,
+                          part_checksums=part_checksums, **fields)
     async with committing(ctx, stored):
         done = await ctx.meta.put_object(obj, intent_id=stored.written.intent_id,
                                          gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id,

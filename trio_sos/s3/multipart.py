@@ -110,6 +110,14 @@ def _part_checksum_algorithm(upload: m.Upload) -> str | None:
     return upload.checksum_algorithm.split(":")[0] if upload.checksum_algorithm else None
 
 
+def _part_checksums(upload: m.Upload, parts: list[m.Part]) -> tuple[str, ...]:
+    """Each part's checksum of the upload's algorithm, kept with the object (GetObjectAttributes, partNumber
+    reads); none unless every part has one."""
+    algorithm = _part_checksum_algorithm(upload)
+    sums = [dict(p.checksums).get(algorithm) for p in parts] if algorithm else []
+    return tuple(s for s in sums if s is not None) if sums and all(sums) else ()
+
+
 def combined_checksum(spec: str, parts: list[m.Part]) -> tuple[str, str] | None:
     """The object checksum of a completed upload: COMPOSITE = the algorithm over the parts' digests, "-N";
     FULL_OBJECT = the CRC of the whole object, combined from the parts' CRCs (awscrt's combine)."""
@@ -273,6 +281,7 @@ async def complete_multipart_upload(ctx: Ctx) -> Response:
         headers=stored_headers, user_meta=upload.user_meta, acl=upload.acl, tags=upload.tags,
         parts=tuple(p.size for p in parts), **lock,
         checksums=(combined,) if (combined := combined_checksum(upload.checksum_algorithm, parts)) else (),
+        part_checksums=_part_checksums(upload, parts),
     )
     try:
         done = await ctx.meta.complete_upload(upload.upload_id, obj, numbers, gc_delay=ctx.services.config.gc_delay)

@@ -401,7 +401,10 @@ async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool) -> Response
                       PartNumberRequested=raw, ActualPartCount=str(len(sizes)))
     start = sum(sizes[: number - 1])
     end = start + sizes[number - 1]
-    headers = _object_headers(ctx, obj, whole=False)
+    headers = _object_headers(ctx, obj, whole=not obj.parts)
+    if obj.part_checksums and obj.checksums and (ctx.header("x-amz-checksum-mode") or "").upper() == "ENABLED":
+        # the part's own checksum, as S3 answers a part of an object uploaded with checksums
+        headers.append((f"x-amz-checksum-{obj.checksums[0][0].lower()}", obj.part_checksums[number - 1]))
     status = 200
     if obj.parts:
         status = 206
@@ -555,8 +558,8 @@ OBJECT_ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectS
 
 async def get_object_attributes(ctx: Ctx) -> Response:
     """GetObjectAttributes: what ``x-amz-object-attributes`` asks of the version (the latest, or ``versionId``'s),
-    without its body. ObjectParts lists the parts of a multipart object (number and size; their checksums are not
-    kept), paged by ``x-amz-part-number-marker`` and ``x-amz-max-parts``."""
+    without its body. ObjectParts lists the parts of a multipart object (number, size, and the part's checksum
+    when the upload had a checksum algorithm), paged by ``x-amz-part-number-marker`` and ``x-amz-max-parts``."""
     from .xml import Tag, document
 
     raw = ctx.header("x-amz-object-attributes")
@@ -584,10 +587,15 @@ async def get_object_attributes(ctx: Ctx) -> Response:
         numbered = [(i + 1, size) for i, size in enumerate(obj.parts) if i + 1 > marker]
         page = numbered[:max_parts]
         truncated = len(numbered) > max_parts
+        algorithm = obj.checksums[0][0] if obj.part_checksums and obj.checksums else None
+
+        def part_tag(n: int, size: int) -> Tag:
+            checksum = [Tag(f"Checksum{algorithm}", obj.part_checksums[n - 1])] if algorithm else []
+            return Tag("Part", [Tag("PartNumber", n), Tag("Size", size), *checksum])
+
         fields.append(Tag("ObjectParts", Tag("PartsCount", len(obj.parts)), Tag("PartNumberMarker", marker),
                           Tag("NextPartNumberMarker", page[-1][0] if page else marker), Tag("MaxParts", max_parts),
-                          Tag("IsTruncated", truncated),
-                          [Tag("Part", Tag("PartNumber", n), Tag("Size", size)) for n, size in page]))
+                          Tag("IsTruncated", truncated), [part_tag(n, size) for n, size in page]))
     if "StorageClass" in asked:
         fields.append(Tag("StorageClass", "STANDARD"))
     if "ObjectSize" in asked:
