@@ -190,6 +190,13 @@ def test_public_access_block(clients) -> None:
     assert anonymous.get_object(Bucket="blocked", Key="policy/k")["Body"].read() == b"k"
     config = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
               "RestrictPublicBuckets": True}
+    # even a policy granting everything to everyone leaves the block to the owner alone
+    alice.put_bucket_policy(Bucket="blocked", Policy=policy(
+        anyone(Action="s3:GetObject", Resource="arn:aws:s3:::blocked/policy/*"),
+        {"Effect": "Allow", "Principal": {"AWS": USER.format("bob")}, "Action": "s3:*",
+         "Resource": ["arn:aws:s3:::blocked"]}))
+    assert code(bob.put_public_access_block, Bucket="blocked", PublicAccessBlockConfiguration=config) == \
+        "MethodNotAllowed"
     alice.put_public_access_block(Bucket="blocked", PublicAccessBlockConfiguration=config)
     assert alice.get_public_access_block(Bucket="blocked")["PublicAccessBlockConfiguration"] == config
     assert code(anonymous.get_object, Bucket="blocked", Key="was-public") == "AccessDenied"  # IgnorePublicAcls

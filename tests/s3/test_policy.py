@@ -165,6 +165,10 @@ def test_policy_variables_escape_and_version() -> None:
     literal = doc(allow(Action="s3:GetObject", Resource=f"arn:aws:s3:::{B}/a${{*}}b"))
     assert p.evaluate(p.parse(literal, B), req("s3:GetObject", "a*b")) == "Allow"
     assert p.evaluate(p.parse(literal, B), req("s3:GetObject", "axxb")) is None  # ${*} is a star, not a wildcard
+    home = doc(allow(Action="s3:GetObject", Resource=f"arn:aws:s3:::{B}/home/${{aws:username}}/*"))
+    assert p.evaluate(p.parse(home, B), req("s3:GetObject", "home/*/x", aws__username="*")) == "Allow"
+    assert p.evaluate(p.parse(home, B), req("s3:GetObject", "home/bob/x", aws__username="*")) is None
+    assert p.evaluate(p.parse(home, B), req("s3:GetObject", "home/ab/x", aws__username="a?")) is None
     old = doc(allow(Action="s3:GetObject", Resource=f"arn:aws:s3:::{B}/${{aws:username}}"), version="2008-10-17")
     assert p.evaluate(p.parse(old, B), req("s3:GetObject", "${aws:username}", aws__username="alice")) == "Allow"
 

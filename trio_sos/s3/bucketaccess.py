@@ -112,9 +112,7 @@ def _flag(node, name: str) -> bool:
 
 
 async def put_public_access_block(ctx: Ctx) -> Response:
-    from .access import OWNER
-
-    bucket = await ctx.bucket_for(OWNER)
+    bucket = await _owned(ctx)  # a safeguard of the owner's: never granted to others by the policy it guards
     root = parse(await read_document(ctx))
     if local(root.tag) != "PublicAccessBlockConfiguration" or any(local(c.tag) not in _NAMES for c in root):
         raise S3Error("MalformedXML")
@@ -124,9 +122,7 @@ async def put_public_access_block(ctx: Ctx) -> Response:
 
 
 async def get_public_access_block(ctx: Ctx) -> Response:
-    from .access import OWNER
-
-    bucket = await ctx.bucket_for(OWNER)
+    bucket = await _owned(ctx)  # a safeguard of the owner's: never granted to others by the policy it guards
     if not bucket.public_access:
         raise S3Error("NoSuchPublicAccessBlockConfiguration", "The public access block configuration was not found",
                       BucketName=bucket.name)
@@ -136,9 +132,7 @@ async def get_public_access_block(ctx: Ctx) -> Response:
 
 
 async def delete_public_access_block(ctx: Ctx) -> Response:
-    from .access import OWNER
-
-    bucket = await ctx.bucket_for(OWNER)
+    bucket = await _owned(ctx)  # a safeguard of the owner's: never granted to others by the policy it guards
     if bucket.public_access:
         await ctx.meta.update_bucket(attrs.evolve(bucket, public_access=""))
     return Response(204, [], b"")

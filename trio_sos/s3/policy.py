@@ -377,7 +377,10 @@ def _substitute(text: str, keys: Mapping[str, str | tuple[str, ...]], version: s
         if name in ("*", "?", "$"):
             return "\x01" + name  # a literal, not a wildcard (see _literal)
         value = keys.get(_norm_key(name))
-        return value if isinstance(value, str) else _MISSING
+        if not isinstance(value, str):
+            return _MISSING
+        # a value's own * and ? are characters, not wildcards (a user named "*" matches only "*")
+        return value.replace("\x01", "").replace("*", "\x01*").replace("?", "\x01?")
 
     return _VARIABLE.sub(one, text)
 
