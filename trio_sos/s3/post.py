@@ -238,6 +238,9 @@ async def post_object(ctx: Ctx) -> Response:
     if len(key.encode("utf-8")) > 1024:
         raise S3Error("KeyTooLongError")
     ctx.key, ctx.user = key, user
+    from .app import refuse_encryption
+
+    refuse_encryption(list(fields.items()))
     _form_headers(ctx, fields)
     bucket = await ctx.bucket_for("WRITE")  # s3:PutObject on the form's key
     owner = owner_of_new_object(ctx, bucket)
