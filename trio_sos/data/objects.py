@@ -300,7 +300,7 @@ class DataStore:
                                                        offset=ref.offset + offset, length=length))
                             continue
                         # this piece the byte way, as a chunk of its own (its few names made go now)
-                        await self._forget_names([(chunk_id, linked)])
+                        await self._collect_now([(chunk_id, linked)])
                         async for data in self.read((ref,), offset, offset + length):
                             await sink.write(data)
                         await sink.finish()
@@ -354,18 +354,17 @@ class DataStore:
                 nursery.start_soon(one, agent)
         return tuple(a for a in ref.agents if a in done)
 
-    async def _forget_names(self, names: Sequence[tuple[bytes, tuple[str, ...]]]) -> None:
-        names = [(cid, agents) for cid, agents in names if agents]
-        if names:
+    async def _collect_now(self, chunks: Sequence[tuple[bytes, tuple[str, ...]]]) -> None:
+        """Queue chunks nothing will commit for deletion from their agents, due at once."""
+        chunks = [(cid, agents) for cid, agents in chunks if agents]
+        if chunks:
             now = time.time()
-            await self.meta.enqueue_gc([GcEntry(cid, agents, now) for cid, agents in names])
+            await self.meta.enqueue_gc([GcEntry(cid, agents, now) for cid, agents in chunks])
 
     async def _forget(self, intent_id: bytes, chunks: Sequence[tuple[bytes, tuple[str, ...]]]) -> None:
         """Queue an uncommitted upload's chunks for deletion now, then drop its intent."""
         try:
-            if chunks:
-                now = time.time()
-                await self.meta.enqueue_gc([GcEntry(cid, agents, now) for cid, agents in chunks])
+            await self._collect_now(chunks)
             await self.meta.drop_intent(intent_id)
         except Exception:  # the intent stays; the GC finds the chunks through it later
             pass

@@ -77,7 +77,7 @@ def decide(ctx: Ctx, bucket: m.Bucket, action: str, key: str | None,
     "Allow" or None."""
     if not bucket.policy:
         return None
-    parsed = _parsed(bucket.policy, bucket.name)
+    parsed = parsed_policy(bucket.policy, bucket.name)
     if parsed is None:
         return "Deny"  # a stored policy this release cannot read: closed to all (its owner can replace it)
     keys = request_keys(ctx)
@@ -92,7 +92,7 @@ def decide(ctx: Ctx, bucket: m.Bucket, action: str, key: str | None,
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed(text: str, bucket: str) -> policy.Policy | None:
+def parsed_policy(text: str, bucket: str) -> policy.Policy | None:
     # validated when it was put (principals included): only the language is checked again here
     try:
         return policy.parse(text, bucket)

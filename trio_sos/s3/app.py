@@ -153,15 +153,6 @@ UNBUILT_SUBRESOURCES = (
 )
 
 
-def refuse_encryption(pairs: list[tuple[str, str]]) -> None:
-    """Server-side encryption is not built yet: a request asking for it (SSE-S3, SSE-KMS, SSE-C, a copy source's
-    SSE-C key) is 501 before anything is stored — never a plaintext object its client believes encrypted."""
-    for name, _ in pairs:
-        if name.startswith(("x-amz-server-side-encryption", "x-amz-copy-source-server-side-encryption")):
-            raise S3Error("NotImplemented", f"{name} is not implemented by this server yet: server-side "
-                                            "encryption is not available, so nothing was stored")
-
-
 def operation_name(method: str, bucket: str | None, key: str | None, query: dict[str, str],
                    request: Request) -> str:
     if bucket is None:
@@ -339,7 +330,7 @@ class S3App:
             raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="OBJECT" if ctx.key else "BUCKET")
         if name.startswith("NotImplemented:"):
             raise S3Error("NotImplemented", f"{name.split(':', 1)[1]} is not implemented by this server yet")
-        refuse_encryption(request.headers)
+        headers.refuse_encryption(request.headers)
         operation = OPERATIONS[name]
         ctx.action = operation.action_for(ctx.query)
         return await operation.handler(ctx)

@@ -41,11 +41,13 @@ def block(bucket: m.Bucket) -> PublicAccessBlock:
 async def _owned(ctx: Ctx) -> m.Bucket:
     """The request's bucket, for an operation only its owner may do (S3: 403 without the permission, 405 with it
     from outside the owner's account — which every other user is here)."""
-    from .access import OWNER, bucket_for, caller_id, decide
+    from .access import OWNER, allowed, bucket_for, caller_id, decide
 
     bucket = await bucket_for(ctx, None)
     if caller_id(ctx) == bucket.owner_id:
-        return await bucket_for(ctx, OWNER)  # the policy's Deny still applies (but to the policy's own actions)
+        if not allowed(ctx, bucket, OWNER, ctx.action, None):  # the policy's Deny (but of its own actions)
+            raise S3Error("AccessDenied")
+        return bucket
     if decide(ctx, bucket, ctx.action, None) == "Allow":
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.",
                       Method=ctx.request.method, ResourceType="BUCKET")
@@ -89,12 +91,13 @@ async def delete_bucket_policy(ctx: Ctx) -> Response:
 
 
 async def get_bucket_policy_status(ctx: Ctx) -> Response:
-    from .access import OWNER
+    from .access import OWNER, parsed_policy
 
     bucket = await ctx.bucket_for(OWNER)
-    if not bucket.policy:
+    parsed = parsed_policy(bucket.policy, bucket.name) if bucket.policy else None
+    if parsed is None:
         raise S3Error("NoSuchBucketPolicy", "The bucket policy does not exist", BucketName=bucket.name)
-    public = policy.is_public(policy.parse(bucket.policy, bucket.name))
+    public = policy.is_public(parsed)
     return Response(200, [("Content-Type", "application/xml")],
                     document(Tag("PolicyStatus", Tag("IsPublic", public))))
 

@@ -32,6 +32,7 @@ from .errors import S3Error
 from . import objectlock
 from .versioning import version_header
 from .access import new_resource_acl, owner_of_new_object
+from .headers import refuse_encryption
 from .tagging import tags_from_header
 from .objects import MAX_PUT_SIZE, STORED_HEADERS, check_user_meta, committing, header_value, store_body
 from .xml import Tag, document
@@ -238,8 +239,6 @@ async def post_object(ctx: Ctx) -> Response:
     if len(key.encode("utf-8")) > 1024:
         raise S3Error("KeyTooLongError")
     ctx.key, ctx.user = key, user
-    from .app import refuse_encryption
-
     refuse_encryption(list(fields.items()))
     _form_headers(ctx, fields)
     bucket = await ctx.bucket_for("WRITE")  # s3:PutObject on the form's key
