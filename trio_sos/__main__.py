@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -135,24 +136,29 @@ async def _serve(config, args: argparse.Namespace, argv: list[str]) -> None:
 
 
 async def _user(args: argparse.Namespace, config) -> int:
-    from .meta.store import User, UserExists
+    from .meta.store import ACTIVE, AccessKey, User, UserExists
     from .node import new_access_key, new_secret_key, open_meta
 
     meta = await open_meta(config)
     try:
         if args.user_command == "create":
-            user = User(args.name, args.display_name or args.name, args.access_key or new_access_key(),
-                        args.secret_key or new_secret_key(), args.email)
+            key = AccessKey(args.access_key or new_access_key(), args.secret_key or new_secret_key(), ACTIVE,
+                            time.time())
+            user = User(args.name, args.display_name or args.name, args.email, (key,), created=time.time())
             try:
                 await meta.create_user(user)
             except UserExists:
                 print(f"trio_sos: a user with id {user.id!r} or that access key exists already", file=sys.stderr)
                 return 1
-            print(f"user {user.id}\n  access key: {user.access_key}\n  secret key: {user.secret_key}")
+            print(f"user {user.id}\n  access key: {key.access_key}\n  secret key: {key.secret_key}")
         elif args.user_command == "list":
             for user in await meta.list_users():
-                secret = f"  secret key: {user.secret_key}" if args.secrets else ""
-                print(f"{user.id}  display name: {user.display_name}  access key: {user.access_key}{secret}")
+                keys = "".join(f"  access key: {k.access_key}" + (f"  secret key: {k.secret_key}" if args.secrets
+                                                                    else "") + ("" if k.status == ACTIVE else
+                                                                                f" ({k.status})")
+                               for k in user.keys) or "  no access key"
+                policies = f"  policies: {', '.join(n for n, _ in user.policies)}" if user.policies else ""
+                print(f"{user.id}  display name: {user.display_name}{keys}{policies}")
             for u in config.users:
                 print(f"{u.id}  display name: {u.display_name}  access key: {u.access_key}  (from the config file)")
         elif args.user_command == "rotate":

@@ -35,7 +35,7 @@ from .data.objects import DataStore, WriteTuning
 from .data.replicas import ReadTuning
 from .http.server import HttpServer, Limits, graceful_stop
 from .meta.sqlite import SqliteMetaStore
-from .meta.store import MetaStore, ReplicaReport, User, UserExists
+from .meta.store import ACTIVE, AccessKey, MetaStore, ReplicaReport, User, UserExists
 from .s3.app import S3App
 from .s3.context import Services
 
@@ -75,13 +75,14 @@ async def ensure_admin(meta: MetaStore, config: Config, say: Callable[[str], Non
     """First start without configured users: create an admin key pair, store it, print it once."""
     if config.users or await meta.list_users():
         return
-    user = User("admin", "admin", new_access_key(), new_secret_key())
+    key = AccessKey(new_access_key(), new_secret_key(), ACTIVE, time.time())
+    user = User("admin", "admin", "", (key,), created=time.time())
     try:
         await meta.create_user(user)
     except UserExists:  # another worker process of this node won the race
         return
     say("Created the admin user (stored in the metadata; `python -m trio_sos user list` shows it again):\n"
-        f"  access key: {user.access_key}\n  secret key: {user.secret_key}")
+        f"  access key: {key.access_key}\n  secret key: {key.secret_key}")
 
 
 async def _tcp_listeners(address: str, setting: str) -> list[trio.SocketListener]:

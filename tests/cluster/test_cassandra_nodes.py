@@ -3,6 +3,7 @@ interchangeable — a client may send each request to another node."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
@@ -317,3 +318,39 @@ def test_the_admin_interface_on_cassandra_metadata(nodes) -> None:
         boto3.client("s3", endpoint_url=one.endpoint, region_name="us-east-1", aws_access_key_id=access,
                      aws_secret_access_key=secret).list_buckets()
     assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+def test_iam_users_keys_and_policies_across_nodes(nodes) -> None:
+    """IAM through one node, in force on the other at once (Cassandra metadata): a new user's key, its user policy,
+    the key made Inactive, then deleted."""
+    import boto3
+
+    one, two = nodes
+    u = one.users[0]
+    iam = boto3.client("iam", endpoint_url=one.endpoint, region_name="us-east-1", aws_access_key_id=u["access_key"],
+                       aws_secret_access_key=u["secret_key"])
+    name = fresh("iamuser")
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    user = boto3.client("s3", endpoint_url=two.endpoint, region_name="us-east-1",
+                        aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+    bucket = fresh("iam")
+    user.create_bucket(Bucket=bucket)
+    user.put_object(Bucket=bucket, Key="k", Body=b"v")
+    iam.put_user_policy(UserName=name, PolicyName="read", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject",
+                                                "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    assert user.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+    with pytest.raises(ClientError) as info:
+        user.put_object(Bucket=bucket, Key="k2", Body=b"v")
+    assert info.value.response["Error"]["Code"] == "AccessDenied"
+    two_iam = boto3.client("iam", endpoint_url=two.endpoint, region_name="us-east-1",
+                           aws_access_key_id=u["access_key"], aws_secret_access_key=u["secret_key"])
+    assert two_iam.list_user_policies(UserName=name)["PolicyNames"] == ["read"]
+    iam.update_access_key(UserName=name, AccessKeyId=key["AccessKeyId"], Status="Inactive")
+    with pytest.raises(ClientError) as info:
+        user.get_object(Bucket=bucket, Key="k")
+    assert info.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    assert [k["Status"] for k in two_iam.list_access_keys(UserName=name)["AccessKeyMetadata"]] == ["Inactive"]
+    two_iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
+    assert iam.list_access_keys(UserName=name)["AccessKeyMetadata"] == []

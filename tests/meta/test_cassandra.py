@@ -356,6 +356,32 @@ async def test_objects_of_schema_1_get_their_versions_on_upgrade(cassandra_sessi
     assert (await store.put_object(version(bucket, "legacy"))).replaced == old  # the null version, replaced
 
 
+async def test_users_of_schema_6_get_their_keys_moved_on_upgrade(cassandra_session) -> None:
+    """Schema 6 kept one key pair in the user's row (access_key, secret_key) and its index entry: after the
+    upgrade it is the user's one Active key, the old columns are emptied, and a row without a key gets none."""
+    from trio_sos.meta.store import ACTIVE, AccessKey
+
+    settings, session = cassandra_session
+    store = CassandraMetaStore.on_session(settings, session)
+    uid, ghost, key = f"old-{uuid.uuid4().hex[:8]}", f"ghost-{uuid.uuid4().hex[:8]}", f"AK{uuid.uuid4().hex[:10]}"
+    session.execute("INSERT INTO users (id, display_name, access_key, secret_key, email) VALUES "
+                    "(%s, 'Old', %s, 'old-secret', 'o@x')", (uid, key))
+    session.execute("INSERT INTO users_by_key (access_key, id) VALUES (%s, %s)", (key, uid))
+    session.execute("INSERT INTO users (id, display_name, access_key, secret_key, email) VALUES "
+                    "(%s, 'G', '', '', '')", (ghost,))
+    session.execute("INSERT INTO meta_info (name, value) VALUES ('schema_version', '6')")
+    assert await store.user_by_access_key(key) is None  # schema 6's row, unreadable as keys until the upgrade
+    CassandraMetaStore.create_schema(session, settings)
+    user = await store.user_by_access_key(key)
+    assert user is not None and (user.id, user.display_name, user.email) == (uid, "Old", "o@x")
+    assert user.keys == (AccessKey(key, "old-secret", ACTIVE, 0.0),)
+    row = session.execute("SELECT access_key, secret_key FROM users WHERE id = %s", (uid,)).one()
+    assert row.access_key is None and row.secret_key is None
+    assert (await store.user_by_id(ghost)).keys == ()
+    CassandraMetaStore.create_schema(session, settings)  # another node of the new release: nothing changes
+    assert await store.user_by_access_key(key) == user
+
+
 async def test_version_listing_moves_with_split_shards(small_shards) -> None:
     """A versioned bucket's version entries live in the listing shards, and move with a split: every version is
     listed once, in order, before and after; a shard holding one key's versions only is never cut inside it."""

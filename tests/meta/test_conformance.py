@@ -22,6 +22,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from trio_sos.meta.store import (
+    ACTIVE,
+    INACTIVE,
+    AccessKey,
     Bucket,
     BucketAlreadyExists,
     BucketNotEmpty,
@@ -92,57 +95,161 @@ async def new_intent(store: MetaStore, bucket: str = "", key: str = "", created:
 # -- users --
 
 
+def person(stem: str, display: str, secret: str, email: str = "") -> User:
+    """A user with one Active key pair."""
+    return User(fresh(stem), display, email, (AccessKey(fresh("AK"), secret, ACTIVE, 1700000000.5),),
+                created=1700000000.25)
+
+
+def ak(user: User) -> str:
+    return user.keys[0].access_key
+
+
 async def test_users(store: MetaStore) -> None:
-    alice = User(fresh("alice"), "Alice Ä", fresh("AK"), "secret-a", email="a@example.com")
-    bob = User(fresh("bob"), "Bob", fresh("AK"), "secret-b")
+    alice = person("alice", "Alice Ä", "secret-a", email="a@example.com")
+    bob = person("bob", "Bob", "secret-b")
     await store.create_user(alice)
     await store.create_user(bob)
     assert await store.user_by_id(alice.id) == alice
-    assert await store.user_by_access_key(bob.access_key) == bob
+    assert await store.user_by_access_key(ak(bob)) == bob
     assert await store.user_by_id("nobody-" + uuid.uuid4().hex) is None
     assert await store.user_by_access_key("no-such-key") is None
+    assert await store.user_by_access_key("") is None
     listed = [u for u in await store.list_users() if u.id in (alice.id, bob.id)]
     assert listed == sorted([alice, bob], key=lambda u: u.id)
 
     assert await store.delete_user(alice.id) is True
     assert await store.delete_user(alice.id) is False
     assert await store.user_by_id(alice.id) is None
-    assert await store.user_by_access_key(alice.access_key) is None
+    assert await store.user_by_access_key(ak(alice)) is None
+
+
+async def test_user_without_keys_and_with_policies(store: MetaStore) -> None:
+    user = User(fresh("u"), "U", "", (), (("a-policy", '{"Version": "2012-10-17"}'), ("b", "{}")), 5.0)
+    await store.create_user(user)
+    assert await store.user_by_id(user.id) == user
+    assert await store.user_by_access_key("") is None
 
 
 async def test_create_user_duplicate_id_or_key(store: MetaStore) -> None:
-    user = User(fresh("u"), "U", fresh("AK"), "s")
+    user = person("u", "U", "s")
     await store.create_user(user)
     with pytest.raises(UserExists):
-        await store.create_user(User(user.id, "other", fresh("AK"), "s2"))
+        await store.create_user(attrs.evolve(person("x", "other", "s2"), id=user.id))
     with pytest.raises(UserExists):
-        await store.create_user(User(fresh("u"), "other", user.access_key, "s2"))
+        await store.create_user(User(fresh("u"), "other", "", (AccessKey(fresh("AK"), "s3"), user.keys[0])))
     assert await store.user_by_id(user.id) == user
-    assert await store.user_by_access_key(user.access_key) == user
+    assert await store.user_by_access_key(ak(user)) == user
     assert len([u for u in await store.list_users() if u.display_name == "other"]) == 0
+    # the refused user's first key was not left taken
+    free = person("f", "F", "s4")
+    await store.create_user(free)
+    assert await store.user_by_access_key(ak(free)) == free
 
 
 async def test_user_keys_rotate(store: MetaStore) -> None:
-    user = User(fresh("u"), "U", fresh("AK"), "old-secret")
-    other = User(fresh("o"), "O", fresh("AK"), "o-secret")
+    user = person("u", "U", "old-secret")
+    other = person("o", "O", "o-secret")
     await store.create_user(user)
     await store.create_user(other)
-    assert await store.user_by_access_key(user.access_key) == user  # (cached, where a backend caches)
+    assert await store.user_by_access_key(ak(user)) == user  # (cached, where a backend caches)
+    assert await store.add_access_key(user.id, AccessKey(fresh("AK"), "second")) is True
     new_key = fresh("AK")
     assert await store.set_user_keys(user.id, new_key, "new-secret") is True
-    rotated = attrs.evolve(user, access_key=new_key, secret_key="new-secret")
-    assert await store.user_by_access_key(user.access_key) is None  # the old key stops working at once
-    assert await store.user_by_access_key(new_key) == rotated
+    assert await store.user_by_access_key(ak(user)) is None  # the old keys stop working at once
+    rotated = await store.user_by_access_key(new_key)
+    assert rotated is not None and [(k.access_key, k.secret_key, k.status) for k in rotated.keys] == [
+        (new_key, "new-secret", ACTIVE)]
     assert await store.user_by_id(user.id) == rotated
     assert await store.set_user_keys(user.id, new_key, "newer-secret") is True  # same key, new secret
-    assert (await store.user_by_access_key(new_key)).secret_key == "newer-secret"
+    assert (await store.user_by_access_key(new_key)).keys[0].secret_key == "newer-secret"
     with pytest.raises(UserExists):  # another user's key
-        await store.set_user_keys(user.id, other.access_key, "x-secret")
-    assert await store.user_by_access_key(other.access_key) == other
-    assert (await store.user_by_id(user.id)).access_key == new_key
+        await store.set_user_keys(user.id, ak(other), "x-secret")
+    assert await store.user_by_access_key(ak(other)) == other
+    assert (await store.user_by_id(user.id)).keys[0].access_key == new_key
     assert await store.set_user_keys(fresh("nobody"), fresh("AK"), "s") is False
     # the old key is free again: a new user may take it
-    await store.create_user(User(fresh("n"), "N", user.access_key, "n-secret"))
+    await store.create_user(User(fresh("n"), "N", "", (AccessKey(ak(user), "n-secret"),)))
+
+
+async def test_access_keys(store: MetaStore) -> None:
+    user, other = person("u", "U", "first"), person("o", "O", "other")
+    await store.create_user(user)
+    await store.create_user(other)
+    second = AccessKey(fresh("AK"), "second-secret", ACTIVE, 1700000001.0)
+    assert await store.add_access_key(user.id, second) is True
+    got = await store.user_by_access_key(second.access_key)
+    assert got is not None and got.id == user.id and sorted(got.keys, key=lambda k: k.access_key) == list(got.keys)
+    assert set(got.keys) == {user.keys[0], second}
+    assert await store.user_by_access_key(ak(user)) == got
+    with pytest.raises(UserExists):  # a key is one user's
+        await store.add_access_key(user.id, AccessKey(ak(other), "x"))
+    assert await store.add_access_key(fresh("nobody"), AccessKey(fresh("AK"), "x")) is False
+
+    assert await store.set_access_key_status(user.id, second.access_key, INACTIVE) is True
+    got = await store.user_by_id(user.id)
+    assert got.key(second.access_key) == attrs.evolve(second, status=INACTIVE)
+    assert (await store.user_by_access_key(second.access_key)).key(second.access_key).status == INACTIVE
+    assert await store.set_access_key_status(other.id, second.access_key, ACTIVE) is False  # not its key
+    assert await store.set_access_key_status(user.id, fresh("AK"), ACTIVE) is False
+    assert await store.set_access_key_status(user.id, second.access_key, ACTIVE) is True
+
+    assert await store.delete_access_key(other.id, second.access_key) is False
+    assert await store.delete_access_key(user.id, second.access_key) is True
+    assert await store.delete_access_key(user.id, second.access_key) is False
+    assert await store.user_by_access_key(second.access_key) is None
+    assert (await store.user_by_id(user.id)).keys == user.keys
+    # a deleted key may be given again, to anyone
+    assert await store.add_access_key(other.id, second) is True
+    assert (await store.user_by_access_key(second.access_key)).id == other.id
+    # deleting a user frees all its keys
+    assert await store.delete_user(other.id) is True
+    assert await store.user_by_access_key(second.access_key) is None
+    assert await store.user_by_access_key(ak(other)) is None
+    assert await store.add_access_key(user.id, second) is True
+
+
+async def test_user_policies(store: MetaStore) -> None:
+    user = person("u", "U", "s")
+    await store.create_user(user)
+    doc = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'
+    assert await store.put_user_policy(user.id, "read", doc) is True
+    assert await store.put_user_policy(user.id, "all", "{}") is True
+    assert await store.put_user_policy(user.id, "read", doc + " ") is True  # replaced
+    got = await store.user_by_access_key(ak(user))
+    assert got.policies == (("all", "{}"), ("read", doc + " ")) and got.policy("read") == doc + " "
+    assert await store.user_by_id(user.id) == got
+    assert await store.put_user_policy(fresh("nobody"), "p", doc) is False
+    assert await store.delete_user_policy(user.id, "all") is True
+    assert await store.delete_user_policy(user.id, "all") is False
+    assert (await store.user_by_id(user.id)).policies == (("read", doc + " "),)
+    # a user deleted and created again starts without the old policies
+    assert await store.delete_user(user.id) is True
+    await store.create_user(user)
+    assert (await store.user_by_id(user.id)).policies == ()
+
+
+async def test_concurrent_access_key_changes_lose_nothing(store: MetaStore) -> None:
+    user = person("u", "U", "s")
+    await store.create_user(user)
+    keys = [AccessKey(fresh("AK"), f"secret-{i}", ACTIVE, float(i)) for i in range(6)]
+    async with trio.open_nursery() as nursery:
+        for key in keys:
+            nursery.start_soon(store.add_access_key, user.id, key)
+        for i in range(4):
+            nursery.start_soon(store.put_user_policy, user.id, f"p{i}", "{}")
+    got = await store.user_by_id(user.id)
+    assert set(got.keys) == {user.keys[0], *keys}
+    assert [n for n, _ in got.policies] == ["p0", "p1", "p2", "p3"]
+    async with trio.open_nursery() as nursery:
+        for key in keys[:3]:
+            nursery.start_soon(store.delete_access_key, user.id, key.access_key)
+        for key in keys[3:]:
+            nursery.start_soon(store.set_access_key_status, user.id, key.access_key, INACTIVE)
+    got = await store.user_by_id(user.id)
+    assert set(got.keys) == {user.keys[0], *(attrs.evolve(k, status=INACTIVE) for k in keys[3:])}
+    for key in keys[:3]:
+        assert await store.user_by_access_key(key.access_key) is None
 
 
 # -- buckets --
@@ -977,19 +1084,24 @@ async def test_users_and_buckets_changed_by_another_instance_are_seen_at_once(ba
     one, two = await backend.open(), await backend.open()
     try:
         bucket = await new_bucket(one)
-        user = User(fresh("u"), "U", fresh("AK"), "secret-u")
+        user = person("u", "U", "secret-u")
         for _ in range(2):  # read twice: cached now, if the backend caches
             assert (await one.get_bucket(bucket)).acl == ""
-            assert await one.user_by_access_key(user.access_key) is None
+            assert await one.user_by_access_key(ak(user)) is None
             assert await one.user_by_id(user.id) is None
         await two.create_user(user)
-        assert await one.user_by_access_key(user.access_key) == user
+        assert await one.user_by_access_key(ak(user)) == user
         assert await one.user_by_id(user.id) == user
+        # a key's status and a user's policies, changed by another instance, are seen at once too
+        await two.set_access_key_status(user.id, ak(user), INACTIVE)
+        assert (await one.user_by_access_key(ak(user))).keys[0].status == INACTIVE
+        await two.put_user_policy(user.id, "p", "{}")
+        assert (await one.user_by_id(user.id)).policies == (("p", "{}"),)
         current = await two.get_bucket(bucket)
         await two.update_bucket(attrs.evolve(current, acl="public-read-marker"))
         assert (await one.get_bucket(bucket)).acl == "public-read-marker"
         await two.delete_user(user.id)
-        assert await one.user_by_access_key(user.access_key) is None
+        assert await one.user_by_access_key(ak(user)) is None
         await two.delete_bucket(bucket)
         assert await one.get_bucket(bucket) is None
         await two.create_bucket(Bucket(bucket, "another-owner", time.time()))
@@ -1002,7 +1114,7 @@ async def test_users_and_buckets_changed_by_another_instance_are_seen_at_once(ba
 
 async def test_persistence_across_reopen(backend: Backend) -> None:
     store = await backend.open()
-    user = User(fresh("u"), "Ü", fresh("AK"), "sek", "e@x")
+    user = attrs.evolve(person("u", "Ü", "sek", "e@x"), policies=(("p", '{"Version": "2012-10-17"}'),))
     try:
         await store.create_user(user)
         bucket = await new_bucket(store)
@@ -1023,7 +1135,7 @@ async def test_persistence_across_reopen(backend: Backend) -> None:
 
     store = await backend.open()
     try:
-        assert await store.user_by_access_key(user.access_key) == user
+        assert await store.user_by_access_key(ak(user)) == user
         assert await store.get_bucket(bucket) is not None
         assert await store.get_object(bucket, obj.key) == obj
         assert await store.get_upload(bucket, up.upload_id) == up

@@ -135,8 +135,7 @@ async def test_reads_do_not_wait_for_a_held_write_lock(tmp_path: Path) -> None:
         await store.put_object(version(bucket, "k"))
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
-        other.execute("INSERT INTO users (id, display_name, access_key, secret_key, email) "
-                      "VALUES ('held', 'H', 'AKHELD', 's', '')")
+        other.execute("INSERT INTO users (id, display_name, email, created) VALUES ('held', 'H', '', 0)")
         with trio.fail_after(20):  # a read that waited for the lock would hang: it is released only below
             assert await store.get_object(bucket, "k") is not None
             assert (await store.scan_objects(bucket)).objects
@@ -144,7 +143,7 @@ async def test_reads_do_not_wait_for_a_held_write_lock(tmp_path: Path) -> None:
 
         async def write() -> None:
             try:
-                await store.create_user(User("held", "mine", "AKMINE", "s"))
+                await store.create_user(User("held", "mine"))
                 outcome.append(None)
             except UserExists as exc:
                 outcome.append(exc)
@@ -368,6 +367,39 @@ async def test_a_schema_2_file_is_migrated_with_its_data(tmp_path: Path) -> None
         assert await store.get_object("old-b", "stored") == old
         (listed,) = (await store.list_versions("old-b")).versions
         assert (listed.key, listed.version_id, listed.is_latest, listed.etag) == ("stored", "null", True, old.etag)
+    finally:
+        await store.aclose()
+
+
+async def test_a_schema_12_file_gets_its_users_keys_moved(tmp_path: Path) -> None:
+    """Schema 12 held one key pair per user in the users row: after the upgrade each is the user's one Active key,
+    the old columns are gone (no secret left behind), and a user row with an empty key gets no key (an empty
+    access key must never authenticate)."""
+    from trio_sos.meta.store import ACTIVE, AccessKey
+
+    path = tmp_path / "meta.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step in sqlite_mod.MIGRATIONS[:12]:
+        if callable(step):
+            step(conn)
+        else:
+            for statement in step:
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 12")
+    conn.execute("INSERT INTO users (id, display_name, access_key, secret_key, email) VALUES "
+                 "('alice', 'Alice', 'AKALICE', 'secret-alice', 'a@x'), ('ghost', 'G', '', '', '')")
+    conn.close()
+    store = await SqliteMetaStore.open(path)
+    try:
+        alice = await store.user_by_access_key("AKALICE")
+        assert alice is not None and (alice.id, alice.display_name, alice.email) == ("alice", "Alice", "a@x")
+        assert alice.keys == (AccessKey("AKALICE", "secret-alice", ACTIVE, 0.0),) and alice.policies == ()
+        ghost = await store.user_by_id("ghost")
+        assert ghost is not None and ghost.keys == ()
+        assert await store.user_by_access_key("") is None
+        columns = {r[1] for r in store._writer.execute("PRAGMA table_info(users)")}
+        assert columns == {"id", "display_name", "email", "created"}
+        assert await store.add_access_key("ghost", AccessKey("AKGHOST", "secret-ghost"))
     finally:
         await store.aclose()
 

@@ -14,7 +14,7 @@ import attrs
 
 from ..background import WORKERS
 from .. import __version__
-from ..meta.store import MetaUnavailable, User, UserExists
+from ..meta.store import ACTIVE, AccessKey, MetaUnavailable, User, UserExists
 from .control import OpError
 from .events import TOPICS, Subscriber
 
@@ -190,8 +190,12 @@ class AdminOps:
     async def users_list(self, args: dict, sub: Subscriber) -> dict:
         admins = set(self.node.config.admin_users)
         users = [{"id": u.id, "display_name": u.display_name, "email": u.email, "access_key": u.access_key,
+                  "keys": [{"access_key": u.access_key, "status": ACTIVE}], "policies": [],
                   "admin": u.id in admins, "source": "config"} for u in self.node.config.users]
-        users += [{"id": u.id, "display_name": u.display_name, "email": u.email, "access_key": u.access_key,
+        users += [{"id": u.id, "display_name": u.display_name, "email": u.email,
+                   "access_key": u.keys[0].access_key if u.keys else "",
+                   "keys": [{"access_key": k.access_key, "status": k.status, "created": k.created} for k in u.keys],
+                   "policies": [n for n, _ in u.policies],
                    "admin": u.id in admins, "source": "metadata"} for u in await self.node.meta.list_users()]
         return {"users": users}
 
@@ -209,7 +213,9 @@ class AdminOps:
         if any(u.id == user_id or u.access_key == access for u in self.node.config.users):
             raise OpError("user_exists", f"a user with id {user_id!r} or that access key exists (config file)")
         try:
-            await self.node.meta.create_user(User(user_id, display, access, secret, email))
+            await self.node.meta.create_user(User(user_id, display, email, (AccessKey(access, secret, ACTIVE,
+                                                                                      time.time()),),
+                                                  created=time.time()))
         except UserExists:
             raise OpError("user_exists", f"a user with id {user_id!r} or that access key exists") from None
         return {"id": user_id, "display_name": display, "email": email, "access_key": access,

@@ -277,10 +277,11 @@ class AdminServer:
             parsed = sigv4.parse_presigned(pairs)
             if parsed.expires > MAX_EXPIRES:
                 return 401, "AuthorizationQueryParametersError", f"X-Amz-Expires must be at most {MAX_EXPIRES}"
-            user = await self.users(parsed.access_key)
-            if user is None:
-                return 401, "InvalidAccessKeyId", "the access key is not known"
-            sigv4.verify_presigned("GET", target, headers, parsed, user.secret_key, now=datetime.now(UTC),
+            found = await self.users(parsed.access_key)
+            if found is None:
+                return 401, "InvalidAccessKeyId", "the access key is not known (or is Inactive)"
+            user, secret = found
+            sigv4.verify_presigned("GET", target, headers, parsed, secret, now=datetime.now(UTC),
                                    key_cache=self.key_cache, service=ADMIN_SERVICE)
         except sigv4.AuthError as exc:
             return 401, exc.code, exc.message

@@ -125,10 +125,10 @@ class Admin:
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from functools import partial
 
-        from ..s3.context import user_by_access_key
+        from ..s3.context import signing_key
 
         node = self.node
-        users = partial(user_by_access_key, node.config, node.meta)
+        users = partial(signing_key, node.config, node.meta)
         server = AdminServer(self.ops, self.hub, users=users, admins=node.config.admin_users,
                              render_metrics=self.render_metrics, ready=self.ready,
                              metrics_token=node.config.metrics_token, on_sessions=self._sessions)

@@ -641,8 +641,14 @@ def verify_header_auth(
     key_cache: SigningKeyCache,
     max_skew: timedelta = MAX_SKEW,
     expected_region: str | None = None,
+    service: str = SERVICE,
+    payload: bytes | None = None,
 ) -> Verified:
     """Verify the SigV4 Authorization-header signature of a request, as S3 does.
+
+    ``service`` is the credential scope's service (``s3``; ``iam`` for the IAM API). ``payload``: the whole body,
+    read already (the IAM API's form): its SHA-256 is the payload hash — SDKs of other services than S3 send no
+    x-amz-content-sha256 — and an x-amz-content-sha256 header that says otherwise is XAmzContentSHA256Mismatch.
 
     Checks, in this order, each failing with S3's error:
 
@@ -667,8 +673,8 @@ def verify_header_auth(
     if raw_query and any(name in _QUERY_AUTH_PARAMS for name in _decoded_query_names(raw_query)):
         raise _one_mechanism_error(grouped)
 
-    if parsed.service != SERVICE:
-        raise _malformed(f'incorrect service "{parsed.service}". This endpoint belongs to "{SERVICE}".')
+    if parsed.service != service:
+        raise _malformed(f'incorrect service "{parsed.service}". This endpoint belongs to "{service}".')
     if expected_region is not None and parsed.region != expected_region:
         raise _malformed(
             f"the region '{parsed.region}' is wrong; expecting '{expected_region}'",
@@ -700,6 +706,14 @@ def verify_header_auth(
         raise _malformed("Invalid credential date. Date is not the same as X-Amz-Date.")
 
     sha_values = grouped.get("x-amz-content-sha256")
+    if payload is not None:
+        payload_hash = hashlib.sha256(payload).hexdigest()
+        if sha_values and ",".join(v.strip() for v in sha_values).lower() != payload_hash:
+            raise AuthError("XAmzContentSHA256Mismatch",
+                            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                            {"ClientComputedContentSHA256": ",".join(sha_values)[:64],
+                             "S3ComputedContentSHA256": payload_hash})
+        sha_values = [payload_hash]
     if not sha_values:
         raise AuthError("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
     payload_hash = ",".join(v.strip() for v in sha_values)

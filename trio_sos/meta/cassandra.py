@@ -48,6 +48,9 @@ from .keys import prefix_successor, walk
 from .sqlite import (_dec_manifest, _dec_pairs, _dec_parts, _enc_manifest, _enc_pairs, _enc_parts, _json, _same_version,
                      dec_lock, enc_lock)
 from .store import (
+    ACTIVE,
+    INACTIVE,
+    AccessKey,
     VSORT_BASE,
     Bucket,
     Committed,
@@ -365,6 +368,10 @@ class CassandraMetaStore(MetaStore):
                 session.set_keyspace(ks)
                 done = cls.on_session(settings, session)._adopt_versions()
                 log.info("keyspace %s: %d objects of schema 1 given their version rows", ks, done)
+            if int(rows[0].value) < 7:
+                session.set_keyspace(ks)
+                done = cls.on_session(settings, session)._adopt_keys()
+                log.info("keyspace %s: the key pairs of %d users of schema 6 moved", ks, done)
         session.execute(f"INSERT INTO {ks}.meta_info (name, value) VALUES ('schema_version', %s)",
                         (str(SCHEMA_VERSION),))
 
@@ -451,79 +458,176 @@ class CassandraMetaStore(MetaStore):
         return results
 
     # -- users and keys --
+    #
+    # A user is one row of ``users``: its keys (a map access key -> JSON [secret, status, created]) and its inline
+    # policies (a map name -> document) are in it, so a request's user is one partition read. ``users_by_key``
+    # indexes the keys (its lightweight transactions make each unique); an entry counts only while the user's row
+    # names the key, so a key is written to the index first and removed from the row first: the row is the truth.
+
+    @staticmethod
+    def _key_value(key: AccessKey) -> str:
+        return json.dumps([key.secret_key, key.status, key.created])
+
+    def _user_row(self, r: Any) -> User:
+        keys = tuple(AccessKey(k, *json.loads(v)) for k, v in sorted((r.keys or {}).items()))
+        policies = tuple(sorted((r.policies or {}).items()))
+        return User(r.id, r.display_name or "", r.email or "", keys, policies, r.created or 0.0)
+
+    _USER_SELECT = "SELECT id, display_name, email, created, keys, policies FROM users"
+
+    def _claim_key(self, access_key: str, user_id: str) -> None:
+        """The key's index entry, for ``user_id``: UserExists if another user's."""
+        if not access_key:
+            raise ValueError("an access key cannot be empty")
+        applied, existing = self._lwt("INSERT INTO users_by_key (access_key, id) VALUES (?, ?) IF NOT EXISTS",
+                                      (access_key, user_id))
+        if not applied and existing.id != user_id:
+            holder = self._one(f"{self._USER_SELECT} WHERE id = ?", (existing.id,))
+            if holder is not None and access_key in (holder.keys or {}):
+                raise UserExists(existing.id)
+            # a stale entry (its user no longer names the key): take it over
+            applied, _ = self._lwt("UPDATE users_by_key SET id = ? WHERE access_key = ? IF id = ?",
+                                   (user_id, access_key, existing.id))
+            if not applied:
+                raise UserExists(existing.id)
+
+    def _release_key(self, access_key: str, user_id: str) -> None:
+        self._lwt("DELETE FROM users_by_key WHERE access_key = ? IF id = ?", (access_key, user_id))
 
     async def create_user(self, user: User) -> None:
         def run() -> None:
-            applied, _ = self._lwt("INSERT INTO users_by_key (access_key, id) VALUES (?, ?) IF NOT EXISTS",
-                                   (user.access_key, user.id))
-            if not applied:
-                raise UserExists(user.id)
-            applied, _ = self._lwt("INSERT INTO users (id, display_name, access_key, secret_key, email) "
-                                   "VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
-                                   (user.id, user.display_name, user.access_key, user.secret_key, user.email))
-            if not applied:
-                self._lwt("DELETE FROM users_by_key WHERE access_key = ? IF id = ?", (user.access_key, user.id))
-                raise UserExists(user.id)
+            claimed: list[str] = []
+            try:
+                for key in user.keys:
+                    if not key.secret_key:
+                        raise ValueError("a secret key cannot be empty")
+                    self._claim_key(key.access_key, user.id)
+                    claimed.append(key.access_key)
+                applied, _ = self._lwt(
+                    "INSERT INTO users (id, display_name, email, created, keys, policies) VALUES (?, ?, ?, ?, ?, ?) "
+                    "IF NOT EXISTS", (user.id, user.display_name, user.email, user.created,
+                                      {k.access_key: self._key_value(k) for k in user.keys}, dict(user.policies)))
+                if not applied:
+                    raise UserExists(user.id)
+            except BaseException:
+                for access_key in claimed:
+                    self._release_key(access_key, user.id)
+                raise
 
         await self._run(run)
 
     async def delete_user(self, user_id: str) -> bool:
         def run() -> bool:
-            row = self._one("SELECT access_key FROM users WHERE id = ?", (user_id,))
+            row = self._one(f"{self._USER_SELECT} WHERE id = ?", (user_id,))
             if row is None:
                 return False
             applied, _ = self._lwt("DELETE FROM users WHERE id = ? IF EXISTS", (user_id,))
-            self._lwt("DELETE FROM users_by_key WHERE access_key = ? IF id = ?", (row.access_key, user_id))
+            for access_key in row.keys or {}:
+                self._release_key(access_key, user_id)
             return applied
+
+        return await self._run(run)
+
+    async def add_access_key(self, user_id: str, key: AccessKey) -> bool:
+        def run() -> bool:
+            if not key.secret_key:
+                raise ValueError("a secret key cannot be empty")
+            self._claim_key(key.access_key, user_id)
+            applied, _ = self._lwt("UPDATE users SET keys[?] = ? WHERE id = ? IF EXISTS",
+                                   (key.access_key, self._key_value(key), user_id))
+            if not applied:
+                self._release_key(key.access_key, user_id)
+            return applied
+
+        return await self._run(run)
+
+    def _change_key(self, user_id: str, access_key: str, new: Callable[[AccessKey], AccessKey | None]) -> bool:
+        """Replace (or, ``new`` giving None, remove) one key of the row, by compare-and-set on its value."""
+        for _ in range(LWT_RETRIES):
+            row = self._one(f"{self._USER_SELECT} WHERE id = ?", (user_id,))
+            old = (row.keys or {}).get(access_key) if row is not None else None
+            if old is None:
+                return False
+            changed = new(AccessKey(access_key, *json.loads(old)))
+            if changed is None:
+                applied, _ = self._lwt("DELETE keys[?] FROM users WHERE id = ? IF keys[?] = ?",
+                                       (access_key, user_id, access_key, old))
+            else:
+                applied, _ = self._lwt("UPDATE users SET keys[?] = ? WHERE id = ? IF keys[?] = ?",
+                                       (access_key, self._key_value(changed), user_id, access_key, old))
+            if applied:
+                return True
+        raise MetaUnavailable(f"user {user_id}: too many concurrent changes")
+
+    async def set_access_key_status(self, user_id: str, access_key: str, status: str) -> bool:
+        assert status in (ACTIVE, INACTIVE)
+        return await self._run(self._change_key, user_id, access_key, lambda k: attrs.evolve(k, status=status))
+
+    async def delete_access_key(self, user_id: str, access_key: str) -> bool:
+        def run() -> bool:
+            if not self._change_key(user_id, access_key, lambda k: None):
+                return False
+            self._release_key(access_key, user_id)
+            return True
 
         return await self._run(run)
 
     async def set_user_keys(self, user_id: str, access_key: str, secret_key: str) -> bool:
         def run() -> bool:
+            key = AccessKey(access_key, secret_key, ACTIVE, time.time())
             for _ in range(LWT_RETRIES):
-                row = self._one("SELECT access_key FROM users WHERE id = ?", (user_id,))
+                row = self._one(f"{self._USER_SELECT} WHERE id = ?", (user_id,))
                 if row is None:
                     return False
-                new_key = row.access_key != access_key
-                if new_key:
-                    # the new key's index entry first (it is unique), then the record, then the old entry goes: a
-                    # lookup of the old key finds a record that no longer names it, so it stops working at once
-                    applied, existing = self._lwt("INSERT INTO users_by_key (access_key, id) VALUES (?, ?) "
-                                                  "IF NOT EXISTS", (access_key, user_id))
-                    if not applied and existing.id != user_id:
-                        raise UserExists(existing.id)
-                applied, _ = self._lwt("UPDATE users SET access_key = ?, secret_key = ? WHERE id = ? "
-                                       "IF access_key = ?", (access_key, secret_key, user_id, row.access_key))
+                old = dict(row.keys or {})
+                self._claim_key(access_key, user_id)
+                applied, _ = self._lwt("UPDATE users SET keys = ? WHERE id = ? IF keys = ?",
+                                       ({access_key: self._key_value(key)}, user_id, old or None))
                 if applied:
-                    if new_key:
-                        self._lwt("DELETE FROM users_by_key WHERE access_key = ? IF id = ?", (row.access_key, user_id))
+                    for gone in old:
+                        if gone != access_key:
+                            self._release_key(gone, user_id)
                     return True
-                if new_key:  # deleted or given other keys meanwhile: take the new entry back, and look again
-                    self._lwt("DELETE FROM users_by_key WHERE access_key = ? IF id = ?", (access_key, user_id))
+                if access_key not in old:  # deleted or changed meanwhile: take the entry back, and look again
+                    self._release_key(access_key, user_id)
             raise MetaUnavailable(f"user {user_id}: too many concurrent changes")
 
         return await self._run(run)
 
+    async def put_user_policy(self, user_id: str, name: str, document: str) -> bool:
+        return (await self._run(self._lwt, "UPDATE users SET policies[?] = ? WHERE id = ? IF EXISTS",
+                                (name, document, user_id)))[0]
+
+    async def delete_user_policy(self, user_id: str, name: str) -> bool:
+        def run() -> bool:
+            row = self._one(f"{self._USER_SELECT} WHERE id = ?", (user_id,))
+            if row is None or name not in (row.policies or {}):
+                return False
+            return self._lwt("DELETE policies[?] FROM users WHERE id = ? IF EXISTS", (name, user_id))[0]
+
+        return await self._run(run)
+
     def _user(self, user_id: str) -> User | None:
-        r = self._one("SELECT id, display_name, access_key, secret_key, email FROM users WHERE id = ?", (user_id,))
-        return User(r.id, r.display_name, r.access_key, r.secret_key, r.email) if r else None
+        r = self._one(f"{self._USER_SELECT} WHERE id = ?", (user_id,))
+        return self._user_row(r) if r else None
 
     async def user_by_access_key(self, access_key: str) -> User | None:
+        if not access_key:
+            return None
+
         def run() -> User | None:
             r = self._one("SELECT id FROM users_by_key WHERE access_key = ?", (access_key,))
             user = self._user(r.id) if r else None
-            return user if user is not None and user.access_key == access_key else None
+            return user if user is not None and user.key(access_key) is not None else None
 
         return await self._run(run)
 
     async def user_by_id(self, user_id: str) -> User | None:
-        return await self._run(self._user, user_id)
+        return await self._run(self._user, user_id) if user_id else None
 
     async def list_users(self) -> list[User]:
         def run() -> list[User]:
-            rows = self._rows("SELECT id, display_name, access_key, secret_key, email FROM users")
-            return sorted((User(r.id, r.display_name, r.access_key, r.secret_key, r.email) for r in rows),
-                          key=lambda u: u.id)
+            return sorted((self._user_row(r) for r in self._rows(self._USER_SELECT)), key=lambda u: u.id)
 
         return await self._run(run)
 
@@ -1081,6 +1185,20 @@ class CassandraMetaStore(MetaStore):
         self._many([("UPDATE shard_rows SET n = n - ? WHERE bucket = ? AND shard = ?", (len(moved), bucket, row.shard)),
                     ("UPDATE shard_rows SET n = n + ? WHERE bucket = ? AND shard = ?",
                      (len(moved), bucket, row.split_to))])
+
+    def _adopt_keys(self) -> int:
+        """Schema 6 -> 7: each user's one key pair (columns access_key, secret_key) becomes its first Active key;
+        the old columns are emptied, so no secret stays where nothing reads it. Idempotent."""
+        done = 0
+        for r in self._rows("SELECT id, access_key, secret_key, keys FROM users"):
+            if not r.access_key and not r.secret_key:
+                continue
+            keys = dict(r.keys or {})
+            if r.access_key and r.secret_key and r.access_key not in keys:
+                keys[r.access_key] = json.dumps([r.secret_key, ACTIVE, 0.0])
+                done += 1
+            self._x("UPDATE users SET keys = ?, access_key = null, secret_key = null WHERE id = ?", (keys, r.id))
+        return done
 
     def _adopt_versions(self) -> int:
         """Schema 1 to 2: give each object record written before versions existed (no ``vsort``) its place among

@@ -15,7 +15,7 @@ Every partition stays bounded whatever a bucket holds (the reasoning, and the bo
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # columns every mutable record (an object, a part) carries for the commit protocol of cassandra.py:
 #   seq      incremented by every change (the lightweight transaction compares it)
@@ -26,8 +26,10 @@ _RECORD = "seq bigint, ts bigint, op text, pending text, done bigint"
 
 TABLES = [
     "CREATE TABLE IF NOT EXISTS meta_info (name text PRIMARY KEY, value text)",
+    # a user with its key pairs (access key -> JSON [secret, status, created]) and inline policies (name -> JSON);
+    # access_key and secret_key are schema 6's one key pair, moved into ``keys`` by the upgrade
     """CREATE TABLE IF NOT EXISTS users (id text PRIMARY KEY, display_name text, access_key text, secret_key text,
-        email text)""",
+        email text, keys map<text, text>, policies map<text, text>, created double)""",
     "CREATE TABLE IF NOT EXISTS users_by_key (access_key text PRIMARY KEY, id text)",
     """CREATE TABLE IF NOT EXISTS buckets (name text PRIMARY KEY, id text, owner_id text, created double,
         region text, acl text, cors text, state text, versioning text, object_lock text, tags text,
@@ -113,4 +115,6 @@ UPGRADES: dict[int, list[str]] = {
     3: ["ALTER TABLE buckets ADD tags text"],  # a bucket's own tags
     4: ["ALTER TABLE buckets ADD lifecycle text"],  # lifecycle rules (workers' state is kept in meta_info)
     5: ["ALTER TABLE buckets ADD (policy text, public_access text, ownership text)"],  # who may do what
+    # users' key pairs and inline policies (the one key pair of schema 6 is moved by CassandraMetaStore)
+    6: ["ALTER TABLE users ADD (keys map<text, text>, policies map<text, text>, created double)"],
 }

@@ -70,6 +70,9 @@ from .store import (
     ReplicaReport,
     Upload,
     UploadListing,
+    ACTIVE,
+    INACTIVE,
+    AccessKey,
     User,
     UserExists,
 )
@@ -315,8 +318,38 @@ _SCHEMA_12 = [
     "ALTER TABLE buckets ADD COLUMN ownership TEXT NOT NULL DEFAULT ''",
 ]
 
+# 13: users get any number of key pairs (with a status and a date) and inline user policies; the one key pair of
+# each existing user becomes its first, Active key (a user stored without a key — none was ever — gets none)
+_SCHEMA_13 = [
+    """CREATE TABLE access_keys (
+        access_key TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        secret_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created REAL NOT NULL
+    ) STRICT""",
+    "CREATE INDEX access_keys_by_user ON access_keys (user_id, access_key)",
+    """CREATE TABLE user_policies (
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        document TEXT NOT NULL,
+        PRIMARY KEY (user_id, name)
+    ) STRICT, WITHOUT ROWID""",
+    """INSERT INTO access_keys (access_key, user_id, secret_key, status, created)
+        SELECT access_key, id, secret_key, 'Active', 0 FROM users WHERE access_key != '' AND secret_key != ''""",
+    """CREATE TABLE users_13 (
+        id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        email TEXT NOT NULL,
+        created REAL NOT NULL
+    ) STRICT""",
+    "INSERT INTO users_13 (id, display_name, email, created) SELECT id, display_name, email, 0 FROM users",
+    "DROP TABLE users",
+    "ALTER TABLE users_13 RENAME TO users",
+]
+
 MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6, _SCHEMA_7,
-                               _SCHEMA_8, _SCHEMA_9, _SCHEMA_10, _SCHEMA_11, _SCHEMA_12]
+                               _SCHEMA_8, _SCHEMA_9, _SCHEMA_10, _SCHEMA_11, _SCHEMA_12, _SCHEMA_13]
 
 
 def schema_version() -> int:
@@ -400,7 +433,7 @@ def _agents_union(old: str, new: str) -> str:
     return _json(merged)
 
 
-_USER_COLS = "id, display_name, access_key, secret_key, email"
+_USER_COLS = "id, display_name, email, created"
 _BUCKET_COLS = ("name, owner_id, created, region, acl, cors, id, versioning, object_lock, tags, lifecycle, policy, "
                 "public_access, ownership")
 _COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm, version_id"
@@ -438,8 +471,27 @@ def _first(row: tuple) -> Any:
     return row[0]
 
 
-def _user(row: tuple) -> User:
-    return User(*row)
+def _user(c: sqlite3.Connection, row: tuple) -> User:
+    user_id, display_name, email, created = row
+    keys = tuple(AccessKey(*k) for k in c.execute(
+        "SELECT access_key, secret_key, status, created FROM access_keys WHERE user_id = ? ORDER BY access_key",
+        (user_id,)))
+    policies = tuple(c.execute("SELECT name, document FROM user_policies WHERE user_id = ? ORDER BY name",
+                               (user_id,)))
+    return User(user_id, display_name, email, keys, policies, created)
+
+
+def _key_taken(c: sqlite3.Connection, access_key: str) -> None:
+    holder = c.execute("SELECT user_id FROM access_keys WHERE access_key = ?", (access_key,)).fetchone()
+    if holder is not None:
+        raise UserExists(holder[0])
+
+
+def _insert_key(c: sqlite3.Connection, user_id: str, key: AccessKey) -> None:
+    if not key.access_key or not key.secret_key:
+        raise ValueError("an access key and its secret cannot be empty")
+    c.execute("INSERT INTO access_keys (access_key, user_id, secret_key, status, created) VALUES (?, ?, ?, ?, ?)",
+              (key.access_key, user_id, key.secret_key, key.status, key.created))
 
 
 def _bucket(row: tuple) -> Bucket:
@@ -818,46 +870,93 @@ class SqliteMetaStore(MetaStore):
 
     async def create_user(self, user: User) -> None:
         def run(c: sqlite3.Connection) -> None:
-            taken = c.execute(
-                "SELECT id FROM users WHERE id = ? OR access_key = ? LIMIT 1", (user.id, user.access_key)
-            ).fetchone()
-            if taken:
+            if c.execute("SELECT 1 FROM users WHERE id = ?", (user.id,)).fetchone():
                 raise UserExists(user.id)
-            c.execute(f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?)",
-                      (user.id, user.display_name, user.access_key, user.secret_key, user.email))
+            for key in user.keys:
+                _key_taken(c, key.access_key)
+            c.execute(f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?)",
+                      (user.id, user.display_name, user.email, user.created))
+            for key in user.keys:
+                _insert_key(c, user.id, key)
+            c.executemany("INSERT INTO user_policies (user_id, name, document) VALUES (?, ?, ?)",
+                          [(user.id, n, d) for n, d in user.policies])
 
         await self._changed(run)
 
     async def delete_user(self, user_id: str) -> bool:
-        return await self._changed(lambda c: c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0)
-
-    async def set_user_keys(self, user_id: str, access_key: str, secret_key: str) -> bool:
         def run(c: sqlite3.Connection) -> bool:
-            holder = c.execute("SELECT id FROM users WHERE access_key = ?", (access_key,)).fetchone()
-            if holder is not None and holder[0] != user_id:
-                raise UserExists(holder[0])
-            return c.execute("UPDATE users SET access_key = ?, secret_key = ? WHERE id = ?",
-                             (access_key, secret_key, user_id)).rowcount > 0
+            c.execute("DELETE FROM access_keys WHERE user_id = ?", (user_id,))
+            c.execute("DELETE FROM user_policies WHERE user_id = ?", (user_id,))
+            return c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0
 
         return await self._changed(run)
 
+    async def add_access_key(self, user_id: str, key: AccessKey) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
+                return False
+            _key_taken(c, key.access_key)
+            _insert_key(c, user_id, key)
+            return True
+
+        return await self._changed(run)
+
+    async def set_access_key_status(self, user_id: str, access_key: str, status: str) -> bool:
+        assert status in (ACTIVE, INACTIVE)
+        return await self._changed(lambda c: c.execute(
+            "UPDATE access_keys SET status = ? WHERE access_key = ? AND user_id = ?",
+            (status, access_key, user_id)).rowcount > 0)
+
+    async def delete_access_key(self, user_id: str, access_key: str) -> bool:
+        return await self._changed(lambda c: c.execute(
+            "DELETE FROM access_keys WHERE access_key = ? AND user_id = ?", (access_key, user_id)).rowcount > 0)
+
+    async def set_user_keys(self, user_id: str, access_key: str, secret_key: str) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            holder = c.execute("SELECT user_id FROM access_keys WHERE access_key = ?", (access_key,)).fetchone()
+            if holder is not None and holder[0] != user_id:
+                raise UserExists(holder[0])
+            if not c.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
+                return False
+            c.execute("DELETE FROM access_keys WHERE user_id = ?", (user_id,))
+            _insert_key(c, user_id, AccessKey(access_key, secret_key, ACTIVE, time.time()))
+            return True
+
+        return await self._changed(run)
+
+    async def put_user_policy(self, user_id: str, name: str, document: str) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
+                return False
+            c.execute("INSERT INTO user_policies (user_id, name, document) VALUES (?, ?, ?) "
+                      "ON CONFLICT (user_id, name) DO UPDATE SET document = excluded.document",
+                      (user_id, name, document))
+            return True
+
+        return await self._changed(run)
+
+    async def delete_user_policy(self, user_id: str, name: str) -> bool:
+        return await self._changed(lambda c: c.execute(
+            "DELETE FROM user_policies WHERE user_id = ? AND name = ?", (user_id, name)).rowcount > 0)
+
     async def user_by_access_key(self, access_key: str) -> User | None:
         def run(c: sqlite3.Connection) -> User | None:
-            row = c.execute(f"SELECT {_USER_COLS} FROM users WHERE access_key = ?", (access_key,)).fetchone()
-            return _user(row) if row else None
+            row = c.execute(f"SELECT {', '.join('u.' + n for n in _USER_COLS.split(', '))} FROM access_keys k "
+                            "JOIN users u ON u.id = k.user_id WHERE k.access_key = ?", (access_key,)).fetchone()
+            return _user(c, row) if row else None
 
         return await self._cached("key", access_key, run)
 
     async def user_by_id(self, user_id: str) -> User | None:
         def run(c: sqlite3.Connection) -> User | None:
             row = c.execute(f"SELECT {_USER_COLS} FROM users WHERE id = ?", (user_id,)).fetchone()
-            return _user(row) if row else None
+            return _user(c, row) if row else None
 
         return await self._cached("user", user_id, run)
 
     async def list_users(self) -> list[User]:
         return await self._read(
-            lambda c: [_user(r) for r in c.execute(f"SELECT {_USER_COLS} FROM users ORDER BY id")]
+            lambda c: [_user(c, r) for r in c.execute(f"SELECT {_USER_COLS} FROM users ORDER BY id").fetchall()]
         )
 
     # -- buckets --

@@ -69,13 +69,37 @@ class IntentLost(MetaError):
     upload's chunks may be gone, so nothing was committed."""
 
 
+ACTIVE, INACTIVE = "Active", "Inactive"  # an access key's status (IAM's words); only an Active key signs requests
+
+
 @attrs.frozen
-class User:
-    id: str
-    display_name: str
+class AccessKey:
     access_key: str
     secret_key: str = attrs.field(repr=False)
+    status: str = ACTIVE
+    created: float = 0.0  # seconds since the epoch (0: made before keys had dates)
+
+
+@attrs.frozen
+class User:
+    """A user: its key pairs (any number in the store; the IAM API allows two) and its inline user policies
+    (name, JSON document), both in name order."""
+
+    id: str
+    display_name: str
     email: str = ""
+    keys: tuple[AccessKey, ...] = ()
+    policies: tuple[tuple[str, str], ...] = ()
+    created: float = 0.0
+
+    def key(self, access_key: str) -> AccessKey | None:
+        for k in self.keys:
+            if k.access_key == access_key:
+                return k
+        return None
+
+    def policy(self, name: str) -> str | None:
+        return dict(self.policies).get(name)
 
 
 def new_bucket_id() -> str:
@@ -408,18 +432,41 @@ class MetaStore(abc.ABC):
     # -- users and keys --
     @abc.abstractmethod
     async def create_user(self, user: User) -> None:
-        """Raises UserExists if the id or the access key is taken."""
+        """The user with its keys and policies. Raises UserExists if the id or one of the access keys is taken."""
 
     @abc.abstractmethod
-    async def delete_user(self, user_id: str) -> bool: ...
+    async def delete_user(self, user_id: str) -> bool:
+        """The user, its keys and its policies; False if there is no such user."""
+
+    @abc.abstractmethod
+    async def add_access_key(self, user_id: str, key: AccessKey) -> bool:
+        """One more key pair for the user. False if there is no such user; raises UserExists if any user holds
+        ``key.access_key`` already."""
+
+    @abc.abstractmethod
+    async def set_access_key_status(self, user_id: str, access_key: str, status: str) -> bool:
+        """ACTIVE or INACTIVE; False if the user has no such key."""
+
+    @abc.abstractmethod
+    async def delete_access_key(self, user_id: str, access_key: str) -> bool:
+        """The key stops working at once; False if the user has no such key."""
 
     @abc.abstractmethod
     async def set_user_keys(self, user_id: str, access_key: str, secret_key: str) -> bool:
-        """Give the user a new key pair (rotation): the old access key stops working at once. False if there is no
-        such user; raises UserExists if another user holds ``access_key``."""
+        """Replace all the user's key pairs by this one (rotation): the old access keys stop working at once.
+        False if there is no such user; raises UserExists if another user holds ``access_key``."""
 
     @abc.abstractmethod
-    async def user_by_access_key(self, access_key: str) -> User | None: ...
+    async def put_user_policy(self, user_id: str, name: str, document: str) -> bool:
+        """Add or replace the user's inline policy ``name``; False if there is no such user."""
+
+    @abc.abstractmethod
+    async def delete_user_policy(self, user_id: str, name: str) -> bool:
+        """False if the user has no policy of that name."""
+
+    @abc.abstractmethod
+    async def user_by_access_key(self, access_key: str) -> User | None:
+        """The user holding that key, whatever its status (the caller checks it)."""
 
     @abc.abstractmethod
     async def user_by_id(self, user_id: str) -> User | None: ...

@@ -1,9 +1,12 @@
-"""Who may do what: one decision per request for buckets and objects — bucket policy, then ownership and ACLs —
-the ACLs of new resources, and the ACL operations (Get/PutBucketAcl, Get/PutObjectAcl).
+"""Who may do what: one decision per request for buckets and objects — the caller's user policies and the bucket
+policy, then ownership and ACLs — the ACLs of new resources, and the ACL operations (Get/PutBucketAcl,
+Get/PutObjectAcl).
 
-The order is S3's: an explicit Deny in the bucket's policy wins over everything (the bucket's owner too, but for
-managing the policy itself, so that an owner is never locked out); then the bucket's owner may do everything to
-the bucket, and an object's owner to the object; then an Allow of the policy grants; then the ACL's grants — the
+The order is S3's: an explicit Deny in the caller's user policies or the bucket's policy wins over everything (the
+bucket's owner too, but for managing the bucket policy itself, so that an owner is never locked out); then the
+bucket's owner may do everything to the bucket, and an object's owner to the object — unless it has user
+policies, which limit it as an IAM user is limited (``restricted``); then an Allow of either policy grants; then
+the ACL's grants — the
 bucket ACL's READ to list, WRITE to create, overwrite or delete objects, READ_ACP / WRITE_ACP for the ACL itself;
 reading an object, or its ACL, by the object's own ACL. Anonymous callers are the AllUsers group; signed-in
 callers also AuthenticatedUsers. A public access block's IgnorePublicAcls drops grants to those two groups, its
@@ -42,6 +45,59 @@ def caller_id(ctx: Ctx) -> str | None:
     return ctx.user.id if ctx.user is not None else None
 
 
+def restricted(ctx: Ctx) -> bool:
+    """A caller with user policies is limited by them, as an IAM user is: it has no implicit right as an owner
+    and no ACL grant to itself on what it owns — what it may do is what a policy (its own or the bucket's) or
+    another's ACL grant allows."""
+    return ctx.user is not None and bool(ctx.user.policies)
+
+
+def owner_rights(ctx: Ctx, owner_id: str) -> bool:
+    """Whether the caller has the owner's implicit rights over what ``owner_id`` owns."""
+    return ctx.user is not None and ctx.user.id == owner_id and not ctx.user.policies
+
+
+@functools.lru_cache(maxsize=1024)
+def user_policies(documents: tuple[tuple[str, str], ...]) -> tuple[policy.Policy, ...]:
+    out = []
+    for name, text in documents:
+        try:
+            out.append(policy.parse_user_policy(text))
+        except policy.PolicyError as exc:  # validated when put: a release that reads it otherwise fails closed
+            log.error("user policy %s cannot be read (%s): it denies everything", name, exc)
+            out.append(_DENY_ALL)
+    return tuple(out)
+
+
+def service_allowed(ctx: Ctx, action: str, resource: str) -> bool:
+    """An action on no bucket of anyone's (ListBuckets, CreateBucket): any signed-in caller may, unless its user
+    policies limit it — then only if they allow it."""
+    return ctx.user is not None and (not restricted(ctx) or identity_verdict(ctx, action, resource) == "Allow")
+
+
+_DENY_ALL = policy.Policy("2012-10-17", (policy.Statement("", "Deny", (("*", "*"),), False, ("*",), False,
+                                                           ("*",), False, ()),))
+
+
+def identity_verdict(ctx: Ctx, action: str, resource: str,
+                     extra: dict[str, str | tuple[str, ...]] | None = None) -> str | None:
+    """What the caller's user policies say of ``action`` on ``resource`` (an ARN): "Deny", "Allow" or None."""
+    if not restricted(ctx):
+        return None
+    assert ctx.user is not None
+    keys = request_keys(ctx)
+    if extra:
+        keys = {**keys, **extra}
+    req = policy.RequestContext(ctx.user.id, action, resource, keys)
+    verdict = None
+    for parsed in user_policies(ctx.user.policies):
+        one = policy.evaluate(parsed, req)
+        if one == "Deny":
+            return "Deny"
+        verdict = verdict or one
+    return verdict
+
+
 def enforced(bucket: m.Bucket) -> bool:
     """Object ownership BucketOwnerEnforced: ACLs are off, the bucket's owner owns every object."""
     return bucket.ownership == "BucketOwnerEnforced"
@@ -63,18 +119,33 @@ def object_policy(obj: m.ObjectVersion, bucket: m.Bucket | None = None) -> acl.P
     return acl.effective(obj.acl, obj.owner_id, "")
 
 
-def _acl_allows(bucket: m.Bucket, policy: acl.Policy, user: str | None, permission: str) -> bool:
+def _acl_allows(ctx: Ctx, bucket: m.Bucket, policy: acl.Policy, permission: str) -> bool:
     if enforced(bucket):
         return False  # ACLs are off: only owners and the bucket policy grant
     if bucketaccess.block(bucket).ignore_public_acls:
         policy = acl.without_public(policy)
+    user = caller_id(ctx)
+    if user is not None and user == policy.owner_id and restricted(ctx):
+        user = _SIGNED_IN  # no grant to itself: only what the groups (AllUsers, AuthenticatedUsers) get
     return acl.allows(policy, user, permission)
+
+
+_SIGNED_IN = "\x00signed-in"  # an authenticated caller that no grant names
 
 
 def decide(ctx: Ctx, bucket: m.Bucket, action: str, key: str | None,
            extra: dict[str, str | tuple[str, ...]] | None = None) -> str | None:
-    """What the bucket's policy says of ``action`` on the bucket (``key`` None) or one of its objects: "Deny",
-    "Allow" or None."""
+    """What the bucket's policy and the caller's user policies say of ``action`` on the bucket (``key`` None) or
+    one of its objects: "Deny" (either denies), "Allow" (either allows) or None."""
+    mine = identity_verdict(ctx, action, policy.bucket_arn(bucket.name, key), extra)
+    if mine == "Deny":
+        return "Deny"
+    theirs = _bucket_verdict(ctx, bucket, action, key, extra)
+    return theirs if theirs == "Deny" else mine or theirs
+
+
+def _bucket_verdict(ctx: Ctx, bucket: m.Bucket, action: str, key: str | None,
+                    extra: dict[str, str | tuple[str, ...]] | None) -> str | None:
     if not bucket.policy:
         return None
     parsed = parsed_policy(bucket.policy, bucket.name)
@@ -128,13 +199,12 @@ async def bucket_for(ctx: Ctx, permission: str | None, name: str | None = None, 
 def allowed(ctx: Ctx, bucket: m.Bucket, permission: str, action: str, key: str | None) -> bool:
     """``bucket_for``'s decision, for a bucket read already (DeleteObjects decides each key on its own)."""
     verdict = decide(ctx, bucket, action, key)
-    user = caller_id(ctx)
-    owner = user is not None and user == bucket.owner_id
+    owner = owner_rights(ctx, bucket.owner_id)
     if verdict == "Deny" and not (owner and action in POLICY_ACTIONS):
         return False
     if owner or verdict == "Allow":
         return True
-    return permission != OWNER and _acl_allows(bucket, bucket_policy(bucket), user, permission)
+    return permission != OWNER and _acl_allows(ctx, bucket, bucket_policy(bucket), permission)
 
 
 def check_object(ctx: Ctx, obj: m.ObjectVersion, permission: str, *, action: str | None = None) -> None:
@@ -148,10 +218,9 @@ def check_object(ctx: Ctx, obj: m.ObjectVersion, permission: str, *, action: str
     verdict = decide(ctx, bucket, action or ctx.action, obj.key, tags)
     if verdict == "Deny":
         raise S3Error("AccessDenied")
-    user = caller_id(ctx)
-    if (user is not None and user == object_owner(bucket, obj)) or verdict == "Allow":
+    if owner_rights(ctx, object_owner(bucket, obj)) or verdict == "Allow":
         return
-    if not _acl_allows(bucket, object_policy(obj, bucket), user, permission):
+    if not _acl_allows(ctx, bucket, object_policy(obj, bucket), permission):
         raise S3Error("AccessDenied")
 
 
@@ -221,16 +290,9 @@ _HEADER_KEYS = frozenset({
 })
 
 
-async def _users(ctx: Ctx) -> list[m.User]:
-    users = {u.id: u for u in await ctx.meta.list_users()}
-    for u in ctx.services.config.users:
-        users[u.id] = m.User(u.id, u.display_name, u.access_key, u.secret_key, u.email)
-    return list(users.values())
-
-
 async def resolved(ctx: Ctx, policy: acl.Policy) -> acl.Policy:
     """Email grantees turned into users, display names filled in (unknown ids: InvalidArgument)."""
-    users = await _users(ctx)
+    users = await ctx.services.all_users()
     by_email = {u.email.lower(): (u.id, u.display_name) for u in users if u.email}
     names = {u.id: u.display_name for u in users}
     names.setdefault(ANONYMOUS_ID, "anonymous")

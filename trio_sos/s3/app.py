@@ -21,7 +21,7 @@ import attrs
 
 from ..auth import chunked, sigv2, sigv4
 from ..http.server import ClientDisconnected, HttpError, Request, Response
-from ..meta.store import MetaUnavailable
+from ..meta.store import MetaUnavailable, User
 from . import (
     access,
     bucketaccess,
@@ -29,6 +29,7 @@ from . import (
     copy,
     cors,
     headers,
+    iam,
     lifecycle,
     listing,
     multipart,
@@ -315,6 +316,9 @@ class S3App:
             raise S3Error("InvalidURI", "the query string is not valid UTF-8") from None
         request.headers = headers.one_value_per_name(request.headers)
         ctx.bucket, ctx.key, ctx.vhost_bucket = split_target(request, self.services.config.base_domain)
+        if ctx.bucket is None and request.method == "POST":  # S3 has no POST on the service: IAM's Query API
+            ctx.operation = "IAM"
+            return await iam.handle(ctx)
         name = operation_name(request.method, ctx.bucket, ctx.key, ctx.query, request)
         ctx.operation = name
         if name == "PreflightCors":  # browsers send preflights without credentials
@@ -335,11 +339,12 @@ class S3App:
         ctx.action = operation.action_for(ctx.query)
         return await operation.handler(ctx)
 
-    async def _user(self, access_key: str):
-        user = await self.services.user_by_access_key(access_key)
-        if user is None:
+    async def _user(self, access_key: str) -> tuple[User, str]:
+        """The user and secret of an Active access key, else InvalidAccessKeyId (unknown and Inactive keys)."""
+        found = await self.services.signing_key(access_key)
+        if found is None:
             raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
-        return user
+        return found
 
     async def _authenticate(self, ctx: Ctx) -> None:
         """SigV4 (header or presigned URL), SigV2 (header or query), or anonymous; then the body decoder for
@@ -352,16 +357,16 @@ class S3App:
             if auth is None:
                 if "X-Amz-Algorithm" in ctx.query or "X-Amz-Signature" in ctx.query:
                     presigned = sigv4.parse_presigned(pairs)
-                    user = await self._user(presigned.access_key)
+                    user, secret = await self._user(presigned.access_key)
                     ctx.verified = sigv4.verify_presigned(request.method, request.target, request.headers,
-                                                          presigned, user.secret_key, now=now,
+                                                          presigned, secret, now=now,
                                                           key_cache=self.key_cache)
                     request.headers = headers.merged_with_query(request.headers, sigv4.hoisted_headers(pairs))
                     ctx.auth = "sigv4-query"
                 elif "Signature" in ctx.query and "AWSAccessKeyId" in ctx.query:
                     v2q = sigv2.parse_v2_query(pairs)
-                    user = await self._user(v2q.access_key)
-                    sigv2.verify_v2_query(request.method, request.target, request.headers, v2q, user.secret_key,
+                    user, secret = await self._user(v2q.access_key)
+                    sigv2.verify_v2_query(request.method, request.target, request.headers, v2q, secret,
                                           now=now, bucket_from_host=ctx.vhost_bucket)
                     # what the URL signed in its query is what the request does: never an unsigned header
                     request.headers = headers.replaced_by_query(request.headers,
@@ -371,15 +376,15 @@ class S3App:
                     return  # anonymous: the AllUsers group, as far as ACLs allow
             elif auth.startswith("AWS "):
                 access_key, signature = sigv2.parse_v2_header(auth)
-                user = await self._user(access_key)
+                user, secret = await self._user(access_key)
                 sigv2.verify_v2(request.method, request.target, request.headers, access_key, signature,
-                                user.secret_key, now=now, bucket_from_host=ctx.vhost_bucket)
+                                secret, now=now, bucket_from_host=ctx.vhost_bucket)
                 ctx.auth = "sigv2"
             elif auth.startswith("AWS4-HMAC-SHA256"):
                 parsed = sigv4.parse_authorization(auth)
-                user = await self._user(parsed.access_key)
+                user, secret = await self._user(parsed.access_key)
                 ctx.verified = sigv4.verify_header_auth(request.method, request.target, request.headers, parsed,
-                                                        user.secret_key, now=now, key_cache=self.key_cache)
+                                                        secret, now=now, key_cache=self.key_cache)
                 ctx.auth = "sigv4"
             else:
                 raise S3Error("InvalidArgument", "Unsupported Authorization Type",

@@ -55,8 +55,12 @@ def owner_tag(user_id: str, display_name: str) -> Tag:
 
 
 async def list_buckets(ctx: Ctx) -> Response:
+    from .access import service_allowed
+
     if ctx.user is None:
         raise S3Error("AccessDenied", "Anonymous users cannot list buckets")
+    if not service_allowed(ctx, "s3:ListAllMyBuckets", "arn:aws:s3:::*"):
+        raise S3Error("AccessDenied")
     owned = await ctx.meta.list_buckets(ctx.user.id)
     body = document(Tag(
         "ListAllMyBucketsResult",
@@ -68,12 +72,14 @@ async def list_buckets(ctx: Ctx) -> Response:
 
 
 async def create_bucket(ctx: Ctx) -> Response:
-    from .access import new_resource_acl
+    from .access import new_resource_acl, service_allowed
 
     assert ctx.bucket is not None
     if ctx.user is None:
         raise S3Error("AccessDenied", "Anonymous users cannot create buckets")
     check_bucket_name(ctx.bucket)
+    if not service_allowed(ctx, "s3:CreateBucket", f"arn:aws:s3:::{ctx.bucket}"):
+        raise S3Error("AccessDenied")
     region = ctx.services.config.region
     body = await read_document(ctx)
     if body.strip():
@@ -110,7 +116,8 @@ async def create_bucket(ctx: Ctx) -> Response:
         # S3's legacy behaviour in us-east-1, which tools rely on ("create if missing"): 200 OK, and the bucket's
         # ACL is reset to what this request asks for (private by default).
         existing = await ctx.meta.get_bucket(ctx.bucket)
-        if existing is not None and existing.owner_id == ctx.user.id:
+        if existing is not None and existing.owner_id == ctx.user.id and service_allowed(
+                ctx, "s3:PutBucketAcl", f"arn:aws:s3:::{ctx.bucket}"):
             try:
                 await ctx.meta.update_bucket(attrs.evolve(existing, acl=acl))
             except m.NoSuchBucket:

@@ -10,22 +10,40 @@ from urllib.parse import parse_qsl
 import attrs
 
 from ..http.server import Request
-from ..meta.store import Bucket, MetaStore, User
+from ..meta.store import ACTIVE, AccessKey, Bucket, MetaStore, User
 from .errors import S3Error
 
 if TYPE_CHECKING:
     from ..auth.chunked import AwsChunkedDecoder
     from ..auth.sigv4 import Verified
-    from ..config import Config
+    from ..config import Config, UserConfig
     from ..data.objects import DataStore
 
 
+def config_user(u: UserConfig) -> User:
+    """A user of the config file (``[[users]]``): one Active key pair, no policies (it is managed in the file)."""
+    return User(u.id, u.display_name, u.email, (AccessKey(u.access_key, u.secret_key, ACTIVE),))
+
+
 async def user_by_access_key(config: Config, meta: MetaStore, access_key: str) -> User | None:
-    """Users of the config file first, then those of the metadata store (S3 and the admin listener alike)."""
+    """Users of the config file first, then those of the metadata store (S3 and the admin listener alike): the
+    user holding the key, whatever the key's status (``signing_key`` checks it)."""
     for u in config.users:
         if u.access_key == access_key:
-            return User(u.id, u.display_name, u.access_key, u.secret_key, u.email)
+            return config_user(u)
+    if not access_key:
+        return None
     return await meta.user_by_access_key(access_key)
+
+
+async def signing_key(config: Config, meta: MetaStore, access_key: str) -> tuple[User, str] | None:
+    """The user and the secret of an Active access key; None for a key that is unknown or Inactive (S3 says
+    InvalidAccessKeyId to both, as AWS does)."""
+    user = await user_by_access_key(config, meta, access_key)
+    key = user.key(access_key) if user is not None else None
+    if user is None or key is None or key.status != ACTIVE or not key.secret_key:
+        return None
+    return user, key.secret_key
 
 
 @attrs.define
@@ -37,11 +55,21 @@ class Services:
     async def user_by_access_key(self, access_key: str) -> User | None:
         return await user_by_access_key(self.config, self.meta, access_key)
 
+    async def signing_key(self, access_key: str) -> tuple[User, str] | None:
+        return await signing_key(self.config, self.meta, access_key)
+
     async def user_by_id(self, user_id: str) -> User | None:
         for u in self.config.users:
             if u.id == user_id:
-                return User(u.id, u.display_name, u.access_key, u.secret_key, u.email)
+                return config_user(u)
         return await self.meta.user_by_id(user_id)
+
+    async def all_users(self) -> list[User]:
+        """Every user, the config file's first (a config user hides a stored one of the same id)."""
+        users = {u.id: config_user(u) for u in self.config.users}
+        for u in await self.meta.list_users():
+            users.setdefault(u.id, u)
+        return sorted(users.values(), key=lambda u: u.id)
 
 
 @attrs.define

@@ -62,7 +62,7 @@ def parse_date(value: str, name: str) -> float:
 def may_bypass(ctx: Ctx, bucket: m.Bucket) -> bool:
     """x-amz-bypass-governance-retention: true, from the bucket's owner or a caller the bucket policy allows
     s3:BypassGovernanceRetention (and does not deny it)."""
-    from .access import decide
+    from .access import decide, owner_rights
 
     asked = (ctx.header("x-amz-bypass-governance-retention") or "").strip().lower() == "true"
     if not asked:
@@ -70,7 +70,7 @@ def may_bypass(ctx: Ctx, bucket: m.Bucket) -> bool:
     verdict = decide(ctx, bucket, "s3:BypassGovernanceRetention", ctx.key)
     if verdict == "Deny":
         return False
-    return verdict == "Allow" or (ctx.user is not None and ctx.user.id == bucket.owner_id)
+    return verdict == "Allow" or owner_rights(ctx, bucket.owner_id)
 
 
 def lock_fields(ctx: Ctx, bucket: m.Bucket) -> dict:

@@ -90,6 +90,8 @@ OPERATORS = frozenset(_STRING | _NUMERIC | _DATE | _ARN | {"Bool", "BinaryEquals
 _NEGATED = {"StringNotEquals", "StringNotEqualsIgnoreCase", "StringNotLike", "NumericNotEquals", "DateNotEquals",
             "NotIpAddress", "ArnNotEquals", "ArnNotLike"}
 
+_ANY_ACTION = re.compile(r"[a-z0-9-]+:[A-Za-z0-9*?]+", re.ASCII)  # a user policy's action: service:name
+_ANY_KEY = re.compile(r"[A-Za-z0-9-]+:[A-Za-z0-9_.:/+=@*-]+", re.ASCII)  # a user policy's condition key
 _USER_ARN = re.compile(r"arn:aws:iam::(\d{12})?:user/(?:[\w+=,.@-]+/)*([\w+=,.@-]+)\Z")
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _MISSING = "\x00"  # what a policy variable without a value becomes: nothing a request sends contains it
@@ -233,7 +235,7 @@ def _check_value(operator: str, value: str) -> None:
         raise PolicyError(f"Invalid Condition value : {value[:64]} for {operator}") from None
 
 
-def _conditions(value: object) -> tuple[Condition, ...]:
+def _conditions(value: object, any_key: bool = False) -> tuple[Condition, ...]:
     if not isinstance(value, dict):
         raise PolicyError("Policy has an invalid condition")
     out = []
@@ -250,7 +252,7 @@ def _conditions(value: object) -> tuple[Condition, ...]:
         if not isinstance(block, dict) or not block:
             raise PolicyError("Policy has an invalid condition")
         for key, raw in block.items():
-            if not _known_key(key):
+            if not (_known_key(key) or (any_key and _ANY_KEY.fullmatch(key))):
                 raise PolicyError("Policy has an invalid condition key")
             items = raw if isinstance(raw, list) else [raw]
             values = []
@@ -273,9 +275,13 @@ _STATEMENT_FIELDS = {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "No
                      "Condition"}
 
 
-def _statement(raw: object, bucket: str, user_exists: Callable[[str], bool]) -> Statement:
+def _statement(raw: object, bucket: str | None, user_exists: Callable[[str], bool]) -> Statement:
+    """One statement of a bucket policy (``bucket`` named) or of a user policy (``bucket`` None: no principal,
+    any service's actions and resources)."""
     if not isinstance(raw, dict):
         raise PolicyError("Policy has an invalid statement")
+    if bucket is None:
+        return _identity_statement(raw)
     unknown = set(raw) - _STATEMENT_FIELDS
     if unknown:
         raise PolicyError(f"Unknown field {sorted(unknown)[0][:64]}")
@@ -302,6 +308,67 @@ def _statement(raw: object, bucket: str, user_exists: Callable[[str], bool]) -> 
         _check_applies(actions, resources, bucket)
     return Statement(sid, effect, principals, not_principal, actions, not_action, resources, not_resource,
                      conditions)
+
+
+def _identity_statement(raw: dict) -> Statement:
+    unknown = set(raw) - _STATEMENT_FIELDS
+    if unknown:
+        raise PolicyError(f"Syntax errors in policy: unknown field {sorted(unknown)[0][:64]}")
+    if "Principal" in raw or "NotPrincipal" in raw:
+        raise PolicyError("Policy document should not specify a principal.")
+    sid = raw.get("Sid", "")
+    if not isinstance(sid, str) or (sid and not re.fullmatch(r"[A-Za-z0-9]*", sid)):
+        raise PolicyError("Statement IDs (SID) must be alpha-numeric. Check that your input satisfies the "
+                          "regular expression [0-9A-Za-z]*")
+    effect = raw.get("Effect")
+    if effect not in ("Allow", "Deny"):
+        raise PolicyError("Syntax errors in policy: Effect must be Allow or Deny")
+    for a, b, what in (("Action", "NotAction", "actions"), ("Resource", "NotResource", "resources")):
+        if (a in raw) == (b in raw):
+            raise PolicyError(f"Policy statement must contain {what}." if a not in raw else
+                              f"Syntax errors in policy: both {a} and {b}")
+    not_action, not_resource = "NotAction" in raw, "NotResource" in raw
+    actions = []
+    for action in _list(raw["NotAction" if not_action else "Action"], "action"):
+        if action != "*" and not _ANY_ACTION.fullmatch(action):
+            raise PolicyError("Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc.")
+        actions.append(action.lower())
+    resources = []
+    for resource in _list(raw["NotResource" if not_resource else "Resource"], "resource"):
+        if resource != "*" and not (resource.startswith("arn:") and resource.count(":") >= 5):
+            raise PolicyError(f'Resource {resource[:64]} must be in ARN format or "*".')
+        # one account here: an IAM ARN's account digits are not compared
+        resources.append(re.sub(r"^arn:aws:iam::\d{12}:", "arn:aws:iam::*:", resource))
+    conditions = _conditions(raw["Condition"], any_key=True) if "Condition" in raw else ()
+    return Statement(sid, effect, (("*", "*"),), False, tuple(actions), not_action, tuple(resources), not_resource,
+                     conditions)
+
+
+def parse_user_policy(text: str | bytes) -> Policy:
+    """An IAM user (identity) policy: PolicyError (IAM's MalformedPolicyDocument) unless IAM would take it. It
+    names no principal (it is its user's); its actions and resources may be any service's (those of other
+    services match nothing here), its condition keys any well-formed name."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise PolicyError("Syntax errors in policy.") from None
+    if not isinstance(doc, dict):
+        raise PolicyError("Syntax errors in policy.")
+    unknown = set(doc) - {"Version", "Id", "Statement"}
+    if unknown:
+        raise PolicyError(f"Syntax errors in policy: unknown field {sorted(unknown)[0][:64]}")
+    version = doc.get("Version", "2008-10-17")
+    if version not in VERSIONS:
+        raise PolicyError("The policy failed legacy parsing")
+    raw = doc.get("Statement")
+    raws = raw if isinstance(raw, list) else [raw] if raw is not None else []
+    if not raws:
+        raise PolicyError("Syntax errors in policy: it has no statement.")
+    statements = tuple(_statement(st, None, lambda _: True) for st in raws)
+    sids = [st.sid for st in statements if st.sid]
+    if len(sids) != len(set(sids)):
+        raise PolicyError("Statement IDs (SID) in a single policy must be unique.")
+    return Policy(version, statements)
 
 
 def _check_applies(actions: Sequence[str], resources: Sequence[str], bucket: str) -> None:

@@ -136,14 +136,20 @@ async def _authenticate(ctx: Ctx, fields: dict[str, str]) -> m.User | None:
         raise S3Error("InvalidArgument", "Invalid x-amz-credential", ArgumentName="x-amz-credential",
                       ArgumentValue=fields.get("x-amz-credential", ""))
     access_key, date, region = parts[0], parts[1], parts[2]
-    user = await ctx.services.user_by_access_key(access_key)
-    if user is None:
-        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
-    key = sigv4.derive_signing_key(user.secret_key, date, region, "s3")
+    user, secret = await signing_key(ctx, access_key)
+    key = sigv4.derive_signing_key(secret, date, region, "s3")
     expected = hmac.new(key, fields["policy"].encode(), "sha256").hexdigest()
     if not hmac.compare_digest(expected, fields["x-amz-signature"].strip().lower()):
         raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access_key, StringToSign=fields["policy"])
     return user
+
+
+async def signing_key(ctx: Ctx, access_key: str) -> tuple[m.User, str]:
+    """The user and secret of an Active access key, else InvalidAccessKeyId (unknown and Inactive keys alike)."""
+    found = await ctx.services.signing_key(access_key)
+    if found is None:
+        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
+    return found
 
 
 async def _authenticate_v2(ctx: Ctx, fields: dict[str, str]) -> m.User:
@@ -151,10 +157,8 @@ async def _authenticate_v2(ctx: Ctx, fields: dict[str, str]) -> m.User:
     if not access_key or not signature:
         raise S3Error("InvalidArgument", "A Signature Version 2 POST form needs both AWSAccessKeyId and signature",
                       ArgumentName="AWSAccessKeyId" if not access_key else "signature", ArgumentValue="")
-    user = await ctx.services.user_by_access_key(access_key)
-    if user is None:
-        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
-    expected = base64.b64encode(hmac.new(user.secret_key.encode(), fields["policy"].encode(), "sha1").digest())
+    user, secret = await signing_key(ctx, access_key)
+    expected = base64.b64encode(hmac.new(secret.encode(), fields["policy"].encode(), "sha1").digest())
     if not hmac.compare_digest(expected, signature.strip().encode("latin-1", "replace")):
         raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access_key, StringToSign=fields["policy"])
     ctx.auth = "post-policy-v2"
