@@ -167,6 +167,11 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "admin_users": (_names, ("admin",)),
     "metrics_token": (_opt_str, None),
     "slow_request_ms": (_float, 1000.0),
+    # server-side encryption (docs/encryption.md): the SSE-S3 master key file (default: DATA_DIR/sse-master.key,
+    # made on the first start, with embedded metadata; a cluster must name one file all its nodes share), and
+    # whether SSE-C keys may come over plain HTTP (AWS refuses them; a TLS-terminating proxy in front may need it)
+    "sse_master_key_file": (_opt_str, None),
+    "sse_c_over_http": (_bool, False),
 }
 
 
@@ -220,6 +225,8 @@ class Config:
     admin_listen: str | None = "127.0.0.1:9001"
     admin_users: tuple[str, ...] = ("admin",)
     metrics_token: str | None = None
+    sse_master_key_file: str | None = None
+    sse_c_over_http: bool = False
     slow_request_ms: float = 1000.0
     users: tuple[UserConfig, ...] = ()
 

@@ -16,7 +16,7 @@ import string
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -38,6 +38,9 @@ from .meta.sqlite import SqliteMetaStore
 from .meta.store import ACTIVE, AccessKey, MetaStore, ReplicaReport, User, UserExists
 from .s3.app import S3App
 from .s3.context import Services
+
+if TYPE_CHECKING:
+    from .data.sse import MasterKeys
 
 log = logging.getLogger("trio_sos.node")
 
@@ -69,6 +72,21 @@ async def open_meta(config: Config) -> MetaStore:
     path = meta_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     return await SqliteMetaStore.open(path)
+
+
+def load_master_keys(config: Config) -> MasterKeys | None:
+    """The SSE-S3 master keys: the configured file's; with embedded metadata and none configured, DATA_DIR's own
+    (made on the first start); in a cluster without the setting, none (SSE-S3 is then refused)."""
+    from .data.sse import MasterKeys
+
+    try:
+        if config.sse_master_key_file:
+            return MasterKeys.load(Path(config.sse_master_key_file))
+        if config.cassandra:
+            return None
+        return MasterKeys.create(config.data_dir / "sse-master.key")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"setting sse_master_key_file: {exc}") from None
 
 
 async def ensure_admin(meta: MetaStore, config: Config, say: Callable[[str], None]) -> None:
@@ -291,7 +309,8 @@ class Node:
                     data = DataStore(meta, fleet, chunk_size=config.chunk_size, inline_max=config.inline_max,
                                      intent_refresh=config.intent_grace / 4, zone=config.zone,
                                      read_tuning=read_tuning, write_tuning=write_tuning, report_bad=report_bad)
-                    app = S3App(Services(meta, data, config))
+                    master_keys = await trio.to_thread.run_sync(load_master_keys, config)
+                    app = S3App(Services(meta, data, config, master_keys))
                     limits = Limits(idle_timeout=config.http_idle_timeout, head_timeout=config.http_head_timeout,
                                     body_timeout=config.http_body_timeout, zero_copy=config.zero_copy_get)
                     from .admin.observe import RequestObserver

@@ -301,7 +301,7 @@ async def test_update_bucket(store: MetaStore) -> None:
     await store.update_bucket(attrs.evolve(tagged, tags=()))
     assert (await store.get_bucket(name)).tags == ()
     guarded = attrs.evolve(tagged, tags=(), policy='{"Statement": []}', public_access='[true, false, true, true]',
-                           ownership="BucketOwnerEnforced")
+                           ownership="BucketOwnerEnforced", encryption='{"alg": "AES256"}')
     await store.update_bucket(guarded)
     assert await store.get_bucket(name) == guarded
     assert [b for b in await store.list_buckets() if b.name == name] == [guarded]

@@ -67,7 +67,7 @@ async def test_file_settings_and_schema(db: SqliteMetaStore, tmp_path: Path) -> 
     assert db._reader.execute("PRAGMA query_only").fetchone()[0] == 1
     tables = {name: strict for _, name, kind, _, _, strict in db._writer.execute("PRAGMA table_list")
               if kind == "table" and not name.startswith("sqlite_")}
-    assert set(tables) == {"users", "buckets", "objects", "uploads", "parts", "intents", "gc", "completed_uploads",
+    assert set(tables) == {"users", "access_keys", "user_policies", "buckets", "objects", "uploads", "parts", "intents", "gc", "completed_uploads",
                            "chunk_index", "chunk_replicas", "replica_reports", "versions", "state"}
     assert all(tables.values()), tables
 

@@ -259,32 +259,8 @@ def test_bad_credentials(node) -> None:
 def test_not_built_yet_is_not_implemented(s3) -> None:
     s3.create_bucket(Bucket="later")
     with pytest.raises(ClientError) as info:
-        s3.put_bucket_encryption(Bucket="later", ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        s3.put_bucket_website(Bucket="later", WebsiteConfiguration={"IndexDocument": {"Suffix": "index.html"}})
     assert error_code(info) == "NotImplemented" and status(info) == 501
-
-
-def test_encryption_requests_are_refused_until_built(s3) -> None:
-    """Never a plaintext object its client believes encrypted: every SSE request is 501 and stores nothing."""
-    s3.create_bucket(Bucket="sse")
-    s3.put_object(Bucket="sse", Key="plain", Body=b"p")
-    key = b"k" * 32
-    for extra in [{"ServerSideEncryption": "AES256"}, {"ServerSideEncryption": "aws:kms"},
-                  {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}]:
-        with pytest.raises(ClientError) as info:
-            s3.put_object(Bucket="sse", Key="secret", Body=b"s", **extra)
-        assert error_code(info) == "NotImplemented" and status(info) == 501
-        with pytest.raises(ClientError) as info:
-            s3.create_multipart_upload(Bucket="sse", Key="secret", **extra)
-        assert error_code(info) == "NotImplemented"
-        with pytest.raises(ClientError) as info:
-            s3.copy_object(Bucket="sse", Key="secret", CopySource="sse/plain", **extra)
-        assert error_code(info) == "NotImplemented"
-    with pytest.raises(ClientError) as info:
-        s3.get_object(Bucket="sse", Key="plain", SSECustomerAlgorithm="AES256", SSECustomerKey=key)
-    assert status(info) == 501
-    assert [o["Key"] for o in s3.list_objects_v2(Bucket="sse")["Contents"]] == ["plain"]
-    assert s3.list_multipart_uploads(Bucket="sse").get("Uploads", []) == []
 
 
 def test_restart_keeps_data(node) -> None:

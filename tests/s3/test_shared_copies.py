@@ -203,3 +203,22 @@ def test_kill9_after_deleting_one_of_two_sharing_objects(node_factory) -> None:
     assert s3.get_object(Bucket="dels", Key="b")["Body"].read() == body
     with pytest.raises(ClientError):
         s3.head_object(Bucket="dels", Key="a")
+
+
+def test_an_encrypted_copy_under_the_same_key_shares_its_bytes(shared) -> None:
+    """SSE-S3 to SSE-S3 keeps the source's data key (wrapped again): no byte is written, the copy reads back; to
+    plaintext it is decrypted on its way, and takes its own bytes."""
+    s3 = shared.client()
+    s3.create_bucket(Bucket="cpy-sse")
+    body = os.urandom(3 * MiB + 5)
+    s3.put_object(Bucket="cpy-sse", Key="src", Body=body, ServerSideEncryption="AES256")
+    files = files_on_disk(shared)
+    s3.copy_object(Bucket="cpy-sse", Key="dst", CopySource="cpy-sse/src", ServerSideEncryption="AES256")
+    assert files_on_disk(shared) == files
+    got = s3.get_object(Bucket="cpy-sse", Key="dst", Range="bytes=262100-300000")
+    assert got["Body"].read() == body[262100:300001] and got["ServerSideEncryption"] == "AES256"
+    s3.copy_object(Bucket="cpy-sse", Key="clear", CopySource="cpy-sse/src")
+    assert sum(files_on_disk(shared).values()) >= sum(files.values()) + len(body)  # (chunk footers aside)
+    assert s3.get_object(Bucket="cpy-sse", Key="clear")["Body"].read() == body
+    for key in ("src", "dst", "clear"):
+        s3.delete_object(Bucket="cpy-sse", Key=key)

@@ -31,6 +31,7 @@ from ..agent.direct import DirectWindow
 from ..cluster.fleet import Fleet, StorageUnavailable
 from ..meta.store import ChunkRef, GcEntry, Intent, MetaStore
 from .checksums import Hasher, b64, new_hasher
+from .sse import Encryptor
 from .replicas import ReadTuning, ReplicatedChunk, ReportBad, read_chunk
 
 log = logging.getLogger("trio_sos.data.objects")
@@ -161,6 +162,7 @@ class DataStore:
         max_size: int | None = None,
         on_too_large: Callable[[], BaseException] | None = None,
         inline: bool = True,
+        encryptor: Encryptor | None = None,
     ) -> Written:
         """Store the body ``receive()`` yields (b"" at its end) as chunks; return its manifest and digests.
 
@@ -168,6 +170,9 @@ class DataStore:
         A body that ends within ``inline_max`` bytes (when ``inline``) is not written anywhere: it comes back as
         ``Written.inline``, for the caller to commit inside the metadata record (durable with it), and no intent
         is recorded for it — the intent is recorded only before the first chunk is written.
+
+        ``encryptor``: the body is encrypted (``data/sse.py``) between the digests, which are the plaintext's,
+        and the chunks (or the inline body), which hold only ciphertext; ``Written.size`` is the plaintext's.
         """
         intent_id = os.urandom(12)
         md5 = hashlib.md5()
@@ -228,12 +233,21 @@ class DataStore:
                                 piece = bytes(buf)
                                 buf.clear()
                                 await to_hash.send(piece)
+                                if encryptor is not None:
+                                    piece = await trio.to_thread.run_sync(encryptor.feed, piece)
+                                    if not data:
+                                        piece += encryptor.finish()
                                 if not intent_added:  # the whole body, small: no chunk, no intent
                                     inline_body = piece
                                     break
-                                await sink.write(piece)
+                                if piece:
+                                    await sink.write(piece)
                             if not data:
                                 break
+                        if encryptor is not None and intent_added:
+                            tail = encryptor.finish()  # what the last piece left of a segment
+                            if tail:
+                                await sink.write(tail)
                     await sink.finish()  # the last chunk, while its feeders' nursery is still open
                 except BaseException as exc:
                     # kept aside so that it leaves the nursery as itself, not wrapped in an ExceptionGroup

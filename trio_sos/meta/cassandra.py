@@ -634,13 +634,13 @@ class CassandraMetaStore(MetaStore):
     # -- buckets --
 
     _BUCKET_SELECT = ("SELECT name, owner_id, created, region, acl, cors, id, state, versioning, object_lock, tags, "
-                      "lifecycle, policy, public_access, ownership FROM buckets")
+                      "lifecycle, policy, public_access, ownership, encryption FROM buckets")
 
     @staticmethod
     def _bucket(r: Any) -> Bucket:
         return Bucket(r.name, r.owner_id, r.created, r.region, r.acl, r.cors, r.id, r.versioning or "",
                       r.object_lock or "", _dec_pairs(r.tags or "[]"), r.lifecycle or "", r.policy or "",
-                      r.public_access or "", r.ownership or "")
+                      r.public_access or "", r.ownership or "", r.encryption or "")
 
     def _bucket_row(self, name: str) -> Any:
         return self._one(self._BUCKET_SELECT + " WHERE name = ?", (name,))
@@ -649,11 +649,11 @@ class CassandraMetaStore(MetaStore):
         def run() -> None:
             applied, row = self._lwt(
                 "INSERT INTO buckets (name, id, owner_id, created, region, acl, cors, state, versioning, object_lock, "
-                "tags, lifecycle, policy, public_access, ownership) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                "tags, lifecycle, policy, public_access, ownership, encryption) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
                 (bucket.name, bucket.id, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
                  bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags), bucket.lifecycle, bucket.policy,
-                 bucket.public_access, bucket.ownership))
+                 bucket.public_access, bucket.ownership, bucket.encryption))
             if not applied:
                 raise BucketAlreadyExists(bucket.name, row.owner_id)
             # the listing starts as one shard holding every key; shards are named after the bucket's identity
@@ -679,11 +679,11 @@ class CassandraMetaStore(MetaStore):
     async def update_bucket(self, bucket: Bucket) -> None:
         def run() -> None:
             applied, _ = self._lwt("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ?, tags = ?, "
-                                   "lifecycle = ?, policy = ?, public_access = ?, ownership = ? WHERE name = ? "
-                                   "IF id = ?",
+                                   "lifecycle = ?, policy = ?, public_access = ?, ownership = ?, encryption = ? "
+                                   "WHERE name = ? IF id = ?",
                                    (bucket.acl, bucket.cors, bucket.versioning, bucket.object_lock,
                                     _enc_pairs(bucket.tags), bucket.lifecycle, bucket.policy, bucket.public_access,
-                                    bucket.ownership, bucket.name, bucket.id))
+                                    bucket.ownership, bucket.encryption, bucket.name, bucket.id))
             if not applied:
                 raise NoSuchBucket(bucket.name)
 

@@ -33,7 +33,7 @@ TABLES = [
     "CREATE TABLE IF NOT EXISTS users_by_key (access_key text PRIMARY KEY, id text)",
     """CREATE TABLE IF NOT EXISTS buckets (name text PRIMARY KEY, id text, owner_id text, created double,
         region text, acl text, cors text, state text, versioning text, object_lock text, tags text,
-        lifecycle text, policy text, public_access text, ownership text)""",
+        lifecycle text, policy text, public_access text, ownership text, encryption text)""",
     # the key ranges of a bucket's listing: shard ``shard`` holds the keys from ``lo`` up to the next row's lo;
     # while it is being split at ``split_at``, its keys from there on are copied to shard ``split_to``
     """CREATE TABLE IF NOT EXISTS shards (bucket text, lo text, shard text, split_at text, split_to text,
@@ -116,5 +116,6 @@ UPGRADES: dict[int, list[str]] = {
     4: ["ALTER TABLE buckets ADD lifecycle text"],  # lifecycle rules (workers' state is kept in meta_info)
     5: ["ALTER TABLE buckets ADD (policy text, public_access text, ownership text)"],  # who may do what
     # users' key pairs and inline policies (the one key pair of schema 6 is moved by CassandraMetaStore)
-    6: ["ALTER TABLE users ADD (keys map<text, text>, policies map<text, text>, created double)"],
+    6: ["ALTER TABLE users ADD (keys map<text, text>, policies map<text, text>, created double)",
+        "ALTER TABLE buckets ADD encryption text"],  # and a bucket's default encryption
 }

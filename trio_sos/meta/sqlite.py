@@ -318,8 +318,9 @@ _SCHEMA_12 = [
     "ALTER TABLE buckets ADD COLUMN ownership TEXT NOT NULL DEFAULT ''",
 ]
 
-# 13: users get any number of key pairs (with a status and a date) and inline user policies; the one key pair of
-# each existing user becomes its first, Active key (a user stored without a key — none was ever — gets none)
+# 13: buckets get a default encryption; users get any number of key pairs (with a status and a date) and inline
+# user policies; the one key pair of each existing user becomes its first, Active key (a user stored without a
+# key — none was ever — gets none)
 _SCHEMA_13 = [
     """CREATE TABLE access_keys (
         access_key TEXT PRIMARY KEY,
@@ -346,6 +347,8 @@ _SCHEMA_13 = [
     "INSERT INTO users_13 (id, display_name, email, created) SELECT id, display_name, email, 0 FROM users",
     "DROP TABLE users",
     "ALTER TABLE users_13 RENAME TO users",
+    # and a bucket's default encryption
+    "ALTER TABLE buckets ADD COLUMN encryption TEXT NOT NULL DEFAULT ''",
 ]
 
 MIGRATIONS: list[Migration] = [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _schema_5, _SCHEMA_6, _SCHEMA_7,
@@ -435,7 +438,7 @@ def _agents_union(old: str, new: str) -> str:
 
 _USER_COLS = "id, display_name, email, created"
 _BUCKET_COLS = ("name, owner_id, created, region, acl, cors, id, versioning, object_lock, tags, lifecycle, policy, "
-                "public_access, ownership")
+                "public_access, ownership, encryption")
 _COMPLETED_COLS = "upload_id, bucket, key, etag, completed, checksums, checksum_algorithm, version_id"
 _OBJECT_COLS = (
     "bucket, key, version_id, size, etag, last_modified, owner_id, manifest, content_type, headers, user_meta, "
@@ -966,10 +969,10 @@ class SqliteMetaStore(MetaStore):
             row = c.execute("SELECT owner_id FROM buckets WHERE name = ?", (bucket.name,)).fetchone()
             if row:
                 raise BucketAlreadyExists(bucket.name, row[0])
-            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute(f"INSERT INTO buckets ({_BUCKET_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (bucket.name, bucket.owner_id, bucket.created, bucket.region, bucket.acl, bucket.cors,
                        bucket.id, bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags), bucket.lifecycle,
-                       bucket.policy, bucket.public_access, bucket.ownership))
+                       bucket.policy, bucket.public_access, bucket.ownership, bucket.encryption))
 
         await self._changed(run)
 
@@ -993,15 +996,16 @@ class SqliteMetaStore(MetaStore):
 
     async def update_bucket(self, bucket: Bucket) -> None:
         """Replaces every setting (``acl``, ``cors``, ``versioning``, ``object_lock``, ``tags``, ``lifecycle``,
-        ``policy``, ``public_access``, ``ownership``); the name, owner, creation time and region of a bucket do
-        not change."""
+        ``policy``, ``public_access``, ``ownership``, ``encryption``); the name, owner, creation time and region
+        of a bucket do not change."""
 
         def run(c: sqlite3.Connection) -> None:
             if c.execute("UPDATE buckets SET acl = ?, cors = ?, versioning = ?, object_lock = ?, tags = ?, "
-                         "lifecycle = ?, policy = ?, public_access = ?, ownership = ? WHERE name = ? AND id = ?",
+                         "lifecycle = ?, policy = ?, public_access = ?, ownership = ?, encryption = ? "
+                         "WHERE name = ? AND id = ?",
                          (bucket.acl, bucket.cors, bucket.versioning, bucket.object_lock, _enc_pairs(bucket.tags),
-                          bucket.lifecycle, bucket.policy, bucket.public_access, bucket.ownership, bucket.name,
-                          bucket.id)).rowcount == 0:
+                          bucket.lifecycle, bucket.policy, bucket.public_access, bucket.ownership,
+                          bucket.encryption, bucket.name, bucket.id)).rowcount == 0:
                 raise NoSuchBucket(bucket.name)
 
         await self._changed(run)

@@ -125,6 +125,7 @@ class Bucket:
     policy: str = ""  # the bucket policy (JSON, as PutBucketPolicy sent it; s3/policy.py); "" = none
     public_access: str = ""  # the public access block (JSON of its four flags, s3/bucketaccess.py); "" = none
     ownership: str = ""  # object ownership: "", "BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter"
+    encryption: str = ""  # default encryption of new objects (JSON, s3/sse.py); "" = none
 
 
 VERSIONING = ("", "Enabled", "Suspended")

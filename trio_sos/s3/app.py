@@ -36,6 +36,7 @@ from . import (
     objectlock,
     objects,
     post,
+    sse,
     tagging,
     versioning,
 )
@@ -139,6 +140,9 @@ OPERATIONS: dict[str, Operation] = {
                   "s3:GetBucketOwnershipControls"),
         Operation("DeleteBucketOwnershipControls", bucketaccess.delete_bucket_ownership_controls, "bucket",
                   "s3:PutBucketOwnershipControls"),
+        Operation("PutBucketEncryption", sse.put_bucket_encryption, "bucket", "s3:PutEncryptionConfiguration"),
+        Operation("GetBucketEncryption", sse.get_bucket_encryption, "bucket", "s3:GetEncryptionConfiguration"),
+        Operation("DeleteBucketEncryption", sse.delete_bucket_encryption, "bucket", "s3:PutEncryptionConfiguration"),
     ]
 }
 
@@ -147,7 +151,7 @@ OPERATIONS: dict[str, Operation] = {
 # (a PUT ?acl must not overwrite an object).
 UNBUILT_SUBRESOURCES = (
     "lifecycle", "logging", "notification", "policy", "replication", "restore",
-    "torrent", "website", "encryption",
+    "torrent", "website",
     "object-lock", "legal-hold", "retention", "accelerate", "requestPayment", "analytics", "inventory",
     "metrics", "ownershipControls", "publicAccessBlock", "policyStatus", "intelligent-tiering", "attributes",
     "select",
@@ -183,6 +187,9 @@ def operation_name(method: str, bucket: str | None, key: str | None, query: dict
     if key is None and "publicAccessBlock" in query:
         return {"GET": "GetPublicAccessBlock", "PUT": "PutPublicAccessBlock",
                 "DELETE": "DeletePublicAccessBlock"}.get(method, "MethodNotAllowed")
+    if key is None and "encryption" in query:
+        return {"GET": "GetBucketEncryption", "PUT": "PutBucketEncryption",
+                "DELETE": "DeleteBucketEncryption"}.get(method, "MethodNotAllowed")
     if key is None and "ownershipControls" in query:
         return {"GET": "GetBucketOwnershipControls", "PUT": "PutBucketOwnershipControls",
                 "DELETE": "DeleteBucketOwnershipControls"}.get(method, "MethodNotAllowed")
@@ -334,7 +341,6 @@ class S3App:
             raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="OBJECT" if ctx.key else "BUCKET")
         if name.startswith("NotImplemented:"):
             raise S3Error("NotImplemented", f"{name.split(':', 1)[1]} is not implemented by this server yet")
-        headers.refuse_encryption(request.headers)
         operation = OPERATIONS[name]
         ctx.action = operation.action_for(ctx.query)
         return await operation.handler(ctx)

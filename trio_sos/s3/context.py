@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..auth.sigv4 import Verified
     from ..config import Config, UserConfig
     from ..data.objects import DataStore
+    from ..data.sse import MasterKeys
 
 
 def config_user(u: UserConfig) -> User:
@@ -51,6 +52,7 @@ class Services:
     meta: MetaStore
     data: DataStore
     config: Config
+    master_keys: MasterKeys | None = None  # SSE-S3's (None: SSE-S3 is refused)
 
     async def user_by_access_key(self, access_key: str) -> User | None:
         return await user_by_access_key(self.config, self.meta, access_key)

@@ -21,7 +21,8 @@ from ..http.server import Response
 from ..meta import store as m
 from .buckets import iso8601
 from .context import Ctx
-from . import objectlock
+from . import objectlock, sse
+from ..data import sse as crypto
 from .errors import S3Error
 from .versioning import version_header
 from .xml import Tag, document
@@ -139,17 +140,26 @@ _MD5 = re.compile(r"[0-9a-f]{32}\Z")
 
 
 async def copied_body(ctx: Ctx, source: m.ObjectVersion, start: int, end: int, *, max_size: int,
-                      algorithm: str | None = None, md5: bool = False, inline: bool = True) -> StoredBody:
+                      algorithm: str | None = None, md5: bool = False, inline: bool = True,
+                      source_key: bytes | None = None, envelope: crypto.Envelope | None = None,
+                      data_key: bytes | None = None, same_key: bool = False) -> StoredBody:
     """The source's bytes ``[start, end)`` as a new body, not yet committed (commit or discard it as a
     ``store_body`` one). Its chunks are shared (``DataStore.share``): nothing is written, and the range is read
     only to compute what the copy must answer and the source does not tell — the MD5 (``md5``; an ETag of a
     single-part source covering the range is it) and the upload's checksum ``algorithm``. A body kept inline in
-    the source's record, or an empty one, is copied as bytes."""
+    the source's record, or an empty one, is copied as bytes.
+
+    Encryption: ``source_key`` opens the source (its data key; None if it is plaintext), ``data_key`` (of
+    ``envelope``) encrypts the copy. A whole copy under the source's own data key (``same_key``) shares the
+    stored bytes as they are; any other copy of an encrypted source, or into an encrypted object, is decrypted
+    and encrypted again on its way."""
     from .objects import StoredBody, store_body  # noqa: F811 (objects imports this module)
 
     assert ctx.bucket is not None and ctx.key is not None
-    if not source.manifest or start >= end:
-        pieces = ctx.services.data.read(source.manifest, start, end, source.inline)
+    encrypted = source_key is not None or data_key is not None
+    whole = (start, end) == (0, source.size)
+    if not source.manifest or start >= end or (encrypted and not (same_key and whole)):
+        pieces = sse.plaintext(ctx, source, source_key, start, end)
 
         async def receive() -> bytes:
             try:
@@ -157,7 +167,16 @@ async def copied_body(ctx: Ctx, source: m.ObjectVersion, start: int, end: int, *
             except StopAsyncIteration:
                 return b""
 
-        return await store_body(ctx, receive, max_size=max_size, algorithm=algorithm, inline=inline)
+        return await store_body(ctx, receive, max_size=max_size, algorithm=algorithm, inline=inline,
+                                envelope=envelope, data_key=data_key)
+    if encrypted:  # the whole source under its own data key: its stored bytes, shared as they are
+        stored_end = sum(crypto.stored_size(size) for size in source.parts or (source.size,))
+        try:
+            written = await ctx.services.data.share(source.manifest, 0, stored_end, bucket=ctx.bucket, key=ctx.key)
+        except StorageUnavailable as exc:
+            raise S3Error("ServiceUnavailable", str(exc)) from exc
+        written = attrs.evolve(written, size=source.size)
+        return StoredBody(written, (), shared=True)
     known = bytes.fromhex(source.etag) if (start, end) == (0, source.size) and _MD5.match(source.etag) else None
     try:
         written = await ctx.services.data.share(source.manifest, start, end, bucket=ctx.bucket, key=ctx.key,
@@ -168,7 +187,7 @@ async def copied_body(ctx: Ctx, source: m.ObjectVersion, start: int, end: int, *
     if known is not None:
         written = attrs.evolve(written, md5=known)
     checksums = ((algorithm, b64(written.checksums[algorithm])),) if algorithm else ()
-    return StoredBody(written, checksums)
+    return StoredBody(written, checksums, shared=True)
 
 
 async def copy_object(ctx: Ctx) -> Response:
@@ -183,7 +202,9 @@ async def copy_object(ctx: Ctx) -> Response:
         raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
                       ArgumentValue=directive)
     source_bucket, source_key, source_version = parse_copy_source(ctx.header("x-amz-copy-source") or "")
-    if (source_bucket, source_key) == (ctx.bucket, ctx.key) and directive == "COPY" and source_version is None:
+    encrypting = any(n.startswith("x-amz-server-side-encryption") for n, _ in ctx.request.headers)
+    if (source_bucket, source_key) == (ctx.bucket, ctx.key) and directive == "COPY" and source_version is None \
+            and not encrypting:
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to "
                                         "itself without changing the object's metadata, storage class, website "
                                         "redirect location or encryption attributes.")
@@ -201,17 +222,25 @@ async def copy_object(ctx: Ctx) -> Response:
     fields["tags"] = source.tags if tagging_directive == "COPY" else requested["tags"]
     fields["acl"] = await new_resource_acl(ctx, owner, bucket)
     fields.update(objectlock.lock_fields(ctx, bucket))  # the request's, or the bucket's default: not the source's
-    stored = await copied_body(ctx, source, start, end, max_size=MAX_COPY_SIZE)
+    source_envelope, source_data_key = sse.open_envelope(ctx, source.headers, prefix=sse.COPY_CUSTOMER)
+    want = sse.wanted(ctx, bucket)
+    same_key = sse.same_key(source_envelope, want)
+    envelope, data_key = sse.seal(ctx, want, source_data_key if same_key else None)
+    fields["headers"] = crypto.with_envelope(fields["headers"], envelope)
+    stored = await copied_body(ctx, source, start, end, max_size=MAX_COPY_SIZE, source_key=source_data_key,
+                               envelope=envelope, data_key=data_key, same_key=same_key)
     part_checksums: tuple[str, ...] = ()
-    if stored.written.manifest:  # the source's very chunks: its ETag, checksums and parts hold for the copy
+    if stored.shared:  # the source's very chunks: its ETag, checksums and parts hold for the copy
         etag, checksums, parts = source.etag, source.checksums, source.parts
         part_checksums = source.part_checksums
-    else:  # copied as bytes (a body inline in the source's record, or an empty one): checked against it
-        if "-" not in source.etag and stored.etag != source.etag:
+    else:  # copied as bytes (inline or empty in the source, or encrypted anew): checked against it
+        multipart = "-" in source.etag
+        source_md5 = sse.etag(source_envelope, source_data_key, stored.written.md5)
+        if not multipart and source_md5 != source.etag:
             await ctx.services.data.discard(stored.written)
             raise S3Error("InternalError", "the copy does not match its source; nothing was written")
-        multipart = "-" in source.etag
-        etag, checksums, parts = (stored.etag, (), ()) if multipart else (source.etag, source.checksums, ())
+        etag = stored.etag
+        checksums, parts = ((), ()) if multipart else (source.checksums, ())
     obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=stored.written.size,
                           etag=etag, last_modified=time.time(), owner_id=owner, manifest=stored.written.manifest,
                           inline=stored.written.inline, checksums=checksums, parts=parts,
@@ -223,7 +252,7 @@ async def copy_object(ctx: Ctx) -> Response:
     body = document(Tag("CopyObjectResult", Tag("LastModified", iso8601(obj.last_modified)),
                         Tag("ETag", f'"{obj.etag}"')))
     headers = [("Content-Type", "application/xml"), *await source_version_header(ctx, source_bucket, source),
-               *version_header(bucket, done.version.version_id)]
+               *version_header(bucket, done.version.version_id), *sse.response_headers(envelope)]
     return Response(200, headers, body)
 
 

@@ -60,6 +60,8 @@ CODES: dict[str, tuple[int, str]] = {
     "NoSuchPublicAccessBlockConfiguration": (404, "The public access block configuration was not found"),
     "OwnershipControlsNotFoundError": (404, "The bucket ownership controls were not found"),
     "AccessControlListNotSupported": (400, "The bucket does not allow ACLs"),
+    "ServerSideEncryptionConfigurationNotFoundError": (404, "The server side encryption configuration was not found"),
+    "InvalidEncryptionAlgorithmError": (400, "The encryption request you specified is not valid."),
     "InvalidBucketAclWithObjectOwnership": (400, "Bucket cannot have ACLs set with ObjectOwnership's "
                                                  "BucketOwnerEnforced setting"),
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented"),

@@ -63,12 +63,3 @@ def merged_with_query(headers: Sequence[tuple[str, str]], signed: Mapping[str, s
             raise S3Error("InvalidRequest", f"{name} is given as a header and as a query parameter, with different "
                                             "values")
     return [(n, v) for n, v in headers if n not in signed] + list(signed.items())
-
-
-def refuse_encryption(pairs: Sequence[tuple[str, str]]) -> None:
-    """Server-side encryption is not built yet: a request asking for it (SSE-S3, SSE-KMS, SSE-C, a copy source's
-    SSE-C key) is 501 before anything is stored — never a plaintext object its client believes encrypted."""
-    for name, _ in pairs:
-        if name.startswith(("x-amz-server-side-encryption", "x-amz-copy-source-server-side-encryption")):
-            raise S3Error("NotImplemented", f"{name} is not implemented by this server yet: server-side "
-                                            "encryption is not available, so nothing was stored")

@@ -22,7 +22,8 @@ from .buckets import iso8601, owner_tag, read_document
 from . import params
 from .context import Ctx
 from .copy import copied_body, copy_source, parse_copy_source, source_version_header
-from . import objectlock
+from . import objectlock, sse
+from ..data import sse as crypto
 from .versioning import version_header
 from .errors import S3Error
 from .objects import check_upload_headers, committing, object_fields, store_body
@@ -66,9 +67,12 @@ async def create_multipart_upload(ctx: Ctx) -> Response:
     owner = owner_of_new_object(ctx, bucket)
     fields = object_fields(ctx)
     lock = objectlock.upload_lock_pairs(objectlock.lock_fields(ctx, bucket))
+    # one data key for every part of the upload (each part's segments get their own random nonces)
+    envelope, _ = sse.seal(ctx, sse.wanted(ctx, bucket))
     upload = m.Upload(bucket=ctx.bucket, key=ctx.key, upload_id=new_upload_id(), initiated=time.time(),
                       owner_id=owner, acl=await new_resource_acl(ctx, owner, bucket),
-                      content_type=fields["content_type"], headers=fields["headers"] + lock,
+                      content_type=fields["content_type"],
+                      headers=crypto.with_envelope(fields["headers"] + lock, envelope),
                       user_meta=fields["user_meta"], tags=fields["tags"],
                       checksum_algorithm=_checksum_spec(ctx))
     try:
@@ -77,7 +81,7 @@ async def create_multipart_upload(ctx: Ctx) -> Response:
         raise S3Error("NoSuchBucket", BucketName=ctx.bucket) from None
     body = document(Tag("InitiateMultipartUploadResult", Tag("Bucket", ctx.bucket), Tag("Key", ctx.key),
                         Tag("UploadId", upload.upload_id)))
-    headers = [("Content-Type", "application/xml")]
+    headers = [("Content-Type", "application/xml"), *sse.response_headers(envelope)]
     if upload.checksum_algorithm:
         algorithm, kind = upload.checksum_algorithm.split(":")
         headers += [("x-amz-checksum-algorithm", algorithm), ("x-amz-checksum-type", kind)]
@@ -160,10 +164,11 @@ async def upload_part(ctx: Ctx) -> Response:
     number = _part_number(ctx)
     upload = await _upload(ctx)
     check_upload_headers(ctx, MAX_PART_SIZE)
+    envelope, data_key = sse.open_envelope(ctx, upload.headers)  # every part with the upload's SSE-C key
     stored = await store_body(ctx, max_size=MAX_PART_SIZE, algorithm=_part_checksum_algorithm(upload),
-                              inline=False)
+                              inline=False, envelope=envelope, data_key=data_key)
     part = await _commit_part(ctx, upload, number, stored)
-    headers = [("ETag", f'"{part.etag}"')]
+    headers = [("ETag", f'"{part.etag}"'), *sse.response_headers(envelope)]
     headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in part.checksums]
     return Response(200, headers, b"")
 
@@ -173,14 +178,18 @@ async def upload_part_copy(ctx: Ctx) -> Response:
     number = _part_number(ctx)
     upload = await _upload(ctx)
     source, start, end = await copy_source(ctx, allow_range=True, max_size=MAX_PART_SIZE)
+    source_envelope, source_key = sse.open_envelope(ctx, source.headers, prefix=sse.COPY_CUSTOMER)
+    envelope, data_key = sse.open_envelope(ctx, upload.headers)
     stored = await copied_body(ctx, source, start, end, max_size=MAX_PART_SIZE,
-                               algorithm=_part_checksum_algorithm(upload), md5=True, inline=False)
+                               algorithm=_part_checksum_algorithm(upload), md5=True, inline=False,
+                               source_key=source_key, envelope=envelope, data_key=data_key)
     part = await _commit_part(ctx, upload, number, stored)
     body = document(Tag("CopyPartResult", Tag("LastModified", iso8601(part.last_modified)),
                         Tag("ETag", f'"{part.etag}"')))
     source_bucket = parse_copy_source(ctx.header("x-amz-copy-source") or "")[0]
     return Response(200, [("Content-Type", "application/xml"),
-                          *await source_version_header(ctx, source_bucket, source)], body)
+                          *await source_version_header(ctx, source_bucket, source),
+                          *sse.response_headers(envelope)], body)
 
 
 def _requested_parts(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
@@ -213,14 +222,15 @@ def _requested_etag(requested: list[tuple[int, str, dict[str, str]]]) -> str | N
 
 
 async def _complete_result(ctx: Ctx, etag: str, checksums: tuple[tuple[str, str], ...], spec: str,
-                           version_id: str) -> Response:
+                           version_id: str, extra: list[tuple[str, str]] | None = None) -> Response:
     checksum_tags = [Tag(f"Checksum{a}", v) for a, v in checksums]
     if checksums and spec:
         checksum_tags.append(Tag("ChecksumType", spec.split(":")[1]))
     body = document(Tag("CompleteMultipartUploadResult", Tag("Location", f"/{ctx.bucket}/{ctx.key}"),
                         Tag("Bucket", ctx.bucket), Tag("Key", ctx.key), Tag("ETag", f'"{etag}"'), checksum_tags))
     bucket = await ctx.bucket_for(None)
-    return Response(200, [("Content-Type", "application/xml"), *version_header(bucket, version_id)], body)
+    return Response(200, [("Content-Type", "application/xml"), *version_header(bucket, version_id), *(extra or [])],
+                    body)
 
 
 async def _completed_already(ctx: Ctx, upload_id: str, requested: list[tuple[int, str, dict[str, str]]]
@@ -289,7 +299,8 @@ async def complete_multipart_upload(ctx: Ctx) -> Response:
         return await _completed_already(ctx, upload.upload_id, requested)
     except m.ObjectLocked:  # it would replace a locked null version in place
         raise objectlock.locked_error() from None
-    return await _complete_result(ctx, etag, obj.checksums, upload.checksum_algorithm, done.version.version_id)
+    return await _complete_result(ctx, etag, obj.checksums, upload.checksum_algorithm, done.version.version_id,
+                                  sse.response_headers(crypto.envelope_of(upload.headers)))
 
 
 async def abort_multipart_upload(ctx: Ctx) -> Response:

@@ -27,7 +27,8 @@ from . import params
 from .context import Ctx
 from .errors import S3Error
 from .ranges import Unsatisfiable, parse_range
-from . import lifecycle, objectlock
+from . import lifecycle, objectlock, sse
+from ..data import sse as crypto
 from .versioning import find_version, missing, version_header, version_id_param
 
 log = logging.getLogger("trio_sos.s3")
@@ -107,10 +108,12 @@ class StoredBody:
 
     written: Written
     checksums: tuple[tuple[str, str], ...]
+    etag_key: bytes | None = None  # SSE-C: the data key the ETag is keyed by (sse.etag)
+    shared: bool = False  # a copy's: the source's very stored bytes (its ETag, checksums and parts hold)
 
     @property
     def etag(self) -> str:
-        return self.written.md5.hex()
+        return crypto.etag(self.etag_key, self.written.md5) if self.etag_key else self.written.md5.hex()
 
 
 def check_upload_headers(ctx: Ctx, max_size: int = MAX_PUT_SIZE) -> None:
@@ -124,10 +127,12 @@ def check_upload_headers(ctx: Ctx, max_size: int = MAX_PUT_SIZE) -> None:
 
 
 async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = None, *,
-                     max_size: int = MAX_PUT_SIZE, algorithm: str | None = None, inline: bool = True) -> StoredBody:
+                     max_size: int = MAX_PUT_SIZE, algorithm: str | None = None, inline: bool = True,
+                     envelope: crypto.Envelope | None = None, data_key: bytes | None = None) -> StoredBody:
     """Stream a body to the agents and verify every digest the request announced (Content-MD5, the signed
     payload SHA-256, an x-amz-checksum-* header). ``receive`` defaults to the request's own body; a copy passes
-    the source object's bytes instead, and then the request's digests do not apply."""
+    the source object's bytes instead, and then the request's digests do not apply. With ``data_key`` (of
+    ``envelope``) the body is stored encrypted; the digests are the plaintext's."""
     assert ctx.bucket is not None and ctx.key is not None
     from_request = receive is None
     md5_expected = _content_md5(ctx) if from_request else None
@@ -148,6 +153,7 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
             receive or ctx.body_receiver(), bucket=ctx.bucket, key=ctx.key, sha256=len(payload_hash) == 64,
             checksums=algorithms, max_size=max_size, inline=inline,
             on_too_large=lambda: S3Error("EntityTooLarge", MaxSizeAllowed=str(max_size)),
+            encryptor=sse.encryptor(data_key),
         )
     except StorageUnavailable as exc:
         raise S3Error("ServiceUnavailable", str(exc)) from exc
@@ -177,7 +183,8 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
     except BaseException:
         await ctx.services.data.discard(written)
         raise
-    return StoredBody(written, checksums)
+    sse_c = envelope is not None and envelope.mode == crypto.SSE_C
+    return StoredBody(written, checksums, data_key if sse_c else None)
 
 
 @asynccontextmanager
@@ -261,7 +268,9 @@ async def put_object(ctx: Ctx) -> Response:
     fields["acl"] = await new_resource_acl(ctx, owner, bucket)
     fields.update(objectlock.lock_fields(ctx, bucket))
     if_match, if_none_match = _put_conditions(ctx)
-    body = await store_body(ctx)
+    envelope, data_key = sse.seal(ctx, sse.wanted(ctx, bucket))
+    fields["headers"] = crypto.with_envelope(fields["headers"], envelope)
+    body = await store_body(ctx, envelope=envelope, data_key=data_key)
     obj = m.ObjectVersion(bucket=ctx.bucket, key=ctx.key, version_id="null", size=body.written.size,
                           etag=body.etag, last_modified=time.time(), owner_id=owner,
                           manifest=body.written.manifest, inline=body.written.inline, checksums=body.checksums,
@@ -274,6 +283,7 @@ async def put_object(ctx: Ctx) -> Response:
     headers = [("ETag", f'"{obj.etag}"'), *version_header(bucket, done.version.version_id)]
     headers += lifecycle.expiration_header(ctx, bucket, done.version)
     headers += [(f"x-amz-checksum-{a.lower()}", v) for a, v in obj.checksums]
+    headers += sse.response_headers(envelope)
     return Response(200, headers, b"")
 
 
@@ -313,7 +323,7 @@ def _object_headers(ctx: Ctx, obj: m.ObjectVersion, whole: bool) -> list[tuple[s
         ("Accept-Ranges", "bytes"),
         ("Content-Type", obj.content_type),
     ]
-    headers += [(name.title(), value) for name, value in obj.headers]
+    headers += [(name.title(), value) for name, value in obj.headers if name in STORED_HEADERS]
     headers += [(f"x-amz-meta-{name}", value) for name, value in obj.user_meta]
     if obj.tags:
         headers.append(("x-amz-tagging-count", str(len(obj.tags))))
@@ -362,9 +372,11 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
         if exc.status == 304:
             return _304(exc, obj)
         raise
+    envelope, data_key = sse.open_envelope(ctx, obj.headers)
     if "partNumber" in ctx.query:
-        response = await _get_part(ctx, obj, with_body)
+        response = await _get_part(ctx, obj, with_body, data_key)
         response.headers += version_header(bucket, obj.version_id) + objectlock.lock_headers(obj)
+        response.headers += sse.response_headers(envelope)
         return response
     try:
         selected = parse_range(ctx.header("range"), obj.size)
@@ -374,18 +386,26 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
     start, end = selected if selected is not None else (0, obj.size)
     headers = _object_headers(ctx, obj, whole=selected is None) + version_header(bucket, obj.version_id)
     headers += objectlock.lock_headers(obj) + lifecycle.expiration_header(ctx, bucket, obj)
+    headers += sse.response_headers(envelope)
     status = 200
     if selected is not None:
         status = 206
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}"))
     body: bytes | AsyncIterator[bytes | DirectWindow] = b""
     if with_body and end > start:
-        body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline,
-                                                            direct=ctx.request.zero_copy))
+        body = await _started(_body(ctx, obj, data_key, start, end))
     return Response(status, headers, body, content_length=end - start)
 
 
-async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool) -> Response:
+def _body(ctx: Ctx, obj: m.ObjectVersion, data_key: bytes | None, start: int, end: int
+          ) -> AsyncIterator[bytes | DirectWindow]:
+    """The bytes a GET answers: straight from the agents (zero-copy where it can), or decrypted."""
+    if data_key is not None:
+        return sse.plaintext(ctx, obj, data_key, start, end)
+    return ctx.services.data.read(obj.manifest, start, end, obj.inline, direct=ctx.request.zero_copy)
+
+
+async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool, data_key: bytes | None) -> Response:
     """GetObject/HeadObject with partNumber: the bytes of one part of a multipart object (206), or the whole of a
     single-part object for part 1."""
     raw = ctx.query.get("partNumber", "")
@@ -413,8 +433,7 @@ async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool) -> Response
                         else f"bytes */{obj.size}"))
     body: bytes | AsyncIterator[bytes | DirectWindow] = b""
     if with_body and end > start:
-        body = await _started(ctx.services.data.read(obj.manifest, start, end, obj.inline,
-                                                            direct=ctx.request.zero_copy))
+        body = await _started(_body(ctx, obj, data_key, start, end))
     return Response(status, headers, body, content_length=end - start)
 
 
@@ -578,6 +597,7 @@ async def get_object_attributes(ctx: Ctx) -> Response:
         raise S3Error("InvalidArgument", "x-amz-max-parts and x-amz-part-number-marker must be integers")
     max_parts = min(max_parts, 1000)
     bucket, obj = await _current(ctx)
+    envelope, _ = sse.open_envelope(ctx, obj.headers)  # an SSE-C object's attributes need its key too
     fields = []
     if "ETag" in asked:
         fields.append(Tag("ETag", obj.etag))
@@ -601,5 +621,5 @@ async def get_object_attributes(ctx: Ctx) -> Response:
     if "ObjectSize" in asked:
         fields.append(Tag("ObjectSize", obj.size))
     headers = [("Content-Type", "application/xml"), ("Last-Modified", http_date(obj.last_modified)),
-               *version_header(bucket, obj.version_id)]
+               *version_header(bucket, obj.version_id), *sse.response_headers(envelope)]
     return Response(200, headers, document(Tag("GetObjectAttributesResponse", fields)))

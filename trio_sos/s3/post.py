@@ -29,10 +29,10 @@ from ..meta import store as m
 from . import params
 from .context import Ctx
 from .errors import S3Error
-from . import objectlock
+from . import objectlock, sse
+from ..data import sse as crypto
 from .versioning import version_header
 from .access import new_resource_acl, owner_of_new_object
-from .headers import refuse_encryption
 from .tagging import tags_from_header
 from .objects import MAX_PUT_SIZE, STORED_HEADERS, check_user_meta, committing, header_value, store_body
 from .xml import Tag, document
@@ -171,7 +171,9 @@ def _form_headers(ctx: Ctx, fields: dict[str, str]) -> None:
     from .tagging import check_tags, parse_tagging, tagging_header
 
     kept = [(n, v) for n, v in ctx.request.headers if n not in ("x-amz-acl", "x-amz-tagging")
-            and not n.startswith("x-amz-grant-")]
+            and not n.startswith(("x-amz-grant-", "x-amz-server-side-encryption"))]
+    # server-side encryption (SSE-S3, SSE-C) is asked for by fields of the same names as PutObject's headers
+    kept += [(n, v) for n, v in fields.items() if n.startswith("x-amz-server-side-encryption")]
     if "acl" in fields:
         kept.append(("x-amz-acl", fields["acl"]))
     if "tagging" in fields:
@@ -243,7 +245,6 @@ async def post_object(ctx: Ctx) -> Response:
     if len(key.encode("utf-8")) > 1024:
         raise S3Error("KeyTooLongError")
     ctx.key, ctx.user = key, user
-    refuse_encryption(list(fields.items()))
     _form_headers(ctx, fields)
     bucket = await ctx.bucket_for("WRITE")  # s3:PutObject on the form's key
     owner = owner_of_new_object(ctx, bucket)
@@ -264,7 +265,8 @@ async def post_object(ctx: Ctx) -> Response:
                 raise _malformed("the file part has no closing boundary")
         return pending.popleft()
 
-    stored = await store_body(ctx, receive, max_size=min(high, MAX_PUT_SIZE))
+    envelope, data_key = sse.seal(ctx, sse.wanted(ctx, bucket))
+    stored = await store_body(ctx, receive, max_size=min(high, MAX_PUT_SIZE), envelope=envelope, data_key=data_key)
     while await feed_more():  # the rest of the form (fields after the file are ignored, as S3 does)
         pass
     size = stored.written.size
@@ -277,7 +279,7 @@ async def post_object(ctx: Ctx) -> Response:
         bucket=ctx.bucket, key=key, version_id="null", size=size, etag=stored.etag, last_modified=time.time(),
         owner_id=owner, acl=object_acl, tags=tags, manifest=stored.written.manifest, inline=stored.written.inline,
         content_type=content_type,
-        headers=stored_headers,
+        headers=crypto.with_envelope(stored_headers, envelope),
         user_meta=user_meta,
         **objectlock.default_lock(bucket),
     )
@@ -286,7 +288,7 @@ async def post_object(ctx: Ctx) -> Response:
                                          gc_delay=ctx.services.config.gc_delay, bucket_id=bucket.id)
     etag = f'"{obj.etag}"'
     location = f"/{ctx.bucket}/{quote(key)}"
-    versioned = version_header(bucket, done.version.version_id)
+    versioned = version_header(bucket, done.version.version_id) + sse.response_headers(envelope)
     redirect = fields.get("success_action_redirect")
     if redirect:
         sep = "&" if "?" in redirect else "?"
