@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -290,8 +290,8 @@ def windows(part_sizes: Sequence[int], start: int, end: int) -> list[Window]:
 BATCH = 16  # segments decrypted per thread hop (1 MiB of plaintext)
 
 
-async def decrypted(pieces_of: object, data_key: bytes, part_sizes: Sequence[int], start: int, end: int
-                    ) -> AsyncIterator[bytes]:
+async def decrypted(pieces_of: Callable[[int, int], AsyncIterator[bytes]], data_key: bytes,
+                    part_sizes: Sequence[int], start: int, end: int) -> AsyncIterator[bytes]:
     """The plaintext [start, end): for each window, its stored bytes (``pieces_of(stored_start, stored_end)``,
     an async iterator) decrypted a batch of segments at a time in a worker thread, then trimmed."""
     import trio
@@ -312,7 +312,7 @@ async def decrypted(pieces_of: object, data_key: bytes, part_sizes: Sequence[int
             if plain:
                 yield plain
 
-        async for piece in pieces_of(window.stored_start, window.stored_end):  # type: ignore[operator]
+        async for piece in pieces_of(window.stored_start, window.stored_end):
             buf += piece
             while len(buf) >= BATCH * STORED_SEGMENT:
                 batch = bytes(buf[:BATCH * STORED_SEGMENT])

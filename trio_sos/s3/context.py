@@ -54,9 +54,6 @@ class Services:
     config: Config
     master_keys: MasterKeys | None = None  # SSE-S3's (None: SSE-S3 is refused)
 
-    async def user_by_access_key(self, access_key: str) -> User | None:
-        return await user_by_access_key(self.config, self.meta, access_key)
-
     async def signing_key(self, access_key: str) -> tuple[User, str] | None:
         return await signing_key(self.config, self.meta, access_key)
 

@@ -275,13 +275,9 @@ _STATEMENT_FIELDS = {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "No
                      "Condition"}
 
 
-def _statement(raw: object, bucket: str | None, user_exists: Callable[[str], bool]) -> Statement:
-    """One statement of a bucket policy (``bucket`` named) or of a user policy (``bucket`` None: no principal,
-    any service's actions and resources)."""
+def _statement(raw: object, bucket: str, user_exists: Callable[[str], bool]) -> Statement:
     if not isinstance(raw, dict):
         raise PolicyError("Policy has an invalid statement")
-    if bucket is None:
-        return _identity_statement(raw)
     unknown = set(raw) - _STATEMENT_FIELDS
     if unknown:
         raise PolicyError(f"Unknown field {sorted(unknown)[0][:64]}")
@@ -310,7 +306,10 @@ def _statement(raw: object, bucket: str | None, user_exists: Callable[[str], boo
                      conditions)
 
 
-def _identity_statement(raw: dict) -> Statement:
+def _identity_statement(raw: object) -> Statement:
+    """One statement of a user policy: no principal, any service's actions and resources."""
+    if not isinstance(raw, dict):
+        raise PolicyError("Syntax errors in policy: a statement is not an object.")
     unknown = set(raw) - _STATEMENT_FIELDS
     if unknown:
         raise PolicyError(f"Syntax errors in policy: unknown field {sorted(unknown)[0][:64]}")
@@ -364,7 +363,7 @@ def parse_user_policy(text: str | bytes) -> Policy:
     raws = raw if isinstance(raw, list) else [raw] if raw is not None else []
     if not raws:
         raise PolicyError("Syntax errors in policy: it has no statement.")
-    statements = tuple(_statement(st, None, lambda _: True) for st in raws)
+    statements = tuple(_identity_statement(st) for st in raws)
     sids = [st.sid for st in statements if st.sid]
     if len(sids) != len(set(sids)):
         raise PolicyError("Statement IDs (SID) in a single policy must be unique.")
