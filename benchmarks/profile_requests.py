@@ -4,6 +4,8 @@ py-spy, summed by phase (h11, SigV4, metadata, response, log, scheduler) and by 
     pip install py-spy
     python benchmarks/profile_requests.py get          # 4 KiB GETs, 16 clients
     python benchmarks/profile_requests.py range        # 256 KiB ranged GETs of a 64 MiB object
+    python benchmarks/profile_requests.py bigput       # 64 MiB PUTs, 4 clients
+    python benchmarks/profile_requests.py deletes      # DeleteObjects of 1,000 keys (2,000 small ones), 2 clients
     python benchmarks/profile_requests.py put|list [--seconds 10] [--set NAME=VALUE ...] [--raw FILE]
 
 Prints the rate, the node's CPU per request, the share of sampled time in each phase and per request, and the
@@ -14,6 +16,8 @@ functions with the most samples of their own. The samples are of threads that we
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import collections
 import os
 import random
@@ -46,7 +50,7 @@ PHASES = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", choices=["get", "put", "range", "list"])
+    parser.add_argument("workload", choices=["get", "put", "range", "list", "bigput", "deletes"])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=0, help="default: 16 (2 for list)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
@@ -77,6 +81,20 @@ def main() -> None:
                 elif args.workload == "put":
                     status, _, _ = target.call(c, s, "PUT", f"/bench/small/{rng.randrange(2000):08d}", body=small)
                     ok = status == 200
+                elif args.workload == "bigput":
+                    status, _, _ = target.call(c, s, "PUT", f"/bench/large/{rng.randrange(8)}", body=big)
+                    ok = status == 200
+                elif args.workload == "deletes":
+                    # the first batches delete the keys; later ones absent keys, which still costs every
+                    # per-key step but the row's removal
+                    first = rng.randrange(2) * 1000
+                    xml = ("<Delete><Quiet>true</Quiet>" + "".join(
+                        f"<Object><Key>small/{i:08d}</Key></Object>" for i in range(first, first + 1000))
+                        + "</Delete>").encode()
+                    md5 = base64.b64encode(hashlib.md5(xml).digest()).decode()
+                    status, _, body = target.call(c, s, "POST", "/bench", {"delete": ""}, body=xml,
+                                                  headers={"Content-MD5": md5})
+                    ok = status == 200 and b"<Error>" not in bytes(body)
                 elif args.workload == "range":
                     a = rng.randrange(0, (64 << 20) - (256 << 10))
                     status, _, body = target.call(c, s, "GET", "/bench/large/0",
@@ -91,7 +109,7 @@ def main() -> None:
                 done[0] += 1
 
         threads = [threading.Thread(target=client, daemon=True)
-                   for _ in range(args.clients or (2 if args.workload == "list" else 16))]
+                   for _ in range(args.clients or {"list": 2, "deletes": 2, "bigput": 4}.get(args.workload, 16))]
         for t in threads:
             t.start()
         time.sleep(1)  # warm up before sampling (not synchronisation: a benchmark's settling time)

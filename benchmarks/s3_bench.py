@@ -2,7 +2,7 @@
 latencies, the server's CPU and the ratio to nginx (files over WebDAV PUT/GET, no fsync) and to the loopback and
 disk limits.
 
-    python benchmarks/s3_bench.py [--workers N] [--cluster] [--scale 1.0] [--skip-reference]
+    python benchmarks/s3_bench.py [--workers N] [--cluster] [--scale 1.0] [--skip-reference] [--sse]
 
 Needs Debian's ``nginx-core``, ``fio`` and ``iperf3`` (``apt-get install nginx-core fio iperf3``) for the reference
 figures; ``--skip-reference`` runs without them. ``--cluster`` runs the node on a 3-agent cluster with R=3 (and a
@@ -287,8 +287,9 @@ LARGE = ("large PUT", "large GET", "ranged GET")
 SMALL = ("small PUT", "small GET", "LIST", "DELETE", "DeleteObjects")
 
 
-def workloads(target: Target, scale: float, only: tuple[str, ...] = ()) -> list[Result]:
-    """The workloads in order; ``only`` (name prefixes) keeps some of them, and the writes those read from."""
+def workloads(target: Target, scale: float, only: tuple[str, ...] = (), sse: bool = False) -> list[Result]:
+    """The workloads in order; ``only`` (name prefixes) keeps some of them, and the writes those read from.
+    ``sse``: the bucket encrypts every write (default encryption SSE-S3)."""
     def wanted(name: str) -> bool:
         return not only or any(name.lower().startswith(o.lower()) for o in only)
 
@@ -305,6 +306,13 @@ def workloads(target: Target, scale: float, only: tuple[str, ...] = ()) -> list[
     if target.s3:
         status, _, body = target.call(conn0, signer0, "PUT", "/bench")
         check(status, (200, 409), "create bucket", body)
+        if sse:
+            xml = (b"<ServerSideEncryptionConfiguration><Rule><ApplyServerSideEncryptionByDefault>"
+                   b"<SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule>"
+                   b"</ServerSideEncryptionConfiguration>")
+            status, _, body = target.call(conn0, signer0, "PUT", "/bench", {"encryption": ""}, body=xml,
+                                          headers={"Content-MD5": base64.b64encode(hashlib.md5(xml).digest()).decode()})
+            check(status, (200,), "default encryption", body)
 
     def put_large(t, conn, signer, i):
         status, _, body = t.call(conn, signer, "PUT", f"{bucket}/large/{i}", body=big)
@@ -567,6 +575,7 @@ def main() -> None:
                              "repeatable: e.g. --only 'large GET' --only LIST")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a node setting (e.g. zero_copy_get=false), repeatable")
+    parser.add_argument("--sse", action="store_true", help="the bucket encrypts every object (SSE-S3 by default)")
     args = parser.parse_args()
     extra: dict = {}
     for item in args.set:
@@ -580,7 +589,7 @@ def main() -> None:
                             cwd=Path(__file__).parent).stdout.strip()
     print(f"commit {commit}, {os.cpu_count()} cores, {'cluster R=3 (3 agents)' if args.cluster else 'embedded'}, "
           f"workers {args.workers or 'default'}, scale {args.scale}"
-          + "".join(f", {k}={v}" for k, v in extra.items()), flush=True)
+          + "".join(f", {k}={v}" for k, v in extra.items()) + (", SSE-S3" if args.sse else ""), flush=True)
     try:
         reference: dict[str, Result] = {}
         ceiling = None
@@ -601,7 +610,7 @@ def main() -> None:
                 ceiling = min(reference["large PUT 64 MiB"].rate, disk) / (3 if args.cluster else 1)
         target, stop = start_node(base, args.workers, args.cluster, extra)
         try:
-            results = workloads(target, args.scale, tuple(args.only))
+            results = workloads(target, args.scale, tuple(args.only), args.sse)
         finally:
             stop()
         header = ("| workload (conc) | trio_sos | p50 | p99 | server cpu | of which agents | server cores | client cpu "

@@ -1578,3 +1578,16 @@ async def test_delete_objects(store: MetaStore) -> None:
     assert [bool(r) for r in await store.delete_objects(bucket, [("k1", None)], bucket_id="another-bucket-id")] \
         == [False]
     assert await store.get_object(bucket, "k1") == stored[1]
+
+
+async def test_delete_objects_by_null_version(store: MetaStore) -> None:
+    """In a bucket that never had versioning, "null" names each key's one version; any other id finds nothing."""
+    bucket = await new_bucket(store)
+    await store.put_object(version(bucket, "inline", manifest=(), size=3, inline=b"abc"))
+    kept = version(bucket, "kept")
+    await store.put_object(kept)
+    gone = await store.delete_objects(bucket, [("inline", "null"), ("kept", "0" * 32), ("inline", "null")])
+    assert [bool(r) for r in gone] == [True, False, False]
+    assert gone[0].removed is not None and (gone[0].removed.key, gone[0].removed.size) == ("inline", 3)
+    assert [o.key for o in (await store.scan_objects(bucket)).objects] == ["kept"]
+    assert await store.get_object(bucket, "kept") == kept

@@ -555,7 +555,8 @@ class MetaStore(abc.ABC):
                              ) -> list[Removed]:
         """``delete_object`` for each (key, version id or None) of ``entries``, in order (an entry given twice is
         done twice: a second delete marker, or nothing found); a backend may do them as one step. A locked entry
-        is ``Removed(locked=True)`` and the others go on."""
+        is ``Removed(locked=True)`` and the others go on. A removed version may come back without its inline body
+        (``inline`` None): a backend need not read bodies it deletes."""
         out = []
         for key, version_id in entries:
             try:

@@ -543,14 +543,14 @@ async def delete_objects(ctx: Ctx) -> Response:
             return "AccessDenied", "Access Denied"
         return None
 
-    valid = [(k, v) for k, v in entries if problem(k, v) is None]
+    problems = [problem(k, v) for k, v in entries]
+    valid = [entry for entry, error in zip(entries, problems, strict=True) if error is None]
     # one metadata step for all of them (and their chunks queued for the GC in it)
     done = iter(await ctx.meta.delete_objects(ctx.bucket, valid, gc_delay=ctx.services.config.gc_delay,
                                               bucket_id=bucket.id, owner_id=owner_of_new_object(ctx, bucket),
                                               bypass_governance=objectlock.may_bypass(ctx, bucket)))
     results = []
-    for key, version_id in entries:
-        error = problem(key, version_id)
+    for (key, version_id), error in zip(entries, problems, strict=True):
         if error is not None:
             results.append(Tag("Error", Tag("Key", key), Tag("VersionId", version_id) if version_id else None,
                                Tag("Code", error[0]), Tag("Message", error[1])))
