@@ -305,10 +305,11 @@ class PutStream:
             raise ProtocolError("agent answered a PUT before its end")
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send ``data``. Once it returns the bytes are queued: the caller may reuse a mutable buffer."""
+        """Send ``data``. Once it returns the bytes are queued: the caller may reuse a mutable buffer. A read-only
+        view counts as immutable bytes: whoever made it promises that the bytes behind it never change."""
         self._check_early_failure()
         view = memoryview(data).cast("B")
-        immutable = isinstance(data, bytes)
+        immutable = view.readonly
         step = self._conn.max_frame
         for start in range(0, len(view), step):
             # A slice of immutable bytes can be queued as it is; a mutable buffer is copied, since the caller

@@ -6,7 +6,8 @@ Invariants:
   intent is renewed on a timer for as long as the body streams, whatever the client's pace; if the renewal finds
   it claimed by the GC, the upload stops (``UploadLost``), and the commit itself fails (``IntentLost``) rather
   than name chunks that may be deleted.
-- Memory per upload is bounded: the body is coalesced into buffers of ``piece_size`` bytes, each hashed (in a worker
+- Memory per upload is bounded: the body is coalesced into buffers of ``piece_size`` bytes (a piece that arrives
+  whole, as the HTTP layer reads a Content-Length body, is taken as it is: no copy), each hashed (in a worker
   thread when large: hashlib releases the GIL, so this uses the second core) and then streamed to the chunk's R
   agents from that one buffer (``replicas.py``: per replica a channel of two pieces, and the agent connection's own
   bounded queue). Nothing holds a whole chunk or a whole object.
@@ -68,7 +69,7 @@ class _ChunkSink:
         self.manifest: list[ChunkRef] = []
         self.written: list[tuple[bytes, tuple[str, ...]]] = []  # every chunk started and its agents, for cleanup
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             if self._chunk is None:
@@ -119,12 +120,12 @@ class WriteTuning:
     straggler_timeout: float = 2.0  # how long replicas beyond the quorum get to acknowledge
 
 
-def _update(hashers: Sequence[Hasher], data: bytes) -> None:
+def _update(hashers: Sequence[Hasher], data: bytes | memoryview) -> None:
     for h in hashers:
         h.update(data)
 
 
-async def _hash_worker(pieces: trio.MemoryReceiveChannel[bytes], hashers: Sequence[Hasher]) -> None:
+async def _hash_worker(pieces: trio.MemoryReceiveChannel[bytes | memoryview], hashers: Sequence[Hasher]) -> None:
     async with pieces:
         async for piece in pieces:
             if len(piece) >= THREAD_HASH_MIN:
@@ -211,7 +212,7 @@ class DataStore:
                 # Hashing runs in a worker thread beside the event loop (hashlib releases the GIL), piece N
                 # being hashed while piece N goes to the agent and N+1 arrives from the client. The channel
                 # holds one piece: memory stays bounded, and the hasher never falls more than a piece behind.
-                to_hash, hash_queue = trio.open_memory_channel[bytes](1)
+                to_hash, hash_queue = trio.open_memory_channel[bytes | memoryview](1)
                 nursery.start_soon(_hash_worker, hash_queue, hashers)
                 sink = _ChunkSink(self, intent_id, nursery)
                 try:
@@ -219,8 +220,10 @@ class DataStore:
                         buf = bytearray()
                         while True:
                             data = await receive()
+                            whole = bool(data) and not buf and len(data) >= self.piece_size
                             if data:
-                                buf += data
+                                if not whole:  # coalesced; a whole piece (receive() hands out a fresh buffer
+                                    buf += data  # each time, never written to again) is taken as it is
                                 size += len(data)
                                 if max_size is not None and size > max_size:
                                     raise (on_too_large() if on_too_large else ValueError("body too large"))
@@ -229,16 +232,19 @@ class DataStore:
                                     await self.meta.add_intent(intent)
                                     intent_added = True
                                     nursery.start_soon(keep_intent)
-                            if len(buf) >= self.piece_size or (not data and buf):
+                            piece: bytes | memoryview | None = None
+                            if whole:  # read-only: the agent client queues it without a copy
+                                piece = memoryview(data).toreadonly()
+                            elif len(buf) >= self.piece_size or (not data and buf):
                                 piece = bytes(buf)
                                 buf.clear()
+                            if piece is not None:
                                 await to_hash.send(piece)
                                 if encryptor is not None:
-                                    piece = await trio.to_thread.run_sync(encryptor.feed, piece)
-                                    if not data:
-                                        piece += encryptor.finish()
+                                    sealed = await trio.to_thread.run_sync(encryptor.feed, piece)
+                                    piece = sealed + encryptor.finish() if not data else sealed
                                 if not intent_added:  # the whole body, small: no chunk, no intent
-                                    inline_body = piece
+                                    inline_body = bytes(piece)
                                     break
                                 if piece:
                                     await sink.write(piece)

@@ -220,7 +220,7 @@ class Encryptor:
         self._index += 1
         return out
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes | memoryview) -> bytes:
         self._buf += data
         if len(self._buf) < SEGMENT:
             return b""

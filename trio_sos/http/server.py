@@ -24,6 +24,7 @@ import trio
 log = logging.getLogger("trio_sos.http")
 
 RECEIVE_SIZE = 256 * 1024
+DIRECT_PIECE = 1 << 20  # a Content-Length body's bytes are read straight into pieces of this size
 COALESCE_MAX = 64 * 1024  # a response head is sent in one piece with a first body piece up to this size
 BALANCE_DELAY = 0.002  # how long a busier process lets a less busy one take a waiting connection first
 BUSY_WINDOW = 5.0  # a connection counts towards a process's load while it was active this recently
@@ -236,7 +237,51 @@ class _Connection:
                 raise BodyTimeout(f"no data from {self.remote} for {patience}s")
             self.h11.receive_data(cast(bytes, data))  # bytes-like: h11 copies it into its buffer
 
+    def _direct_left(self) -> tuple[Any, int] | None:
+        """(h11's reader, bytes left) when the rest of a Content-Length body can be read straight from the
+        stream: h11 holds none of it in its buffer. None leaves the body to h11: chunked framing, bytes
+        buffered already, the body's end, or an h11 without the reader this relies on (then it is never used)."""
+        reader = getattr(self.h11, "_reader", None)
+        left = getattr(reader, "_remaining", None)
+        if type(reader).__name__ != "ContentLengthReader" or type(left) is not int or left <= 0:
+            return None
+        if len(getattr(self.h11, "_receive_buffer", b"?")):
+            return None
+        return reader, left
+
+    async def _receive_direct(self, reader: Any, left: int) -> bytearray:
+        """The next piece of a Content-Length body, up to ``DIRECT_PIECE`` bytes, read into a fresh buffer of
+        its own: no pass through h11's buffer and no copy but the kernel's. h11's count of what remains is kept
+        true, so its state follows as if it had parsed these bytes (the body's end is its EndOfMessage)."""
+        piece = bytearray(min(left, DIRECT_PIECE))
+        view = memoryview(piece)
+        sock = self.stream.socket if isinstance(self.stream, trio.SocketStream) else None
+        filled = 0
+        try:
+            while filled < len(piece):
+                with trio.move_on_after(self.limits.body_timeout) as scope:
+                    if sock is not None:
+                        n = await sock.recv_into(view[filled:])
+                    else:
+                        data = await self.stream.receive_some(len(piece) - filled)
+                        n = len(data)
+                        view[filled:filled + n] = data
+                if scope.cancelled_caught:
+                    raise BodyTimeout(f"no data from {self.remote} for {self.limits.body_timeout}s")
+                if not n:
+                    raise ClientDisconnected("client closed the connection mid-body")
+                filled += n
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        finally:
+            reader._remaining -= filled
+        return piece
+
     async def receive_body_piece(self) -> bytes:
+        direct = self._direct_left()
+        if direct is not None:
+            # bytes-like, and never written to once handed out
+            return await self._receive_direct(*direct)  # type: ignore[return-value]
         try:
             event = await self._next_event(self.limits.body_timeout)
         except h11.RemoteProtocolError as exc:

@@ -451,10 +451,11 @@ _OBJECT_COLS = (
     "checksums, acl, tags, parts, inline, vsort, lock"
 )
 _N_OBJECT_COLS = len(_OBJECT_COLS.split(","))
-# a never-versioned bucket's delete: the record as it was, but for its inline body (NULL: not copied out)
-_DELETE_KEY = ("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING "
-               + _OBJECT_COLS.replace(" inline,", " NULL,"))
-_DELETE_VERSION = _DELETE_KEY.replace("key = ?", "key = ? AND version_id = ?")
+# a never-versioned bucket's delete of a key (or of its version "null"): the record as it was; DeleteObjects'
+# leaves out its inline body (NULL: not copied out)
+_DELETE_WITH_INLINE = (f"DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING {_OBJECT_COLS}",
+                       f"DELETE FROM objects WHERE bucket = ? AND key = ? AND version_id = ? RETURNING {_OBJECT_COLS}")
+_DELETE = tuple(sql.replace(" inline,", " NULL,") for sql in _DELETE_WITH_INLINE)
 _VERSION_COLS = _OBJECT_COLS + ", marker"
 # what a version listing reads of a row (covered by objects_listed and versions_listed)
 _LISTED_COLS = "key, vsort, version_id, size, etag, last_modified, owner_id"
@@ -1285,6 +1286,9 @@ class SqliteMetaStore(MetaStore):
             row = c.execute("SELECT id, versioning FROM buckets WHERE name = ?", (bucket,)).fetchone()
             if row is None or (bucket_id is not None and row[0] != bucket_id):
                 return Removed()
+            if not row[1] and expected is None:
+                return self._delete_unversioned(c, bucket, [(key, version_id)], time.time() + gc_delay,
+                                                inline=True)[0]
             return self._delete(c, bucket, key, version_id, row[1], owner_id, time.time() + gc_delay,
                                 bypass_governance, expected)
 
@@ -1313,14 +1317,15 @@ class SqliteMetaStore(MetaStore):
 
     @classmethod
     def _delete_unversioned(cls, c: sqlite3.Connection, bucket: str, entries: Sequence[tuple[str, str | None]],
-                            not_before: float) -> list[Removed]:
-        """``delete_objects`` in a bucket that never had versioning: its keys have one row each, in ``objects``
-        (no delete marker, no object lock: a lock needs versioning). Each key is one ``DELETE ... RETURNING``
-        (not a read, then a delete), which does not return the inline body; a version id is "null" or absent."""
+                            not_before: float, *, inline: bool = False) -> list[Removed]:
+        """Deletes in a bucket that never had versioning: its keys have one row each, in ``objects`` (no delete
+        marker, no object lock: a lock needs versioning). Each key is one ``DELETE ... RETURNING`` (not a read,
+        then a delete), which returns the inline body only when ``inline``; a version id is "null" or absent."""
         out = []
         retired: list[ChunkRef] = []
+        statements = _DELETE_WITH_INLINE if inline else _DELETE
         for key, version_id in entries:
-            found = c.execute(_DELETE_VERSION if version_id else _DELETE_KEY,
+            found = c.execute(statements[bool(version_id)],
                               (bucket, key, version_id) if version_id else (bucket, key)).fetchone()
             old = _object(found) if found is not None else None
             if old is not None:
