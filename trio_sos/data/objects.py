@@ -40,6 +40,16 @@ log = logging.getLogger("trio_sos.data.objects")
 THREAD_HASH_MIN = 256 * 1024  # below this a thread hop costs more than the hash
 
 
+def _prepended(first: bytes, receive: Callable[[], Awaitable[bytes]]) -> Callable[[], Awaitable[bytes]]:
+    """``receive`` with ``first`` handed out before what it yields."""
+    pending = [first]
+
+    async def again() -> bytes:
+        return pending.pop() if pending else await receive()
+
+    return again
+
+
 class UploadLost(StorageUnavailable):
     """The upload's intent was claimed by the garbage collector (it looked abandoned): its chunks may be gone, so
     it must not commit."""
@@ -164,6 +174,7 @@ class DataStore:
         on_too_large: Callable[[], BaseException] | None = None,
         inline: bool = True,
         encryptor: Encryptor | None = None,
+        size_hint: int | None = None,
     ) -> Written:
         """Store the body ``receive()`` yields (b"" at its end) as chunks; return its manifest and digests.
 
@@ -174,7 +185,21 @@ class DataStore:
 
         ``encryptor``: the body is encrypted (``data/sse.py``) between the digests, which are the plaintext's,
         and the chunks (or the inline body), which hold only ciphertext; ``Written.size`` is the plaintext's.
+
+        ``size_hint``: the length the request announced. A body announced small enough to be inline is read
+        whole first and, when it is, stored without any of the streaming machinery (no tasks, channels or
+        thread hops); one that turns out longer continues on the streaming path from the bytes already read.
+        The hint only picks the path: what is stored is always what arrived.
         """
+        if inline and size_hint is not None and size_hint <= self.inline_max:
+            first = bytearray()
+            while data := await receive():
+                first += data
+                if len(first) > self.inline_max:
+                    break
+            if not data:
+                return self._inline(bytes(first), sha256, checksums, max_size, on_too_large, encryptor)
+            receive = _prepended(bytes(first), receive)
         intent_id = os.urandom(12)
         md5 = hashlib.md5()
         sha = hashlib.sha256() if sha256 else None
@@ -276,6 +301,20 @@ class DataStore:
         return Written(tuple(sink.manifest), size, md5.digest(), sha.digest() if sha else None,
                        {name: h.digest() for name, h in extra.items()}, intent_id if intent_added else None,
                        inline_body)
+
+    def _inline(self, body: bytes, sha256: bool, checksums: Sequence[str], max_size: int | None,
+                on_too_large: Callable[[], BaseException] | None, encryptor: Encryptor | None) -> Written:
+        """``write`` of a whole body of at most ``inline_max`` bytes, received already: digests, encryption."""
+        if max_size is not None and len(body) > max_size:
+            raise (on_too_large() if on_too_large else ValueError("body too large"))
+        extra = {name: new_hasher(name) for name in checksums}
+        for h in extra.values():
+            h.update(body)
+        stored: bytes | None = body if encryptor is None else encryptor.feed(body) + encryptor.finish()
+        if not body:
+            stored = None  # an empty body is stored as nothing at all, inline or not
+        return Written((), len(body), hashlib.md5(body).digest(), hashlib.sha256(body).digest() if sha256 else None,
+                       {name: h.digest() for name, h in extra.items()}, None, stored)
 
     async def share(self, manifest: Sequence[ChunkRef], start: int, end: int, *, bucket: str, key: str,
                     md5: bool = False, checksums: Sequence[str] = ()) -> Written:

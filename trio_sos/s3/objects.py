@@ -126,6 +126,13 @@ def check_upload_headers(ctx: Ctx, max_size: int = MAX_PUT_SIZE) -> None:
         raise S3Error("EntityTooLarge", ProposedSize=str(length), MaxSizeAllowed=str(max_size))
 
 
+def _announced_size(ctx: Ctx) -> int | None:
+    """The body length the request announced (aws-chunked: its decoded length), or None."""
+    if ctx.decoder is not None:
+        return params.uint(ctx.header("x-amz-decoded-content-length") or "", 19)
+    return None if ctx.request.chunked else ctx.request.content_length
+
+
 async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = None, *,
                      max_size: int = MAX_PUT_SIZE, algorithm: str | None = None, inline: bool = True,
                      envelope: crypto.Envelope | None = None, data_key: bytes | None = None) -> StoredBody:
@@ -153,7 +160,7 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
             receive or ctx.body_receiver(), bucket=ctx.bucket, key=ctx.key, sha256=len(payload_hash) == 64,
             checksums=algorithms, max_size=max_size, inline=inline,
             on_too_large=lambda: S3Error("EntityTooLarge", MaxSizeAllowed=str(max_size)),
-            encryptor=sse.encryptor(data_key),
+            encryptor=sse.encryptor(data_key), size_hint=_announced_size(ctx) if from_request else None,
         )
     except StorageUnavailable as exc:
         raise S3Error("ServiceUnavailable", str(exc)) from exc
