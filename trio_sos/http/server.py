@@ -8,7 +8,9 @@ never makes the client send its body.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 import select
 import time
@@ -170,7 +172,13 @@ ErrorRenderer = Callable[[int, str], Response]
 
 
 def http_date(ts: float | None = None) -> str:
-    return formatdate(ts, usegmt=True)
+    """An HTTP date (RFC 7231): whole seconds, so each second's text is formatted once."""
+    return _http_date_of(math.floor(time.time() if ts is None else ts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date_of(second: int) -> str:
+    return formatdate(second, usegmt=True)
 
 
 def _reason(status: int) -> bytes:

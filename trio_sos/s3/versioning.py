@@ -57,9 +57,9 @@ def missing(key: str, version_id: str | None) -> S3Error:
 
 
 def _http_date(ts: float) -> str:
-    from email.utils import formatdate
+    from ..http.server import http_date
 
-    return formatdate(ts, usegmt=True)
+    return http_date(ts)
 
 
 def version_header(bucket: m.Bucket, version_id: str) -> list[tuple[str, str]]:
