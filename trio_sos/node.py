@@ -205,7 +205,6 @@ class Node:
     argv: tuple[str, ...] = ()  # supervisor: the serve command line, given to the workers again
     worker_fds: str = ""  # worker: the inherited listening sockets (listener_fds)
     worker_agent: str | None = None  # worker, embedded mode: the supervisor's local agent
-    local_agent: str | None = None  # supervisor, embedded mode: the address its workers reach the agent at
     worker_index: int = 0
     endpoint: str = ""
     server: HttpServer | None = None
@@ -295,7 +294,7 @@ class Node:
                     load = Load.create(config.effective_workers)  # kept open for the process: restarts need it
                     self.workers = WorkerPool(config.effective_workers, self.argv,
                                               listener_fds(listeners) + f",{load.fd}:l",
-                                              agent=self.local_agent,
+                                              agent=self.supervisor.address if self.supervisor else None,
                                               endpoints_per_worker=len(endpoints),
                                               env=self.admin.worker_env(), on_line=self.admin.hub.publish_line,
                                               on_exit=self.admin.worker_exited)
@@ -392,17 +391,9 @@ class Node:
 
     async def _start_local_agent(self, nursery: trio.Nursery, config: Config) -> tuple[Fleet, str]:
         """Embedded mode: one agent of the node's own, supervised, and a fleet of that one agent."""
-        # The node and its workers reach the agent over a Unix socket: loopback TCP costs each byte sent the
-        # kernel's TCP work on both ends (docs/performance.md). The TCP listener stays, for tools and tests; a data
-        # dir whose socket path would not fit a sockaddr_un (107 bytes) keeps to TCP.
-        unix = (config.data_dir / "agent.sock").resolve()
-        unix_path = str(unix) if len(str(unix).encode()) < 100 else None
         self.supervisor = AgentSupervisor(AgentOptions(
-            data_dir=config.data_dir / "agent", listen="127.0.0.1:0", unix=unix_path,
-            max_chunk=config.agent_max_chunk))
-        tcp_address = await nursery.start(self.supervisor.run)
-        agent_address = f"unix:{unix_path}" if unix_path else tcp_address
-        self.local_agent = agent_address
+            data_dir=config.data_dir / "agent", listen="127.0.0.1:0", max_chunk=config.agent_max_chunk))
+        agent_address = await nursery.start(self.supervisor.run)
         # The local agent is the only copy: while its supervisor restarts it, requests wait (agent_wait) for it to
         # come back rather than fail at once.
         pool = AgentPool(nursery, agent_address, size=8, patience=config.agent_wait, min_backoff=0.02,

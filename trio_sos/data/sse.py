@@ -214,11 +214,12 @@ class Encryptor:
         self._buf = bytearray()
         self._index = 0
 
-    def _segment(self, plain: bytes | bytearray | memoryview) -> bytes:
+    def _segment(self, plain: bytes | bytearray | memoryview) -> tuple[bytes, bytes]:
+        """One segment as it is stored: (nonce, ciphertext ‖ tag), joined by the caller with its neighbours."""
         nonce = os.urandom(NONCE)
-        out = nonce + self._aead.encrypt(nonce, bytes(plain), self._index.to_bytes(8, "big"))
+        sealed = self._aead.encrypt(nonce, plain, self._index.to_bytes(8, "big"))
         self._index += 1
-        return out
+        return nonce, sealed
 
     def feed(self, data: bytes | memoryview) -> bytes:
         self._buf += data
@@ -226,7 +227,7 @@ class Encryptor:
             return b""
         whole = len(self._buf) - len(self._buf) % SEGMENT
         view = memoryview(self._buf)
-        out = b"".join(self._segment(view[i:i + SEGMENT]) for i in range(0, whole, SEGMENT))
+        out = b"".join(part for i in range(0, whole, SEGMENT) for part in self._segment(view[i:i + SEGMENT]))
         view.release()
         del self._buf[:whole]
         return out
@@ -234,7 +235,7 @@ class Encryptor:
     def finish(self) -> bytes:
         if not self._buf:
             return b""
-        out = self._segment(self._buf)
+        out = b"".join(self._segment(self._buf))
         self._buf.clear()
         return out
 
@@ -244,8 +245,9 @@ def decrypt(data_key: bytes, stored: bytes, first_index: int) -> bytes:
     aead = AESGCM(data_key)
     out = []
     index = first_index
+    view = memoryview(stored)  # slices of it are not copies
     for i in range(0, len(stored), STORED_SEGMENT):
-        segment = stored[i:i + STORED_SEGMENT]
+        segment = view[i:i + STORED_SEGMENT]
         if len(segment) <= OVERHEAD:
             raise DataCorrupt(f"segment {index} is cut short")
         try:
