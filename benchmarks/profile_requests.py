@@ -6,7 +6,7 @@ py-spy, summed by phase (h11, SigV4, metadata, response, log, scheduler) and by 
     python benchmarks/profile_requests.py range        # 256 KiB ranged GETs of a 64 MiB object
     python benchmarks/profile_requests.py bigput       # 64 MiB PUTs, 4 clients
     python benchmarks/profile_requests.py deletes      # DeleteObjects of 1,000 keys (2,000 small ones), 2 clients
-    python benchmarks/profile_requests.py put|list [--seconds 10] [--set NAME=VALUE ...] [--raw FILE]
+    python benchmarks/profile_requests.py put|list [--seconds 10] [--set NAME=VALUE ...] [--raw FILE] [--sse]
 
 Prints the rate, the node's CPU per request, the share of sampled time in each phase and per request, and the
 functions with the most samples of their own. The samples are of threads that were running or waiting for the GIL
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=0, help="default: 16 (2 for list)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--raw", help="keep py-spy's raw samples in this file")
+    parser.add_argument("--sse", action="store_true", help="the bucket encrypts every object (SSE-S3)")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.set)
     base = Path(tempfile.mkdtemp(prefix="profile-"))
@@ -64,6 +65,13 @@ def main() -> None:
         target = Target("trio_sos", node.port, lambda: tree(node.pid), True)
         conn, signer = Conn(node.port), target.signer()
         target.call(conn, signer, "PUT", "/bench")
+        if args.sse:
+            xml = (b"<ServerSideEncryptionConfiguration><Rule><ApplyServerSideEncryptionByDefault>"
+                   b"<SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule>"
+                   b"</ServerSideEncryptionConfiguration>")
+            status, _, _ = target.call(conn, signer, "PUT", "/bench", {"encryption": ""}, body=xml, headers={
+                "Content-MD5": base64.b64encode(hashlib.md5(xml).digest()).decode()})
+            assert status == 200, status
         big, small = os.urandom(64 << 20), os.urandom(4096)
         if args.workload == "range":
             target.call(conn, signer, "PUT", "/bench/large/0", body=big)

@@ -266,7 +266,7 @@ class DataStore:
                             if piece is not None:
                                 await to_hash.send(piece)
                                 if encryptor is not None:
-                                    sealed = await trio.to_thread.run_sync(encryptor.feed, piece)
+                                    sealed = encryptor.feed(piece)
                                     piece = sealed + encryptor.finish() if not data else sealed
                                 if not intent_added:  # the whole body, small: no chunk, no intent
                                     inline_body = bytes(piece)

@@ -222,15 +222,26 @@ class Encryptor:
         return nonce, sealed
 
     def feed(self, data: bytes | memoryview) -> bytes:
-        self._buf += data
-        if len(self._buf) < SEGMENT:
-            return b""
-        whole = len(self._buf) - len(self._buf) % SEGMENT
-        view = memoryview(self._buf)
-        out = b"".join(part for i in range(0, whole, SEGMENT) for part in self._segment(view[i:i + SEGMENT]))
-        view.release()
-        del self._buf[:whole]
-        return out
+        """The stored bytes of every segment ``data`` completes; what is left of a segment waits for more.
+
+        Cheap enough to run on the event loop (AES-GCM with AES-NI: about 0.35 ms per MiB here), and the binding
+        holds the GIL while it encrypts, so a worker thread would add its hop and nothing else. Whole segments
+        are encrypted straight from ``data``; only a segment's start or end is buffered."""
+        view = memoryview(data).cast("B")
+        parts: list[bytes] = []
+        if self._buf:
+            take = SEGMENT - len(self._buf)
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) < SEGMENT:
+                return b""
+            parts += self._segment(self._buf)
+            self._buf = bytearray()
+        whole = len(view) - len(view) % SEGMENT
+        for i in range(0, whole, SEGMENT):
+            parts += self._segment(view[i:i + SEGMENT])
+        self._buf += view[whole:]
+        return b"".join(parts)
 
     def finish(self) -> bytes:
         if not self._buf:
@@ -289,22 +300,20 @@ def windows(part_sizes: Sequence[int], start: int, end: int) -> list[Window]:
     return out
 
 
-BATCH = 16  # segments decrypted per thread hop (1 MiB of plaintext)
+BATCH = 16  # segments decrypted at once (1 MiB of plaintext)
 
 
 async def decrypted(pieces_of: Callable[[int, int], AsyncIterator[bytes]], data_key: bytes,
                     part_sizes: Sequence[int], start: int, end: int) -> AsyncIterator[bytes]:
     """The plaintext [start, end): for each window, its stored bytes (``pieces_of(stored_start, stored_end)``,
-    an async iterator) decrypted a batch of segments at a time in a worker thread, then trimmed."""
-    import trio
-
+    an async iterator) decrypted a batch of segments at a time, then trimmed."""
     for window in windows(part_sizes, start, end):
         buf = bytearray()
         index, skip, left = window.first_index, window.skip, window.take
 
         async def emit(stored: bytes) -> AsyncIterator[bytes]:
             nonlocal index, skip, left
-            plain = await trio.to_thread.run_sync(decrypt, data_key, stored, index)
+            plain = decrypt(data_key, stored, index)  # on the loop: see Encryptor.feed
             index += -(-len(stored) // STORED_SEGMENT)
             if skip:
                 cut = min(skip, len(plain))
