@@ -8,7 +8,7 @@ either versioned or not, never half.
 
 from __future__ import annotations
 
-from ..http.server import Response
+from ..http.server import Response, http_date
 from ..meta import store as m
 from .buckets import iso8601, read_document
 from .context import Ctx
@@ -46,7 +46,7 @@ async def find_version(ctx: Ctx, bucket: str, key: str, version_id: str | None) 
             raise S3Error("NoSuchKey", Key=key).with_headers(marker_headers(obj))
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.",
                       Method=ctx.request.method, ResourceType="DeleteMarker").with_headers(
-            [*marker_headers(obj), ("Allow", "DELETE"), ("Last-Modified", _http_date(obj.last_modified))])
+            [*marker_headers(obj), ("Allow", "DELETE"), ("Last-Modified", http_date(obj.last_modified))])
     return obj
 
 
@@ -54,12 +54,6 @@ def missing(key: str, version_id: str | None) -> S3Error:
     if version_id is None:
         return S3Error("NoSuchKey", Key=key)
     return S3Error("NoSuchVersion", Key=key, VersionId=version_id)
-
-
-def _http_date(ts: float) -> str:
-    from ..http.server import http_date
-
-    return http_date(ts)
 
 
 def version_header(bucket: m.Bucket, version_id: str) -> list[tuple[str, str]]:
