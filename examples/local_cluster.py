@@ -1,6 +1,6 @@
 """A whole trio_sos cluster on one machine: ZooKeeper, three storage agents in two zones, two S3 nodes.
 
-    python examples/local_cluster.py [--dir DIR] [--port 9000] [--admin-port 9100]
+    python examples/local_cluster.py [--dir DIR] [--port 9000 | --port 0] [--admin-port 9100]
                                      [--cassandra HOST:PORT [--keyspace K]]
 
 Needs Debian's ``zookeeper`` package (its jar starts a throwaway ZooKeeper here; no system service is used) and the
@@ -42,7 +42,8 @@ def wait_line(path: Path, pattern: str, proc: subprocess.Popen, timeout: float =
         if match:
             return match
         if proc.poll() is not None:
-            sys.exit(f"{proc.args[:4]} exited with {proc.returncode}; see {path}")
+            tail = "\n".join(text.splitlines()[-15:])
+            sys.exit(f"{proc.args[:4]} exited with {proc.returncode}; see {path}, which ends:\n{tail}")
         time.sleep(0.1)
     sys.exit(f"timed out waiting for {pattern!r} in {path}")
 
@@ -59,13 +60,17 @@ def zookeeper_serving(port: int) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, help="where everything keeps its data (default: a temporary dir)")
-    parser.add_argument("--port", type=int, default=9000, help="the first node's S3 port (the second: +1)")
+    parser.add_argument("--port", type=int, default=9000, help="the first node's S3 port (the second: +1; 0: any free "
+                                                               "port for each)")
     parser.add_argument("--admin-port", type=int, help="the first node's admin port (the second: +1; default: --port "
-                                                       "+ 100; 0: any free port for each)")
+                                                       "+ 100, or 0 when --port is 0; 0: any free port for each)")
     parser.add_argument("--cassandra", help="HOST:PORT of a running Cassandra: the nodes keep the metadata there")
     parser.add_argument("--keyspace", default="trio_sos_example", help="its keyspace (default: trio_sos_example)")
     args = parser.parse_args()
-    admin_port = args.port + 100 if args.admin_port is None else args.admin_port
+    if args.admin_port is not None:
+        admin_port = args.admin_port
+    else:
+        admin_port = args.port + 100 if args.port else 0
     if not os.path.exists("/usr/share/java/zookeeper.jar"):
         sys.exit("ZooKeeper's jar is missing: apt-get install zookeeper")
     base = args.dir or Path(tempfile.mkdtemp(prefix="trio-sos-cluster-"))
@@ -108,7 +113,7 @@ def main() -> None:
             config = base / f"node{i}.toml"
             config.write_text(f'zk = "{zk}"\ncluster = "example"\n' + metadata)
             proc = spawn([sys.executable, "-m", "trio_sos", "serve", "--config", str(config), "--data-dir",
-                          str(base / f"node{i}"), "--listen", f"127.0.0.1:{args.port + i}", "--admin-listen",
+                          str(base / f"node{i}"), "--listen", f"127.0.0.1:{args.port + i if args.port else 0}", "--admin-listen",
                           f"127.0.0.1:{admin_port + i if admin_port else 0}"], base / f"node{i}.out")
             endpoint = wait_line(base / f"node{i}.out", r"S3 endpoint: (\S+)", proc)
             admin = wait_line(base / f"node{i}.out", r"Admin endpoint: (\S+)", proc)

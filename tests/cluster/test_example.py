@@ -26,13 +26,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "local_cluster.py"
 def test_local_cluster_example(tmp_path, request, metadata) -> None:
     if not zookeeper_installed():
         pytest.skip("ZooKeeper is not installed (Debian package zookeeper)")
-    port = _free_port()
     extra = []
     if metadata == "cassandra":
         cassandra = request.getfixturevalue("cassandra")
-        extra = ["--cassandra", cassandra.contact, "--keyspace", f"example_{port}"]
-    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--dir", str(tmp_path / "cluster"), "--port", str(port),
-                             "--admin-port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        extra = ["--cassandra", cassandra.contact, "--keyspace", f"example_{_free_port()}"]
+    # --port 0: each node on a port of its own choosing (a fixed pair could meet a port some other process took)
+    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--dir", str(tmp_path / "cluster"), "--port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         out = b""
         deadline = time.monotonic() + 120
