@@ -141,6 +141,7 @@ static void parse_args(int argc, char **argv)
             exit(0);
         } else if (!strcmp(name, "--verbose")) {
             g_cfg.verbose = 1;
+            continue;
         } else if (!strcmp(name, "--exit-with-parent")) {
             g_cfg.parent_death = 1;
             continue;

@@ -170,3 +170,17 @@ async def test_restart_keeps_chunks_and_agent_id(agent) -> None:
         assert await pool.get(chunk_id) == body
         info = await pool.info()
         assert info.agent_id == agent_id and info.chunks == 1
+
+
+async def test_verbose_agent_logs_each_request(agent_factory) -> None:
+    """``--verbose`` (its --help lists it) is taken, and logs the requests and chunks it serves."""
+    agent = agent_factory("--verbose")
+    chunk_id = new_id()
+    with trio.fail_after(30):
+        async with open_agent_pool(agent.address) as pool:
+            async with pool.put_stream(chunk_id) as w:
+                await w.write(b"logged")
+                await w.finish()
+            assert await pool.get(chunk_id) == b"logged"
+    log = agent.log_path.read_text()
+    assert "DEBUG request" in log and "op=GET" in log, log
