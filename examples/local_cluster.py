@@ -112,8 +112,9 @@ def main() -> None:
             log = base / f"node{i}.log"
             config = base / f"node{i}.toml"
             config.write_text(f'zk = "{zk}"\ncluster = "example"\n' + metadata)
+            port = args.port + i if args.port else 0
             proc = spawn([sys.executable, "-m", "trio_sos", "serve", "--config", str(config), "--data-dir",
-                          str(base / f"node{i}"), "--listen", f"127.0.0.1:{args.port + i if args.port else 0}", "--admin-listen",
+                          str(base / f"node{i}"), "--listen", f"127.0.0.1:{port}", "--admin-listen",
                           f"127.0.0.1:{admin_port + i if admin_port else 0}"], base / f"node{i}.out")
             endpoint = wait_line(base / f"node{i}.out", r"S3 endpoint: (\S+)", proc)
             admin = wait_line(base / f"node{i}.out", r"Admin endpoint: (\S+)", proc)
