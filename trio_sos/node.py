@@ -392,7 +392,8 @@ class Node:
     async def _start_local_agent(self, nursery: trio.Nursery, config: Config) -> tuple[Fleet, str]:
         """Embedded mode: one agent of the node's own, supervised, and a fleet of that one agent."""
         self.supervisor = AgentSupervisor(AgentOptions(
-            data_dir=config.data_dir / "agent", listen="127.0.0.1:0", max_chunk=config.agent_max_chunk))
+            data_dir=config.data_dir / "agent", listen="127.0.0.1:0", max_chunk=config.agent_max_chunk,
+            direct_writes=config.agent_direct_writes))
         agent_address = await nursery.start(self.supervisor.run)
         # The local agent is the only copy: while its supervisor restarts it, requests wait (agent_wait) for it to
         # come back rather than fail at once.

@@ -18,6 +18,7 @@ struct agent_config {
     int io_timeout_ms; /* -1 = never */
     int verbose;
     int parent_death;
+    int no_direct; /* chunk files written through the page cache (writev), not with O_DIRECT */
     const char *crash_at; /* test failpoint (TRIO_SOS_AGENT_CRASH_AT), NULL in production */
 };
 

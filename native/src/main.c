@@ -46,6 +46,8 @@ static void usage(FILE *f)
             "  --max-connections N     connections served at once (default 4096)\n"
             "  --io-timeout SECONDS    close a connection stalled mid-frame or not reading (default 30; 0 = never)\n"
             "  --verbose               log every request and connection\n"
+            "  --no-direct             write chunk files through the page cache (default: O_DIRECT where the\n"
+            "                          file system takes it, from one aligned 1 MiB buffer per stream)\n"
             "  --exit-with-parent      exit when stdin reaches end-of-file: stdin must be a pipe whose write end\n"
             "                          only the supervising process holds, so the agent ends with that process\n"
             "                          however it ends (kill -9 included)\n"
@@ -123,7 +125,7 @@ static void parse_args(int argc, char **argv)
         name[nl] = 0;
 
         int flag = !strcmp(name, "--help") || !strcmp(name, "--version") || !strcmp(name, "--verbose") ||
-                   !strcmp(name, "--exit-with-parent");
+                   !strcmp(name, "--exit-with-parent") || !strcmp(name, "--no-direct");
         if (flag) {
             if (eq)
                 die_usage("option %s takes no value%s", name, "");
@@ -144,6 +146,9 @@ static void parse_args(int argc, char **argv)
             continue;
         } else if (!strcmp(name, "--exit-with-parent")) {
             g_cfg.parent_death = 1;
+            continue;
+        } else if (!strcmp(name, "--no-direct")) {
+            g_cfg.no_direct = 1;
             continue;
         }
         int known = !strcmp(name, "--data-dir") || !strcmp(name, "--listen") || !strcmp(name, "--unix") ||

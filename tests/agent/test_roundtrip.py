@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import trio
@@ -53,12 +54,20 @@ async def test_put_get_random_sizes_and_ranges(agent, size: int, data, write_ste
 MiB = 1 << 20
 # Every boundary the agent has: its 64 KiB checksummed blocks, its 16-block read batches, the 1 MiB frame —
 # reached on purpose, not by the chance of the random test above.
+# The agent gathers a chunk's file bytes (each block followed by its 4-byte CRC, then a 32-byte footer) in 1 MiB
+# pieces for its direct writes: data of MiB - 64 bytes fills the first piece exactly, MiB - 74 puts the footer
+# across the boundary, and the last piece of a chunk is padded to 4 KiB and cut back.
+STAGE_EDGES = [MiB - 64 - 1, MiB - 64, MiB - 64 + 1, MiB - 74, 2 * MiB - 128, 3 * MiB - 192 + 4095]
 BOUNDARY_SIZES = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK, 16 * BLOCK - 1, 16 * BLOCK, 16 * BLOCK + 1,
-                  MiB - 1, MiB, MiB + 1, 2 * MiB + BLOCK]
+                  MiB - 1, MiB, MiB + 1, 2 * MiB + BLOCK, *STAGE_EDGES]
 
 
 @pytest.mark.parametrize("size", BOUNDARY_SIZES)
-async def test_boundary_sizes_steps_and_ranges(agent, size: int) -> None:
+@pytest.mark.parametrize("writes", ["direct", "page cache"])
+async def test_boundary_sizes_steps_and_ranges(agent_factory, size: int, writes: str) -> None:
+    """Every write mode of the agent: O_DIRECT from its staging buffer (the default for chunks of a MiB and more),
+    and through the page cache (--no-direct; also what chunks starting with a frame under a block get)."""
+    agent = agent_factory(*(["--no-direct"] if writes == "page cache" else []))
     body = os.urandom(size)
     with trio.fail_after(60):
         async with open_agent_pool(agent.address, read_window=BLOCK + 1) as pool:
@@ -184,3 +193,31 @@ async def test_verbose_agent_logs_each_request(agent_factory) -> None:
             assert await pool.get(chunk_id) == b"logged"
     log = agent.log_path.read_text()
     assert "DEBUG request" in log and "op=GET" in log, log
+
+
+async def _cached_bytes(path) -> int:
+    out = await trio.run_process(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                                 capture_stdout=True)
+    return int(out.stdout.split()[0])
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux's fincore is not installed")
+async def test_large_chunks_are_written_past_the_page_cache(agent_factory) -> None:
+    """A chunk of a MiB or more is written with O_DIRECT (its bytes do not stay in the page cache, which holds
+    what is read instead); with --no-direct, or for a small chunk, through the page cache."""
+    body = os.urandom(4 * MiB + 12345)
+    seen = {}
+    for writes in ("direct", "page cache"):
+        agent = agent_factory(*(["--no-direct"] if writes == "page cache" else []), name=writes)
+        chunk_id, small_id = new_id(), new_id()
+        async with open_agent_pool(agent.address) as pool:
+            await pool.put(chunk_id, body)
+            await pool.put(small_id, b"small")
+            seen[writes] = await _cached_bytes(agent.chunk_path(chunk_id))
+            assert await _cached_bytes(agent.chunk_path(small_id)) > 0  # small chunks: through the page cache
+            assert await pool.get(chunk_id) == body
+    fs = (await trio.run_process(["stat", "-f", "-c", "%T", str(agent.data_dir)], capture_stdout=True)).stdout
+    if fs.strip() == b"tmpfs":  # pragma: no cover - its pages are the file, O_DIRECT or not
+        pytest.skip("the data dir is on tmpfs")
+    assert seen["direct"] <= 64 * 1024, seen  # at most the padded last page's neighbourhood
+    assert seen["page cache"] >= 4 * MiB, seen

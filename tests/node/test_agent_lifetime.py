@@ -161,3 +161,15 @@ def test_client_loop_across_agent_kill9(node_factory, workers: int) -> None:
     for key, body in stored.items():
         assert s3.get_object(Bucket="loop", Key=key)["Body"].read() == body
     assert node.agent_pid() not in killed
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_agent_direct_writes_setting_reaches_the_agent(node_factory, direct) -> None:
+    """``agent_direct_writes = false`` starts the local agent with --no-direct; objects are stored either way."""
+    node = node_factory(agent_direct_writes=direct, inline_max=0)
+    s3 = node.client()
+    s3.create_bucket(Bucket="direct")
+    body = os.urandom(3 << 20)
+    s3.put_object(Bucket="direct", Key="k", Body=body)
+    assert s3.get_object(Bucket="direct", Key="k")["Body"].read() == body
+    assert ("--no-direct" in psutil.Process(node.agent_pid()).cmdline()) is not direct

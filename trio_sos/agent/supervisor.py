@@ -42,6 +42,7 @@ class AgentOptions:
     unix: str | None = None
     capacity: int | None = None
     max_chunk: int | None = None
+    direct_writes: bool = True  # False: --no-direct (chunks written through the page cache)
     extra_args: tuple[str, ...] = ()
     binary: Path | None = None
 
@@ -54,6 +55,8 @@ class AgentOptions:
             cmd += ["--capacity", str(self.capacity)]
         if self.max_chunk is not None:
             cmd += ["--max-chunk", str(self.max_chunk)]
+        if not self.direct_writes:
+            cmd.append("--no-direct")
         return cmd + list(self.extra_args)
 
 
