@@ -1456,7 +1456,8 @@ class SqliteMetaStore(MetaStore):
                 return c.execute(sql + " ORDER BY key", args)
 
             page = walk(seek, prefix=prefix, delimiter=delimiter, marker=marker, limit=limit, key_of=_first)
-            objects = tuple(ListedObject(bucket, *row) for row in page.items)
+            make = ListedObject._make  # a thousand per page: _make skips the keyword-argument constructor
+            objects = tuple([make((bucket, *row)) for row in page.items])
             last = page.last if isinstance(page.last, str) else page.last[0] if page.last else ""
             return ObjectListing(objects, page.prefixes, page.truncated, last, page.read)
 

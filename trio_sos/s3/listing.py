@@ -17,7 +17,7 @@ from ..meta.store import ListedObject, ObjectListing
 from . import params
 from .context import Ctx
 from .errors import S3Error
-from .xml import Raw, Tag, document, text
+from .xml import Raw, Tag, document, needs_escape, text
 
 MAX_KEYS = 1000
 
@@ -58,27 +58,29 @@ def _encoder(ctx: Ctx):
 
 async def _contents(ctx: Ctx, objs: tuple[ListedObject, ...], enc, owner: bool) -> Raw:
     """The page's <Contents> elements, rendered in one pass (a listing's cost is mostly here: one f-string per
-    key, values escaped; the timestamps of one second share their formatting)."""
+    key; the timestamps of one second share their formatting). Keys and ETags are escaped one by one only when the
+    page's keys (or ETags) hold a character that needs it: one search over the page finds out."""
     names: dict[str, str] = {}
     seconds: dict[int, str] = {}
     out = []
-    plain = enc is _same
-    for obj in objs:
+    keys = [obj.key for obj in objs] if enc is _same else [enc(obj.key) for obj in objs]
+    if needs_escape("".join(keys)):
+        keys = [text(key) for key in keys]
+    etag_text = text if needs_escape("".join([obj.etag for obj in objs])) else _same
+    for key, (_bucket, _key, _version, size, etag, ts, owner_id) in zip(keys, objs, strict=True):
         owner_xml = ""
         if owner:
-            if obj.owner_id not in names:
-                user = await ctx.services.user_by_id(obj.owner_id)
-                names[obj.owner_id] = user.display_name if user else obj.owner_id
-            owner_xml = (f"<Owner><ID>{text(obj.owner_id)}</ID>"
-                         f"<DisplayName>{text(names[obj.owner_id])}</DisplayName></Owner>")
-        ts = obj.last_modified
+            if owner_id not in names:
+                user = await ctx.services.user_by_id(owner_id)
+                names[owner_id] = user.display_name if user else owner_id
+            owner_xml = (f"<Owner><ID>{text(owner_id)}</ID>"
+                         f"<DisplayName>{text(names[owner_id])}</DisplayName></Owner>")
         whole = int(ts)
         stamp = seconds.get(whole)
         if stamp is None:
             stamp = seconds[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        key = text(obj.key if plain else enc(obj.key))
         out.append(f"<Contents><Key>{key}</Key><LastModified>{stamp}.{int(ts * 1000) % 1000:03d}Z"
-                   f"</LastModified><ETag>\"{text(obj.etag)}\"</ETag><Size>{obj.size}</Size>{owner_xml}"
+                   f"</LastModified><ETag>\"{etag_text(etag)}\"</ETag><Size>{size}</Size>{owner_xml}"
                    f"<StorageClass>STANDARD</StorageClass></Contents>")
     return Raw("".join(out))
 

@@ -30,6 +30,11 @@ _REFERENCES.update({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _NEEDS = re.compile("[\x00-\x08\x0a-\x1f&<>]")
 
 
+def needs_escape(value: str) -> bool:
+    """Whether ``value`` holds a character :func:`text` would write otherwise."""
+    return _NEEDS.search(value) is not None
+
+
 def text(value: str) -> str:
     """``value`` as XML character data."""
     if _NEEDS.search(value) is None:
