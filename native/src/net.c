@@ -607,43 +607,21 @@ static int do_put_data(struct conn *c, struct stream *s, const uint8_t *p, uint3
 
     if (s->staged == 0) /* a chunk whose first frame is under a block is most likely small: writev it */
         s->staged = len >= STAGE_FIRST && stage_take(s) ? 1 : -1;
-    if (s->staged > 0) {
-        while (len > 0) {
-            uint32_t take = BLOCK_SIZE - s->bfill;
-            if (take > len)
-                take = len;
-            s->bcrc = crc32c(s->bcrc, p, take);
-            s->crc = crc32c(s->crc, p, take);
-            int e = stage_put(s, p, take);
-            s->bfill += take;
-            p += take;
-            len -= take;
-            s->received += take;
-            if (e == 0 && s->bfill == BLOCK_SIZE) {
-                uint8_t cp[BLOCK_CRC];
-                put_be32(cp, s->bcrc);
-                e = stage_put(s, cp, BLOCK_CRC);
-                s->bcrc = 0;
-                s->bfill = 0;
-            }
-            if (e < 0) {
-                snprintf(msg, sizeof msg, "write: %s", strerror(-e));
-                return stream_fail(c, s, errno_status(-e), msg);
-            }
-        }
-        return 0;
-    }
-
-    int k = 0, nc = 0;
-    while (len > 0) {
+    int staged = s->staged > 0, k = 0, nc = 0, e = 0;
+    /* Each block's data, then its CRC once the block is whole: into the staging buffer, or an iovec for writev. */
+    while (len > 0 && e == 0) {
         uint32_t take = BLOCK_SIZE - s->bfill;
         if (take > len)
             take = len;
         s->bcrc = crc32c(s->bcrc, p, take);
         s->crc = crc32c(s->crc, p, take);
-        c->piov[k].iov_base = (void *)p;
-        c->piov[k].iov_len = take;
-        k++;
+        if (staged) {
+            e = stage_put(s, p, take);
+        } else {
+            c->piov[k].iov_base = (void *)p;
+            c->piov[k].iov_len = take;
+            k++;
+        }
         s->bfill += take;
         p += take;
         len -= take;
@@ -651,18 +629,26 @@ static int do_put_data(struct conn *c, struct stream *s, const uint8_t *p, uint3
         if (s->bfill == BLOCK_SIZE) {
             uint8_t *cp = c->pcrc + 4 * nc++;
             put_be32(cp, s->bcrc);
-            c->piov[k].iov_base = cp;
-            c->piov[k].iov_len = BLOCK_CRC;
-            k++;
+            if (staged) {
+                if (e == 0)
+                    e = stage_put(s, cp, BLOCK_CRC);
+            } else {
+                c->piov[k].iov_base = cp;
+                c->piov[k].iov_len = BLOCK_CRC;
+                k++;
+            }
             s->bcrc = 0;
             s->bfill = 0;
         }
     }
-    int e = write_full(s->fd, c->piov, k);
+    if (!staged)
+        e = write_full(s->fd, c->piov, k);
     if (e < 0) {
         snprintf(msg, sizeof msg, "write: %s", strerror(-e));
         return stream_fail(c, s, errno_status(-e), msg);
     }
+    if (staged)
+        return 0; /* stage_flush starts its own writeback where it has to */
     uint64_t written = s->received + BLOCK_CRC * (s->received / BLOCK_SIZE);
     if (written - s->flushed >= FLUSH_STEP) {
         /* Only starts the writeback; durability is still the fsync's at PUT_END, which reports any error. */
