@@ -6,6 +6,7 @@ py-spy, summed by phase (h11, SigV4, metadata, response, log, scheduler) and by 
     python benchmarks/profile_requests.py range        # 256 KiB ranged GETs of a 64 MiB object
     python benchmarks/profile_requests.py bigput       # 64 MiB PUTs, 4 clients
     python benchmarks/profile_requests.py deletes      # DeleteObjects of 1,000 keys (2,000 small ones), 2 clients
+    python benchmarks/profile_requests.py delete       # DELETE of one 4 KiB object each, 16 clients (never absent)
     python benchmarks/profile_requests.py put|list [--seconds 10] [--set NAME=VALUE ...] [--raw FILE] [--sse]
 
 Prints the rate, the node's CPU per request, the share of sampled time in each phase and per request, and the
@@ -50,7 +51,7 @@ PHASES = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", choices=["get", "put", "range", "list", "bigput", "deletes"])
+    parser.add_argument("workload", choices=["get", "put", "range", "list", "bigput", "deletes", "delete"])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=0, help="default: 16 (2 for list)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
@@ -77,11 +78,24 @@ def main() -> None:
             target.call(conn, signer, "PUT", "/bench/large/0", body=big)
         for i in range(2000):
             target.call(conn, signer, "PUT", f"/bench/small/{i:08d}", body=small)
+        if args.workload == "delete":
+            # every DELETE removes an object that exists: enough of them for the run at a few thousand a second,
+            # written by 16 clients at once, each client later deleting its own
+            doomed = args.seconds * 5000
+            prep = [threading.Thread(target=lambda j=j: [
+                target.call(c, s, "PUT", f"/bench/doomed/{j:02d}/{i:08d}", body=small)
+                for c, s in [(Conn(node.port), target.signer())] for i in range(doomed // 16)]) for j in range(16)]
+            for t in prep:
+                t.start()
+            for t in prep:
+                t.join()
+        next_doomed = iter(range(16))
         stop = time.monotonic() + args.seconds + 3
         done = [0]
 
         def client() -> None:
             c, s, rng = Conn(node.port), target.signer(), random.Random()
+            mine, left = next(next_doomed), iter(range(args.seconds * 5000 // 16))
             while time.monotonic() < stop:
                 if args.workload == "get":
                     status, _, body = target.call(c, s, "GET", f"/bench/small/{rng.randrange(2000):08d}")
@@ -92,6 +106,9 @@ def main() -> None:
                 elif args.workload == "bigput":
                     status, _, _ = target.call(c, s, "PUT", f"/bench/large/{rng.randrange(8)}", body=big)
                     ok = status == 200
+                elif args.workload == "delete":
+                    status, _, _ = target.call(c, s, "DELETE", f"/bench/doomed/{mine:02d}/{next(left):08d}")
+                    ok = status == 204
                 elif args.workload == "deletes":
                     # the first batches delete the keys; later ones absent keys, which still costs every
                     # per-key step but the row's removal

@@ -496,3 +496,64 @@ async def test_a_listing_reads_only_the_covering_index(db: SqliteMetaStore) -> N
         details = " ".join(row[-1] for row in plan)
         assert "COVERING INDEX objects_listed" in details, details
         assert "TEMP B-TREE" not in details, details  # no sort: the index is in key order
+
+
+
+async def test_a_batch_runs_in_full_when_its_leader_is_cancelled_before_the_hop(db: SqliteMetaStore) -> None:
+    """The task that takes a group commit from the queue may be cancelled before the batch's thread starts: here
+    while Trio's default thread limiter is exhausted (as by 40 other blocking calls), or in the one scheduling
+    step between getting the write lock and taking the queue. Every write in the batch still runs: the others,
+    whose callers were not cancelled, must never be acknowledged when nothing was written, nor fail. (With
+    ``trio.to_thread.run_sync`` as the hop, its limiter wait raised Cancelled and "second" was acknowledged but
+    absent.)"""
+    import collections.abc
+
+    import trio.testing
+
+    bucket = await new_bucket(db)
+
+    async def race(key: str, cancel_when: collections.abc.Callable[[], bool] | None) -> bool:
+        """put "first-KEY" in a task cancelled once ``cancel_when()`` holds (or when all tasks are blocked) and
+        "KEY" beside it; True if the cancellation came while the first write was still queued"""
+        leader, acknowledged, hit = trio.CancelScope(), [], [False]
+
+        async def first() -> None:
+            with leader:
+                await db.put_object(version(bucket, f"first-{key}"))
+
+        async def second() -> None:
+            await db.put_object(version(bucket, key))
+            acknowledged.append(key)
+
+        async def canceller() -> None:
+            if cancel_when is None:
+                await trio.testing.wait_all_tasks_blocked()
+                hit[0] = True
+            else:
+                while db._write_limiter.borrowed_tokens == 0:
+                    await trio.lowlevel.checkpoint()
+                hit[0] = cancel_when()
+            leader.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first)
+            nursery.start_soon(second)
+            nursery.start_soon(canceller)
+        assert acknowledged == [key]
+        assert await db.get_object(bucket, key) is not None
+        assert not db._writer.in_transaction
+        return hit[0]
+
+    limiter = trio.to_thread.current_default_thread_limiter()
+    saved, holder = limiter.total_tokens, object()
+    limiter.total_tokens = 1
+    await limiter.acquire_on_behalf_of(holder)
+    try:
+        assert await race("second", None)
+    finally:
+        limiter.release_on_behalf_of(holder)
+        limiter.total_tokens = saved
+    # the write lock got and the first write still in the queue: its task is between the two
+    in_window = lambda: db._write_limiter.borrowed_tokens == 1 and bool(db._pending)  # noqa: E731
+    hits = [await race(f"k{i}", in_window) for i in range(40)]
+    assert any(hits), "the cancellation never came between the write lock and the batch"

@@ -27,6 +27,7 @@ from typing import Literal, overload
 import attrs
 import trio
 
+from .. import threads
 from ..agent import AgentConnectionError, AgentError
 from ..agent.direct import DirectWindow
 from ..cluster.fleet import Fleet, StorageUnavailable
@@ -139,7 +140,7 @@ async def _hash_worker(pieces: trio.MemoryReceiveChannel[bytes | memoryview], ha
     async with pieces:
         async for piece in pieces:
             if len(piece) >= THREAD_HASH_MIN:
-                await trio.to_thread.run_sync(_update, hashers, piece)
+                await threads.run_sync(_update, hashers, piece)
             else:
                 _update(hashers, piece)
 
@@ -369,7 +370,7 @@ class DataStore:
                         wanted = [*([md5_hash] if md5_hash else []), *hashers.values()]
                         async for data in self.read(shared, 0, end - start):
                             if len(data) >= THREAD_HASH_MIN:
-                                await trio.to_thread.run_sync(_update, wanted, data)
+                                await threads.run_sync(_update, wanted, data)
                             else:
                                 _update(wanted, data)
                 except BaseException as exc:  # leaves the nursery as itself, not in an ExceptionGroup

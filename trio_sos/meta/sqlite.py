@@ -8,12 +8,13 @@ Durability and sharing:
 - Each interface method is exactly one transaction; a ``MetaError`` raised inside it rolls everything back.
 
 Off the event loop:
-- Every call into sqlite3 runs in a worker thread (``trio.to_thread.run_sync``) holding the connection's
-  ``CapacityLimiter(1)``; the connections are opened with ``check_same_thread=False`` and are only ever used by one
-  thread at a time through that limiter.
-- Cancellation never abandons a thread (``abandon_on_cancel=False``): a caller cancelled while waiting for the
-  limiter has changed nothing, and one cancelled after its transaction started gets it committed (or rolled back
-  on error) in full before the cancellation is delivered.
+- Every call into sqlite3 runs in a worker thread (``trio_sos.threads.run_sync``, a lighter
+  ``trio.to_thread.run_sync``; opening and closing use the latter) holding the connection's
+  ``CapacityLimiter(1)``; the connections are opened with ``check_same_thread=False`` and are only ever used by
+  one thread at a time through that limiter.
+- Cancellation never abandons a thread: a caller cancelled while waiting for the limiter has changed nothing,
+  and one whose batch was taken gets its transaction committed (or rolled back on error) in full before the
+  cancellation is delivered — the batch starts even if the task that took it was cancelled meanwhile.
 - Writes go through one writer connection; reads through a second, ``query_only`` connection with its own limiter,
   so reads run beside a write instead of queuing behind it (WAL readers see the last committed state).
 
@@ -37,6 +38,7 @@ from typing import Any, Self, TypeVar
 import attrs
 import trio
 
+from .. import threads
 from .keys import prefix_successor, walk
 from .store import (
     VSORT_BASE,
@@ -658,6 +660,7 @@ class _Job:
     on_commit: Callable[[], None] | None = None  # run (in the worker thread) once the batch has committed
     value: Any = None
     error: BaseException | None = None
+    ran: bool = False  # its batch's function ran (value and error are its outcome)
 
 
 MAX_BATCH = 256  # write transactions committed together at most
@@ -718,6 +721,13 @@ def _read_group(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         for job in jobs:
             if job.error is None:
                 job.value, job.error = None, exc
+
+
+def _run_batch(run: Callable[[sqlite3.Connection, list[_Job]], None], conn: sqlite3.Connection,
+               jobs: list[_Job]) -> None:
+    for job in jobs:
+        job.ran = True
+    run(conn, jobs)
 
 
 def _committed(jobs: list[_Job]) -> None:
@@ -848,9 +858,14 @@ class SqliteMetaStore(MetaStore):
                     if count:
                         self.commits += 1
                     try:
-                        await trio.to_thread.run_sync(run, conn, batch, abandon_on_cancel=False)
+                        # starts even if this task is cancelled by now: the batch is taken, and the other
+                        # callers in it wait for its outcome (a hop that checkpointed first, as
+                        # ``to_thread.run_sync`` does, could leave them with none)
+                        await threads.run_sync(_run_batch, run, conn, batch)
                     finally:
                         for queued in batch:
+                            if not queued.ran and queued.error is None:
+                                queued.error = MetaUnavailable("metadata batch did not run")
                             queued.done.set()
         except trio.Cancelled:
             if not job.taken:
