@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--max-chunk", type=_size, help="largest chunk accepted (default 64M)")
     agent.add_argument("--no-direct", action="store_true",
                        help="write chunks through the page cache (default: O_DIRECT for chunks of a MiB and more)")
+    agent.add_argument("--no-direct-reads", action="store_true",
+                       help="read chunks through the page cache (default: O_DIRECT for blocks mostly not cached)")
     agent.add_argument("--health-interval", type=float, default=1.0, help="seconds between health checks")
     agent.add_argument("--zk", help="ZooKeeper HOSTS (host:port,...): register the agent there while it is healthy")
     agent.add_argument("--cluster", default="default", help="cluster name: its ZooKeeper path (default: default)")
@@ -195,7 +197,8 @@ async def _until_signal(cancel_scope: trio.CancelScope) -> None:
 async def _run_agent(args: argparse.Namespace) -> None:
     supervisor = AgentSupervisor(
         AgentOptions(data_dir=args.data_dir, listen=args.listen, unix=args.unix, capacity=args.capacity,
-                     max_chunk=args.max_chunk, direct_writes=not args.no_direct),
+                     max_chunk=args.max_chunk, direct_writes=not args.no_direct,
+                     direct_reads=not args.no_direct_reads),
         health_interval=args.health_interval,
     )
     async with trio.open_nursery() as nursery:

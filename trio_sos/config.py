@@ -135,6 +135,8 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "agent_max_chunk": (_size, 64 << 20),
     # the local agent writes chunks of a MiB and more with O_DIRECT (false: through the page cache)
     "agent_direct_writes": (_bool, True),
+    # the local agent reads chunks mostly not in the page cache with O_DIRECT (false: through the page cache)
+    "agent_direct_reads": (_bool, True),
     "tls_cert": (_opt_str, None),
     "tls_key": (_opt_str, None),
     "tls_listen": (lambda v, n: None if v in (None, "") else _listen(v, n), None),
@@ -200,6 +202,7 @@ class Config:
     shutdown_grace: float = 10.0
     agent_max_chunk: int = 64 << 20
     agent_direct_writes: bool = True
+    agent_direct_reads: bool = True
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_listen: str | None = None

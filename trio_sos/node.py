@@ -393,7 +393,7 @@ class Node:
         """Embedded mode: one agent of the node's own, supervised, and a fleet of that one agent."""
         self.supervisor = AgentSupervisor(AgentOptions(
             data_dir=config.data_dir / "agent", listen="127.0.0.1:0", max_chunk=config.agent_max_chunk,
-            direct_writes=config.agent_direct_writes))
+            direct_writes=config.agent_direct_writes, direct_reads=config.agent_direct_reads))
         agent_address = await nursery.start(self.supervisor.run)
         # The local agent is the only copy: while its supervisor restarts it, requests wait (agent_wait) for it to
         # come back rather than fail at once.

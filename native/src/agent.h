@@ -19,6 +19,8 @@ struct agent_config {
     int verbose;
     int parent_death;
     int no_direct; /* chunk files written through the page cache (writev), not with O_DIRECT */
+    int no_direct_reads; /* chunks always read through the page cache, even when it does not hold them */
+    int no_read_admission; /* a chunk read again is still read past the page cache while that does not hold it */
     const char *crash_at; /* test failpoint (TRIO_SOS_AGENT_CRASH_AT), NULL in production */
 };
 

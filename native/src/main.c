@@ -48,6 +48,14 @@ static void usage(FILE *f)
             "  --verbose               log every request and connection\n"
             "  --no-direct             write chunk files through the page cache (default: O_DIRECT where the\n"
             "                          file system takes it, from one aligned 1 MiB buffer per stream)\n"
+            "  --no-direct-reads       read chunks through the page cache even when it does not hold them\n"
+            "                          (default: O_DIRECT for blocks mostly not cached, where the kernel has\n"
+            "                          cachestat and the file system takes it; a chunk read again, GETs of it\n"
+            "                          lately having asked for as many bytes as it holds, is read through the\n"
+            "                          cache, which then keeps it)\n"
+            "  --no-read-cache-admission\n"
+            "                          a chunk read again is still read past the page cache while that does not\n"
+            "                          hold it: nothing a GET reads stays in the cache (one-pass workloads)\n"
             "  --exit-with-parent      exit when stdin reaches end-of-file: stdin must be a pipe whose write end\n"
             "                          only the supervising process holds, so the agent ends with that process\n"
             "                          however it ends (kill -9 included)\n"
@@ -125,7 +133,8 @@ static void parse_args(int argc, char **argv)
         name[nl] = 0;
 
         int flag = !strcmp(name, "--help") || !strcmp(name, "--version") || !strcmp(name, "--verbose") ||
-                   !strcmp(name, "--exit-with-parent") || !strcmp(name, "--no-direct");
+                   !strcmp(name, "--exit-with-parent") || !strcmp(name, "--no-direct") ||
+                   !strcmp(name, "--no-direct-reads") || !strcmp(name, "--no-read-cache-admission");
         if (flag) {
             if (eq)
                 die_usage("option %s takes no value%s", name, "");
@@ -149,6 +158,12 @@ static void parse_args(int argc, char **argv)
             continue;
         } else if (!strcmp(name, "--no-direct")) {
             g_cfg.no_direct = 1;
+            continue;
+        } else if (!strcmp(name, "--no-direct-reads")) {
+            g_cfg.no_direct_reads = 1;
+            continue;
+        } else if (!strcmp(name, "--no-read-cache-admission")) {
+            g_cfg.no_read_admission = 1;
             continue;
         }
         int known = !strcmp(name, "--data-dir") || !strcmp(name, "--listen") || !strcmp(name, "--unix") ||

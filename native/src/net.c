@@ -777,7 +777,8 @@ static int ensure_iobuf(struct conn *c)
         nb = 1;
     if (nb > MAX_IO_BLOCKS)
         nb = MAX_IO_BLOCKS;
-    c->iobuf = malloc((size_t)nb * (BLOCK_SIZE + BLOCK_CRC));
+    void *iobuf = NULL;
+    c->iobuf = posix_memalign(&iobuf, IO_ALIGN, store_iobuf_size(nb)) == 0 ? iobuf : NULL;
     c->giov = malloc(((size_t)nb + 2) * sizeof *c->giov);
     c->segs = malloc((size_t)nb * sizeof *c->segs);
     if (!c->iobuf || !c->giov || !c->segs) {
@@ -847,6 +848,7 @@ static int do_get(struct conn *c, uint64_t req, const uint8_t *p, uint32_t len)
         return send_error(c, req, ST_RANGE, msg);
     }
     uint64_t end = glen > ch.length - off ? ch.length : off + glen;
+    store_note_get(&ch, id, off, end);
     if (off < end && ensure_iobuf(c) < 0) {
         store_close_chunk(&ch);
         return send_error(c, req, ST_IO_ERROR, "out of memory");
@@ -856,7 +858,8 @@ static int do_get(struct conn *c, uint64_t req, const uint8_t *p, uint32_t len)
         uint64_t b0 = pos / BLOCK_SIZE, blast = (end - 1) / BLOCK_SIZE;
         uint32_t nb = blast - b0 + 1 > c->io_blocks ? c->io_blocks : (uint32_t)(blast - b0 + 1);
         /* Verify every block of the batch before sending any byte of it. */
-        st = store_read_blocks(&ch, b0, nb, c->iobuf, msg);
+        const uint8_t *blocks;
+        st = store_read_blocks(&ch, b0, nb, c->iobuf, &blocks, msg);
         if (st != ST_OK) {
             char hex[33];
             id_to_hex(id, hex);
@@ -870,7 +873,7 @@ static int do_get(struct conn *c, uint64_t req, const uint8_t *p, uint32_t len)
             uint64_t bend = bstart + chunk_block_len(&ch, b0 + j);
             uint64_t s0 = pos > bstart ? pos : bstart;
             uint64_t s1 = end < bend ? end : bend;
-            c->segs[j].iov_base = c->iobuf + (size_t)j * (BLOCK_SIZE + BLOCK_CRC) + (s0 - bstart);
+            c->segs[j].iov_base = (uint8_t *)blocks + (size_t)j * (BLOCK_SIZE + BLOCK_CRC) + (s0 - bstart);
             c->segs[j].iov_len = (size_t)(s1 - s0);
         }
         if (send_data(c, req, c->segs, (int)nb) < 0) {
@@ -907,11 +910,12 @@ static int do_stat(struct conn *c, uint64_t req, const uint8_t *p, uint32_t len)
         uint32_t whole = 0;
         for (uint64_t b0 = 0; b0 < ch.nblocks; b0 += c->io_blocks) {
             uint32_t nb = ch.nblocks - b0 > c->io_blocks ? c->io_blocks : (uint32_t)(ch.nblocks - b0);
-            st = store_read_blocks(&ch, b0, nb, c->iobuf, msg);
+            const uint8_t *blocks;
+            st = store_read_blocks(&ch, b0, nb, c->iobuf, &blocks, msg);
             if (st != ST_OK)
                 break;
             for (uint32_t j = 0; j < nb; j++)
-                whole = crc32c(whole, c->iobuf + (size_t)j * (BLOCK_SIZE + BLOCK_CRC), chunk_block_len(&ch, b0 + j));
+                whole = crc32c(whole, blocks + (size_t)j * (BLOCK_SIZE + BLOCK_CRC), chunk_block_len(&ch, b0 + j));
         }
         if (st == ST_OK && whole != ch.crc) {
             snprintf(msg, sizeof msg, "whole-chunk crc32c mismatch: footer %08x, data %08x", ch.crc, whole);

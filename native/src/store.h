@@ -41,6 +41,8 @@ struct chunk {
     uint32_t crc;
     uint64_t mtime;
     uint64_t nblocks;
+    int direct; /* fd has O_DIRECT set (store_read_blocks sets and clears it) */
+    int cache;  /* read through the page cache, cold or not: a GET of a chunk read recently (store_note_get) */
 };
 int store_open_chunk(const uint8_t id[16], struct chunk *ch, char *msg);
 void store_close_chunk(struct chunk *ch);
@@ -49,9 +51,24 @@ static inline uint32_t chunk_block_len(const struct chunk *ch, uint64_t b)
     uint64_t rest = ch->length - b * BLOCK_SIZE;
     return rest > BLOCK_SIZE ? BLOCK_SIZE : (uint32_t)rest;
 }
-/* Reads blocks [b0, b0+nb) with their CRCs into buf (block j at j*(64 KiB+4))
- * and verifies each; ST_CORRUPT on the first mismatch. */
-int store_read_blocks(const struct chunk *ch, uint64_t b0, uint32_t nb, uint8_t *buf, char *msg);
+/* Alignment and size of a buffer for store_read_blocks of nb blocks: the blocks with their CRCs, and room to
+ * round a direct read out to IO_ALIGN on both sides. */
+#define IO_ALIGN 4096u
+static inline size_t store_iobuf_size(uint32_t nb)
+{
+    return (size_t)nb * (BLOCK_SIZE + BLOCK_CRC) + 2 * IO_ALIGN;
+}
+/* Reads blocks [b0, b0+nb) with their CRCs into buf (IO_ALIGN-aligned, store_iobuf_size(nb) bytes) and verifies
+ * each; *data is where block b0 begins in buf (block j at *data + j*(64 KiB+4)); ST_CORRUPT on the first
+ * mismatch. Blocks that are mostly not in the page cache are read with O_DIRECT, past it, unless direct reads
+ * are off (--no-direct-reads) or the kernel cannot say (no cachestat) or the file system refuses. */
+int store_read_blocks(struct chunk *ch, uint64_t b0, uint32_t nb, uint8_t *buf, const uint8_t **data, char *msg);
+/* A GET of [off, end) of chunk `id`, opened as ch: what is not in the page cache is read past it, unless GETs
+ * of the chunk lately (while it is among the last few thousand GET) have asked for as many bytes as it holds:
+ * then it is being read again, through the cache, which keeps what is read often (not with
+ * --no-read-cache-admission). The windows of one pass, as a node streams a large object in several GETs in any
+ * order, are not a read again. Scrubbing (STAT verify) never notes, so it never fills the cache. */
+void store_note_get(struct chunk *ch, const uint8_t id[16], uint64_t off, uint64_t end);
 
 int store_delete(const uint8_t id[16], char *msg);
 

@@ -40,6 +40,30 @@ async def test_flipped_data_byte(agent) -> None:
         assert (await pool.stat(chunk_id)).length == len(body)
 
 
+async def test_flipped_data_byte_of_a_chunk_not_in_the_page_cache(agent) -> None:
+    """Read past the page cache (O_DIRECT, the 4 KiB-aligned span around the blocks), a changed byte on disk is
+    found as well: in the first block, the last block and one in between."""
+    from tests.agent.test_roundtrip import evict
+
+    chunk_id, body = os.urandom(16), os.urandom(40 * BLOCK + 999)
+    async with open_agent_pool(agent.address) as pool:
+        await pool.put(chunk_id, body)
+        path = agent.chunk_path(chunk_id)
+        for block in (0, 17, 40):
+            offset = block * (BLOCK + 4) + 7
+            flip(path, offset)
+            os.sync()
+            evict(path)
+            await expect_corrupt(pool.get(chunk_id))
+            await expect_corrupt(pool.get(chunk_id, block * BLOCK, 10))
+            evict(path)
+            await expect_corrupt(pool.stat(chunk_id, verify=True))
+            flip(path, offset)  # back as it was: the chunk reads whole again, cold
+            os.sync()
+            evict(path)
+            assert await pool.get(chunk_id) == body
+
+
 async def test_flipped_block_checksum_and_footer(agent) -> None:
     async with open_agent_pool(agent.address) as pool:
         a, b = os.urandom(16), os.urandom(16)

@@ -62,12 +62,43 @@ BOUNDARY_SIZES = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK, 16 * BLOCK - 1, 
                   MiB - 1, MiB, MiB + 1, 2 * MiB + BLOCK, *STAGE_EDGES]
 
 
+def evict(path) -> None:
+    """Drop a file's (clean) pages from the page cache, as memory pressure would."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+MODES = {  # how chunks are written, then read
+    # O_DIRECT from the staging buffer; the first GET of a chunk reads it with O_DIRECT (it is not cached), the
+    # next through the page cache (a second GET: cache admission), filling it, and the others from the cache
+    "direct writes": [],
+    # written O_DIRECT, never admitted to the cache: every read is an O_DIRECT one
+    "direct writes, read cold": ["--no-read-cache-admission"],
+    "page cache": ["--no-direct"],  # written and read through the page cache
+    # evicted before each read, never admitted: every read is an O_DIRECT one
+    "page cache, read cold": ["--no-direct", "--no-read-cache-admission"],
+    "no direct reads": ["--no-direct-reads"],  # written O_DIRECT, read cold through the page cache
+}
+
+
 @pytest.mark.parametrize("size", BOUNDARY_SIZES)
-@pytest.mark.parametrize("writes", ["direct", "page cache"])
-async def test_boundary_sizes_steps_and_ranges(agent_factory, size: int, writes: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_boundary_sizes_steps_and_ranges(agent_factory, size: int, mode: str) -> None:
     """Every write mode of the agent: O_DIRECT from its staging buffer (the default for chunks of a MiB and more),
-    and through the page cache (--no-direct; also what chunks starting with a frame under a block get)."""
-    agent = agent_factory(*(["--no-direct"] if writes == "page cache" else []))
+    and through the page cache (--no-direct; also what chunks starting with a frame under a block get); and every
+    read mode: O_DIRECT for blocks mostly not in the page cache (rounded out to 4 KiB around blocks of 64 KiB + 4),
+    through the page cache for the others or with --no-direct-reads."""
+    agent = agent_factory(*MODES[mode])
+    cold = mode == "page cache, read cold"
+
+    async def get(chunk_id: bytes, *args):
+        if cold:
+            evict(agent.chunk_path(chunk_id))
+        return await pool.get(chunk_id, *args)
+
     body = os.urandom(size)
     with trio.fail_after(60):
         async with open_agent_pool(agent.address, read_window=BLOCK + 1) as pool:
@@ -79,13 +110,15 @@ async def test_boundary_sizes_steps_and_ranges(agent_factory, size: int, writes:
                     result = await w.finish()
                 assert (result.length, result.crc32c) == (size, crc32c(body)), step
                 if n:
-                    assert await pool.get(chunk_id) == body
+                    assert await get(chunk_id) == body
                     continue
                 edges = {0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 16 * BLOCK, MiB, size - 1, size}
                 for offset in sorted(o for o in edges if 0 <= o <= size):
                     for length in (None, 0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 16 * BLOCK + 1):
                         expected = body[offset:] if length is None else body[offset : offset + length]
-                        assert await pool.get(chunk_id, offset, length) == expected, (offset, length)
+                        assert await get(chunk_id, offset, length) == expected, (offset, length)
+                if cold:
+                    evict(agent.chunk_path(chunk_id))
                 stat = await pool.stat(chunk_id, verify=True)
                 assert (stat.length, stat.crc32c) == (size, crc32c(body))
 
@@ -221,3 +254,48 @@ async def test_large_chunks_are_written_past_the_page_cache(agent_factory) -> No
         pytest.skip("the data dir is on tmpfs")
     assert seen["direct"] <= 64 * 1024, seen  # at most the padded last page's neighbourhood
     assert seen["page cache"] >= 4 * MiB, seen
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux's fincore is not installed")
+async def test_cold_chunks_are_read_past_the_page_cache(agent_factory) -> None:
+    """A chunk not in the page cache is read (GET and STAT verify) with O_DIRECT: serving it leaves it uncached,
+    instead of filling the cache at a page fault per 4 KiB, even when one pass over it comes in several GETs out
+    of order. A second pass reads it through the cache, which keeps it for the next (not with
+    --no-read-cache-admission); scrubbing never does. With --no-direct-reads the first pass fills the cache. A
+    chunk that is cached is read from the cache."""
+    body = os.urandom(3 * MiB + 777)
+    first, second = {}, {}
+    for reads, args in {"direct": [], "never admitted": ["--no-read-cache-admission"],
+                        "page cache": ["--no-direct-reads"]}.items():
+        agent = agent_factory(*args, name=reads.replace(" ", "-"))
+        cold, warm = new_id(), new_id()
+        async with open_agent_pool(agent.address) as pool:
+            await pool.put(cold, body)
+            await pool.put(warm, body)
+            evict(agent.chunk_path(cold))
+            with open(agent.chunk_path(warm), "rb") as f:  # the whole file in the page cache
+                while f.read(MiB):
+                    pass
+            for _ in range(2):
+                assert (await pool.stat(cold, verify=True)).length == len(body)
+            # one pass in windows, in any order (as a node streams a large object): not a read again
+            window = len(body) // 4 + 1
+            async with trio.open_nursery() as nursery:
+                for start in reversed(range(0, len(body), window)):
+                    async def get_window(start: int = start) -> None:
+                        assert await pool.get(cold, start, window) == body[start : start + window]
+                    nursery.start_soon(get_window)
+                    await trio.sleep(0)
+            first[reads] = await _cached_bytes(agent.chunk_path(cold))
+            assert await pool.get(cold) == body
+            second[reads] = await _cached_bytes(agent.chunk_path(cold))
+            assert await pool.get(warm) == body
+            assert await _cached_bytes(agent.chunk_path(warm)) >= 3 * MiB
+    fs = (await trio.run_process(["stat", "-f", "-c", "%T", str(agent.data_dir)], capture_stdout=True)).stdout
+    if fs.strip() == b"tmpfs":  # pragma: no cover - its pages are the file, O_DIRECT or not
+        pytest.skip("the data dir is on tmpfs")
+    assert first["direct"] <= 64 * 1024, first  # the footer's page, read at open
+    assert first["never admitted"] <= 64 * 1024, first
+    assert first["page cache"] >= 3 * MiB, first
+    assert second["direct"] >= 3 * MiB, second  # the second GET was admitted
+    assert second["never admitted"] <= 64 * 1024, second

@@ -8,6 +8,8 @@ which Trio retires after 10 s idle.)
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 import time
 
@@ -164,12 +166,45 @@ def test_client_loop_across_agent_kill9(node_factory, workers: int) -> None:
 
 
 @pytest.mark.parametrize("direct", [True, False])
-def test_agent_direct_writes_setting_reaches_the_agent(node_factory, direct) -> None:
-    """``agent_direct_writes = false`` starts the local agent with --no-direct; objects are stored either way."""
-    node = node_factory(agent_direct_writes=direct, inline_max=0)
+def test_agent_direct_io_settings_reach_the_agent(node_factory, direct) -> None:
+    """``agent_direct_writes = false`` starts the local agent with --no-direct, ``agent_direct_reads = false``
+    with --no-direct-reads; objects are stored and read either way."""
+    node = node_factory(agent_direct_writes=direct, agent_direct_reads=direct, inline_max=0)
     s3 = node.client()
     s3.create_bucket(Bucket="direct")
     body = os.urandom(3 << 20)
     s3.put_object(Bucket="direct", Key="k", Body=body)
     assert s3.get_object(Bucket="direct", Key="k")["Body"].read() == body
-    assert ("--no-direct" in psutil.Process(node.agent_pid()).cmdline()) is not direct
+    assert s3.get_object(Bucket="direct", Key="k", Range="bytes=70000-1100000")["Body"].read() == body[70000:1100001]
+    cmdline = psutil.Process(node.agent_pid()).cmdline()
+    assert ("--no-direct" in cmdline) is not direct
+    assert ("--no-direct-reads" in cmdline) is not direct
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux's fincore is not installed")
+def test_an_object_read_once_stays_out_of_the_page_cache(node_factory) -> None:
+    """The local agent writes a large object's chunks past the page cache and reads them past it while they are
+    not cached: a GET of the whole object (each chunk in several windows) leaves them uncached; a second GET is a
+    read again, through the cache, which then keeps them. The chunks of one object have ids that differ only at
+    the end: each is still counted as a chunk of its own."""
+    node = node_factory(inline_max=0, chunk_size="2MiB")
+    s3 = node.client()
+    s3.create_bucket(Bucket="cold")
+    body = os.urandom(9 << 20)
+    s3.put_object(Bucket="cold", Key="k", Body=body)
+    chunks = [str(p) for p in (node.data_dir / "agent" / "chunks").rglob("*") if p.is_file()]
+    assert len(chunks) == 5
+
+    def cached() -> int:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", *chunks],
+                             capture_output=True, text=True, check=True).stdout
+        return sum(int(n) for n in out.split())
+
+    if subprocess.run(["stat", "-f", "-c", "%T", str(node.data_dir)], capture_output=True,
+                      text=True).stdout.strip() == "tmpfs":  # pragma: no cover
+        pytest.skip("the data dir is on tmpfs")
+    assert cached() <= 5 * 64 * 1024
+    assert s3.get_object(Bucket="cold", Key="k")["Body"].read() == body
+    assert cached() <= 5 * 64 * 1024  # a footer page or so each, read as the chunk is opened
+    assert s3.get_object(Bucket="cold", Key="k")["Body"].read() == body
+    assert cached() >= len(body)

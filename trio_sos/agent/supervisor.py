@@ -43,6 +43,7 @@ class AgentOptions:
     capacity: int | None = None
     max_chunk: int | None = None
     direct_writes: bool = True  # False: --no-direct (chunks written through the page cache)
+    direct_reads: bool = True  # False: --no-direct-reads (chunks read through the page cache, even cold ones)
     extra_args: tuple[str, ...] = ()
     binary: Path | None = None
 
@@ -57,6 +58,8 @@ class AgentOptions:
             cmd += ["--max-chunk", str(self.max_chunk)]
         if not self.direct_writes:
             cmd.append("--no-direct")
+        if not self.direct_reads:
+            cmd.append("--no-direct-reads")
         return cmd + list(self.extra_args)
 
 
