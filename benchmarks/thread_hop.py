@@ -27,17 +27,19 @@ def nothing() -> None:
 async def main(calls: int, rounds: int) -> None:
     hops = {"trio.to_thread.run_sync": trio.to_thread.run_sync, "trio_sos.threads.run_sync": threads.run_sync}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in hops}
-    for name, hop in hops.items():  # warm the thread cache
+    for hop in hops.values():  # warm the thread cache
         await hop(nothing)
     for _ in range(rounds):
         for name, hop in hops.items():
             cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(calls):
                 await hop(nothing)
-            results[name].append(((time.process_time() - cpu) / calls * 1e6, (time.perf_counter() - wall) / calls * 1e6))
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            results[name].append((cpu / calls * 1e6, wall / calls * 1e6))
     print("| hop | CPU per call | wall per call |\n|---|---|---|")
     for name, runs in results.items():
-        print(f"| {name} | {' / '.join(f'{c:.0f}' for c, _ in runs)} µs | {' / '.join(f'{w:.0f}' for _, w in runs)} µs |")
+        cpus, walls = " / ".join(f"{c:.0f}" for c, _ in runs), " / ".join(f"{w:.0f}" for _, w in runs)
+        print(f"| {name} | {cpus} µs | {walls} µs |")
     base, light = (min(c for c, _ in runs) for runs in results.values())
     print(f"\nbest CPU per call: {light:.0f} against {base:.0f} µs ({light / base:.2f}×)")
 

@@ -20,7 +20,8 @@ connection's limiter; a hash worker is one per upload).
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -44,7 +45,7 @@ async def run_sync(fn: Callable[..., T], *args: Any) -> T:
     token = trio.lowlevel.current_trio_token()
     context = contextvars.copy_context()
 
-    def deliver(result: "outcome.Outcome[T]") -> None:
+    def deliver(result: outcome.Outcome[T]) -> None:
         token.run_sync_soon(trio.lowlevel.reschedule, task, result)
 
     trio.lowlevel.start_thread_soon(lambda: context.run(fn, *args), deliver)
