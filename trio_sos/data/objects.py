@@ -426,8 +426,9 @@ class DataStore:
         try:
             await self._collect_now(chunks)
             await self.meta.drop_intent(intent_id)
-        except Exception:  # the intent stays; the GC finds the chunks through it later
-            pass
+        except Exception as exc:  # the intent stays; the GC finds the chunks through it later
+            log.info("upload %s: its chunks not queued for the GC now (%r); the GC collects them through its "
+                     "intent once that is abandoned", intent_id.hex(), exc)
 
     async def discard(self, written: Written) -> None:
         """Give up on a written body that will not be committed (e.g. a failed precondition or digest)."""
