@@ -598,6 +598,8 @@ static int mostly_uncached(int fd, uint64_t off, uint64_t len)
 
 void store_note_get(struct chunk *ch, const uint8_t id[16], uint64_t off, uint64_t end)
 {
+    if (g_cfg.no_read_admission)
+        return; /* ch->cache stays 0: nothing to count */
     /* The whole id, mixed: the chunks of one object share all but their last bytes. */
     uint64_t lo, hi;
     memcpy(&lo, id, sizeof lo);
@@ -616,7 +618,7 @@ void store_note_get(struct chunk *ch, const uint8_t id[16], uint64_t off, uint64
                                                     memory_order_relaxed));
     /* As many bytes of it asked for lately as it holds: it is read again. The windows of one pass over it (a node
      * streams a large object in several GETs, in any order) add up to its length only with the last. */
-    ch->cache = !g_cfg.no_read_admission && ch->length > 0 && read >= ch->length;
+    ch->cache = ch->length > 0 && read >= ch->length;
 }
 
 /* Sets or clears O_DIRECT on the chunk's fd; 0 when it could not be set (the fd stays buffered). */

@@ -42,7 +42,7 @@ struct chunk {
     uint64_t mtime;
     uint64_t nblocks;
     int direct; /* fd has O_DIRECT set (store_read_blocks sets and clears it) */
-    int cache;  /* read through the page cache, cold or not: a GET of a chunk read recently (store_note_get) */
+    int cache;  /* read through the page cache, cold or not: a GET of a chunk being read again (store_note_get) */
 };
 int store_open_chunk(const uint8_t id[16], struct chunk *ch, char *msg);
 void store_close_chunk(struct chunk *ch);
