@@ -207,6 +207,7 @@ class NodeProcess:
     endpoints: list = attrs.field(factory=list)
     allowed_log: list = attrs.field(factory=list)  # patterns of problem lines this test expects (allow_log)
     admin_endpoint: str = ""  # the admin listener (tests set TRIO_SOS_ADMIN_LISTEN=127.0.0.1:0: a free port)
+    prefix: tuple = ()  # a program the node runs under (benchmarks/instructions.py: valgrind)
 
     def allow_log(self, pattern: str) -> None:
         """Declare that a log line matching ``pattern`` (a regex) is expected by this test, not a failure."""
@@ -232,7 +233,8 @@ class NodeProcess:
     def start(self, timeout: float = 30.0) -> NodeProcess:
         self.base.mkdir(parents=True, exist_ok=True)
         config = self.write_config()
-        cmd = [sys.executable, "-m", "trio_sos", "serve", "--config", str(config), "--data-dir", str(self.data_dir),
+        cmd = [*self.prefix, sys.executable, "-m", "trio_sos", "serve", "--config", str(config),
+               "--data-dir", str(self.data_dir),
                "--listen", f"127.0.0.1:{self.port}"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log)

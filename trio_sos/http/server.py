@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import os
+import re
 import select
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
@@ -87,25 +88,37 @@ class Response:
 class Request:
     """One request. Header names are lower-cased; values are decoded as latin-1 (bytes preserved 1:1)."""
 
-    def __init__(self, conn: _Connection, event: h11.Request, remote: str) -> None:
+    def __init__(self, conn: _Connection, event: h11.Request, remote: str,
+                 fields: Sequence[tuple[bytes, bytes]] | None = None) -> None:
+        """``fields``: the head's (lower-cased name, value) pairs, when the caller has them already."""
         self._conn = conn
         self.method: str = event.method.decode("ascii", "replace").upper()
         self.target: str = event.target.decode("latin-1")
         self.http_version: str = event.http_version.decode("ascii", "replace")
-        self.headers: list[tuple[str, str]] = [
-            (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in event.headers
-        ]
+        if fields is None:
+            fields = [(name.lower(), value) for name, value in event.headers.raw_items()]
+        self.headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in fields]
         self.remote = remote
         self.body_done = False
         self.body_received = 0
         self.scheme = "https" if getattr(conn, "tls", False) else "http"
 
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: list[tuple[str, str]]) -> None:
+        self._headers = value
+        self._first: dict[str, str] | None = None  # name -> its first value, made on the first lookup
+
     def header(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return default
+        first = self._first
+        if first is None:
+            first = self._first = {}
+            for n, v in self._headers:
+                first.setdefault(n, v)
+        return first.get(name.lower(), default)
 
     def header_all(self, name: str) -> list[str]:
         name = name.lower()
@@ -181,6 +194,7 @@ def _http_date_of(second: int) -> str:
     return formatdate(second, usegmt=True)
 
 
+@functools.cache
 def _reason(status: int) -> bytes:
     try:
         return HTTPStatus(status).phrase.encode("ascii")
@@ -197,6 +211,36 @@ def _wire(value: str) -> bytes:
         return value.encode("latin-1")
     except UnicodeEncodeError:
         return value.encode("utf-8", "surrogateescape")
+
+
+# What h11 checks of each response field (its ``field_name`` and ``field_value`` rules), checked here in one pass:
+# h11 would run two full regular expressions per field for every response, which cost more than the rest of the
+# head's rendering; the fields then go to h11 as already checked (its ``_parsed``), which still frames the message.
+_TOKEN_RE = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_BAD_VALUE_RE = re.compile(rb"[\x00\n\r\f\v]")  # whitespace a value may not hold (spaces and tabs it may)
+_NAMES: dict[str, bytes] = {}  # header names found to be tokens, as bytes
+_NAMES_MAX = 1024  # user metadata names vary: past this many, names are checked each time, not remembered
+
+
+def _field_name(name: str) -> bytes:
+    wire = _NAMES.get(name)
+    if wire is None:
+        wire = name.encode("latin-1", "replace")
+        if _TOKEN_RE.fullmatch(wire) is None:
+            raise h11.LocalProtocolError(f"Illegal header name {wire!r}")
+        if len(_NAMES) < _NAMES_MAX:
+            _NAMES[name] = wire
+    return wire
+
+
+def head_fields(first: list[tuple[bytes, bytes]], headers: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """``first`` and then ``headers`` as h11 fields, refusing what h11 itself would refuse to send (a name that is
+    not a token; a value holding a NUL, CR, LF, FF or VT): ``h11.LocalProtocolError``, nothing sent."""
+    fields = first + [(_field_name(n), _wire(v)) for n, v in headers]
+    if _BAD_VALUE_RE.search(b"\t".join([v for _, v in fields])) is not None:
+        bad = next(v for _, v in fields if _BAD_VALUE_RE.search(v) is not None)
+        raise h11.LocalProtocolError(f"Illegal header value {bad!r}")
+    return fields
 
 
 def _plain_error(status: int, message: str) -> Response:
@@ -354,11 +398,12 @@ class _Connection:
             return False
         if event is None:
             return False
-        problem = self._check_head(event)
+        fields = [(name.lower(), value) for name, value in event.headers.raw_items()]
+        problem = self._check_head(event, fields)
         if problem is not None:
             await self._send_error(*problem)
             return False
-        request = Request(self, event, self.remote)
+        request = Request(self, event, self.remote, fields)
         self.server.in_flight += 1
         self.last_active = trio.current_time()
         started = time.perf_counter()
@@ -380,20 +425,21 @@ class _Connection:
             if observer is not None:
                 observer.request_done(request, response, self.sent, time.perf_counter() - started, completed)
 
-    def _check_head(self, event: h11.Request) -> tuple[int, str] | None:
+    def _check_head(self, event: h11.Request, fields: Sequence[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        """``fields``: the head's (lower-cased name, value) pairs."""
         # h11 bounds a head that arrives in pieces; one that arrives whole in a single read is measured here.
         if len(event.target) > self.limits.max_target_bytes:
             return 414, f"request target longer than {self.limits.max_target_bytes} bytes"
-        if len(event.headers) > self.limits.max_headers:
+        if len(fields) > self.limits.max_headers:
             return 431, f"more than {self.limits.max_headers} header fields"
-        if sum(len(n) + len(v) + 4 for n, v in event.headers) > self.limits.max_head_bytes:
+        if sum(len(n) + len(v) + 4 for n, v in fields) > self.limits.max_head_bytes:
             return 431, f"request headers larger than {self.limits.max_head_bytes} bytes"
-        names = [name.lower() for name, _ in event.headers]
-        if b"transfer-encoding" in names and b"content-length" in names:
-            return 400, "both Transfer-Encoding and Content-Length"
-        te = [v.lower() for n, v in event.headers if n.lower() == b"transfer-encoding"]
-        if te and te != [b"chunked"]:
-            return 501, "only chunked transfer-encoding is supported"
+        te = [v.lower() for n, v in fields if n == b"transfer-encoding"]
+        if te:
+            if any(n == b"content-length" for n, _ in fields):
+                return 400, "both Transfer-Encoding and Content-Length"
+            if te != [b"chunked"]:
+                return 501, "only chunked transfer-encoding is supported"
         return None
 
     async def _send_error(self, status: int, message: str) -> None:
@@ -407,8 +453,7 @@ class _Connection:
             pass
 
     async def _send_response(self, response: Response, head: bool = False) -> None:
-        headers = [(b"Date", http_date().encode()), (b"Server", b"trio_sos")] + [
-            (n.encode("latin-1"), _wire(v)) for n, v in response.headers]
+        headers = head_fields([(b"Date", http_date().encode()), (b"Server", b"trio_sos")], response.headers)
         body = response.body
         if response.content_length is not None:
             headers.append((b"Content-Length", str(response.content_length).encode()))
@@ -417,7 +462,7 @@ class _Connection:
         # A reason phrase, always: botocore's 100-continue handling reads a status line of three parts.
         # The head goes out with the body's first piece when that is small (one send, not two, for most answers).
         pending: bytes | None = self.h11.send(h11.Response(status_code=response.status, headers=headers,
-                                                           reason=_reason(response.status)))
+                                                           reason=_reason(response.status), _parsed=True))
         self.sent_all = False
         if head or response.status == 304:
             pass  # no body, whatever Content-Length says (it describes the GET's body)
@@ -447,14 +492,21 @@ class _Connection:
 
     async def _send_with(self, pending: bytes | None, data: bytes) -> None:
         """Send ``data`` after the bytes still ``pending`` (the response head), together when both are small."""
-        with trio.fail_after(self.limits.send_timeout):
-            if pending:
-                if len(data) <= COALESCE_MAX:
-                    data = pending + data
-                else:
-                    await self.stream.send_all(pending)
-            if data:
-                await self.stream.send_all(data)
+        if pending:
+            if len(data) <= COALESCE_MAX:
+                data = pending + data
+            else:
+                await self._send_bytes(pending)
+        if data:
+            await self._send_bytes(data)
+
+    async def _send_bytes(self, data: bytes) -> None:
+        """``send_all`` within the send timeout (``trio.fail_after``'s behaviour, without its generator-based
+        context manager: this runs for every response)."""
+        with trio.CancelScope(deadline=trio.current_time() + self.limits.send_timeout) as scope:
+            await self.stream.send_all(data)
+        if scope.cancelled_caught:
+            raise trio.TooSlowError
 
     async def _respond(self, request: Request, response: Response) -> bool:
         """Send the response; True if the connection can serve another request."""
