@@ -28,7 +28,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from benchmarks.s3_bench import Conn, Target, tree  # noqa: E402
 from tests.procs import NodeProcess  # noqa: E402
@@ -39,13 +40,13 @@ FEW = 30
 KEYS = 20
 
 
-def count(workload: str, requests: int, doomed: int, base: Path) -> int:
+def count(workload: str, requests: int, doomed: int, base: Path, tree_root: Path) -> int:
     """The node's instruction count over a run that serves ``requests`` requests of ``workload``, after writing
     ``doomed`` objects for DELETEs to remove (as many in every run, so that they cancel out)."""
     log = base / "valgrind.log"
     node = NodeProcess(base / "node", settings={"workers": 1, "gc_interval": 3600.0}, prefix=(
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-        f"--log-file={log}"))
+        f"--log-file={log}"), cwd=str(tree_root))
     node.start(timeout=600)
     try:
         target = Target("trio_sos", node.port, lambda: tree(node.pid), True)
@@ -84,21 +85,20 @@ def count(workload: str, requests: int, doomed: int, base: Path) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def per_request(workload: str, requests: int) -> float:
+def per_request(workload: str, requests: int, tree_root: Path) -> float:
+    """What one more request of ``workload`` costs the node of the source tree at ``tree_root``."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as tmp:
-        few = count(workload, FEW, FEW + requests, Path(tmp) / "few")
-        many = count(workload, FEW + requests, FEW + requests, Path(tmp) / "many")
+        few = count(workload, FEW, FEW + requests, Path(tmp) / "few", tree_root)
+        many = count(workload, FEW + requests, FEW + requests, Path(tmp) / "many", tree_root)
     return (many - few) / requests
 
 
 @contextlib.contextmanager
 def checkout(rev: str) -> Iterator[Path]:
-    """A worktree of ``rev`` whose ``trio_sos`` the node imports (PYTHONPATH); the agent stays this tree's."""
-    root = Path(__file__).resolve().parent.parent
+    """A worktree of ``rev``, whose ``trio_sos`` a node started there imports; the agent stays this tree's."""
     where = Path(tempfile.mkdtemp(prefix="instructions-rev-")) / "tree"
-    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(where), rev], check=True)
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "TRIO_SOS_AGENT_BIN")}
-    os.environ["PYTHONPATH"] = str(where)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(where), rev], check=True)
+    saved = {name: os.environ.get(name) for name in ("TRIO_SOS_AGENT_BIN",)}
     os.environ["TRIO_SOS_AGENT_BIN"] = str(agent_binary())
     try:
         yield where
@@ -108,7 +108,7 @@ def checkout(rev: str) -> Iterator[Path]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(where)], check=False)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False)
         shutil.rmtree(where.parent, ignore_errors=True)
 
 
@@ -123,11 +123,11 @@ def main() -> None:
     workloads = args.workloads or list(WORKLOADS)
     if unknown := [w for w in workloads if w not in WORKLOADS]:
         parser.error(f"unknown workload {unknown[0]!r}: one of {', '.join(WORKLOADS)}")
-    ours = {w: per_request(w, args.requests) for w in workloads}
+    ours = {w: per_request(w, args.requests, ROOT) for w in workloads}
     theirs: dict[str, float] = {}
     if args.compare:
-        with checkout(args.compare):
-            theirs = {w: per_request(w, args.requests) for w in workloads}
+        with checkout(args.compare) as where:
+            theirs = {w: per_request(w, args.requests, where) for w in workloads}
     print(f"| workload | instructions per request{f' | {args.compare} | change' if theirs else ''} |")
     print(f"|---|---|{'---|---|' if theirs else ''}")
     for w in workloads:

@@ -208,6 +208,7 @@ class NodeProcess:
     allowed_log: list = attrs.field(factory=list)  # patterns of problem lines this test expects (allow_log)
     admin_endpoint: str = ""  # the admin listener (tests set TRIO_SOS_ADMIN_LISTEN=127.0.0.1:0: a free port)
     prefix: tuple = ()  # a program the node runs under (benchmarks/instructions.py: valgrind)
+    cwd: str | None = None  # where it runs, and so which trio_sos ``-m`` imports (default: this process's)
 
     def allow_log(self, pattern: str) -> None:
         """Declare that a log line matching ``pattern`` (a regex) is expected by this test, not a failure."""
@@ -237,7 +238,8 @@ class NodeProcess:
                "--data-dir", str(self.data_dir),
                "--listen", f"127.0.0.1:{self.port}"]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log,
+                                         cwd=self.cwd)
         self.stdout_lines = []
         self.endpoints = []
         deadline = time.monotonic() + timeout
