@@ -986,3 +986,17 @@ def test_cached_key_is_used_for_verification() -> None:
         verified = verify_header_auth("GET", "/b/k", headers, parsed, SK, now=DOC_TIME, key_cache=cache)
     assert len(cache) == 1
     assert verified.signing_key == derive_signing_key(SK, "20130524", "us-east-1", "s3")
+
+
+@given(st.text(alphabet=st.sampled_from(string.ascii_letters + string.digits + "-_.~/%+ =&?é$") | st.characters(),
+               min_size=1, max_size=40))
+def test_plain_text_shortcut_matches_the_full_encoding(raw: str) -> None:
+    # canonical_uri and canonical_query hand back unchanged text that has nothing to decode or encode; the full
+    # decode-then-encode path must agree on all text
+    from trio_sos.auth.sigv4 import _encode_component
+
+    assert canonical_uri(raw) == _encode_component(raw, safe="/")
+    expected = [(_encode_component(n, safe=""), _encode_component(v, safe=""))
+                for n, _, v in (part.partition("=") for part in raw.split("&") if part)]
+    expected = [pair for pair in expected if pair[0] != "X-Amz-Signature"]
+    assert canonical_query(raw) == "&".join(f"{n}={v}" for n, v in sorted(expected))

@@ -285,6 +285,12 @@ def _encode_component(raw: str, safe: str) -> str:
     return quote_from_bytes(unquote_to_bytes(_to_bytes(raw)), safe=safe)
 
 
+# Text that decoding and encoding give back unchanged (no ``%``, only what is never encoded): most paths and query
+# parameters, which then skip urllib's two passes.
+_PLAIN_PATH_RE = re.compile(r"[A-Za-z0-9\-_.~/]*")
+_PLAIN_COMPONENT_RE = re.compile(r"[A-Za-z0-9\-_.~]*")
+
+
 def canonical_uri(raw_path: str) -> str:
     """The canonical URI of a request path as received (percent-encoded), the S3 way: percent-decode, then
     encode every byte but the unreserved ``A-Z a-z 0-9 - _ . ~`` and ``/``. No dot-segment removal, no
@@ -292,6 +298,8 @@ def canonical_uri(raw_path: str) -> str:
     """
     if not raw_path:
         return "/"
+    if _PLAIN_PATH_RE.fullmatch(raw_path):
+        return raw_path
     return _encode_component(raw_path, safe="/")
 
 
@@ -301,7 +309,8 @@ def _query_pairs(raw_query: str) -> list[tuple[str, str]]:
         if not part:
             continue
         name, _, value = part.partition("=")
-        pairs.append((_encode_component(name, safe=""), _encode_component(value, safe="")))
+        pairs.append((name if _PLAIN_COMPONENT_RE.fullmatch(name) else _encode_component(name, safe=""),
+                      value if _PLAIN_COMPONENT_RE.fullmatch(value) else _encode_component(value, safe="")))
     return pairs
 
 
@@ -581,7 +590,7 @@ def _check_signature(
     creq = _canonical_request(method, raw_path, raw_query, grouped, signed_headers, payload_hash)
     sts = string_to_sign(amz_date, scope, creq)
     signing_key = key_cache.get(secret, date, region, service)
-    expected = hmac.new(signing_key, _to_bytes(sts), hashlib.sha256).hexdigest()
+    expected = hmac.digest(signing_key, _to_bytes(sts), "sha256").hex()
     if not hmac.compare_digest(expected.encode("ascii"), _to_bytes(signature)):
         raise AuthError(
             "SignatureDoesNotMatch",

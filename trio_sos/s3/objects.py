@@ -14,7 +14,6 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import attrs
 
@@ -194,32 +193,38 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
     return StoredBody(written, checksums, data_key if sse_c else None)
 
 
-@asynccontextmanager
-async def committing(ctx: Ctx, body: StoredBody) -> AsyncIterator[None]:
-    """Around the metadata step that commits ``body``: if it fails, the body's chunks are reclaimed."""
-    try:
-        yield
-    except m.NoSuchBucket:
-        await ctx.services.data.discard(body.written)
-        raise S3Error("NoSuchBucket", BucketName=ctx.bucket or "") from None
-    except m.PreconditionFailed:
-        await ctx.services.data.discard(body.written)
-        raise S3Error("PreconditionFailed",
-                      Condition="If-Match" if ctx.header("if-match") else "If-None-Match") from None
-    except m.ObjectLocked:  # it would replace a locked null version in place
-        await ctx.services.data.discard(body.written)
-        raise objectlock.locked_error() from None
-    except m.IntentLost:
-        # The GC took this upload for abandoned (its intent stopped being renewed for intent_grace): its chunks
-        # may be gone, so nothing is committed and the client is told to retry.
-        log.warning("request %s: upload intent %s was collected before its commit; nothing committed",
-                    ctx.request_id, (body.written.intent_id or b"").hex())
-        await ctx.services.data.discard(body.written)
-        raise S3Error("ServiceUnavailable", "The upload took too long to commit and was discarded; please retry."
-                      ) from None
-    except BaseException:
-        await ctx.services.data.discard(body.written)
-        raise
+class committing:
+    """``async with committing(ctx, body):`` around the metadata step that commits ``body``: if it fails, the
+    body's chunks are reclaimed and the failure becomes S3's error. (A class, not an ``asynccontextmanager``: this
+    wraps every upload, and a generator-based manager costs more than the rest of it.)"""
+
+    def __init__(self, ctx: Ctx, body: StoredBody) -> None:
+        self.ctx, self.body = ctx, body
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None:
+            return False
+        ctx, written = self.ctx, self.body.written
+        if isinstance(exc, m.IntentLost):
+            # The GC took this upload for abandoned (its intent stopped being renewed for intent_grace): its
+            # chunks may be gone, so nothing is committed and the client is told to retry.
+            log.warning("request %s: upload intent %s was collected before its commit; nothing committed",
+                        ctx.request_id, (written.intent_id or b"").hex())
+        await ctx.services.data.discard(written)
+        if isinstance(exc, m.NoSuchBucket):
+            raise S3Error("NoSuchBucket", BucketName=ctx.bucket or "") from None
+        if isinstance(exc, m.PreconditionFailed):
+            raise S3Error("PreconditionFailed",
+                          Condition="If-Match" if ctx.header("if-match") else "If-None-Match") from None
+        if isinstance(exc, m.ObjectLocked):  # it would replace a locked null version in place
+            raise objectlock.locked_error() from None
+        if isinstance(exc, m.IntentLost):
+            raise S3Error("ServiceUnavailable", "The upload took too long to commit and was discarded; please "
+                                                "retry.") from None
+        return False
 
 
 def object_fields(ctx: Ctx) -> dict:
@@ -400,7 +405,10 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}"))
     body: bytes | AsyncIterator[bytes | DirectWindow] = b""
     if with_body and end > start:
-        body = await _started(_body(ctx, obj, data_key, start, end))
+        if obj.inline is not None and data_key is None:
+            body = obj.inline[start:end]  # a small body kept in its metadata record: no streaming machinery
+        else:
+            body = await _started(_body(ctx, obj, data_key, start, end))
     return Response(status, headers, body, content_length=end - start)
 
 
