@@ -5,17 +5,20 @@ machine's hour (the rates and CPU times of s3_bench.py do, up to 2x here), for A
     python benchmarks/instructions.py                      # get, put, delete, head: this tree
     python benchmarks/instructions.py get --compare HEAD~1 # this tree against a commit (a git worktree of it)
     python benchmarks/instructions.py --requests 600       # more requests per run (default 300)
+    python benchmarks/instructions.py --clients 16         # 16 clients at once (default 1)
+    python benchmarks/instructions.py --rev HEAD --compare HEAD~3   # two commits, the working tree untouched
 
 Each workload runs the node twice under ``valgrind --tool=cachegrind --cache-sim=no`` (the node's Python
 process and its threads; the storage agent it starts is not counted), once with a few requests and once with
-``--requests`` more, from one client on one keep-alive connection, and prints the difference in instructions
-divided by the difference in requests: what one more request costs, start-up and shut-down cancelled out.
-Counts repeat within about 1.5% from run to run. Asserts nothing.
+``--requests`` more, from one client on one keep-alive connection (``--clients``: more, at once), and prints the
+difference in instructions divided by the difference in requests: what one more request costs, start-up and
+shut-down cancelled out. Counts repeat within about 1.5% from run to run. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import os
 import random
@@ -40,7 +43,7 @@ FEW = 30
 KEYS = 20
 
 
-def count(workload: str, requests: int, doomed: int, base: Path, tree_root: Path) -> int:
+def count(workload: str, requests: int, doomed: int, base: Path, tree_root: Path, clients: int) -> int:
     """The node's instruction count over a run that serves ``requests`` requests of ``workload``, after writing
     ``doomed`` objects for DELETEs to remove (as many in every run, so that they cancel out)."""
     log = base / "valgrind.log"
@@ -52,27 +55,37 @@ def count(workload: str, requests: int, doomed: int, base: Path, tree_root: Path
         target = Target("trio_sos", node.port, lambda: tree(node.pid), True)
         conn, signer = Conn(node.port), target.signer()
         target.call(conn, signer, "PUT", "/bench")
-        body, rng = os.urandom(4096), random.Random(1)
+        body = os.urandom(4096)
         for i in range(KEYS):
             target.call(conn, signer, "PUT", f"/bench/small/{i:08d}", body=body)
         for i in range(doomed if workload == "delete" else 0):
             target.call(conn, signer, "PUT", f"/bench/doomed/{i}", body=body)
-        for i in range(requests):
-            key = f"/bench/small/{rng.randrange(KEYS):08d}"
-            if workload == "get":
-                status, _, got = target.call(conn, signer, "GET", key)
-                ok = status == 200 and got == body
-            elif workload == "head":
-                status, _, _ = target.call(conn, signer, "HEAD", key)
-                ok = status == 200
-            elif workload == "put":
-                status, _, _ = target.call(conn, signer, "PUT", key, body=body)
-                ok = status == 200
-            else:  # each DELETE removes an object that is there
-                status, _, _ = target.call(conn, signer, "DELETE", f"/bench/doomed/{i}")
-                ok = status == 204
-            if not ok:
-                raise AssertionError(f"{workload}: HTTP {status}")
+
+        def client(mine: range) -> None:
+            conn, signer, rng = Conn(node.port), target.signer(), random.Random(mine.start)
+            for i in mine:
+                key = f"/bench/small/{rng.randrange(KEYS):08d}"
+                if workload == "get":
+                    status, _, got = target.call(conn, signer, "GET", key)
+                    ok = status == 200 and got == body
+                elif workload == "head":
+                    status, _, _ = target.call(conn, signer, "HEAD", key)
+                    ok = status == 200
+                elif workload == "put":
+                    status, _, _ = target.call(conn, signer, "PUT", key, body=body)
+                    ok = status == 200
+                else:  # each DELETE removes an object that is there
+                    status, _, _ = target.call(conn, signer, "DELETE", f"/bench/doomed/{i}")
+                    ok = status == 204
+                if not ok:
+                    raise AssertionError(f"{workload}: HTTP {status}")
+            if conn.sock is not None:
+                conn.sock.close()
+
+        share = -(-requests // clients)
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            for done in [pool.submit(client, range(i, min(i + share, requests))) for i in range(0, requests, share)]:
+                done.result()
         if conn.sock is not None:
             conn.sock.close()
     finally:
@@ -85,11 +98,11 @@ def count(workload: str, requests: int, doomed: int, base: Path, tree_root: Path
     return int(found.group(1).replace(",", ""))
 
 
-def per_request(workload: str, requests: int, tree_root: Path) -> float:
+def per_request(workload: str, requests: int, tree_root: Path, clients: int = 1) -> float:
     """What one more request of ``workload`` costs the node of the source tree at ``tree_root``."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as tmp:
-        few = count(workload, FEW, FEW + requests, Path(tmp) / "few", tree_root)
-        many = count(workload, FEW + requests, FEW + requests, Path(tmp) / "many", tree_root)
+        few = count(workload, FEW, FEW + requests, Path(tmp) / "few", tree_root, clients)
+        many = count(workload, FEW + requests, FEW + requests, Path(tmp) / "many", tree_root, clients)
     return (many - few) / requests
 
 
@@ -116,19 +129,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workloads", nargs="*", metavar="WORKLOAD", help=f"of {', '.join(WORKLOADS)} (default: all)")
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients, each on its own connection")
     parser.add_argument("--compare", metavar="REV", help="also count a commit's node (a git revision)")
+    parser.add_argument("--rev", help="count this commit's node instead of the working tree's")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
     workloads = args.workloads or list(WORKLOADS)
     if unknown := [w for w in workloads if w not in WORKLOADS]:
         parser.error(f"unknown workload {unknown[0]!r}: one of {', '.join(WORKLOADS)}")
-    ours = {w: per_request(w, args.requests, ROOT) for w in workloads}
+    if args.rev:
+        with checkout(args.rev) as where:
+            ours = {w: per_request(w, args.requests, where, args.clients) for w in workloads}
+    else:
+        ours = {w: per_request(w, args.requests, ROOT, args.clients) for w in workloads}
     theirs: dict[str, float] = {}
     if args.compare:
         with checkout(args.compare) as where:
-            theirs = {w: per_request(w, args.requests, where) for w in workloads}
-    print(f"| workload | instructions per request{f' | {args.compare} | change' if theirs else ''} |")
+            theirs = {w: per_request(w, args.requests, where, args.clients) for w in workloads}
+    print(f"| workload | {args.rev or 'this tree'}{f' | {args.compare} | change' if theirs else ''} |")
     print(f"|---|---|{'---|---|' if theirs else ''}")
     for w in workloads:
         line = f"| {w} | {ours[w]:,.0f} |"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -52,9 +52,16 @@ ADMIN_DROPPED = Counter("trio_sos_admin_events_dropped", "Admin events dropped f
                         registry=REGISTRY)
 
 
+_REQUEST_CHILDREN: dict[tuple[str, int], tuple[Any, Any]] = {}  # (operation, status) -> its counter, histogram
+
+
 def observe_request(operation: str, status: int, seconds: float, received: int, sent: int) -> None:
-    REQUESTS.labels(operation, str(status)).inc()
-    REQUEST_SECONDS.labels(operation).observe(seconds)
+    children = _REQUEST_CHILDREN.get((operation, status))
+    if children is None:  # operations and statuses are few: each pair's children are looked up once
+        children = _REQUEST_CHILDREN[operation, status] = (REQUESTS.labels(operation, str(status)),
+                                                           REQUEST_SECONDS.labels(operation))
+    children[0].inc()
+    children[1].observe(seconds)
     if received:
         RECEIVED.inc(received)
     if sent:
@@ -66,12 +73,9 @@ class TimedMeta:
 
     def __init__(self, meta: Any) -> None:
         self._meta = meta
-        self._wrapped: dict[str, Callable] = {}
 
     def __getattr__(self, name: str) -> Any:
-        wrapped = self._wrapped.get(name)
-        if wrapped is not None:
-            return wrapped
+        # called only for a name not looked up before: a wrapped method is then kept as this object's attribute
         attr = getattr(self._meta, name)
         if name.startswith("_") or not inspect.iscoroutinefunction(attr):
             return attr
@@ -89,7 +93,7 @@ class TimedMeta:
             finally:
                 histogram.observe(time.perf_counter() - started)
 
-        self._wrapped[name] = timed
+        setattr(self, name, timed)
         return timed
 
 

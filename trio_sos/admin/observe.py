@@ -4,6 +4,7 @@ the Prometheus request figures, and ``request.slow`` / ``request.failed`` events
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from . import metrics
@@ -11,10 +12,13 @@ from . import metrics
 access_log = logging.getLogger("trio_sos.access")
 
 
+_BARE_RE = re.compile(r'[!#-<>-\[\]-~]+')  # printable ASCII but space, '"', '=' and '\\'
+
+
 def _value(text: object) -> str:
     """A logfmt value: bare when it is simple, else double-quoted with backslash escapes."""
     s = "-" if text is None or text == "" else str(text)
-    if s.isascii() and s.isprintable() and not any(c in s for c in ' "=\\'):
+    if _BARE_RE.fullmatch(s):
         return s
     return '"' + s.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
 

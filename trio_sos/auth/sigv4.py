@@ -230,7 +230,30 @@ def parse_authorization(value: str) -> ParsedAuth:
             "the authorization header requires three components: Credential, SignedHeaders, and Signature."
         )
 
-    scope = found["Credential"].split("/")
+    access_key, date, region, service = _scope(found["Credential"])
+    return ParsedAuth(
+        access_key=access_key,
+        date=date,
+        region=region,
+        service=service,
+        signed_headers=_signed_names(found["SignedHeaders"]),
+        signature=found["Signature"],
+    )
+
+
+# A client sends the same Credential and SignedHeaders with request after request: each text is checked once and
+# its parts kept (bounded: cleared when full). Only what passed is kept; the signature is never cached.
+_PARSED_MAX = 1024
+_SCOPES: dict[str, tuple[str, str, str, str]] = {}
+_SIGNED_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _scope(credential: str) -> tuple[str, str, str, str]:
+    """access key, date, region and service of a Credential component; AuthorizationHeaderMalformed."""
+    known = _SCOPES.get(credential)
+    if known is not None:
+        return known
+    scope = credential.split("/")
     if len(scope) != 5 or not all(scope):
         raise _malformed(
             'the Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
@@ -242,20 +265,24 @@ def parse_authorization(value: str) -> ParsedAuth:
         )
     if terminator != TERMINATOR:
         raise _malformed(f'incorrect terminal "{terminator}". This endpoint uses "{TERMINATOR}".')
+    if len(_SCOPES) >= _PARSED_MAX:
+        _SCOPES.clear()
+    known = _SCOPES[credential] = (access_key, date, region, service)
+    return known
 
-    names = found["SignedHeaders"].split(";")
+
+def _signed_names(text: str) -> tuple[str, ...]:
+    """The SignedHeaders component's names, lower-cased, in the order given; AuthorizationHeaderMalformed."""
+    known = _SIGNED_NAMES.get(text)
+    if known is not None:
+        return known
+    names = text.split(";")
     if not all(_TOKEN_RE.match(name) for name in names):
-        raise _malformed(
-            f'the authorization component "SignedHeaders={found["SignedHeaders"]}" is malformed.'
-        )
-    return ParsedAuth(
-        access_key=access_key,
-        date=date,
-        region=region,
-        service=service,
-        signed_headers=tuple(name.lower() for name in names),
-        signature=found["Signature"],
-    )
+        raise _malformed(f'the authorization component "SignedHeaders={text}" is malformed.')
+    if len(_SIGNED_NAMES) >= _PARSED_MAX:
+        _SIGNED_NAMES.clear()
+    known = _SIGNED_NAMES[text] = tuple(name.lower() for name in names)
+    return known
 
 
 def _is_calendar_date(text: str) -> bool:
