@@ -1150,6 +1150,8 @@ class SqliteMetaStore(MetaStore):
     @staticmethod
     def _enqueue(c: sqlite3.Connection, entries: Sequence[GcEntry]) -> None:
         """Idempotent per chunk: a repeated chunk keeps one entry, with the later not_before and every agent."""
+        if not entries:  # an inline body's record: no statement at all (each one costs, even with no rows)
+            return
         c.executemany(
             "INSERT INTO gc (chunk_id, agents, not_before) VALUES (?, ?, ?) ON CONFLICT (chunk_id) DO UPDATE SET "
             "not_before = max(not_before, excluded.not_before), agents = sos_agents_union(agents, excluded.agents)",
@@ -1161,6 +1163,8 @@ class SqliteMetaStore(MetaStore):
                 not_before: float) -> None:
         """Queue ``chunks`` for GC, except those ``keep`` (the manifest being committed) still references, and take
         them out of the chunk index."""
+        if not chunks:
+            return
         kept = {ref.chunk_id for ref in keep}
         gone = [r for r in chunks if r.chunk_id not in kept]
         cls._enqueue(c, [GcEntry(r.chunk_id, r.agents, not_before) for r in gone])
@@ -1171,11 +1175,15 @@ class SqliteMetaStore(MetaStore):
                 ) -> None:
         """A committed manifest references its chunks: take them out of the GC queue if they were in it, and index
         them under their owner (bucket, key, upload id, part number, version id)."""
+        if not chunks:
+            return
         c.executemany("DELETE FROM gc WHERE chunk_id = ?", [(bytes(r.chunk_id),) for r in chunks])
         cls._index(c, chunks, owner)
 
     @staticmethod
     def _index(c: sqlite3.Connection, chunks: Sequence[ChunkRef], owner: tuple[str, str, str, int, str]) -> None:
+        if not chunks:
+            return
         bucket, key, upload_id, part, version_id = owner
         ids = [(bytes(r.chunk_id),) for r in chunks]
         c.executemany("DELETE FROM chunk_replicas WHERE chunk_id = ?", ids)
@@ -1189,6 +1197,8 @@ class SqliteMetaStore(MetaStore):
 
     @staticmethod
     def _unindex(c: sqlite3.Connection, chunk_ids: Sequence[bytes]) -> None:
+        if not chunk_ids:
+            return
         ids = [(bytes(cid),) for cid in chunk_ids]
         c.executemany("DELETE FROM chunk_index WHERE chunk_id = ?", ids)
         c.executemany("DELETE FROM chunk_replicas WHERE chunk_id = ?", ids)
