@@ -365,15 +365,19 @@ class _Connection:
             self.server.waiting_heads.add(idle)  # a stopping server ends connections that wait for a request
             if self.server.stopping:
                 idle.cancel()
+            started = shortened = False
             while True:
                 event = self.h11.next_event()
                 if event is not h11.NEED_DATA:
                     break
+                if started and not shortened:
+                    # once part of a head has arrived, the rest must follow within head_timeout (set only when
+                    # it has to be waited for: most heads arrive whole, in one read)
+                    idle.deadline = min(idle.deadline, trio.current_time() + self.limits.head_timeout)
+                    shortened = True
                 data = await self.stream.receive_some(RECEIVE_SIZE)
                 self.h11.receive_data(cast(bytes, data))  # bytes-like: h11 copies it into its buffer
-                if data:
-                    # once part of a head has arrived, the rest must follow within head_timeout
-                    idle.deadline = min(idle.deadline, trio.current_time() + self.limits.head_timeout)
+                started = started or bool(data)
         self.server.waiting_heads.discard(idle)
         if idle.cancelled_caught:
             if self.h11.trailing_data[0] and not self.server.stopping:
