@@ -15,6 +15,7 @@ agents; no bucket or key is ever a label.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import time
@@ -52,16 +53,15 @@ ADMIN_DROPPED = Counter("trio_sos_admin_events_dropped", "Admin events dropped f
                         registry=REGISTRY)
 
 
-_REQUEST_CHILDREN: dict[tuple[str, int], tuple[Any, Any]] = {}  # (operation, status) -> its counter, histogram
+@functools.lru_cache(maxsize=1024)  # operations and statuses are few: each pair's children are looked up once
+def _request_children(operation: str, status: int) -> tuple[Any, Any]:
+    return REQUESTS.labels(operation, str(status)), REQUEST_SECONDS.labels(operation)
 
 
 def observe_request(operation: str, status: int, seconds: float, received: int, sent: int) -> None:
-    children = _REQUEST_CHILDREN.get((operation, status))
-    if children is None:  # operations and statuses are few: each pair's children are looked up once
-        children = _REQUEST_CHILDREN[operation, status] = (REQUESTS.labels(operation, str(status)),
-                                                           REQUEST_SECONDS.labels(operation))
-    children[0].inc()
-    children[1].observe(seconds)
+    counter, histogram = _request_children(operation, status)
+    counter.inc()
+    histogram.observe(seconds)
     if received:
         RECEIVED.inc(received)
     if sent:

@@ -42,6 +42,7 @@ Canonicalisation (as botocore signs S3 requests; the tests check it against boto
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -242,17 +243,11 @@ def parse_authorization(value: str) -> ParsedAuth:
 
 
 # A client sends the same Credential and SignedHeaders with request after request: each text is checked once and
-# its parts kept (bounded: cleared when full). Only what passed is kept; the signature is never cached.
-_PARSED_MAX = 1024
-_SCOPES: dict[str, tuple[str, str, str, str]] = {}
-_SIGNED_NAMES: dict[str, tuple[str, ...]] = {}
-
-
+# its parts kept (an LRU cache keeps only what passed: an error is raised again each time). The signature is never
+# cached.
+@functools.lru_cache(maxsize=1024)
 def _scope(credential: str) -> tuple[str, str, str, str]:
     """access key, date, region and service of a Credential component; AuthorizationHeaderMalformed."""
-    known = _SCOPES.get(credential)
-    if known is not None:
-        return known
     scope = credential.split("/")
     if len(scope) != 5 or not all(scope):
         raise _malformed(
@@ -265,24 +260,16 @@ def _scope(credential: str) -> tuple[str, str, str, str]:
         )
     if terminator != TERMINATOR:
         raise _malformed(f'incorrect terminal "{terminator}". This endpoint uses "{TERMINATOR}".')
-    if len(_SCOPES) >= _PARSED_MAX:
-        _SCOPES.clear()
-    known = _SCOPES[credential] = (access_key, date, region, service)
-    return known
+    return access_key, date, region, service
 
 
+@functools.lru_cache(maxsize=1024)
 def _signed_names(text: str) -> tuple[str, ...]:
     """The SignedHeaders component's names, lower-cased, in the order given; AuthorizationHeaderMalformed."""
-    known = _SIGNED_NAMES.get(text)
-    if known is not None:
-        return known
     names = text.split(";")
     if not all(_TOKEN_RE.match(name) for name in names):
         raise _malformed(f'the authorization component "SignedHeaders={text}" is malformed.')
-    if len(_SIGNED_NAMES) >= _PARSED_MAX:
-        _SIGNED_NAMES.clear()
-    known = _SIGNED_NAMES[text] = tuple(name.lower() for name in names)
-    return known
+    return tuple(name.lower() for name in names)
 
 
 def _is_calendar_date(text: str) -> bool:

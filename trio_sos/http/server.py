@@ -89,14 +89,12 @@ class Request:
     """One request. Header names are lower-cased; values are decoded as latin-1 (bytes preserved 1:1)."""
 
     def __init__(self, conn: _Connection, event: h11.Request, remote: str,
-                 fields: Sequence[tuple[bytes, bytes]] | None = None) -> None:
-        """``fields``: the head's (lower-cased name, value) pairs, when the caller has them already."""
+                 fields: Sequence[tuple[bytes, bytes]]) -> None:
+        """``fields``: the head's (lower-cased name, value) pairs."""
         self._conn = conn
         self.method: str = event.method.decode("ascii", "replace").upper()
         self.target: str = event.target.decode("latin-1")
         self.http_version: str = event.http_version.decode("ascii", "replace")
-        if fields is None:
-            fields = [(name.lower(), value) for name, value in event.headers.raw_items()]
         self.headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in fields]
         self.remote = remote
         self.body_done = False
@@ -218,18 +216,11 @@ def _wire(value: str) -> bytes:
 # head's rendering; the fields then go to h11 as already checked (its ``_parsed``), which still frames the message.
 _TOKEN_RE = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _BAD_VALUE_RE = re.compile(rb"[\x00\n\r\f\v]")  # whitespace a value may not hold (spaces and tabs it may)
-_NAMES: dict[str, bytes] = {}  # header names found to be tokens, as bytes
-_NAMES_MAX = 1024  # user metadata names vary: past this many, names are checked each time, not remembered
-
-
+@functools.lru_cache(maxsize=1024)  # names found to be tokens (user metadata names vary: bounded)
 def _field_name(name: str) -> bytes:
-    wire = _NAMES.get(name)
-    if wire is None:
-        wire = name.encode("latin-1", "replace")
-        if _TOKEN_RE.fullmatch(wire) is None:
-            raise h11.LocalProtocolError(f"Illegal header name {wire!r}")
-        if len(_NAMES) < _NAMES_MAX:
-            _NAMES[name] = wire
+    wire = name.encode("latin-1", "replace")
+    if _TOKEN_RE.fullmatch(wire) is None:
+        raise h11.LocalProtocolError(f"Illegal header name {wire!r}")
     return wire
 
 

@@ -195,8 +195,8 @@ async def store_body(ctx: Ctx, receive: Callable[[], Awaitable[bytes]] | None = 
 
 class committing:
     """``async with committing(ctx, body):`` around the metadata step that commits ``body``: if it fails, the
-    body's chunks are reclaimed and the failure becomes S3's error. (A class, not an ``asynccontextmanager``: this
-    wraps every upload, and a generator-based manager costs more than the rest of it.)"""
+    body's chunks are reclaimed and the failure becomes S3's error. (A class rather than an
+    ``asynccontextmanager``: it wraps every upload, and skips the generator machinery.)"""
 
     def __init__(self, ctx: Ctx, body: StoredBody) -> None:
         self.ctx, self.body = ctx, body
@@ -405,14 +405,20 @@ async def _get_or_head(ctx: Ctx, with_body: bool) -> Response:
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{obj.size}"))
     body: bytes | AsyncIterator[bytes | DirectWindow] = b""
     if with_body and end > start:
-        if obj.inline is not None and data_key is None:
-            body = obj.inline[start:end]  # a small body kept in its metadata record: no streaming machinery
-        else:
-            body = await _started(_body(ctx, obj, data_key, start, end))
+        body = await _body(ctx, obj, data_key, start, end)
     return Response(status, headers, body, content_length=end - start)
 
 
-def _body(ctx: Ctx, obj: m.ObjectVersion, data_key: bytes | None, start: int, end: int
+async def _body(ctx: Ctx, obj: m.ObjectVersion, data_key: bytes | None, start: int, end: int
+                ) -> bytes | AsyncIterator[bytes | DirectWindow]:
+    """A response's body ``[start, end)``: a small body kept in its metadata record as its bytes (no streaming
+    machinery), any other streamed, its first piece fetched already (``_started``)."""
+    if obj.inline is not None and data_key is None:
+        return obj.inline[start:end]
+    return await _started(_stream(ctx, obj, data_key, start, end))
+
+
+def _stream(ctx: Ctx, obj: m.ObjectVersion, data_key: bytes | None, start: int, end: int
           ) -> AsyncIterator[bytes | DirectWindow]:
     """The bytes a GET answers: straight from the agents (zero-copy where it can), or decrypted."""
     if data_key is not None:
@@ -448,7 +454,7 @@ async def _get_part(ctx: Ctx, obj: m.ObjectVersion, with_body: bool, data_key: b
                         else f"bytes */{obj.size}"))
     body: bytes | AsyncIterator[bytes | DirectWindow] = b""
     if with_body and end > start:
-        body = await _started(_body(ctx, obj, data_key, start, end))
+        body = await _body(ctx, obj, data_key, start, end)
     return Response(status, headers, body, content_length=end - start)
 
 
