@@ -263,6 +263,13 @@ def assert_iam_error(response: requests.Response, expected: str) -> None:
     assert f"<Code>{expected}</Code>" in response.text and "<ErrorResponse" in response.text, response.text
 
 
+@pytest.mark.parametrize("max_items", ["²", "٣", "0", "1001", "-1", "9" * 30])
+def test_max_items_out_of_range_or_not_ascii_digits_is_a_validation_error(admin_node, max_items) -> None:
+    response = post_signed(admin_node, urlencode({"Action": "ListUsers", "Version": "2010-05-08",
+                                                  "MaxItems": max_items}), admin_node.users[0])
+    assert_iam_error(response, "ValidationError")
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(params=st.dictionaries(
     st.sampled_from(["Action", "UserName", "PolicyName", "PolicyDocument", "AccessKeyId", "Status", "MaxItems",

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote
 from ..auth import sigv4
 from ..http.server import ClientDisconnected, Response
 from ..meta import store as m
-from . import access, policy
+from . import access, params, policy
 from .context import Ctx
 from .errors import S3Error
 from .xml import Tag, document
@@ -218,10 +218,11 @@ def _no_extras(form: dict[str, str], *names: str) -> None:
 def _page(form: dict[str, str]) -> tuple[str, int]:
     marker = form.get("Marker", "")
     raw = form.get("MaxItems", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    count = params.uint(raw, 4)
+    if count is None or not 1 <= count <= 1000:
         raise IamError("ValidationError", f"1 validation error detected: Value '{raw[:16]}' at 'maxItems' failed "
                                           "to satisfy constraint: Member must have value between 1 and 1000")
-    return marker, int(raw)
+    return marker, count
 
 
 async def _user(ctx: Ctx, name: str) -> m.User:

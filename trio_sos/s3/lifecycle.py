@@ -23,6 +23,7 @@ import attrs
 from ..data.lifecycle import after_days, day_length, matches, rules
 from ..http.server import Response
 from ..meta import store as m
+from . import params
 from .buckets import read_document
 from .context import Ctx
 from .errors import S3Error
@@ -62,9 +63,9 @@ def expiration_header(ctx: Ctx, bucket: m.Bucket, obj: m.ObjectVersion) -> list[
 
 def _int(node: Any, name: str, what: str, low: int = 1, high: int = 2**31 - 1) -> int:
     text = (child_text(node, name) or "").strip()
-    if not text.lstrip("-").isdigit() or len(text) > 11:
+    value = params.sint(text) if len(text) <= 11 else None
+    if value is None:
         raise S3Error("MalformedXML")
-    value = int(text)
     if not low <= value <= high:
         raise S3Error("InvalidArgument", what, ArgumentName=name, ArgumentValue=text)
     return value

@@ -19,6 +19,7 @@ import attrs
 
 from ..http.server import Response
 from ..meta import store as m
+from . import params
 from .buckets import read_document
 from .context import Ctx
 from .errors import S3Error
@@ -182,9 +183,9 @@ def parse_configuration(raw: bytes) -> dict:
     if (days is None) == (years is None):
         raise S3Error("MalformedXML")
     raw_value = (days if days is not None else years or "").strip()
-    if not raw_value.lstrip("-").isdigit() or len(raw_value) > 6:
+    value = params.sint(raw_value) if len(raw_value) <= 6 else None
+    if value is None:
         raise S3Error("MalformedXML")
-    value = int(raw_value)
     if value <= 0:
         raise S3Error("InvalidArgument", "Default retention period must be a positive integer value.",
                       ArgumentName="Days" if days is not None else "Years", ArgumentValue=raw_value)
