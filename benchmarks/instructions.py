@@ -108,19 +108,13 @@ def per_request(workload: str, requests: int, tree_root: Path, clients: int = 1)
 
 @contextlib.contextmanager
 def checkout(rev: str) -> Iterator[Path]:
-    """A worktree of ``rev``, whose ``trio_sos`` a node started there imports; the agent stays this tree's."""
+    """A worktree of ``rev``, whose ``trio_sos`` a node started there imports (the agent stays this tree's: see
+    ``main``)."""
     where = Path(tempfile.mkdtemp(prefix="instructions-rev-")) / "tree"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(where), rev], check=True)
-    saved = {name: os.environ.get(name) for name in ("TRIO_SOS_AGENT_BIN",)}
-    os.environ["TRIO_SOS_AGENT_BIN"] = str(agent_binary())
     try:
         yield where
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False)
         shutil.rmtree(where.parent, ignore_errors=True)
 
@@ -135,6 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
+    # every node counted runs this tree's agent (a worktree has none built; the agent is not counted anyway)
+    os.environ.setdefault("TRIO_SOS_AGENT_BIN", str(agent_binary()))
     workloads = args.workloads or list(WORKLOADS)
     if unknown := [w for w in workloads if w not in WORKLOADS]:
         parser.error(f"unknown workload {unknown[0]!r}: one of {', '.join(WORKLOADS)}")
