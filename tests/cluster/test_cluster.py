@@ -341,6 +341,20 @@ def test_agents_and_nodes_register_again_on_a_new_zookeeper(zk_factory, tmp_path
         wait_for(lambda: registered_agents(zk.hosts, cluster_name) == ids, timeout=60, what="agents registered again")
         wait_for(lambda: node.endpoint in cluster_cli_hosts(zk.hosts, cluster_name, "nodes"), timeout=60,
                  what="the node registered again")
+
+        def served() -> bool:
+            # on its new session the node registers itself and reads the agents again, in either order: until it
+            # has read them, a GET is a 503 (never a wrong body)
+            try:
+                got = s3.get_object(Bucket="again", Key="k")["Body"].read()
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ServiceUnavailable":
+                    raise
+                return False
+            assert got == b"kept on the agents"
+            return True
+
+        wait_for(served, timeout=60, what="the node serving the object from the agents again")
         assert s3.get_object(Bucket="again", Key="k")["Body"].read() == b"kept on the agents"
         s3.put_object(Bucket="again", Key="k2", Body=b"written after")
         assert s3.get_object(Bucket="again", Key="k2")["Body"].read() == b"written after"

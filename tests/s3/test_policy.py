@@ -324,7 +324,7 @@ def test_the_whole_decision_matches_the_model(bucket_stmts, user_stmts, caller, 
     user_doc = doc(*({"Effect": s["effect"], "Action": s["actions"], "Resource": s["resource"]} for s in user_stmts))
     user = None if caller is None else User(caller, caller, policies=(("p", user_doc),) if user_stmts else ())
     request = Request(None, h11.Request(method="GET", target=f"/{B}", headers=[("host", "x")]),  # type: ignore
-                      "127.0.0.1:4000")
+                      "127.0.0.1:4000", [(b"host", b"x")])
     ctx = Ctx(request, "id", None, bucket=B, user=user, auth="sigv4" if user else "anonymous")  # type: ignore
     permission = access.OWNER if action == "s3:PutBucketPolicy" else "READ"
     assert access.allowed(ctx, bucket, permission, action, None) == whole_model(bucket_stmts, user_stmts, caller,
