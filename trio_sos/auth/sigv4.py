@@ -525,6 +525,14 @@ def _iso_basic(when: datetime) -> str:
     return f"{when.year:04d}{when.month:02d}{when.day:02d}T{when.hour:02d}{when.minute:02d}{when.second:02d}Z"
 
 
+@functools.lru_cache(maxsize=256)
+def _request_time_text(value: str) -> tuple[datetime, str] | None:
+    """``_parse_request_time`` of a header's date text, with the time's ISO 8601 basic text: cached (bounded) by
+    that text, which the requests of one second share (a datetime and a str are immutable)."""
+    when = _parse_request_time(value)
+    return None if when is None else (when, _iso_basic(when))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Verification
 
@@ -708,9 +716,10 @@ def verify_header_auth(
     if not date_values:
         raise AuthError("AccessDenied", _NO_DATE_MESSAGE)
     raw_date = ",".join(v.strip() for v in date_values)
-    request_time = _parse_request_time(raw_date)
-    if request_time is None:
+    parsed_time = _request_time_text(raw_date)
+    if parsed_time is None:
         raise AuthError("AccessDenied", _NO_DATE_MESSAGE)
+    request_time, amz_date = parsed_time
 
     now = _utc(now)
     if abs(now - request_time) > max_skew:
@@ -724,7 +733,6 @@ def verify_header_auth(
             },
         )
 
-    amz_date = _iso_basic(request_time)
     if parsed.date != amz_date[:8]:
         raise _malformed("Invalid credential date. Date is not the same as X-Amz-Date.")
 
