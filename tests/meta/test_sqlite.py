@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import trio
 
 from trio_sos.meta import sqlite as sqlite_mod
@@ -557,3 +559,24 @@ async def test_a_batch_runs_in_full_when_its_leader_is_cancelled_before_the_hop(
     in_window = lambda: db._write_limiter.borrowed_tokens == 1 and bool(db._pending)  # noqa: E731
     hits = [await race(f"k{i}", in_window) for i in range(40)]
     assert any(hits), "the cancellation never came between the write lock and the batch"
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES)
+def test_stored_json_is_json_dumps_compact(value: object) -> None:
+    """Both backends store this text: the encoder made once writes exactly what json.dumps writes."""
+    assert sqlite_mod._json(value) == json.dumps(value, separators=(",", ":"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(), st.text()), max_size=5))
+def test_pairs_round_trip(pairs: list[tuple[str, str]]) -> None:
+    text = sqlite_mod._enc_pairs(pairs)
+    assert text == json.dumps([[k, v] for k, v in pairs], separators=(",", ":"))
+    assert sqlite_mod._dec_pairs(text) == tuple(pairs)

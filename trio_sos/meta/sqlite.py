@@ -388,11 +388,18 @@ def _migrate(conn: sqlite3.Connection) -> int:
 # -- encoding --
 
 
+# json.dumps builds an encoder on every call made with other than the default options: one, made once, does the
+# same (the same options, the same text); it keeps no state between calls
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _enc_pairs(pairs: Sequence[tuple[str, str]]) -> str:
+    if not pairs:  # most records' tags, user metadata, checksums (``_dec_pairs`` reads it back without a parse)
+        return "[]"
     return _json([[k, v] for k, v in pairs])
 
 
