@@ -70,6 +70,37 @@ async def test_random_cancellations_under_load(agent) -> None:
         assert pool.connects <= 2  # nothing had to be replaced
 
 
+async def test_frames_queued_together_keep_their_order_and_bytes(agent) -> None:
+    """Many requests at once on one connection: the writer sends the small frames queued behind one another in one
+    buffer (payloads around ``COALESCE_MAX`` on both sides, empty ones, pings between them) and every chunk comes
+    back as written."""
+    from trio_sos.agent.client import COALESCE_MAX
+
+    sizes = [0, 1, 100, COALESCE_MAX - 40, COALESCE_MAX - 24, COALESCE_MAX, COALESCE_MAX + 1, 3 * COALESCE_MAX]
+    stored: dict[bytes, bytes] = {}
+    async with open_agent_pool(agent.address, size=1) as pool:
+
+        async def writer(i: int) -> None:
+            rng = random.Random(i)
+            for _ in range(3):
+                chunk_id, body = os.urandom(16), os.urandom(rng.choice(sizes))
+                async with pool.put_stream(chunk_id) as stream:
+                    cut = rng.randrange(len(body) + 1)
+                    await stream.write(body[:cut])  # an empty write sends no frame
+                    await stream.write(body[cut:])
+                    await stream.finish()
+                stored[chunk_id] = body
+                await pool.ping()
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(16):
+                    nursery.start_soon(writer, i)
+            for chunk_id, body in stored.items():
+                assert await pool.get(chunk_id) == body
+        assert pool.connects == 1
+
+
 async def test_stuck_agent_blocks_the_producer(agent) -> None:
     async with open_agent_pool(agent.address, size=1, queue_frames=4, timeout=60) as pool:
         await pool.ping()

@@ -52,6 +52,9 @@ class AgentTimeout(AgentConnectionError, TimeoutError):
     """A request got no answer within the pool's timeout; the connection it used was dropped."""
 
 
+COALESCE_MAX = 64 * 1024  # frames up to this many bytes together are sent in one buffer (AgentConnection._writer)
+
+
 def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     return _crc32c.crc32c(data, value)
 
@@ -152,11 +155,33 @@ class AgentConnection:
             self._stopped.set()
 
     async def _writer(self) -> None:
+        """Send the queued frames in order. Small ones go out together: each frame's header and payload, and the
+        frames queued behind it up to ``COALESCE_MAX`` bytes, are copied into one buffer and sent at once — one
+        system call (and one wake of the agent) instead of two per frame, which on loopback cost more than the
+        copy. A payload above that size is sent from its own buffer, after what was gathered before it."""
         try:
             async for header, payload in self._outgoing:
-                await self._stream.send_all(header)
-                if payload:
-                    await self._stream.send_all(payload)
+                parts: list[Any] = [header]
+                size = len(header)
+                big = None
+                while True:
+                    if payload:
+                        if len(payload) > COALESCE_MAX:
+                            big = payload
+                            break
+                        parts.append(payload)
+                        size += len(payload)
+                    if size >= COALESCE_MAX:
+                        break
+                    try:
+                        header, payload = self._outgoing.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    parts.append(header)
+                    size += len(header)
+                await self._stream.send_all(parts[0] if len(parts) == 1 else b"".join(parts))
+                if big is not None:
+                    await self._stream.send_all(big)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.close(AgentConnectionError(f"send failed: {exc!r}"))
 
