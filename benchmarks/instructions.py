@@ -7,6 +7,7 @@ machine's hour (the rates and CPU times of s3_bench.py do, up to 2x here), for A
     python benchmarks/instructions.py --requests 600       # more requests per run (default 300)
     python benchmarks/instructions.py --clients 16         # 16 clients at once (default 1)
     python benchmarks/instructions.py --rev HEAD --compare HEAD~3   # two commits, the working tree untouched
+    python benchmarks/instructions.py put --set inline_max=0     # a node setting: 4 KiB PUTs as chunks
 
 Each workload runs the node twice under ``valgrind --tool=cachegrind --cache-sim=no`` (the node's Python
 process and its threads; the storage agent it starts is not counted), once with a few requests and once with
@@ -43,11 +44,12 @@ FEW = 30
 KEYS = 20
 
 
-def count(workload: str, requests: int, doomed: int, base: Path, tree_root: Path, clients: int) -> int:
+def count(workload: str, requests: int, doomed: int, base: Path, tree_root: Path, clients: int,
+          extra: dict | None = None) -> int:
     """The node's instruction count over a run that serves ``requests`` requests of ``workload``, after writing
     ``doomed`` objects for DELETEs to remove (as many in every run, so that they cancel out)."""
     log = base / "valgrind.log"
-    node = NodeProcess(base / "node", settings={"workers": 1, "gc_interval": 3600.0}, prefix=(
+    node = NodeProcess(base / "node", settings={"workers": 1, "gc_interval": 3600.0, **(extra or {})}, prefix=(
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
         f"--log-file={log}"), cwd=str(tree_root))
     node.start(timeout=600)
@@ -98,11 +100,12 @@ def count(workload: str, requests: int, doomed: int, base: Path, tree_root: Path
     return int(found.group(1).replace(",", ""))
 
 
-def per_request(workload: str, requests: int, tree_root: Path, clients: int = 1) -> float:
-    """What one more request of ``workload`` costs the node of the source tree at ``tree_root``."""
+def per_request(workload: str, requests: int, tree_root: Path, clients: int = 1, extra: dict | None = None) -> float:
+    """What one more request of ``workload`` costs the node of the source tree at ``tree_root`` (``extra``: node
+    settings)."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as tmp:
-        few = count(workload, FEW, FEW + requests, Path(tmp) / "few", tree_root, clients)
-        many = count(workload, FEW + requests, FEW + requests, Path(tmp) / "many", tree_root, clients)
+        few = count(workload, FEW, FEW + requests, Path(tmp) / "few", tree_root, clients, extra)
+        many = count(workload, FEW + requests, FEW + requests, Path(tmp) / "many", tree_root, clients, extra)
     return (many - few) / requests
 
 
@@ -126,7 +129,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients, each on its own connection")
     parser.add_argument("--compare", metavar="REV", help="also count a commit's node (a git revision)")
     parser.add_argument("--rev", help="count this commit's node instead of the working tree's")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a node setting, repeatable (e.g. inline_max=0: 4 KiB bodies as chunks on the agent)")
     args = parser.parse_args()
+    extra: dict = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected NAME=VALUE")
+        extra[name.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
     # every node counted runs this tree's agent (a worktree has none built; the agent is not counted anyway)
@@ -136,13 +147,13 @@ def main() -> None:
         parser.error(f"unknown workload {unknown[0]!r}: one of {', '.join(WORKLOADS)}")
     if args.rev:
         with checkout(args.rev) as where:
-            ours = {w: per_request(w, args.requests, where, args.clients) for w in workloads}
+            ours = {w: per_request(w, args.requests, where, args.clients, extra) for w in workloads}
     else:
-        ours = {w: per_request(w, args.requests, ROOT, args.clients) for w in workloads}
+        ours = {w: per_request(w, args.requests, ROOT, args.clients, extra) for w in workloads}
     theirs: dict[str, float] = {}
     if args.compare:
         with checkout(args.compare) as where:
-            theirs = {w: per_request(w, args.requests, where, args.clients) for w in workloads}
+            theirs = {w: per_request(w, args.requests, where, args.clients, extra) for w in workloads}
     print(f"| workload | {args.rev or 'this tree'}{f' | {args.compare} | change' if theirs else ''} |")
     print(f"|---|---|{'---|---|' if theirs else ''}")
     for w in workloads:

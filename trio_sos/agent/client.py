@@ -238,7 +238,14 @@ class AgentConnection:
     async def _enqueue(self, op: int, request: int, payload: Any = b"") -> None:
         header = p.encode_header(op, request, len(payload))
         try:
-            await self._send.send((header, payload))
+            # Queued at once when there is room: no yield to the scheduler per frame (the writer then finds several
+            # frames to send together), but a cancellation is still delivered here; waited for when the queue is
+            # full, as backpressure.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                self._send.send_nowait((header, payload))
+            except trio.WouldBlock:
+                await self._send.send((header, payload))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise AgentConnectionError(f"agent connection unusable: {self.error}") from None
 
