@@ -238,11 +238,12 @@ class DataStore:
                 # Hashing runs in a worker thread beside the event loop (hashlib releases the GIL), piece N
                 # being hashed while piece N goes to the agent and N+1 arrives from the client. The channel
                 # holds one piece: memory stays bounded, and the hasher never falls more than a piece behind.
-                to_hash, hash_queue = trio.open_memory_channel[bytes | memoryview](1)
-                nursery.start_soon(_hash_worker, hash_queue, hashers)
+                # A body that ends within its first piece has nothing to overlap: that piece is hashed here (in
+                # one thread hop when large), and no hash worker is started.
+                to_hash: trio.MemorySendChannel[bytes | memoryview] | None = None
                 sink = _ChunkSink(self, intent_id, nursery)
                 try:
-                    async with to_hash:
+                    try:
                         buf = bytearray()
                         while True:
                             data = await receive()
@@ -265,7 +266,16 @@ class DataStore:
                                 piece = bytes(buf)
                                 buf.clear()
                             if piece is not None:
-                                await to_hash.send(piece)
+                                if to_hash is None and not data:  # the body's first and last piece
+                                    if len(piece) >= THREAD_HASH_MIN:
+                                        await threads.run_sync(_update, hashers, piece)
+                                    else:
+                                        _update(hashers, piece)
+                                else:
+                                    if to_hash is None:
+                                        to_hash, hash_queue = trio.open_memory_channel[bytes | memoryview](1)
+                                        nursery.start_soon(_hash_worker, hash_queue, hashers)
+                                    await to_hash.send(piece)
                                 if encryptor is not None:
                                     sealed = encryptor.feed(piece)
                                     piece = sealed + encryptor.finish() if not data else sealed
@@ -280,6 +290,9 @@ class DataStore:
                             tail = encryptor.finish()  # what the last piece left of a segment
                             if tail:
                                 await sink.write(tail)
+                    finally:
+                        if to_hash is not None:
+                            to_hash.close()  # the hash worker ends once it has hashed what it was sent
                     await sink.finish()  # the last chunk, while its feeders' nursery is still open
                 except BaseException as exc:
                     # kept aside so that it leaves the nursery as itself, not wrapped in an ExceptionGroup
