@@ -470,14 +470,8 @@ class AgentPool:
                 self._conns.append(conn)
                 return conn
 
-    @asynccontextmanager
-    async def _deadline(self, conn_box: list[AgentConnection]) -> AsyncIterator[None]:
-        with trio.move_on_after(self.timeout) as scope:
-            yield
-        if scope.cancelled_caught:
-            for conn in conn_box:
-                conn.close(AgentTimeout(f"no answer from agent {self.address} within {self.timeout}s"))
-            raise AgentTimeout(f"no answer from agent {self.address} within {self.timeout}s")
+    def _deadline(self, conn_box: list[AgentConnection]) -> _Deadline:
+        return _Deadline(self, conn_box)
 
     async def _run(self, fn: Callable[[AgentConnection], Any]) -> Any:
         box: list[AgentConnection] = []
@@ -641,6 +635,32 @@ class AgentPool:
         for conn in self._conns:
             await conn.aclose()
         self._conns.clear()
+
+
+class _Deadline:
+    """``async with pool._deadline(conns):`` bounds what it wraps by the pool's timeout; past it, the connections
+    in ``conns`` (those the wrapped code was using: filled in as it goes) are closed and AgentTimeout is raised.
+    (A class rather than an ``asynccontextmanager``: it wraps every agent call, and skips the generator
+    machinery.)"""
+
+    __slots__ = ("_pool", "_conns", "_scope")
+
+    def __init__(self, pool: AgentPool, conns: list[AgentConnection]) -> None:
+        self._pool, self._conns = pool, conns
+        self._scope = trio.move_on_after(pool.timeout)
+
+    async def __aenter__(self) -> None:
+        self._scope.__enter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        # the scope swallows only a cancellation of its own, and then this raises AgentTimeout instead: nothing
+        # else is ever suppressed
+        self._scope.__exit__(kind, exc, tb)
+        if self._scope.cancelled_caught:
+            pool = self._pool
+            for conn in self._conns:
+                conn.close(AgentTimeout(f"no answer from agent {pool.address} within {pool.timeout}s"))
+            raise AgentTimeout(f"no answer from agent {pool.address} within {pool.timeout}s") from None
 
 
 class _TimedPutStream:
