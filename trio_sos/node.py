@@ -344,7 +344,7 @@ class Node:
                     say(f"S3 endpoint: {endpoint}")
                 # What start-up made (modules, configuration, pools) lives as long as the process: moved out of the
                 # collector's generations, a full collection no longer walks it (docs/performance.md, "Less for
-                # the garbage collector").
+                # the garbage collector, one JSON encoder, and the chunk path").
                 gc.freeze()
                 task_status.started(self)
         finally:
