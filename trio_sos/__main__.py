@@ -118,11 +118,11 @@ async def _serve(config, args: argparse.Namespace, argv: list[str]) -> None:
 
     if args.worker_fds:
         node = Node(config, role="worker", worker_fds=args.worker_fds, worker_agent=args.worker_agent,
-                    worker_index=int(args.worker_index or 0))
+                    worker_index=int(args.worker_index or 0), freeze_gc=True)
     elif config.effective_workers > 1:
-        node = Node(config, role="supervisor", argv=tuple(argv))
+        node = Node(config, role="supervisor", argv=tuple(argv), freeze_gc=True)
     else:
-        node = Node(config)
+        node = Node(config, freeze_gc=True)
     async with trio.open_nursery() as nursery:
         async def on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

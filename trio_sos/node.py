@@ -207,6 +207,9 @@ class Node:
     worker_fds: str = ""  # worker: the inherited listening sockets (listener_fds)
     worker_agent: str | None = None  # worker, embedded mode: the supervisor's local agent
     worker_index: int = 0
+    # the process is this node's (``serve``): once set up, what start-up made is frozen out of the garbage
+    # collector's generations; a node run inside another program leaves that program's collector as it is
+    freeze_gc: bool = False
     endpoint: str = ""
     server: HttpServer | None = None
     gc: GarbageCollector | None = None
@@ -345,7 +348,8 @@ class Node:
                 # What start-up made (modules, configuration, pools) lives as long as the process: moved out of the
                 # collector's generations, a full collection no longer walks it (docs/performance.md, "Less for
                 # the garbage collector, one JSON encoder, and the chunk path").
-                gc.freeze()
+                if self.freeze_gc:
+                    gc.freeze()
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
