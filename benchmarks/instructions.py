@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.s3_bench import Conn, Target, tree  # noqa: E402
+from benchmarks.s3_bench import Conn, Target, node_settings, tree  # noqa: E402
 from tests.procs import NodeProcess  # noqa: E402
 from trio_sos.agent.binary import agent_binary  # noqa: E402
 
@@ -132,12 +132,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a node setting, repeatable (e.g. inline_max=0: 4 KiB bodies as chunks on the agent)")
     args = parser.parse_args()
-    extra: dict = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item!r}: expected NAME=VALUE")
-        extra[name.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
+    extra = node_settings(parser, args.set)
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install -y valgrind)")
     # every node counted runs this tree's agent (a worktree has none built; the agent is not counted anyway)

@@ -198,6 +198,17 @@ def cpu_by_kind(pids: list[int]) -> dict[str, float]:
     return out
 
 
+def node_settings(parser: argparse.ArgumentParser, items: list[str]) -> dict:
+    """``--set NAME=VALUE`` options as node settings (``true``/``false`` as booleans)."""
+    extra: dict = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected NAME=VALUE")
+        extra[name.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
+    return extra
+
+
 def tree(pid: int) -> list[int]:
     proc = psutil.Process(pid)
     return [pid] + [c.pid for c in proc.children(recursive=True)]
@@ -578,12 +589,7 @@ def main() -> None:
                         help="a node setting (e.g. zero_copy_get=false), repeatable")
     parser.add_argument("--sse", action="store_true", help="the bucket encrypts every object (SSE-S3 by default)")
     args = parser.parse_args()
-    extra: dict = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item!r}: expected NAME=VALUE")
-        extra[name.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
+    extra = node_settings(parser, args.set)
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     base = Path(tempfile.mkdtemp(prefix="s3-bench-", dir=os.environ.get("BENCH_DIR")))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
